@@ -1,0 +1,19 @@
+//! paude: a rootless sandbox launcher built on bubblewrap.
+//!
+//! The pipeline runs one way, one module per arrow:
+//!
+//! ```text
+//! argv ─cli─▶ Request
+//! Request ─manifest::load─▶ Manifest
+//! Manifest.packages ─packages::resolve─▶ Closure
+//! Closure + fsEntries ─store::key─▶ VenvKey
+//! VenvKey ─store::ensure─▶ Rootfs
+//! Manifest + Rootfs + Workspace + host facts ─sandbox::plan─▶ Plan
+//! Plan ─sandbox::bwrap::render─▶ argv ─sandbox::exec─▶ bwrap
+//! ```
+//!
+//! Everything up to `render` is data in, data out; the host is touched only at the edges
+//! (`host`, the package database, `store`, and the single exec site).
+
+pub mod manifest;
+pub mod packages;

@@ -1,0 +1,107 @@
+//! The manifest: a Jsonnet program that says what an environment holds and how it runs.
+//!
+//! `load` evaluates Jsonnet (see [`eval`]) to JSON and `validate` turns that JSON into the typed,
+//! checked [`Manifest`] below. Nothing downstream ever sees unchecked input: every path here is
+//! absolute (where it must be), normalized and free of `..`, every mode is parsed, every error
+//! names the field path (`mounts[2].target`) and, for misspelt fields, the near spelling.
+
+pub mod eval;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use eval::{LoadOptions, Loaded, ManifestSource, load};
+pub use validate::validate;
+
+/// A validated v1 manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Requested host packages (`name` or `name:arch`), in manifest order, duplicates removed.
+    pub packages: Vec<String>,
+    /// Host variables passed through when set on the host.
+    pub env_keep: Vec<String>,
+    /// Variables set inside (after `env_keep`, so they win).
+    pub env_set: BTreeMap<String, String>,
+    /// Whether the default mounts are added.
+    pub mount_defaults: bool,
+    /// The user's mounts, in manifest order.
+    pub mounts: Vec<Mount>,
+    /// Entries created in the rootfs; part of the cache key.
+    pub fs_entries: Vec<FsEntry>,
+    /// Python venv shadowing in the workspace.
+    pub venv: VenvMode,
+    /// Share the host network (true) or get a private one with only loopback (false).
+    pub network: bool,
+}
+
+/// A mount the manifest asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// Host path for bind kinds; `None` for tmpfs and proc.
+    pub source: Option<PathBuf>,
+    /// Absolute path inside the sandbox.
+    pub target: PathBuf,
+    /// A missing source is skipped instead of being an error.
+    pub optional: bool,
+}
+
+/// The five mount types of the v1 schema, named as bwrap names its options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MountKind {
+    Bind,
+    RoBind,
+    DevBind,
+    Tmpfs,
+    Proc,
+}
+
+/// An entry created in the rootfs at materialization.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FsEntry {
+    Dir { path: PathBuf, mode: u32 },
+    File { path: PathBuf, mode: u32, contents: String },
+    Symlink { path: PathBuf, target: PathBuf },
+}
+
+impl FsEntry {
+    /// The absolute path the entry is created at.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            FsEntry::Dir { path, .. } | FsEntry::File { path, .. } | FsEntry::Symlink { path, .. } => path,
+        }
+    }
+}
+
+/// How Python venvs in the workspace are treated (seeds 000-002).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VenvMode {
+    /// Shadow every top-level directory of the workspace that holds `pyvenv.cfg`.
+    Auto,
+    /// Share the host's venvs as they are.
+    None,
+    /// Shadow exactly these directories, relative to the workspace.
+    List(Vec<PathBuf>),
+}
+
+/// Errors of loading and validating a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Jsonnet could not be parsed or evaluated; the message carries file:line:column.
+    #[error("evaluating the manifest: {0}")]
+    Jsonnet(String),
+    /// The manifest file could not be read.
+    #[error("reading the manifest {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A field has a bad value; `field` is a path like `mounts[2].target`.
+    #[error("manifest field `{field}`: {message}")]
+    Field { field: String, message: String },
+    /// A bad command-line value for evaluation (an `--ext-str` without `=`, ...).
+    #[error("{0}")]
+    Usage(String),
+}

@@ -1,0 +1,1 @@
+//! dpkg provider (to be written).

@@ -17,3 +17,9 @@
 
 pub mod manifest;
 pub mod packages;
+pub mod rootpath;
+pub mod store;
+pub mod sandbox;
+pub mod cli;
+pub mod commands;
+pub mod host;

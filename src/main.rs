@@ -1,1 +1,42 @@
-fn main() {}
+//! paude's entry point: parse, dispatch, print errors, map them to exit codes.
+//!
+//! Exit status, as `podman run` and `env` use it: the sandboxed command's own status passes
+//! through (paude execs bwrap, which returns it); paude's own failures are 125; a command that
+//! cannot be run is 126, one that is not found 127.
+
+use clap::Parser;
+use paude::cli::{Cli, Command};
+use paude::commands::{self, ExitError};
+use paude::host::HostFacts;
+use std::process::ExitCode;
+
+/// paude's own failures, as podman's.
+const EXIT_PAUDE_FAILED: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { EXIT_PAUDE_FAILED } else { 0 };
+            error.print().ok();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("paude: error: {error:#}");
+            match error.downcast_ref::<ExitError>() {
+                Some(exit) => ExitCode::from(exit.code),
+                None => ExitCode::from(EXIT_PAUDE_FAILED),
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let host = HostFacts::gather()?;
+    match cli.command {
+        Command::Venv(args) => commands::venv::run(args, &host),
+    }
+}

@@ -98,6 +98,9 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
+    /// The manifest evaluated to something other than an object; carries the JSON type it got.
+    #[error("the manifest must evaluate to an object, got {0}")]
+    NotAnObject(&'static str),
     /// A field has a bad value; `field` is a path like `mounts[2].target`.
     #[error("manifest field `{field}`: {message}")]
     Field { field: String, message: String },

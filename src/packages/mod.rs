@@ -54,6 +54,9 @@ pub struct ExportPlan {
     /// Alternatives groups (update-alternatives) that the exporter may install when one of
     /// their choices is part of the closure.
     pub alternatives: Vec<Alternative>,
+    /// Problems that did not stop the plan (a malformed alternatives file, skipped), each
+    /// naming its file. The command layer shows them as warnings.
+    pub warnings: Vec<String>,
 }
 
 /// One path owned by a package. `path` is where the host keeps it, which differs from the

@@ -1,0 +1,61 @@
+//! Command-line definitions, and nothing else: no I/O happens here.
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Run commands in a rootless bubblewrap sandbox built from host packages.
+#[derive(Debug, Parser)]
+#[command(name = "paude", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command (default: an interactive shell) in the environment a manifest describes.
+    Venv(VenvArgs),
+}
+
+/// `paude venv`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Manifest: -e ARG, else -f FILE, else paude.jsonnet at the workspace root, else the built-in \
+default (bash, coreutils, git).
+
+Examples:
+  paude venv -e examples/core-venv.jsonnet             a shell in the environment
+  paude venv -e m.jsonnet -- make test                 one command
+  paude venv -e '(import \"m.jsonnet\") + {envSet+: {A: \"1\"}}' -- env
+  paude venv --dry-run -- git status                   print the bwrap command line")]
+pub struct VenvArgs {
+    /// Jsonnet code, or the path of an existing manifest file.
+    #[arg(short = 'e', long = "exec", value_name = "CODE|FILE", conflicts_with = "file")]
+    pub exec: Option<String>,
+    /// A manifest file.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Add a library directory for imports (searched after the importing file's directory).
+    #[arg(short = 'J', long = "jpath", value_name = "DIR")]
+    pub jpath: Vec<PathBuf>,
+    /// Set an external string variable (std.extVar); `NAME` alone takes the host's $NAME.
+    #[arg(short = 'V', long = "ext-str", value_name = "NAME[=VALUE]")]
+    pub ext_str: Vec<String>,
+    /// Set an external variable to Jsonnet code; `NAME` alone takes the code from $NAME.
+    #[arg(long = "ext-code", value_name = "NAME[=CODE]")]
+    pub ext_code: Vec<String>,
+    /// Set a top-level argument string; `NAME` alone takes the host's $NAME.
+    #[arg(short = 'A', long = "tla-str", value_name = "NAME[=VALUE]")]
+    pub tla_str: Vec<String>,
+    /// Set a top-level argument to Jsonnet code; `NAME` alone takes the code from $NAME.
+    #[arg(long = "tla-code", value_name = "NAME[=CODE]")]
+    pub tla_code: Vec<String>,
+    /// Print the bwrap command line that would run, and run nothing (the environment is
+    /// still built if it is not cached).
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// The command to run, after `--`; none starts an interactive shell.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}

@@ -1,0 +1,201 @@
+//! `paude venv`: manifest → closure → cached rootfs → plan → exec bwrap.
+//!
+//! Every check that can fail on bad input (the manifest, mount sources, packages, bwrap, the
+//! workspace) runs before the store is touched, so a bad input leaves nothing in the cache.
+
+use super::{ExitError, status, warn};
+use crate::cli::VenvArgs;
+use crate::host::HostFacts;
+use crate::manifest::{self, LoadOptions, Manifest, ManifestSource, Mount};
+use crate::packages::{Provider, dpkg::Dpkg};
+use crate::sandbox::plan::{self, CommandLookup, PlanInput};
+use crate::sandbox::{bwrap, exec, workspace};
+use crate::store::{self, BuildInput, Store};
+use anyhow::{Context, Result, bail};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The name of a workspace's own manifest.
+pub const WORKSPACE_MANIFEST: &str = "paude.jsonnet";
+
+/// Runs `paude venv`; returns only for `--dry-run` or on failure.
+pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
+    let workspace = workspace::find_root(&host.cwd);
+    if workspace == Path::new("/") {
+        bail!(
+            "the workspace would be / (the current directory is / or / is a git repository); \
+             cd into a project directory first"
+        );
+    }
+    let source = manifest_source(&args, &workspace)?;
+    let options = load_options(&args, host)?;
+    let loaded = manifest::load(&source, &options)?;
+    let manifest = loaded.manifest;
+    let mounts = checked_mounts(&manifest)?;
+    let bwrap_path = host.bwrap()?;
+    if let Some(reason) = host.userns_refusal() {
+        bail!("{reason}");
+    }
+
+    let provider = Dpkg::from_env(host.var("DPKG_ROOT").map(|v| v.as_os_str()), host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()))
+        .context("opening the dpkg database")?;
+    let closure = provider.resolve(&manifest.packages)?;
+    for missing in &closure.missing {
+        warn(&format!(
+            "{} depends on `{}`, which is not installed; continuing without it",
+            missing.required_by, missing.relation
+        ));
+    }
+    let key = store::key::key(&closure, &manifest.fs_entries);
+    let venvs = workspace::venvs_to_shadow(&workspace, &manifest.venv, &mut |w| warn(&w));
+
+    let store = Store::new(host.paude_home.clone());
+    let rootfs = match store.lookup(&key) {
+        Some(found) => found,
+        None => {
+            status(&format!(
+                "building environment {key} from {} packages ({} requested)",
+                closure.packages.len(),
+                manifest.packages.len()
+            ));
+            let export_plan = provider.export_plan(&closure)?;
+            let input = BuildInput {
+                provider: provider.name(),
+                requested: &manifest.packages,
+                closure: &closure,
+                plan: &export_plan,
+                source_root: provider.source_root(),
+                fs_entries: &manifest.fs_entries,
+            };
+            store.ensure(&key, &input, &mut |line| status(line))?
+        }
+    };
+    let meta = store.meta(&rootfs)?;
+    if rootfs.built && !meta.stats.unreadable.is_empty() {
+        warn(&format!(
+            "{} files of the closure are not readable by this user and were left out (first: {})",
+            meta.stats.unreadable.len(),
+            meta.stats.unreadable[0]
+        ));
+    }
+
+    let host_has = |path: &Path| path.exists();
+    let input = PlanInput {
+        manifest: &manifest,
+        mounts: &mounts,
+        rootfs: &rootfs.path,
+        library_dirs: &meta.stats.library_dirs,
+        workspace: &workspace,
+        cwd: &host.cwd,
+        venvs: &venvs,
+        host_env: &host.env,
+        host_has: &host_has,
+        stdin_is_terminal: host.stdin_is_terminal,
+        command: &args.command,
+    };
+    let plan = plan::plan(&input)?;
+    match plan::lookup_command(&plan) {
+        CommandLookup::Found => {}
+        CommandLookup::NotFound => {
+            return Err(ExitError {
+                code: 127,
+                message: format!(
+                    "command not found in the environment: {} (add the package that provides it to `packages`)",
+                    Path::new(&plan.command[0]).display()
+                ),
+            }
+            .into());
+        }
+        CommandLookup::NotExecutable(path) => {
+            return Err(ExitError {
+                code: 126,
+                message: format!("{} is not executable in the environment", path.display()),
+            }
+            .into());
+        }
+    }
+    let argv = bwrap::render(&plan);
+    if args.dry_run {
+        let mut line = bwrap::command_line(bwrap_path.as_os_str(), &argv);
+        line.push(b'\n');
+        std::io::stdout().write_all(&line).context("writing to stdout")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    store.touch(&rootfs)?;
+    let error = exec::exec(bwrap_path.as_os_str(), &argv);
+    Err(error).with_context(|| format!("running {}", bwrap_path.display()))
+}
+
+/// Which manifest to evaluate: `-e`, `-f`, the workspace's `paude.jsonnet`, or the default.
+fn manifest_source(args: &VenvArgs, workspace: &Path) -> Result<ManifestSource> {
+    if let Some(file) = &args.file {
+        if !file.is_file() {
+            bail!("manifest file {} does not exist (from -f)", file.display());
+        }
+        return Ok(ManifestSource::File(file.clone()));
+    }
+    if let Some(text) = &args.exec {
+        // `-e m.jsonnet` with an existing file means the file, as users expect; anything
+        // else is Jsonnet code (a file name that does not exist fails as code, loudly).
+        let path = Path::new(text);
+        if !text.contains('\n') && path.is_file() {
+            return Ok(ManifestSource::File(path.to_path_buf()));
+        }
+        return Ok(ManifestSource::Code(text.clone()));
+    }
+    let own = workspace.join(WORKSPACE_MANIFEST);
+    if own.is_file() {
+        return Ok(ManifestSource::File(own));
+    }
+    Ok(ManifestSource::Default)
+}
+
+fn load_options(args: &VenvArgs, host: &HostFacts) -> Result<LoadOptions> {
+    let pairs = |values: &[String], flag: &str| -> Result<Vec<(String, String)>> {
+        values
+            .iter()
+            .map(|value| match value.split_once('=') {
+                Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+                Some(_) => bail!("{flag} {value}: the name before `=` is empty"),
+                None => match host.var(value).and_then(|v| v.to_str()) {
+                    Some(from_env) => Ok((value.clone(), from_env.to_string())),
+                    None => bail!("{flag} {value}: no `=VALUE` given and ${value} is not set (or not UTF-8)"),
+                },
+            })
+            .collect()
+    };
+    Ok(LoadOptions {
+        cwd: host.cwd.clone(),
+        jpath: args.jpath.clone(),
+        ext_str: pairs(&args.ext_str, "--ext-str")?,
+        ext_code: pairs(&args.ext_code, "--ext-code")?,
+        tla_str: pairs(&args.tla_str, "--tla-str")?,
+        tla_code: pairs(&args.tla_code, "--tla-code")?,
+    })
+}
+
+/// The manifest's mounts with optional ones whose source is missing dropped; a missing
+/// non-optional source is an error naming the field.
+fn checked_mounts(manifest: &Manifest) -> Result<Vec<Mount>> {
+    let mut out = Vec::new();
+    for (index, mount) in manifest.mounts.iter().enumerate() {
+        if let Some(source) = &mount.source
+            && std::fs::symlink_metadata(source).is_err()
+        {
+            if mount.optional {
+                continue;
+            }
+            bail!(manifest::ManifestError::Field {
+                field: format!("mounts[{index}].source"),
+                message: format!(
+                    "{} does not exist on this host; create it, or mark the mount `optional: true`",
+                    source.display()
+                ),
+            });
+        }
+        out.push(mount.clone());
+    }
+    Ok(out)
+}
+

@@ -1,1 +1,0 @@
-//! dpkg provider (to be written).

@@ -1,0 +1,155 @@
+//! Rendering a [`Plan`] into bwrap's argument list: a pure function.
+//!
+//! Order is semantics in bwrap, so [`render`] emits, in this order:
+//!
+//! 1. namespaces: `--unshare-user --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup`,
+//!    and `--unshare-net` when the manifest turns the network off;
+//! 2. process options: `--die-with-parent` (the sandbox ends with its launcher's parent
+//!    process tree), `--new-session` when stdin is not a terminal;
+//! 3. the mount operations exactly in plan order (top-level rootfs entries, splits, logical
+//!    mounts, then the read-only remounts);
+//! 4. the environment: `--clearenv`, then one `--setenv NAME VALUE` per variable;
+//! 5. `--chdir DIR`;
+//! 6. `--` and the command, so a command starting with `-` is never read as an option.
+//!
+//! Arguments are `OsString` throughout: paths on Linux are bytes, and a lossy conversion here
+//! would mount the wrong path.
+
+use super::plan::{MountOp, Plan};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
+/// bwrap's arguments for `plan` (without the program name).
+pub fn render(plan: &Plan) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|item| item.to_os_string()));
+    for flag in ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"] {
+        push(&[flag.as_ref()]);
+    }
+    if plan.unshare_net {
+        push(&["--unshare-net".as_ref()]);
+    }
+    push(&["--die-with-parent".as_ref()]);
+    if plan.new_session {
+        push(&["--new-session".as_ref()]);
+    }
+    for op in &plan.mounts {
+        match op {
+            MountOp::Bind { source, target } => push(&["--bind".as_ref(), source.as_ref(), target.as_ref()]),
+            MountOp::RoBind { source, target } => push(&["--ro-bind".as_ref(), source.as_ref(), target.as_ref()]),
+            MountOp::DevBind { source, target } => push(&["--dev-bind".as_ref(), source.as_ref(), target.as_ref()]),
+            MountOp::Tmpfs { target } => push(&["--tmpfs".as_ref(), target.as_ref()]),
+            MountOp::Proc { target } => push(&["--proc".as_ref(), target.as_ref()]),
+            MountOp::Dev { target } => push(&["--dev".as_ref(), target.as_ref()]),
+            MountOp::Symlink { link, target } => push(&["--symlink".as_ref(), link.as_ref(), target.as_ref()]),
+            MountOp::RemountRo { target } => push(&["--remount-ro".as_ref(), target.as_ref()]),
+        }
+    }
+    push(&["--clearenv".as_ref()]);
+    for (name, value) in &plan.env {
+        push(&["--setenv".as_ref(), name, value]);
+    }
+    push(&["--chdir".as_ref(), plan.chdir.as_ref()]);
+    push(&["--".as_ref()]);
+    for word in &plan.command {
+        push(&[word]);
+    }
+    args
+}
+
+/// One shell word for `word`: as is when it is plain, else single-quoted (with `'` written as
+/// `'\''`). Bytes that are not UTF-8 are kept: the line is meant for a POSIX shell, which takes
+/// bytes.
+pub fn shell_quote(word: &OsStr) -> Vec<u8> {
+    let bytes = word.as_bytes();
+    let plain = !bytes.is_empty()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(b));
+    if plain {
+        return bytes.to_vec();
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    out.push(b'\'');
+    for byte in bytes {
+        if *byte == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(*byte);
+        }
+    }
+    out.push(b'\'');
+    out
+}
+
+/// The whole command line, shell-quoted, as `--dry-run` prints it.
+pub fn command_line(program: &OsStr, args: &[OsString]) -> Vec<u8> {
+    let mut line = shell_quote(program);
+    for arg in args {
+        line.push(b' ');
+        line.extend(shell_quote(arg));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::plan::View;
+    use std::path::PathBuf;
+
+    #[test]
+    fn quoting_is_minimal_and_safe() {
+        assert_eq!(shell_quote(OsStr::new("/usr/bin")), b"/usr/bin");
+        assert_eq!(shell_quote(OsStr::new("")), b"''");
+        assert_eq!(shell_quote(OsStr::new("a b")), b"'a b'");
+        assert_eq!(shell_quote(OsStr::new("it's")), b"'it'\\''s'");
+        assert_eq!(shell_quote(OsStr::new("$HOME")), b"'$HOME'");
+        assert_eq!(shell_quote(OsStr::from_bytes(b"\xff")), b"'\xff'");
+    }
+
+    #[test]
+    fn whole_argv_in_documented_order() {
+        let plan = Plan {
+            rootfs: PathBuf::from("/store/rootfs"),
+            unshare_net: true,
+            new_session: true,
+            mounts: vec![
+                MountOp::RoBind { source: "/store/rootfs/usr".into(), target: "/usr".into() },
+                MountOp::Symlink { link: "usr/bin".into(), target: "/bin".into() },
+                MountOp::Dev { target: "/dev".into() },
+                MountOp::Bind { source: "/w".into(), target: "/w".into() },
+                MountOp::Tmpfs { target: "/w/.venv".into() },
+                MountOp::RemountRo { target: "/".into() },
+            ],
+            views: vec![(PathBuf::from("/w"), View::Host("/w".into()))],
+            env: vec![("PATH".into(), "/usr/bin".into())],
+            chdir: "/w/src".into(),
+            command: vec!["-weird".into(), "arg".into()],
+        };
+        let expected: Vec<OsString> = [
+            // 1. namespaces
+            "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
+            "--unshare-net",
+            // 2. process
+            "--die-with-parent", "--new-session",
+            // 3. mounts, in plan order
+            "--ro-bind", "/store/rootfs/usr", "/usr",
+            "--symlink", "usr/bin", "/bin",
+            "--dev", "/dev",
+            "--bind", "/w", "/w",
+            "--tmpfs", "/w/.venv",
+            "--remount-ro", "/",
+            // 4. environment
+            "--clearenv", "--setenv", "PATH", "/usr/bin",
+            // 5. working directory
+            "--chdir", "/w/src",
+            // 6. the command, after --
+            "--", "-weird", "arg",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        assert_eq!(render(&plan), expected);
+    }
+}

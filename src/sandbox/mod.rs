@@ -1,0 +1,7 @@
+//! The sandbox: what bwrap is told (`plan`), how it is written (`bwrap`), where the workspace
+//! is (`workspace`), and the one place paude hands its process over to bwrap (`exec`).
+
+pub mod bwrap;
+pub mod exec;
+pub mod plan;
+pub mod workspace;

@@ -1,0 +1,380 @@
+//! The sandbox plan: everything bwrap will be told, as plain data.
+//!
+//! [`plan`] takes the manifest, the published rootfs, the workspace and the host facts, and
+//! returns a [`Plan`]: the namespaces, the ordered mount operations, the environment, the
+//! working directory and the command. It reads the rootfs (to learn which mount targets exist)
+//! but changes nothing; [`super::bwrap::render`] turns the plan into argv.
+//!
+//! The logical mounts, in order (a later mount shadows an earlier one at the same path):
+//!
+//! 1. the default mounts, unless `mountDefaults: false`: a minimal `/dev`, `/proc`, `/sys`
+//!    read-only, the host's `/etc/resolv.conf` and `/etc/hosts` read-only (when the host has
+//!    them), a private tmpfs `/tmp`; a default whose target the manifest also mounts is dropped;
+//! 2. the manifest's mounts whose target is outside the workspace, in manifest order;
+//! 3. the workspace, read-write at its host path;
+//! 4. the manifest's mounts whose target is inside the workspace (so the workspace bind does
+//!    not silently hide them);
+//! 5. an empty tmpfs over each Python venv to shadow.
+//!
+//! The rootfs is never modified at launch, yet any mount target must work. So `/` is not a
+//! bind of the rootfs: it stays bwrap's own tmpfs, each top-level entry of the rootfs is bound
+//! read-only into it (links recreated as links), and `/` is remounted read-only at the end.
+//! A target that does not exist in the rootfs below some existing directory `D` (say
+//! `/usr/local/x`) *splits* `D` the same way: a tmpfs at `D`, each entry of the rootfs's `D`
+//! bound into it, `D` remounted read-only after the mounts. Targets are resolved inside the
+//! rootfs first, so a target through a link (`/bin/x`) lands where the link leads.
+
+use crate::manifest::{Manifest, Mount, MountKind};
+use crate::rootpath;
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The default `PATH` inside, as Debian's login shells set it for a user plus the sbin dirs.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
+
+/// One bwrap mount operation; targets are paths inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    Bind { source: PathBuf, target: PathBuf },
+    RoBind { source: PathBuf, target: PathBuf },
+    DevBind { source: PathBuf, target: PathBuf },
+    Tmpfs { target: PathBuf },
+    Proc { target: PathBuf },
+    Dev { target: PathBuf },
+    Symlink { link: PathBuf, target: PathBuf },
+    RemountRo { target: PathBuf },
+}
+
+/// What the sandbox sees at a path: where a lookup below a logical mount target goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    /// A host directory or file.
+    Host(PathBuf),
+    /// An empty tmpfs.
+    Empty,
+    /// Something paude does not look into (`/proc`, `/dev`).
+    Opaque,
+}
+
+/// Everything bwrap is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The rootfs the top-level entries come from.
+    pub rootfs: PathBuf,
+    /// `--unshare-net`: a private network namespace with only loopback.
+    pub unshare_net: bool,
+    /// `--new-session`: detach from the terminal (no TIOCSTI injection into it).
+    pub new_session: bool,
+    /// Mount operations in bwrap order.
+    pub mounts: Vec<MountOp>,
+    /// The logical mounts, resolved, in order: (target inside, what is there).
+    pub views: Vec<(PathBuf, View)>,
+    /// The environment, after `--clearenv`, in order.
+    pub env: Vec<(OsString, OsString)>,
+    /// The working directory inside.
+    pub chdir: PathBuf,
+    /// The command and its arguments.
+    pub command: Vec<OsString>,
+}
+
+/// What [`plan`] needs; gathered by the caller so the plan depends on nothing else.
+#[derive(Clone)]
+pub struct PlanInput<'a> {
+    pub manifest: &'a Manifest,
+    /// The manifest's mounts after dropping optional ones whose source is missing.
+    pub mounts: &'a [Mount],
+    pub rootfs: &'a Path,
+    /// Default `LD_LIBRARY_PATH` entries, from the rootfs's meta.
+    pub library_dirs: &'a [String],
+    pub workspace: &'a Path,
+    pub cwd: &'a Path,
+    pub venvs: &'a [PathBuf],
+    pub host_env: &'a [(OsString, OsString)],
+    /// Which default-mount sources exist on the host (`/etc/resolv.conf`, `/etc/hosts`).
+    pub host_has: &'a dyn Fn(&Path) -> bool,
+    pub stdin_is_terminal: bool,
+    /// Empty: an interactive shell.
+    pub command: &'a [OsString],
+}
+
+/// A plan that cannot be made; the message names the path and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+struct Logical {
+    kind: MountKind,
+    source: Option<PathBuf>,
+    target: PathBuf,
+}
+
+/// Makes the plan. See the module documentation for the mount order.
+pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
+    let logical = logical_mounts(input);
+    let (mounts, views) = mount_ops(input.rootfs, &logical)?;
+    let env = environment(input);
+    let command = if input.command.is_empty() {
+        vec![shell(input.rootfs, &views, &env)?]
+    } else {
+        input.command.to_vec()
+    };
+    Ok(Plan {
+        rootfs: input.rootfs.to_path_buf(),
+        unshare_net: !input.manifest.network,
+        new_session: !input.stdin_is_terminal,
+        mounts,
+        views,
+        env,
+        chdir: input.cwd.to_path_buf(),
+        command,
+    })
+}
+
+fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
+    let user_targets: BTreeSet<&Path> = input.mounts.iter().map(|m| m.target.as_path()).collect();
+    let mut out = Vec::new();
+    if input.manifest.mount_defaults {
+        let defaults: [(MountKind, Option<&str>, &str); 6] = [
+            (MountKind::DevBind, None, "/dev"),
+            (MountKind::Proc, None, "/proc"),
+            (MountKind::RoBind, Some("/sys"), "/sys"),
+            (MountKind::RoBind, Some("/etc/resolv.conf"), "/etc/resolv.conf"),
+            (MountKind::RoBind, Some("/etc/hosts"), "/etc/hosts"),
+            (MountKind::Tmpfs, None, "/tmp"),
+        ];
+        for (kind, source, target) in defaults {
+            if user_targets.contains(Path::new(target)) {
+                continue;
+            }
+            if let Some(source) = source
+                && !(input.host_has)(Path::new(source))
+            {
+                continue;
+            }
+            // The default /dev is bwrap's minimal devtmpfs (`--dev`), marked by no source.
+            out.push(Logical { kind, source: source.map(PathBuf::from), target: PathBuf::from(target) });
+        }
+    }
+    let (inside, outside): (Vec<&Mount>, Vec<&Mount>) =
+        input.mounts.iter().partition(|m| rootpath::is_within(&m.target, input.workspace));
+    let user = |m: &Mount| Logical { kind: m.kind, source: m.source.clone(), target: m.target.clone() };
+    out.extend(outside.into_iter().map(user));
+    out.push(Logical {
+        kind: MountKind::Bind,
+        source: Some(input.workspace.to_path_buf()),
+        target: input.workspace.to_path_buf(),
+    });
+    out.extend(inside.into_iter().map(user));
+    out.extend(input.venvs.iter().map(|venv| Logical { kind: MountKind::Tmpfs, source: None, target: venv.clone() }));
+    out
+}
+
+type MountPlan = (Vec<MountOp>, Vec<(PathBuf, View)>);
+
+fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError> {
+    let mut splits: BTreeSet<PathBuf> = BTreeSet::from([PathBuf::from("/")]);
+    let mut views: Vec<(PathBuf, View)> = Vec::new();
+    for mount in logical {
+        let covered = views.iter().any(|(target, _)| rootpath::is_within(&mount.target, target));
+        let target = if covered {
+            mount.target.clone()
+        } else {
+            let resolved = rootpath::resolve(rootfs, &mount.target).map_err(|error| {
+                PlanError(format!("mount target {}: {error}", mount.target.display()))
+            })?;
+            if !resolved.exists() {
+                splits.insert(resolved.deepest_existing());
+            }
+            resolved.path
+        };
+        let view = match (mount.kind, &mount.source) {
+            (MountKind::Tmpfs, _) => View::Empty,
+            (MountKind::Proc, _) | (MountKind::DevBind, None) => View::Opaque,
+            (_, Some(source)) => View::Host(source.clone()),
+            (_, None) => View::Opaque,
+        };
+        views.push((target, view));
+    }
+
+    let mut ops = Vec::new();
+    // Parents before children: a split below another split is mounted on top of it.
+    let mut ordered: Vec<&PathBuf> = splits.iter().collect();
+    ordered.sort_by_key(|path| (path.components().count(), (*path).clone()));
+    for split in &ordered {
+        if split.as_os_str() != "/" {
+            ops.push(MountOp::Tmpfs { target: (*split).clone() });
+        }
+        let directory = rootpath::under(rootfs, split);
+        let mut children: Vec<(OsString, std::fs::FileType)> = std::fs::read_dir(&directory)
+            .map_err(|error| PlanError(format!("reading the environment's {}: {error}", directory.display())))?
+            .flatten()
+            .filter_map(|entry| entry.file_type().ok().map(|kind| (entry.file_name(), kind)))
+            .collect();
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, kind) in children {
+            let inside = split.join(&name);
+            // A child that a mount replaces whole, or that is split itself, needs no bind:
+            // bwrap creates its mount point in the tmpfs.
+            if splits.contains(&inside) || views.iter().any(|(target, _)| *target == inside) {
+                continue;
+            }
+            let source = directory.join(&name);
+            if kind.is_symlink() {
+                let link = std::fs::read_link(&source)
+                    .map_err(|error| PlanError(format!("reading {}: {error}", source.display())))?;
+                ops.push(MountOp::Symlink { link, target: inside });
+            } else if kind.is_dir() || kind.is_file() {
+                ops.push(MountOp::RoBind { source, target: inside });
+            }
+        }
+    }
+    for (mount, (target, _)) in logical.iter().zip(&views) {
+        let target = target.clone();
+        ops.push(match (mount.kind, mount.source.clone()) {
+            (MountKind::Bind, Some(source)) => MountOp::Bind { source, target },
+            (MountKind::RoBind, Some(source)) => MountOp::RoBind { source, target },
+            (MountKind::DevBind, Some(source)) => MountOp::DevBind { source, target },
+            (MountKind::DevBind, None) => MountOp::Dev { target },
+            (MountKind::Tmpfs, _) => MountOp::Tmpfs { target },
+            (MountKind::Proc, _) => MountOp::Proc { target },
+            (kind, None) => {
+                return Err(PlanError(format!("a {kind:?} mount at {} has no source", target.display())));
+            }
+        });
+    }
+    for split in ordered.iter().rev() {
+        ops.push(MountOp::RemountRo { target: (*split).clone() });
+    }
+    Ok((ops, views))
+}
+
+fn environment(input: &PlanInput<'_>) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let set = |name: OsString, value: OsString, env: &mut Vec<(OsString, OsString)>| {
+        env.retain(|(existing, _)| *existing != name);
+        env.push((name, value));
+    };
+    for name in &input.manifest.env_keep {
+        if let Some((_, value)) = input.host_env.iter().find(|(key, _)| key.as_bytes() == name.as_bytes()) {
+            set(name.into(), value.clone(), &mut env);
+        }
+    }
+    for (name, value) in &input.manifest.env_set {
+        set(name.into(), value.into(), &mut env);
+    }
+    let has = |env: &Vec<(OsString, OsString)>, name: &str| env.iter().any(|(key, _)| key == name);
+    if !has(&env, "PATH") {
+        set("PATH".into(), DEFAULT_PATH.into(), &mut env);
+    }
+    if !has(&env, "LD_LIBRARY_PATH") && !input.library_dirs.is_empty() {
+        set("LD_LIBRARY_PATH".into(), input.library_dirs.join(":").into(), &mut env);
+    }
+    // Seed 003: git refuses a repository whose owner differs from the user ("dubious
+    // ownership"). Trust exactly the workspace, through git's environment config, appended
+    // after any the user passes, never by editing a config file and never with `*`.
+    let count = env
+        .iter()
+        .find(|(key, _)| key == "GIT_CONFIG_COUNT")
+        .and_then(|(_, value)| value.to_str()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    set(format!("GIT_CONFIG_KEY_{count}").into(), "safe.directory".into(), &mut env);
+    set(format!("GIT_CONFIG_VALUE_{count}").into(), input.workspace.as_os_str().to_os_string(), &mut env);
+    set("GIT_CONFIG_COUNT".into(), (count + 1).to_string().into(), &mut env);
+    env
+}
+
+/// Where `path` (inside the sandbox) is found from outside, following the plan's mounts.
+pub fn locate(rootfs: &Path, views: &[(PathBuf, View)], path: &Path) -> Option<PathBuf> {
+    match views.iter().rev().find(|(target, _)| rootpath::is_within(path, target)) {
+        Some((target, View::Host(source))) => {
+            let rest = path.strip_prefix(target).ok()?;
+            Some(if rest.as_os_str().is_empty() { source.clone() } else { source.join(rest) })
+        }
+        Some(_) => None,
+        None => {
+            let resolved = rootpath::resolve(rootfs, path).ok()?;
+            let inside = rootpath::under(rootfs, &resolved.path);
+            // A link into a mounted path (say /etc/x -> /tmp/y) leaves the rootfs.
+            if views.iter().any(|(target, _)| rootpath::is_within(&resolved.path, target)) {
+                return if resolved.path == path { None } else { locate(rootfs, views, &resolved.path) };
+            }
+            Some(inside)
+        }
+    }
+}
+
+/// How a command name is found inside, for a clear 126/127 before bwrap runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandLookup {
+    /// Found and executable (or in a place paude does not look into).
+    Found,
+    NotFound,
+    NotExecutable(PathBuf),
+}
+
+/// Looks `command` up the way `execvp` inside will: a name with a `/` relative to `cwd`,
+/// otherwise through the environment's `PATH`.
+pub fn lookup_command(plan: &Plan) -> CommandLookup {
+    let Some(command) = plan.command.first() else { return CommandLookup::NotFound };
+    let candidates: Vec<PathBuf> = if command.as_bytes().contains(&b'/') {
+        vec![plan.chdir.join(command)]
+    } else {
+        let path = plan
+            .env
+            .iter()
+            .find(|(key, _)| key == "PATH")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_else(|| DEFAULT_PATH.into());
+        path.as_bytes()
+            .split(|b| *b == b':')
+            .filter(|dir| dir.starts_with(b"/"))
+            .map(|dir| Path::new(OsStr::from_bytes(dir)).join(command))
+            .collect()
+    };
+    let mut not_executable = None;
+    for candidate in candidates {
+        let Some(outside) = locate(&plan.rootfs, &plan.views, &candidate) else {
+            // In /proc, /dev or a tmpfs: paude cannot tell, bwrap will.
+            if plan.views.iter().any(|(t, v)| *v == View::Opaque && rootpath::is_within(&candidate, t)) {
+                return CommandLookup::Found;
+            }
+            continue;
+        };
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(&outside) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => return CommandLookup::Found,
+            Ok(meta) if meta.is_file() => not_executable = not_executable.or(Some(candidate)),
+            _ => {}
+        }
+    }
+    match not_executable {
+        Some(path) => CommandLookup::NotExecutable(path),
+        None => CommandLookup::NotFound,
+    }
+}
+
+/// The interactive shell: `bash` when the environment has it, else `/bin/sh`.
+fn shell(rootfs: &Path, views: &[(PathBuf, View)], env: &[(OsString, OsString)]) -> Result<OsString, PlanError> {
+    for candidate in ["bash", "/bin/sh"] {
+        let probe = Plan {
+            rootfs: rootfs.to_path_buf(),
+            unshare_net: false,
+            new_session: false,
+            mounts: Vec::new(),
+            views: views.to_vec(),
+            env: env.to_vec(),
+            chdir: PathBuf::from("/"),
+            command: vec![candidate.into()],
+        };
+        if lookup_command(&probe) == CommandLookup::Found {
+            return Ok(candidate.into());
+        }
+    }
+    Err(PlanError(
+        "the environment has no shell (neither bash nor /bin/sh): add \"bash\" or \"dash\" to `packages`, \
+         or give a command after `--`"
+            .into(),
+    ))
+}

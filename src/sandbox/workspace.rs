@@ -1,0 +1,124 @@
+//! The workspace: the project directory the sandbox may write to, and its Python venvs.
+//!
+//! The workspace is the git root above the current directory (the nearest ancestor holding a
+//! `.git` directory or file, so worktrees and submodules count), else the current directory.
+//! Python venvs (seeds 000-002) are found only at its top level, as the seeds decided: a venv
+//! is a directory holding `pyvenv.cfg` (PEP 405's marker), whatever its name.
+
+use crate::manifest::VenvMode;
+use std::path::{Path, PathBuf};
+
+/// The workspace root for a process started in `cwd` (an absolute, canonical path).
+pub fn find_root(cwd: &Path) -> PathBuf {
+    cwd.ancestors()
+        .find(|dir| dir.join(".git").symlink_metadata().is_ok())
+        .unwrap_or(cwd)
+        .to_path_buf()
+}
+
+/// Whether `dir` is a Python virtual environment.
+pub fn is_venv(dir: &Path) -> bool {
+    dir.join("pyvenv.cfg").is_file()
+}
+
+/// The venv directories of `workspace` to shadow under `mode`, as absolute paths in a stable
+/// order. A listed directory without `pyvenv.cfg` is still shadowed (the user named it), with a
+/// warning; a listed entry that is missing or not a directory is skipped with a warning, because
+/// shadowing it would make bwrap create a mount point in the host's workspace.
+pub fn venvs_to_shadow(workspace: &Path, mode: &VenvMode, warn: &mut dyn FnMut(String)) -> Vec<PathBuf> {
+    match mode {
+        VenvMode::None => Vec::new(),
+        VenvMode::Auto => {
+            let Ok(entries) = std::fs::read_dir(workspace) else { return Vec::new() };
+            let mut found: Vec<PathBuf> = entries
+                .flatten()
+                .filter(|entry| entry.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|entry| entry.path())
+                .filter(|path| is_venv(path))
+                .collect();
+            found.sort();
+            found
+        }
+        VenvMode::List(dirs) => dirs
+            .iter()
+            .map(|dir| {
+                let path = workspace.join(dir);
+                match std::fs::symlink_metadata(&path) {
+                    Err(_) => warn(format!(
+                        "venv `{}` does not exist in the workspace; nothing to shadow",
+                        dir.display()
+                    )),
+                    Ok(meta) if !meta.is_dir() => warn(format!(
+                        "venv `{}` is not a directory; it is left as it is",
+                        dir.display()
+                    )),
+                    Ok(_) if !is_venv(&path) => warn(format!(
+                        "venv `{}` has no pyvenv.cfg, so it is not a Python venv; shadowing it anyway",
+                        dir.display()
+                    )),
+                    Ok(_) => {}
+                }
+                path
+            })
+            .filter(|path| std::fs::symlink_metadata(path).map(|m| m.is_dir()).unwrap_or(false))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_root_above_the_current_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::create_dir_all(root.join("src/deep")).unwrap();
+        assert_eq!(find_root(&root.join("src/deep")), root);
+        // A worktree has a `.git` file.
+        std::fs::create_dir_all(root.join("src/deep/wt")).unwrap();
+        std::fs::write(root.join("src/deep/wt/.git"), "gitdir: x").unwrap();
+        assert_eq!(find_root(&root.join("src/deep/wt")), root.join("src/deep/wt"));
+    }
+
+    #[test]
+    fn no_git_means_the_current_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("a");
+        std::fs::create_dir_all(&inner).unwrap();
+        // tempdirs live under /tmp, which is not in a git repository on a sane host.
+        assert_eq!(find_root(&inner), inner);
+    }
+
+    #[test]
+    fn auto_finds_top_level_venvs_of_any_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path();
+        for name in [".venv", "custom", "nested/inner"] {
+            std::fs::create_dir_all(ws.join(name)).unwrap();
+            std::fs::write(ws.join(name).join("pyvenv.cfg"), "home = /x\n").unwrap();
+        }
+        std::fs::create_dir_all(ws.join("src")).unwrap();
+        let got = venvs_to_shadow(ws, &VenvMode::Auto, &mut |w| panic!("{w}"));
+        assert_eq!(got, vec![ws.join(".venv"), ws.join("custom")]);
+        assert!(venvs_to_shadow(ws, &VenvMode::None, &mut |w| panic!("{w}")).is_empty());
+    }
+
+    #[test]
+    fn listed_venvs_warn_when_missing_or_not_venvs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path();
+        std::fs::create_dir_all(ws.join("plain")).unwrap();
+        std::fs::write(ws.join("file"), "").unwrap();
+        let mut warnings = Vec::new();
+        let got = venvs_to_shadow(
+            ws,
+            &VenvMode::List(vec!["missing".into(), "plain".into(), "file".into()]),
+            &mut |w| warnings.push(w),
+        );
+        assert_eq!(got, vec![ws.join("plain")]);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("`missing` does not exist"), "{warnings:?}");
+    }
+}

@@ -1,0 +1,396 @@
+//! The exporter: turns a provider's [`ExportPlan`] into a rootfs tree.
+//!
+//! The tree mirrors the source root (the host's `/`) for exactly the closure's paths:
+//!
+//! 1. the source root's merged-/usr links (`/bin -> usr/bin`, ...) are recreated first, so
+//!    that `/bin/bash` and `/usr/bin/bash` are one file, as on the host;
+//! 2. every planned path is located on the source root with [`rootpath::resolve`] on its
+//!    parent (so links are followed the way the host follows them, but never out of the
+//!    root) and recreated at the same resolved place: directories, symbolic links as they are,
+//!    regular files copied (the kernel's `copy_file_range`, reflinks where the filesystem has
+//!    them). Set-id bits are dropped; devices, fifos and sockets are skipped. A path that is
+//!    missing (excluded by dpkg's `path-exclude`, or removed by an admin) or unreadable to the
+//!    user is counted and skipped: a rootless export copies what the user can read;
+//! 3. alternatives whose chosen target is in the tree get their `/etc/alternatives` link and
+//!    generic link: the host's current choice when it is in the closure, else the
+//!    highest-priority choice that is;
+//! 4. mount points of the default mounts (`/etc/resolv.conf`, `/etc/hosts`, `/etc/passwd`,
+//!    `/etc/group`) are created empty, because the tree is never modified at launch;
+//! 5. the manifest's fsEntries are applied last, in order, so they can override files.
+//!
+//! Invariant: nothing is ever written outside `dest`. Every write goes to a path that was
+//! resolved inside the source root (which has no links on it) and whose last component is
+//! created exclusively, so a link planted in the tree cannot redirect a write.
+
+use crate::manifest::FsEntry;
+use crate::packages::{Alternative, ExportPlan};
+use crate::rootpath;
+use fs_err as fs;
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+/// Default mount targets that must exist in the tree because their parent (`/etc`) is bound
+/// read-only from it.
+pub const MOUNT_POINT_FILES: [&str; 4] = ["/etc/resolv.conf", "/etc/hosts", "/etc/passwd", "/etc/group"];
+
+/// What an export did, for `meta.json` and the summary line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExportStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub alternatives: u64,
+    /// Planned paths that do not exist on the source root.
+    pub missing: u64,
+    /// Planned files the user cannot read; their paths, for `paude list` and debugging.
+    pub unreadable: Vec<String>,
+    /// Library directories named by the tree's `/etc/ld.so.conf.d`, in the loader's order;
+    /// the sandbox's default `LD_LIBRARY_PATH`, since the tree has no `ld.so.cache`.
+    pub library_dirs: Vec<String>,
+}
+
+/// Why an export failed: the path and what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}: {source}")]
+pub struct ExportError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+fn fail<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExportError + 'a {
+    move |source| ExportError { action, path: path.to_path_buf(), source }
+}
+
+/// Exports `plan` from `source_root` into the empty directory `dest`, then applies `fs_entries`.
+pub fn export(
+    plan: &ExportPlan,
+    source_root: &Path,
+    fs_entries: &[FsEntry],
+    dest: &Path,
+) -> Result<ExportStats, ExportError> {
+    let mut exporter = Exporter { source: source_root, dest, stats: ExportStats::default(), placed: HashSet::new() };
+    exporter.merged_usr_links()?;
+    for entry in &plan.entries {
+        exporter.entry(&entry.path)?;
+    }
+    for alternative in &plan.alternatives {
+        exporter.alternative(alternative)?;
+    }
+    for file in MOUNT_POINT_FILES {
+        exporter.mount_point_file(Path::new(file))?;
+    }
+    for entry in fs_entries {
+        exporter.fs_entry(entry)?;
+    }
+    exporter.stats.library_dirs = library_dirs(dest);
+    Ok(exporter.stats)
+}
+
+struct Exporter<'a> {
+    source: &'a Path,
+    dest: &'a Path,
+    stats: ExportStats,
+    /// Resolved paths already placed in the tree (two packages may list one directory).
+    placed: HashSet<PathBuf>,
+}
+
+impl Exporter<'_> {
+    /// Step 1: top-level links of the source root that point into `usr/` (merged /usr).
+    fn merged_usr_links(&mut self) -> Result<(), ExportError> {
+        let entries = fs::read_dir(self.source).map_err(|e| ExportError {
+            action: "listing",
+            path: self.source.to_path_buf(),
+            source: e.into(),
+        })?;
+        let mut links = BTreeSet::new();
+        for entry in entries.flatten() {
+            let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+            let text = target.to_string_lossy();
+            if text == "usr" || text.starts_with("usr/") || text.starts_with("/usr/") {
+                links.insert((entry.file_name(), target));
+            }
+        }
+        for (name, target) in links {
+            let path = self.dest.join(&name);
+            symlink(&target, &path).map_err(fail("creating the link", &path))?;
+            self.placed.insert(PathBuf::from("/").join(name));
+            self.stats.symlinks += 1;
+        }
+        Ok(())
+    }
+
+    /// Step 2: one planned path.
+    fn entry(&mut self, planned: &Path) -> Result<(), ExportError> {
+        let (Some(parent), Some(name)) = (planned.parent(), planned.file_name()) else { return Ok(()) };
+        let parent = match rootpath::resolve(self.source, parent) {
+            Ok(resolved) if resolved.exists() => resolved.path,
+            Ok(_) => {
+                self.stats.missing += 1;
+                return Ok(());
+            }
+            Err(_) => {
+                self.stats.missing += 1;
+                return Ok(());
+            }
+        };
+        let place = parent.join(name);
+        if self.placed.contains(&place) {
+            return Ok(());
+        }
+        let source = rootpath::under(self.source, &place);
+        let meta = match fs::symlink_metadata(&source) {
+            Ok(meta) => meta,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                self.stats.missing += 1;
+                return Ok(());
+            }
+            Err(error) => {
+                return Err(ExportError { action: "inspecting", path: source, source: error });
+            }
+        };
+        self.ensure_dir(&parent)?;
+        let target = rootpath::under(self.dest, &place);
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            // Owner rwx always: the tree must stay removable by its owner.
+            let mode = (meta.permissions().mode() & 0o777) | 0o700;
+            self.make_dir(&target, mode)?;
+        } else if kind.is_symlink() {
+            let link = fs::read_link(&source).map_err(|e| ExportError {
+                action: "reading the link",
+                path: source.clone(),
+                source: e.into(),
+            })?;
+            self.replace_with(&target, |path| symlink(&link, path))?;
+            self.stats.symlinks += 1;
+        } else if kind.is_file() {
+            match std::fs::File::open(&source) {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                    self.stats.unreadable.push(place.display().to_string());
+                    return Ok(());
+                }
+                Err(error) => return Err(ExportError { action: "opening", path: source, source: error }),
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            let bytes = self.copy_file(&source, &target, mode)?;
+            self.stats.files += 1;
+            self.stats.bytes += bytes;
+        }
+        self.placed.insert(place);
+        Ok(())
+    }
+
+    /// Creates every missing directory of `path` (a resolved path) in the tree, mode 0755.
+    fn ensure_dir(&mut self, path: &Path) -> Result<(), ExportError> {
+        let target = rootpath::under(self.dest, path);
+        match fs::symlink_metadata(&target) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(ExportError {
+                    action: "creating the directory",
+                    path: target,
+                    source: io::Error::other("a non-directory is in the way"),
+                });
+            }
+            Err(_) => {}
+        }
+        if let Some(parent) = path.parent() {
+            self.ensure_dir(parent)?;
+        }
+        self.make_dir(&target, 0o755)
+    }
+
+    fn make_dir(&mut self, target: &Path, mode: u32) -> Result<(), ExportError> {
+        match std::fs::create_dir(target) {
+            Ok(()) => self.stats.dirs += 1,
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                if !fs::symlink_metadata(target).map(|m| m.is_dir()).unwrap_or(false) {
+                    return Err(ExportError {
+                        action: "creating the directory",
+                        path: target.to_path_buf(),
+                        source: io::Error::other("a non-directory is in the way"),
+                    });
+                }
+            }
+            Err(error) => return Err(ExportError { action: "creating the directory", path: target.to_path_buf(), source: error }),
+        }
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
+            .map_err(fail("setting the mode of", target))
+    }
+
+    /// Copies a regular file; `create_new` refuses to write through anything already there.
+    fn copy_file(&mut self, source: &Path, target: &Path, mode: u32) -> Result<u64, ExportError> {
+        remove_non_dir(target)?;
+        let mut from = std::fs::File::open(source).map_err(fail("opening", source))?;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(target)
+            .map_err(fail("creating", target))?;
+        // std::io::copy between files uses copy_file_range (reflink-capable) on Linux.
+        let bytes = io::copy(&mut from, &mut to).map_err(fail("copying to", target))?;
+        to.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(fail("setting the mode of", target))?;
+        Ok(bytes)
+    }
+
+    /// Replaces whatever non-directory is at `target` with what `make` creates.
+    fn replace_with(&mut self, target: &Path, make: impl FnOnce(&Path) -> io::Result<()>) -> Result<(), ExportError> {
+        remove_non_dir(target)?;
+        make(target).map_err(fail("creating", target))
+    }
+
+    /// Step 3: one alternatives group.
+    fn alternative(&mut self, alternative: &Alternative) -> Result<(), ExportError> {
+        let in_tree = |path: &Path| -> bool {
+            rootpath::resolve(self.dest, path).map(|r| r.exists()).unwrap_or(false)
+        };
+        let current = std::fs::read_link(rootpath::under(self.source, &Path::new("/etc/alternatives").join(&alternative.name))).ok();
+        let chosen = current
+            .as_deref()
+            .and_then(|path| alternative.choices.iter().find(|choice| choice.path == path))
+            .filter(|choice| in_tree(&choice.path))
+            .or_else(|| {
+                let mut best: Option<&crate::packages::AlternativeChoice> = None;
+                for choice in alternative.choices.iter().filter(|c| in_tree(&c.path)) {
+                    if best.is_none_or(|b| choice.priority > b.priority) {
+                        best = Some(choice);
+                    }
+                }
+                best
+            });
+        let Some(chosen) = chosen else { return Ok(()) };
+        self.alternative_link(&alternative.name, &alternative.link, &chosen.path)?;
+        for ((name, link), target) in alternative.slaves.iter().zip(&chosen.slaves) {
+            if let Some(target) = target
+                && in_tree(target)
+            {
+                self.alternative_link(name, link, target)?;
+            }
+        }
+        self.stats.alternatives += 1;
+        Ok(())
+    }
+
+    /// `/etc/alternatives/<name> -> target` and `link -> /etc/alternatives/<name>`.
+    fn alternative_link(&mut self, name: &str, link: &Path, target: &Path) -> Result<(), ExportError> {
+        if name.contains('/') || name.is_empty() || name == "." || name == ".." {
+            return Ok(());
+        }
+        let directory = Path::new("/etc/alternatives");
+        self.ensure_dir(directory)?;
+        let entry = directory.join(name);
+        let entry_in_tree = rootpath::under(self.dest, &entry);
+        self.replace_with(&entry_in_tree, |path| symlink(target, path))?;
+        let (Some(parent), Some(file_name)) = (link.parent(), link.file_name()) else { return Ok(()) };
+        let Ok(parent) = rootpath::resolve(self.dest, parent) else { return Ok(()) };
+        self.ensure_dir(&parent.path)?;
+        let link_in_tree = rootpath::under(self.dest, &parent.path.join(file_name));
+        if fs::symlink_metadata(&link_in_tree).is_err() {
+            symlink(&entry, &link_in_tree).map_err(fail("creating the link", &link_in_tree))?;
+            self.stats.symlinks += 1;
+        }
+        Ok(())
+    }
+
+    /// Step 4: an empty file to mount over, unless the closure brought one.
+    fn mount_point_file(&mut self, path: &Path) -> Result<(), ExportError> {
+        let Some(parent) = path.parent() else { return Ok(()) };
+        self.ensure_dir(parent)?;
+        let target = rootpath::under(self.dest, path);
+        match fs::symlink_metadata(&target) {
+            Ok(meta) if meta.is_file() => Ok(()),
+            _ => {
+                self.replace_with(&target, |p| std::fs::write(p, b""))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Step 5: one fsEntry. Its parent is resolved inside the tree, so a link in the tree
+    /// (even an absolute one) leads where it will lead inside the sandbox, never out.
+    fn fs_entry(&mut self, entry: &FsEntry) -> Result<(), ExportError> {
+        let path = entry.path();
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Ok(()) };
+        let parent = rootpath::resolve(self.dest, parent).map_err(fail("resolving the fsEntry parent of", path))?;
+        self.ensure_dir(&parent.path)?;
+        let target = rootpath::under(self.dest, &parent.path.join(name));
+        match entry {
+            FsEntry::Dir { mode, .. } => {
+                if fs::symlink_metadata(&target).map(|m| !m.is_dir()).unwrap_or(false) {
+                    remove_non_dir(&target)?;
+                }
+                // Exactly the mode asked for; removal copes with read-only directories.
+                self.make_dir(&target, *mode)?;
+            }
+            FsEntry::File { mode, contents, .. } => {
+                remove_non_dir(&target)?;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .map_err(fail("creating", &target))?;
+                io::Write::write_all(&mut file, contents.as_bytes()).map_err(fail("writing", &target))?;
+                file.set_permissions(std::fs::Permissions::from_mode(*mode))
+                    .map_err(fail("setting the mode of", &target))?;
+                self.stats.files += 1;
+            }
+            FsEntry::Symlink { target: link, .. } => {
+                self.replace_with(&target, |p| symlink(link, p))?;
+                self.stats.symlinks += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes a file or link at `path` (not a directory); absent is fine.
+fn remove_non_dir(path: &Path) -> Result<(), ExportError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(ExportError {
+            action: "replacing",
+            path: path.to_path_buf(),
+            source: io::Error::other("a directory is in the way"),
+        }),
+        Ok(_) => std::fs::remove_file(path).map_err(fail("removing", path)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The library directories that `/etc/ld.so.conf` and `/etc/ld.so.conf.d/*.conf` of the tree
+/// name and that exist in it, in the order ldconfig would index them.
+fn library_dirs(dest: &Path) -> Vec<String> {
+    let mut dirs = Vec::new();
+    let conf_dir = dest.join("etc/ld.so.conf.d");
+    let mut confs: Vec<PathBuf> = std::fs::read_dir(&conf_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension() == Some(OsStr::new("conf")))
+                .collect()
+        })
+        .unwrap_or_default();
+    confs.sort();
+    for conf in confs {
+        let Ok(text) = std::fs::read_to_string(&conf) else { continue };
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if !line.starts_with('/') || line.contains("..") {
+                continue;
+            }
+            let exists = rootpath::resolve(dest, Path::new(line)).map(|r| r.exists()).unwrap_or(false);
+            if exists && !dirs.iter().any(|d| d == line) {
+                dirs.push(line.to_string());
+            }
+        }
+    }
+    dirs
+}

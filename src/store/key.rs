@@ -1,0 +1,170 @@
+//! The cache key of a rootfs: what the tree's content depends on, hashed.
+//!
+//! The key is sha256 over a canonical encoding: a magic string, the encoding's version, the
+//! exporter's version, then every closure package (name, version, architecture) in closure
+//! order, then every fsEntry in manifest order. Every field is length-prefixed, so no two
+//! different inputs encode to the same bytes. Runtime settings (environment, mounts, the
+//! command) do not change the tree and are not part of it.
+//!
+//! Invariant: the same inputs give the same key on every run and every machine. A test pins
+//! known keys; changing the encoding or the exporter's output means bumping a version below,
+//! which moves every environment to a new key instead of reusing a tree built differently.
+
+use crate::manifest::FsEntry;
+use crate::packages::Closure;
+use crate::rootpath;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Version of the byte encoding below.
+const ENCODING_VERSION: u32 = 1;
+
+/// Version of the exporter's output (`store::export`): bump it whenever the same closure would
+/// now produce a different tree.
+pub const EXPORT_VERSION: u32 = 1;
+
+/// How many hex digits of the digest name a venv directory: 128 bits, short enough to read in
+/// `paude list` and paths, far beyond any chance of collision among one user's environments.
+const KEY_HEX_DIGITS: usize = 32;
+
+/// The key of one environment: lowercase hex, [`KEY_HEX_DIGITS`] long.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VenvKey(String);
+
+impl VenvKey {
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parses a directory name back into a key; `None` if it is not one.
+    pub fn parse(text: &str) -> Option<VenvKey> {
+        let valid = text.len() == KEY_HEX_DIGITS
+            && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| VenvKey(text.to_string()))
+    }
+}
+
+impl fmt::Display for VenvKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Computes the key of the tree built from `closure` and `fs_entries`.
+pub fn key(closure: &Closure, fs_entries: &[FsEntry]) -> VenvKey {
+    let mut encoder = Encoder::default();
+    encoder.bytes(b"paude-venv-key");
+    encoder.u32(ENCODING_VERSION);
+    encoder.u32(EXPORT_VERSION);
+    encoder.u64(closure.packages.len() as u64);
+    for package in &closure.packages {
+        encoder.bytes(package.name.as_bytes());
+        encoder.bytes(package.version.as_bytes());
+        encoder.bytes(package.arch.as_bytes());
+    }
+    encoder.u64(fs_entries.len() as u64);
+    for entry in fs_entries {
+        match entry {
+            FsEntry::Dir { path, mode } => {
+                encoder.u8(1);
+                encoder.bytes(rootpath::bytes(path));
+                encoder.u32(*mode);
+            }
+            FsEntry::File { path, mode, contents } => {
+                encoder.u8(2);
+                encoder.bytes(rootpath::bytes(path));
+                encoder.u32(*mode);
+                encoder.bytes(contents.as_bytes());
+            }
+            FsEntry::Symlink { path, target } => {
+                encoder.u8(3);
+                encoder.bytes(rootpath::bytes(path));
+                encoder.bytes(rootpath::bytes(target));
+            }
+        }
+    }
+    let digest = encoder.hasher.finalize();
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    VenvKey(hex[..KEY_HEX_DIGITS].to_string())
+}
+
+/// Feeds fixed-width little-endian integers and length-prefixed byte strings to the hash.
+#[derive(Default)]
+struct Encoder {
+    hasher: Sha256,
+}
+
+impl Encoder {
+    fn u8(&mut self, value: u8) {
+        self.hasher.update([value]);
+    }
+    fn u32(&mut self, value: u32) {
+        self.hasher.update(value.to_le_bytes());
+    }
+    fn u64(&mut self, value: u64) {
+        self.hasher.update(value.to_le_bytes());
+    }
+    fn bytes(&mut self, value: &[u8]) {
+        self.u64(value.len() as u64);
+        self.hasher.update(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::PackageId;
+    use std::path::PathBuf;
+
+    fn package(name: &str, version: &str) -> PackageId {
+        PackageId { name: name.into(), version: version.into(), arch: "amd64".into() }
+    }
+
+    fn closure(packages: Vec<PackageId>) -> Closure {
+        Closure { packages, missing: Vec::new() }
+    }
+
+    #[test]
+    fn known_keys_are_pinned() {
+        // If this fails, the encoding changed: bump ENCODING_VERSION or EXPORT_VERSION on
+        // purpose and update the pins, never the other way round.
+        let base = closure(vec![package("bash", "5.2.15-2+b8"), package("libc6", "2.36-9+deb12u13")]);
+        assert_eq!(key(&base, &[]).as_str(), PINNED_EMPTY);
+        let entries = [FsEntry::File { path: PathBuf::from("/etc/motd"), mode: 0o644, contents: "hi\n".into() }];
+        assert_eq!(key(&base, &entries).as_str(), PINNED_WITH_FILE);
+    }
+
+    const PINNED_EMPTY: &str = "PIN_ME";
+    const PINNED_WITH_FILE: &str = "PIN_ME";
+
+    #[test]
+    fn every_input_changes_the_key() {
+        let base = closure(vec![package("bash", "1")]);
+        let reference = key(&base, &[]);
+        assert_ne!(reference, key(&closure(vec![package("bash", "2")]), &[]));
+        let mut other_arch = package("bash", "1");
+        other_arch.arch = "arm64".into();
+        assert_ne!(reference, key(&closure(vec![other_arch]), &[]));
+        assert_ne!(reference, key(&closure(vec![package("bash", "1"), package("git", "1")]), &[]));
+        let dir = |mode| FsEntry::Dir { path: PathBuf::from("/x"), mode };
+        assert_ne!(key(&base, &[dir(0o755)]), key(&base, &[dir(0o700)]));
+        assert_ne!(reference, key(&base, &[dir(0o755)]));
+    }
+
+    #[test]
+    fn length_prefixes_keep_fields_apart() {
+        // "ab"+"c" and "a"+"bc" must not collide.
+        let first = closure(vec![PackageId { name: "ab".into(), version: "c".into(), arch: "x".into() }]);
+        let second = closure(vec![PackageId { name: "a".into(), version: "bc".into(), arch: "x".into() }]);
+        assert_ne!(key(&first, &[]), key(&second, &[]));
+    }
+
+    #[test]
+    fn keys_parse_back() {
+        let made = key(&closure(vec![package("bash", "1")]), &[]);
+        assert_eq!(VenvKey::parse(made.as_str()), Some(made));
+        assert_eq!(VenvKey::parse(".tmp-1234"), None);
+        assert_eq!(VenvKey::parse(&"A".repeat(32)), None);
+    }
+}

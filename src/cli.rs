@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// Run commands in a rootless bubblewrap sandbox built from host packages.
 #[derive(Debug, Parser)]
-#[command(name = "paude", version, about, propagate_version = true)]
+#[command(name = "paude", version, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -58,4 +58,24 @@ pub struct VenvArgs {
     /// The command to run, after `--`; none starts an interactive shell.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn command_comes_after_double_dash() {
+        let cli = Cli::try_parse_from(["paude", "venv", "-e", "m.jsonnet", "-V", "a=b", "--", "git", "-C", "x"]).unwrap();
+        let Command::Venv(args) = cli.command;
+        assert_eq!(args.exec.as_deref(), Some("m.jsonnet"));
+        assert_eq!(args.ext_str, vec!["a=b".to_string()]);
+        assert_eq!(args.command, vec![OsString::from("git"), "-C".into(), "x".into()]);
+    }
 }

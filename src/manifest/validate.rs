@@ -156,7 +156,10 @@ fn check_package_name(spec: &str) -> std::result::Result<(), String> {
         Some((name, arch)) => (name, Some(arch)),
         None => (spec, None),
     };
-    let name_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+    let name_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'));
@@ -290,7 +293,10 @@ fn mount(value: &Value, field: &str) -> Result<Mount> {
     let source_field = join_field(field, "source");
     let target_field = join_field(field, "target");
     let target = match object.get("target") {
-        Some(value) => Some(absolute_path(expect_str(value, &target_field)?, &target_field)?),
+        Some(value) => Some(absolute_path(
+            expect_str(value, &target_field)?,
+            &target_field,
+        )?),
         None => None,
     };
     let source = match kind {
@@ -344,7 +350,11 @@ fn mount(value: &Value, field: &str) -> Result<Mount> {
         }
         None => {
             // The target defaults to the source, so a bind of `/` is rejected at `source`.
-            check_not_root(&source, &source_field, "a mount target (the default of `target`)")?;
+            check_not_root(
+                &source,
+                &source_field,
+                "a mount target (the default of `target`)",
+            )?;
             source.clone()
         }
     };
@@ -452,7 +462,10 @@ fn fs_entry(value: &Value, field: &str) -> Result<FsEntry> {
             })
         }
         _ => {
-            misplaced("mode", "`dir` and `file` entries (a symlink has no mode of its own)")?;
+            misplaced(
+                "mode",
+                "`dir` and `file` entries (a symlink has no mode of its own)",
+            )?;
             misplaced("contents", "`file` entries")?;
             let target_field = join_field(field, "target");
             let target = match object.get("target") {
@@ -764,7 +777,8 @@ pub(crate) fn suggest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str
     candidates
         .iter()
         .map(|candidate| {
-            let distance = strsim::damerau_levenshtein(&input.to_lowercase(), &candidate.to_lowercase());
+            let distance =
+                strsim::damerau_levenshtein(&input.to_lowercase(), &candidate.to_lowercase());
             (distance, *candidate)
         })
         .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 4))
@@ -899,8 +913,17 @@ mod tests {
             field_err(json!({ "packages": ["bash", 3] })),
             ("packages[1]".into(), "expected a string, got number".into())
         );
-        for bad in ["", "two words", "bash\t", "-bash", "foo;rm", "a/b", "libc6:", "x:a b", "x:a:b"]
-        {
+        for bad in [
+            "",
+            "two words",
+            "bash\t",
+            "-bash",
+            "foo;rm",
+            "a/b",
+            "libc6:",
+            "x:a b",
+            "x:a:b",
+        ] {
             let (field, _) = field_err(json!({ "packages": ["git", bad] }));
             assert_eq!(field, "packages[1]", "{bad:?} should be rejected");
         }
@@ -909,7 +932,14 @@ mod tests {
         }));
         assert_eq!(
             manifest.packages,
-            ["bash", "libc6:amd64", "g++", "libstdc++6", "python3.11", "x_y"]
+            [
+                "bash",
+                "libc6:amd64",
+                "g++",
+                "libstdc++6",
+                "python3.11",
+                "x_y"
+            ]
         );
     }
 
@@ -921,15 +951,23 @@ mod tests {
 
     #[test]
     fn env_keep_rules() {
-        let manifest = ok(with(json!({ "envKeep": ["TERM", "LANG", "TERM", "lower_case"] })));
+        let manifest = ok(with(
+            json!({ "envKeep": ["TERM", "LANG", "TERM", "lower_case"] }),
+        ));
         assert_eq!(manifest.env_keep, ["TERM", "LANG", "lower_case"]);
         assert_eq!(
             field_err(with(json!({ "envKeep": "TERM" }))),
             ("envKeep".into(), "expected an array, got string".into())
         );
         assert_eq!(field_err(with(json!({ "envKeep": [""] }))).0, "envKeep[0]");
-        assert_eq!(field_err(with(json!({ "envKeep": ["A", "B=1"] }))).0, "envKeep[1]");
-        assert_eq!(field_err(with(json!({ "envKeep": ["A\u{0}"] }))).0, "envKeep[0]");
+        assert_eq!(
+            field_err(with(json!({ "envKeep": ["A", "B=1"] }))).0,
+            "envKeep[1]"
+        );
+        assert_eq!(
+            field_err(with(json!({ "envKeep": ["A\u{0}"] }))).0,
+            "envKeep[0]"
+        );
         assert_eq!(
             field_err(with(json!({ "envKeep": [true] }))),
             ("envKeep[0]".into(), "expected a string, got boolean".into())
@@ -949,9 +987,18 @@ mod tests {
             field_err(with(json!({ "envSet": ["FOO"] }))),
             ("envSet".into(), "expected an object, got array".into())
         );
-        assert_eq!(field_err(with(json!({ "envSet": { "A=B": "x" } }))).0, "envSet[\"A=B\"]");
-        assert_eq!(field_err(with(json!({ "envSet": { "": "x" } }))).0, "envSet[\"\"]");
-        assert_eq!(field_err(with(json!({ "envSet": { "X": "a\u{0}b" } }))).0, "envSet.X");
+        assert_eq!(
+            field_err(with(json!({ "envSet": { "A=B": "x" } }))).0,
+            "envSet[\"A=B\"]"
+        );
+        assert_eq!(
+            field_err(with(json!({ "envSet": { "": "x" } }))).0,
+            "envSet[\"\"]"
+        );
+        assert_eq!(
+            field_err(with(json!({ "envSet": { "X": "a\u{0}b" } }))).0,
+            "envSet.X"
+        );
     }
 
     #[test]
@@ -961,9 +1008,15 @@ mod tests {
         assert!(!manifest.network);
         assert_eq!(
             field_err(with(json!({ "network": "no" }))),
-            ("network".into(), "expected a boolean (true or false), got string".into())
+            (
+                "network".into(),
+                "expected a boolean (true or false), got string".into()
+            )
         );
-        assert_eq!(field_err(with(json!({ "mountDefaults": 0 }))).0, "mountDefaults");
+        assert_eq!(
+            field_err(with(json!({ "mountDefaults": 0 }))).0,
+            "mountDefaults"
+        );
     }
 
     #[test]
@@ -1025,13 +1078,19 @@ mod tests {
             ]
         );
         // `optional: false` is accepted on any type: it is the default.
-        ok(with(json!({ "mounts": [{ "type": "tmpfs", "target": "/t", "optional": false }] })));
+        ok(with(
+            json!({ "mounts": [{ "type": "tmpfs", "target": "/t", "optional": false }] }),
+        ));
     }
 
     #[test]
     fn mount_errors_name_the_field() {
         let cases = [
-            (json!([1]), "mounts[0]", "expected a path string or a mount object, got number"),
+            (
+                json!([1]),
+                "mounts[0]",
+                "expected a path string or a mount object, got number",
+            ),
             (
                 json!(["/a", "/b", { "type": "bind", "source": "/c", "target": 3 }]),
                 "mounts[2].target",
@@ -1097,7 +1156,11 @@ mod tests {
                 "mounts[0].target",
                 "`/x/..` contains a `..` component; write the path without `..`",
             ),
-            (json!(["/"]), "mounts[0]", "`/` cannot be a mount target; name a directory or file below it"),
+            (
+                json!(["/"]),
+                "mounts[0]",
+                "`/` cannot be a mount target; name a directory or file below it",
+            ),
             (
                 json!([{ "type": "tmpfs", "target": "//" }]),
                 "mounts[0].target",
@@ -1138,16 +1201,32 @@ mod tests {
         assert_eq!(
             manifest.fs_entries,
             [
-                FsEntry::Dir { path: "/etc/ssl".into(), mode: 0o755 },
-                FsEntry::Dir { path: "/srv".into(), mode: 0o700 },
-                FsEntry::File { path: "/etc/motd".into(), mode: 0o644, contents: String::new() },
+                FsEntry::Dir {
+                    path: "/etc/ssl".into(),
+                    mode: 0o755
+                },
+                FsEntry::Dir {
+                    path: "/srv".into(),
+                    mode: 0o700
+                },
+                FsEntry::File {
+                    path: "/etc/motd".into(),
+                    mode: 0o644,
+                    contents: String::new()
+                },
                 FsEntry::File {
                     path: "/etc/x.conf".into(),
                     mode: 0o600,
                     contents: "a=1\n".into()
                 },
-                FsEntry::Symlink { path: "/usr/bin/py".into(), target: "python3".into() },
-                FsEntry::Symlink { path: "/lib/x".into(), target: "../usr/lib/x".into() },
+                FsEntry::Symlink {
+                    path: "/usr/bin/py".into(),
+                    target: "python3".into()
+                },
+                FsEntry::Symlink {
+                    path: "/lib/x".into(),
+                    target: "../usr/lib/x".into()
+                },
             ]
         );
     }
@@ -1155,7 +1234,11 @@ mod tests {
     #[test]
     fn fs_entry_errors_name_the_field() {
         let cases = [
-            (json!(["/etc"]), "fsEntries[0]", "expected an object, got string"),
+            (
+                json!(["/etc"]),
+                "fsEntries[0]",
+                "expected an object, got string",
+            ),
             (
                 json!([{ "type": "directory", "path": "/a" }]),
                 "fsEntries[0].type",
@@ -1275,14 +1358,38 @@ mod tests {
             assert_eq!(mode_of(json!(text)), Ok(mode), "{text}");
         }
         for (text, message) in [
-            ("", "`` is not an octal mode; write it like \"0644\" or \"0o755\""),
-            ("0o", "`0o` is not an octal mode; write it like \"0644\" or \"0o755\""),
-            ("0999", "`0999` is not an octal mode; write it like \"0644\" or \"0o755\""),
-            ("rw-r--r--", "`rw-r--r--` is not an octal mode; write it like \"0644\" or \"0o755\""),
-            ("-644", "`-644` is not an octal mode; write it like \"0644\" or \"0o755\""),
-            ("0x1ff", "`0x1ff` is not an octal mode; write it like \"0644\" or \"0o755\""),
-            ("17777", "mode `17777` is larger than 07777, the largest file mode"),
-            ("77777777777777777777", "mode `77777777777777777777` is larger than 07777, the largest file mode"),
+            (
+                "",
+                "`` is not an octal mode; write it like \"0644\" or \"0o755\"",
+            ),
+            (
+                "0o",
+                "`0o` is not an octal mode; write it like \"0644\" or \"0o755\"",
+            ),
+            (
+                "0999",
+                "`0999` is not an octal mode; write it like \"0644\" or \"0o755\"",
+            ),
+            (
+                "rw-r--r--",
+                "`rw-r--r--` is not an octal mode; write it like \"0644\" or \"0o755\"",
+            ),
+            (
+                "-644",
+                "`-644` is not an octal mode; write it like \"0644\" or \"0o755\"",
+            ),
+            (
+                "0x1ff",
+                "`0x1ff` is not an octal mode; write it like \"0644\" or \"0o755\"",
+            ),
+            (
+                "17777",
+                "mode `17777` is larger than 07777, the largest file mode",
+            ),
+            (
+                "77777777777777777777",
+                "mode `77777777777777777777` is larger than 07777, the largest file mode",
+            ),
         ] {
             assert_eq!(
                 mode_of(json!(text)),
@@ -1306,17 +1413,26 @@ mod tests {
         assert_eq!(ok(with(json!({ "venv": "auto" }))).venv, VenvMode::Auto);
         assert_eq!(ok(with(json!({ "venv": "none" }))).venv, VenvMode::None);
         assert_eq!(
-            ok(with(json!({ "venv": [".venv", "./tools//venv/", ".venv"] }))).venv,
+            ok(with(
+                json!({ "venv": [".venv", "./tools//venv/", ".venv"] })
+            ))
+            .venv,
             VenvMode::List(vec![".venv".into(), "tools/venv".into()])
         );
         assert_eq!(ok(with(json!({ "venv": [] }))).venv, VenvMode::List(vec![]));
         assert_eq!(
             field_err(with(json!({ "venv": "Auto" }))),
-            ("venv".into(), "unknown value `Auto`; did you mean `auto`?".into())
+            (
+                "venv".into(),
+                "unknown value `Auto`; did you mean `auto`?".into()
+            )
         );
         assert_eq!(
             field_err(with(json!({ "venv": "off" }))),
-            ("venv".into(), "unknown value `off`; expected one of `auto`, `none`".into())
+            (
+                "venv".into(),
+                "unknown value `off`; expected one of `auto`, `none`".into()
+            )
         );
         assert_eq!(field_err(with(json!({ "venv": false }))).0, "venv");
         assert_eq!(
@@ -1337,7 +1453,10 @@ mod tests {
         assert_eq!(field_err(with(json!({ "venv": [""] }))).0, "venv[0]");
         assert_eq!(
             field_err(with(json!({ "venv": ["./"] }))),
-            ("venv[0]".into(), "`./` names the workspace itself; name a directory inside it".into())
+            (
+                "venv[0]".into(),
+                "`./` names the workspace itself; name a directory inside it".into()
+            )
         );
         assert_eq!(
             field_err(with(json!({ "venv": [".venv", 1] }))),
@@ -1357,10 +1476,27 @@ mod tests {
             ("/a/..b", "/a/..b"),
             ("/", "/"),
         ] {
-            assert_eq!(absolute_path(input, "f").ok(), Some(PathBuf::from(normal)), "{input}");
+            assert_eq!(
+                absolute_path(input, "f").ok(),
+                Some(PathBuf::from(normal)),
+                "{input}"
+            );
         }
-        for bad in ["..", "/..", "/a/..", "/a/../b", "/a/b/../..", "a", "./a", "", "/a\u{0}"] {
-            assert!(absolute_path(bad, "f").is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "..",
+            "/..",
+            "/a/..",
+            "/a/../b",
+            "/a/b/../..",
+            "a",
+            "./a",
+            "",
+            "/a\u{0}",
+        ] {
+            assert!(
+                absolute_path(bad, "f").is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
@@ -1368,7 +1504,10 @@ mod tests {
     fn suggestions() {
         assert_eq!(suggest("pakages", MANIFEST_FIELDS), Some("packages"));
         assert_eq!(suggest("ENVKEEP", MANIFEST_FIELDS), Some("envKeep"));
-        assert_eq!(suggest("mount_defaults", MANIFEST_FIELDS), Some("mountDefaults"));
+        assert_eq!(
+            suggest("mount_defaults", MANIFEST_FIELDS),
+            Some("mountDefaults")
+        );
         assert_eq!(suggest("trget", MOUNT_FIELDS), Some("target"));
         assert_eq!(suggest("ro_bind", MOUNT_TYPES), Some("ro-bind"));
         assert_eq!(suggest("devbind", MOUNT_TYPES), Some("dev-bind"));

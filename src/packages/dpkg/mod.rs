@@ -288,8 +288,8 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, PackageError> {
     }
 }
 
-/// The pending journal entries in `updates/`, in the order dpkg applies them: names are
-/// zero-padded numbers, so name order is numeric order. Other files (`tmp.i`) are not entries.
+/// The pending journal entries in `updates/`, in the order dpkg applies them (numeric order of
+/// their names). Other files (`tmp.i`, being written) are not entries.
 fn update_files(admindir: &Path) -> Result<Vec<PathBuf>, PackageError> {
     let directory = admindir.join("updates");
     let entries = match std::fs::read_dir(&directory) {
@@ -308,13 +308,17 @@ fn update_files(admindir: &Path) -> Result<Vec<PathBuf>, PackageError> {
             path: directory.clone(),
             source,
         })?;
-        let name = entry.file_name();
-        if !name.is_empty() && name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
-            updates.push(entry.path());
+        let number = entry
+            .file_name()
+            .to_str()
+            .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|name| name.parse::<u64>().ok());
+        if let Some(number) = number {
+            updates.push((number, entry.path()));
         }
     }
     updates.sort();
-    Ok(updates)
+    Ok(updates.into_iter().map(|(_, path)| path).collect())
 }
 
 #[cfg(test)]

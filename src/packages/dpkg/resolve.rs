@@ -205,12 +205,12 @@ impl Database {
         }
         Err(PackageError::NotInstalled {
             name: request.to_string(),
-            hint: self.not_installed_hint(name, arch),
+            hint: self.not_installed_hint(name),
         })
     }
 
     /// Explains why `name` is not installed, or suggests installed names close to it.
-    fn not_installed_hint(&self, name: &str, arch: Option<&str>) -> String {
+    fn not_installed_hint(&self, name: &str) -> String {
         let records: Vec<&PackageRecord> = self
             .by_name
             .get(name)
@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(suggestion("zzz", ["git", "bash"]), "");
         assert_eq!(
             suggestion("python", ["python3", "python2", "pythn", "ruby"]),
-            "; did you mean `python2`, `python3` or `pythn`?"
+            "; did you mean `pythn`, `python2` or `python3`?"
         );
     }
 }

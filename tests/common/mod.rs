@@ -1,0 +1,201 @@
+//! Shared harness of the integration tests: run the real `paude` binary, with the real bwrap
+//! and the host's real dpkg database, as root or as an unprivileged user.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The uid and gid tests use for "an unprivileged user" (nobody).
+pub const NOBODY: u32 = 65534;
+
+/// Who runs paude in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum As {
+    /// Whoever runs the tests (root in CI).
+    Me,
+    /// uid/gid 65534 through `setpriv`, when the tests run as root.
+    Nobody,
+}
+
+/// Whether the sandbox can run here. Under `CI=true` a missing bwrap is a failure, never a skip.
+pub fn bwrap_available() -> bool {
+    let found = Command::new("bwrap").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("bwrap is not installed, and CI=true: the sandbox tests must run (apt-get install bubblewrap)");
+        }
+        eprintln!("SKIPPED: bwrap is not installed; install bubblewrap to run the sandbox tests");
+    }
+    found
+}
+
+/// Skips (returns) from a test when bwrap is missing outside CI.
+#[macro_export]
+macro_rules! require_bwrap {
+    () => {
+        if !$crate::common::bwrap_available() {
+            return;
+        }
+    };
+}
+
+pub fn is_root() -> bool {
+    rustix::process::getuid().is_root()
+}
+
+/// A directory the test owns, readable by and owned by `who` (so an unprivileged paude can
+/// use it), under a parent every user can traverse.
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new(who: As) -> TestDir {
+        let dir = tempfile::Builder::new().prefix("paude-test-").tempdir_in(base_dir()).expect("tempdir");
+        if who == As::Nobody {
+            chown_tree(dir.path(), NOBODY);
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        TestDir { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Where test directories go: the system temporary directory, which every user can traverse
+/// and which is in no git repository (a test workspace inside the project's own checkout would
+/// make the checkout the workspace).
+fn base_dir() -> &'static Path {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(std::env::temp_dir)
+}
+
+pub fn chown_tree(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).expect("chown");
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).expect("read_dir") {
+            chown_tree(&entry.expect("entry").path(), uid);
+        }
+    }
+}
+
+/// One paude invocation: a workspace, a PAUDE_HOME, a user.
+pub struct Paude {
+    pub who: As,
+    pub home: PathBuf,
+    pub workspace: PathBuf,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Paude {
+    pub fn new(who: As, home: &Path, workspace: &Path) -> Paude {
+        Paude {
+            who,
+            home: home.to_path_buf(),
+            workspace: workspace.to_path_buf(),
+            cwd: workspace.to_path_buf(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Paude {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn cwd(mut self, cwd: &Path) -> Paude {
+        self.cwd = cwd.to_path_buf();
+        self
+    }
+
+    /// Runs `paude ARGS` and returns its output (stdin is /dev/null: not a terminal).
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let binary = env!("CARGO_BIN_EXE_paude");
+        let mut command = match self.who {
+            As::Me => Command::new(binary),
+            As::Nobody => {
+                let mut command = Command::new("setpriv");
+                command.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(binary);
+                command
+            }
+        };
+        command
+            .args(args)
+            .current_dir(&self.cwd)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", &self.home)
+            .env("PAUDE_HOME", self.home.join(".paude"))
+            .stdin(Stdio::null());
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        command.output().expect("running paude")
+    }
+}
+
+/// Output as text, for assertions and failure messages.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts a successful run and returns its stdout.
+#[track_caller]
+pub fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "paude failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// The users to test as: always the current one, and nobody when we can become it.
+pub fn users() -> Vec<As> {
+    if is_root() { vec![As::Me, As::Nobody] } else { vec![As::Me] }
+}
+
+/// The entries of `$PAUDE_HOME/venv` (empty when it does not exist).
+pub fn venv_entries(home: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(home.join(".paude/venv"))
+        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Writes a file (creating parents).
+pub fn write(path: &Path, contents: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(path, contents).expect("write");
+}
+
+/// Gives a test directory to `who` after the test wrote into it as root.
+pub fn hand_over(who: As, dir: &Path) {
+    if who == As::Nobody {
+        chown_tree(dir, NOBODY);
+    }
+}
+
+/// A `PAUDE_HOME` parent shared by the tests of one user, so that one environment is built
+/// once per test binary and per user (the store's lock makes concurrent first builds safe).
+pub fn shared_home(who: As) -> &'static Path {
+    static ME: OnceLock<TestDir> = OnceLock::new();
+    static NOBODY_HOME: OnceLock<TestDir> = OnceLock::new();
+    let cell = if who == As::Me { &ME } else { &NOBODY_HOME };
+    cell.get_or_init(|| TestDir::new(who)).path()
+}

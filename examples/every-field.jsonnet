@@ -56,8 +56,9 @@ local paude = import "paude.libsonnet";  // the embedded helper library (optiona
     { type: "dir", path: "/scratch", mode: "0777" },
     // `file`: contents default to "", mode to "0644".
     { type: "file", path: "/etc/motd", contents: "Welcome to a paude sandbox.\n", mode: "0644" },
-    // `symlink`: target may be relative to the link's directory.
-    { type: "symlink", path: "/usr/local/bin/vi-or-cat", target: "../../bin/cat" },
+    // `symlink`: the target may be absolute or relative to the link's directory. Here
+    // `#!/bin/sh` scripts get bash, since dash (sh on Debian) is not among the packages.
+    { type: "symlink", path: "/usr/bin/sh", target: "bash" },
   ],
 
   // Default "auto": every top-level directory of the workspace holding pyvenv.cfg is shadowed

@@ -31,7 +31,12 @@ Examples:
   paude venv --dry-run -- git status                   print the bwrap command line")]
 pub struct VenvArgs {
     /// Jsonnet code, or the path of an existing manifest file.
-    #[arg(short = 'e', long = "exec", value_name = "CODE|FILE", conflicts_with = "file")]
+    #[arg(
+        short = 'e',
+        long = "exec",
+        value_name = "CODE|FILE",
+        conflicts_with = "file"
+    )]
     pub exec: Option<String>,
     /// A manifest file.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -72,10 +77,25 @@ mod tests {
 
     #[test]
     fn command_comes_after_double_dash() {
-        let cli = Cli::try_parse_from(["paude", "venv", "-e", "m.jsonnet", "-V", "a=b", "--", "git", "-C", "x"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "paude",
+            "venv",
+            "-e",
+            "m.jsonnet",
+            "-V",
+            "a=b",
+            "--",
+            "git",
+            "-C",
+            "x",
+        ])
+        .unwrap();
         let Command::Venv(args) = cli.command;
         assert_eq!(args.exec.as_deref(), Some("m.jsonnet"));
         assert_eq!(args.ext_str, vec!["a=b".to_string()]);
-        assert_eq!(args.command, vec![OsString::from("git"), "-C".into(), "x".into()]);
+        assert_eq!(
+            args.command,
+            vec![OsString::from("git"), "-C".into(), "x".into()]
+        );
     }
 }

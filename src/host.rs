@@ -27,17 +27,26 @@ impl HostFacts {
     /// Reads the facts of this process.
     pub fn gather() -> Result<HostFacts> {
         let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-        let get = |name: &str| env.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+        let get = |name: &str| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
         let cwd = std::env::current_dir().context("finding the current directory")?;
         let paude_home = match get("PAUDE_HOME").filter(|v| !v.is_empty()) {
             Some(home) => PathBuf::from(home),
             None => match get("HOME").filter(|v| !v.is_empty()) {
                 Some(home) => PathBuf::from(home).join(".paude"),
-                None => bail!("neither PAUDE_HOME nor HOME is set; set PAUDE_HOME to a directory for paude's cache"),
+                None => bail!(
+                    "neither PAUDE_HOME nor HOME is set; set PAUDE_HOME to a directory for paude's cache"
+                ),
             },
         };
         if !paude_home.is_absolute() {
-            bail!("PAUDE_HOME must be an absolute path, got {}", paude_home.display());
+            bail!(
+                "PAUDE_HOME must be an absolute path, got {}",
+                paude_home.display()
+            );
         }
         Ok(HostFacts {
             uid: rustix::process::getuid().as_raw(),
@@ -51,7 +60,10 @@ impl HostFacts {
 
     /// The value of a host variable.
     pub fn var(&self, name: &str) -> Option<&OsString> {
-        self.env.iter().find(|(key, _)| key == name).map(|(_, value)| value)
+        self.env
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
     }
 
     /// The bwrap to run: `$PAUDE_BWRAP` if set, else `bwrap` found through `PATH`.
@@ -61,10 +73,20 @@ impl HostFacts {
             if is_executable(&path) {
                 return Ok(path);
             }
-            bail!("PAUDE_BWRAP is {}, which is not an executable file", path.display());
+            bail!(
+                "PAUDE_BWRAP is {}, which is not an executable file",
+                path.display()
+            );
         }
-        let search = self.var("PATH").cloned().unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-        for dir in search.as_bytes().split(|b| *b == b':').filter(|d| !d.is_empty()) {
+        let search = self
+            .var("PATH")
+            .cloned()
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        for dir in search
+            .as_bytes()
+            .split(|b| *b == b':')
+            .filter(|d| !d.is_empty())
+        {
             let candidate = Path::new(std::ffi::OsStr::from_bytes(dir)).join("bwrap");
             if is_executable(&candidate) {
                 return Ok(candidate);
@@ -79,7 +101,11 @@ impl HostFacts {
     /// A reason the kernel will refuse an unprivileged user namespace, if one is visible
     /// without trying (two small /proc reads).
     pub fn userns_refusal(&self) -> Option<String> {
-        let read = |path: &str| std::fs::read_to_string(path).ok().map(|s| s.trim().to_string());
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|s| s.trim().to_string())
+        };
         if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
             return Some(
                 "user namespaces are disabled on this host (user.max_user_namespaces = 0); \
@@ -87,7 +113,9 @@ impl HostFacts {
                     .into(),
             );
         }
-        if self.uid != 0 && read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        if self.uid != 0
+            && read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0")
+        {
             return Some(
                 "unprivileged user namespaces are disabled on this host \
                  (kernel.unprivileged_userns_clone = 0); enable them with \
@@ -101,5 +129,7 @@ impl HostFacts {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }

@@ -15,11 +15,11 @@
 //! Everything up to `render` is data in, data out; the host is touched only at the edges
 //! (`host`, the package database, `store`, and the single exec site).
 
-pub mod manifest;
-pub mod packages;
-pub mod rootpath;
-pub mod store;
-pub mod sandbox;
 pub mod cli;
 pub mod commands;
 pub mod host;
+pub mod manifest;
+pub mod packages;
+pub mod rootpath;
+pub mod sandbox;
+pub mod store;

@@ -17,7 +17,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
-            let code = if error.use_stderr() { EXIT_PAUDE_FAILED } else { 0 };
+            let code = if error.use_stderr() {
+                EXIT_PAUDE_FAILED
+            } else {
+                0
+            };
             error.print().ok();
             return ExitCode::from(code);
         }

@@ -55,7 +55,7 @@ pub fn resolve(root: &Path, path: &Path) -> io::Result<Resolved> {
         let mut candidate = root.to_path_buf();
         candidate.extend(&done);
         candidate.push(&name);
-        match fs_err::symlink_metadata(&candidate) {
+        match std::fs::symlink_metadata(&candidate) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 links += 1;
                 if links > MAX_LINKS {
@@ -65,7 +65,7 @@ pub fn resolve(root: &Path, path: &Path) -> io::Result<Resolved> {
                         root.display()
                     )));
                 }
-                let target = fs_err::read_link(&candidate)?;
+                let target = std::fs::read_link(&candidate)?;
                 if target.is_absolute() {
                     done.clear();
                 }
@@ -78,10 +78,14 @@ pub fn resolve(root: &Path, path: &Path) -> io::Result<Resolved> {
                 done.push(name);
                 return finish(done, todo, existing);
             }
-            Err(error) if error.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+            Err(error)
+                if error.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+            {
                 return Err(io::Error::other(format!(
                     "{} is not a directory in {}",
-                    PathBuf::from("/").join(done.iter().collect::<PathBuf>()).display(),
+                    PathBuf::from("/")
+                        .join(done.iter().collect::<PathBuf>())
+                        .display(),
                     root.display()
                 )));
             }
@@ -89,10 +93,17 @@ pub fn resolve(root: &Path, path: &Path) -> io::Result<Resolved> {
         }
     }
     let existing = done.len();
-    Ok(Resolved { path: absolute(&done), existing })
+    Ok(Resolved {
+        path: absolute(&done),
+        existing,
+    })
 }
 
-fn finish(mut done: Vec<OsString>, mut todo: Vec<OsString>, existing: usize) -> io::Result<Resolved> {
+fn finish(
+    mut done: Vec<OsString>,
+    mut todo: Vec<OsString>,
+    existing: usize,
+) -> io::Result<Resolved> {
     while let Some(name) = todo.pop() {
         if name == ".." {
             if done.len() > existing {
@@ -105,7 +116,10 @@ fn finish(mut done: Vec<OsString>, mut todo: Vec<OsString>, existing: usize) -> 
             done.push(name);
         }
     }
-    Ok(Resolved { path: absolute(&done), existing })
+    Ok(Resolved {
+        path: absolute(&done),
+        existing,
+    })
 }
 
 fn absolute(parts: &[OsString]) -> PathBuf {

@@ -43,7 +43,11 @@ fn root_is_read_only_and_workspace_is_writable() {
              touch /usr/newfile 2>/dev/null && echo usr-writable; \
              echo hello > written-inside && echo workspace-ok; pwd",
         ));
-        assert_eq!(out, format!("workspace-ok\n{}\n", workspace.path().display()), "{who:?}");
+        assert_eq!(
+            out,
+            format!("workspace-ok\n{}\n", workspace.path().display()),
+            "{who:?}"
+        );
         let seen = std::fs::read_to_string(workspace.path().join("written-inside")).unwrap();
         assert_eq!(seen, "hello\n", "{who:?}: the write is seen on the host");
     }
@@ -54,11 +58,17 @@ fn packages_outside_the_closure_are_absent() {
     require_bwrap!();
     // The probe works outside: the host has these files.
     for path in ["/usr/bin/apt", "/usr/bin/git", "/usr/bin/python3"] {
-        assert!(Path::new(path).exists(), "the host must have {path} for this test to mean anything");
+        assert!(
+            Path::new(path).exists(),
+            "the host must have {path} for this test to mean anything"
+        );
     }
     for who in users() {
         let (_workspace, paude) = small_workspace(who);
-        let out = ok(&sh(&paude, "for f in /usr/bin/apt /usr/bin/git /usr/bin/python3 /usr/bin/ls /usr/bin/bash; do test -e $f && echo $f; done"));
+        let out = ok(&sh(
+            &paude,
+            "for f in /usr/bin/apt /usr/bin/git /usr/bin/python3 /usr/bin/ls /usr/bin/bash; do test -e $f && echo $f; done",
+        ));
         assert_eq!(out, "/usr/bin/ls\n/usr/bin/bash\n", "{who:?}");
     }
 }
@@ -75,7 +85,12 @@ fn environment_is_cleared_kept_and_set() {
         assert!(lines.contains(&"SET_ME=inside"), "{who:?}: {out}");
         assert!(!out.contains("DROP_ME"), "{who:?}: {out}");
         assert!(!out.contains("PAUDE_HOME"), "{who:?}: {out}");
-        assert!(lines.iter().any(|l| l.starts_with("PATH=/usr/local/bin:/usr/bin:/bin")), "{who:?}: {out}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("PATH=/usr/local/bin:/usr/bin:/bin")),
+            "{who:?}: {out}"
+        );
     }
 }
 
@@ -84,8 +99,14 @@ fn fs_entries_exist_with_their_modes() {
     require_bwrap!();
     for who in users() {
         let (_workspace, paude) = small_workspace(who);
-        let out = ok(&sh(&paude, "stat -c '%a %F %n' /opt/tool /opt/tool/config; readlink /opt/tool/link; cat /opt/tool/link"));
-        assert_eq!(out, "750 directory /opt/tool\n640 regular file /opt/tool/config\nconfig\nanswer=42\n", "{who:?}");
+        let out = ok(&sh(
+            &paude,
+            "stat -c '%a %F %n' /opt/tool /opt/tool/config; readlink /opt/tool/link; cat /opt/tool/link",
+        ));
+        assert_eq!(
+            out, "750 directory /opt/tool\n640 regular file /opt/tool/config\nconfig\nanswer=42\n",
+            "{who:?}"
+        );
     }
 }
 
@@ -99,10 +120,23 @@ fn exit_status_passes_through() {
         let out = sh(&paude, "exit 7");
         assert_eq!(out.status.code(), Some(7), "{who:?}: {}", text(&out.stderr));
         let out = paude.run(["venv", "--", "no-such-command-here"]);
-        assert_eq!(out.status.code(), Some(127), "{who:?}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("command not found in the environment: no-such-command-here"));
+        assert_eq!(
+            out.status.code(),
+            Some(127),
+            "{who:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr)
+                .contains("command not found in the environment: no-such-command-here")
+        );
         let out = paude.run(["venv", "--", "./notes.txt"]);
-        assert_eq!(out.status.code(), Some(126), "{who:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(126),
+            "{who:?}: {}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -111,14 +145,26 @@ fn host_python_venv_is_shadowed() {
     require_bwrap!();
     for who in users() {
         let (workspace, paude) = small_workspace(who);
-        write(&workspace.path().join(".venv/pyvenv.cfg"), "home = /host/python\n");
+        write(
+            &workspace.path().join(".venv/pyvenv.cfg"),
+            "home = /host/python\n",
+        );
         write(&workspace.path().join(".venv/bin/python"), "host\n");
         write(&workspace.path().join("src/main.py"), "print(1)\n");
         hand_over(who, workspace.path());
-        let out = ok(&sh(&paude, "ls -A .venv | wc -l; cat src/main.py; touch .venv/inside"));
+        let out = ok(&sh(
+            &paude,
+            "ls -A .venv | wc -l; cat src/main.py; touch .venv/inside",
+        ));
         assert_eq!(out, "0\nprint(1)\n", "{who:?}");
-        assert!(!workspace.path().join(".venv/inside").exists(), "{who:?}: the shadow is not the host's venv");
-        assert!(workspace.path().join(".venv/bin/python").exists(), "{who:?}: the host venv is intact");
+        assert!(
+            !workspace.path().join(".venv/inside").exists(),
+            "{who:?}: the shadow is not the host's venv"
+        );
+        assert!(
+            workspace.path().join(".venv/bin/python").exists(),
+            "{who:?}: the host venv is intact"
+        );
     }
 }
 
@@ -128,25 +174,56 @@ fn second_launch_reuses_the_rootfs() {
     for who in users() {
         let home = TestDir::new(who);
         let workspace = TestDir::new(who);
-        write(&workspace.path().join("paude.jsonnet"), r#"{ packages: ["coreutils"] }"#);
+        write(
+            &workspace.path().join("paude.jsonnet"),
+            r#"{ packages: ["coreutils"] }"#,
+        );
         hand_over(who, workspace.path());
         let paude = Paude::new(who, home.path(), workspace.path());
         let first = paude.run(["venv", "--", "true"]);
         ok(&first);
-        assert!(text(&first.stderr).contains("building environment"), "{who:?}: {}", text(&first.stderr));
+        assert!(
+            text(&first.stderr).contains("building environment"),
+            "{who:?}: {}",
+            text(&first.stderr)
+        );
         let entries = venv_entries(home.path());
-        let key = entries.iter().find(|e| !e.ends_with(".lock")).expect("a venv").clone();
+        let key = entries
+            .iter()
+            .find(|e| !e.ends_with(".lock"))
+            .expect("a venv")
+            .clone();
         let rootfs = home.path().join(".paude/venv").join(&key).join("rootfs");
         let before = std::fs::metadata(&rootfs).unwrap().modified().unwrap();
         let second = paude.run(["venv", "--", "true"]);
         ok(&second);
-        assert!(!text(&second.stderr).contains("building"), "{who:?}: {}", text(&second.stderr));
-        assert_eq!(venv_entries(home.path()), entries, "{who:?}: nothing new in the store");
-        assert_eq!(std::fs::metadata(&rootfs).unwrap().modified().unwrap(), before, "{who:?}: rootfs untouched");
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(rootfs.with_file_name("meta.json")).unwrap()).unwrap();
+        assert!(
+            !text(&second.stderr).contains("building"),
+            "{who:?}: {}",
+            text(&second.stderr)
+        );
+        assert_eq!(
+            venv_entries(home.path()),
+            entries,
+            "{who:?}: nothing new in the store"
+        );
+        assert_eq!(
+            std::fs::metadata(&rootfs).unwrap().modified().unwrap(),
+            before,
+            "{who:?}: rootfs untouched"
+        );
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(rootfs.with_file_name("meta.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(meta["key"], key.as_str());
-        assert!(meta["closure"].as_array().unwrap().iter().any(|p| p["name"] == "coreutils"));
+        assert!(
+            meta["closure"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "coreutils")
+        );
     }
 }
 
@@ -185,7 +262,12 @@ fn dry_run_prints_the_bwrap_command_and_runs_nothing() {
     assert!(out.trim_end().ends_with("-- touch marker"), "{out}");
     assert!(!workspace.path().join("marker").exists());
     // The printed line runs as it is, and does the same thing.
-    let status = std::process::Command::new("sh").arg("-c").arg(out.trim()).current_dir(workspace.path()).status().unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(out.trim())
+        .current_dir(workspace.path())
+        .status()
+        .unwrap();
     assert!(status.success());
     assert!(workspace.path().join("marker").exists());
 }
@@ -226,12 +308,30 @@ fn bad_inputs_exit_125_and_leave_the_cache_empty() {
     let cases: &[(&str, &str)] = &[
         (r#"{ pakages: ["bash"] }"#, "did you mean `packages`"),
         (r#"{ packages: [] }"#, "packages"),
-        (r#"{ packages: ["bash"], mounts: [{ type: "bind", source: "/nonexistent-paude", target: "/x" }] }"#, "mounts[0].source"),
-        (r#"{ packages: ["bash"], mounts: [{ type: "tmpfs", target: "relative" }] }"#, "mounts[0].target"),
-        (r#"{ packages: ["bash"], mounts: ["/usr/../etc"] }"#, "mounts[0]"),
-        (r#"{ packages: ["bash"], fsEntries: [{ type: "symlink", path: "/x" }] }"#, "fsEntries[0]"),
-        (r#"{ packages: ["bash"], fsEntries: [{ type: "file", path: "/x", mode: "0999" }] }"#, "fsEntries[0].mode"),
-        (r#"{ packages: ["no-such-package-paude"] }"#, "no-such-package-paude"),
+        (
+            r#"{ packages: ["bash"], mounts: [{ type: "bind", source: "/nonexistent-paude", target: "/x" }] }"#,
+            "mounts[0].source",
+        ),
+        (
+            r#"{ packages: ["bash"], mounts: [{ type: "tmpfs", target: "relative" }] }"#,
+            "mounts[0].target",
+        ),
+        (
+            r#"{ packages: ["bash"], mounts: ["/usr/../etc"] }"#,
+            "mounts[0]",
+        ),
+        (
+            r#"{ packages: ["bash"], fsEntries: [{ type: "symlink", path: "/x" }] }"#,
+            "fsEntries[0]",
+        ),
+        (
+            r#"{ packages: ["bash"], fsEntries: [{ type: "file", path: "/x", mode: "0999" }] }"#,
+            "fsEntries[0].mode",
+        ),
+        (
+            r#"{ packages: ["no-such-package-paude"] }"#,
+            "no-such-package-paude",
+        ),
         (r#"{ packages: ["bash"] "#, "<cmdline>"),
         (r#"error "boom""#, "boom"),
         (r#"[1, 2]"#, "object"),
@@ -245,9 +345,18 @@ fn bad_inputs_exit_125_and_leave_the_cache_empty() {
             let out = paude.run(["venv", "-e", manifest, "--", "true"]);
             let stderr = text(&out.stderr);
             assert_eq!(out.status.code(), Some(125), "{who:?} {manifest}: {stderr}");
-            assert!(stderr.starts_with("paude: error: "), "{who:?} {manifest}: {stderr}");
-            assert!(stderr.contains(expected), "{who:?} {manifest}: expected {expected:?} in {stderr}");
-            assert!(venv_entries(home.path()).is_empty(), "{who:?} {manifest}: the cache was written");
+            assert!(
+                stderr.starts_with("paude: error: "),
+                "{who:?} {manifest}: {stderr}"
+            );
+            assert!(
+                stderr.contains(expected),
+                "{who:?} {manifest}: expected {expected:?} in {stderr}"
+            );
+            assert!(
+                venv_entries(home.path()).is_empty(),
+                "{who:?} {manifest}: the cache was written"
+            );
         }
     }
 }
@@ -265,6 +374,11 @@ fn unprivileged_store_is_owned_by_the_user() {
         use std::os::unix::fs::MetadataExt;
         let meta = entry.metadata().unwrap();
         assert_eq!(meta.uid(), common::NOBODY, "{}", entry.path().display());
-        assert_eq!(meta.permissions().mode() & 0o002, 0, "not world-writable: {}", entry.path().display());
+        assert_eq!(
+            meta.permissions().mode() & 0o002,
+            0,
+            "not world-writable: {}",
+            entry.path().display()
+        );
     }
 }

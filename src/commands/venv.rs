@@ -38,8 +38,11 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         bail!("{reason}");
     }
 
-    let provider = Dpkg::from_env(host.var("DPKG_ROOT").map(|v| v.as_os_str()), host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()))
-        .context("opening the dpkg database")?;
+    let provider = Dpkg::from_env(
+        host.var("DPKG_ROOT").map(|v| v.as_os_str()),
+        host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()),
+    )
+    .context("opening the dpkg database")?;
     let closure = provider.resolve(&manifest.packages)?;
     for missing in &closure.missing {
         warn(&format!(
@@ -119,7 +122,9 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     if args.dry_run {
         let mut line = bwrap::command_line(bwrap_path.as_os_str(), &argv);
         line.push(b'\n');
-        std::io::stdout().write_all(&line).context("writing to stdout")?;
+        std::io::stdout()
+            .write_all(&line)
+            .context("writing to stdout")?;
         return Ok(ExitCode::SUCCESS);
     }
     store.touch(&rootfs)?;
@@ -156,11 +161,15 @@ fn load_options(args: &VenvArgs, host: &HostFacts) -> Result<LoadOptions> {
         values
             .iter()
             .map(|value| match value.split_once('=') {
-                Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+                Some((name, value)) if !name.is_empty() => {
+                    Ok((name.to_string(), value.to_string()))
+                }
                 Some(_) => bail!("{flag} {value}: the name before `=` is empty"),
                 None => match host.var(value).and_then(|v| v.to_str()) {
                     Some(from_env) => Ok((value.clone(), from_env.to_string())),
-                    None => bail!("{flag} {value}: no `=VALUE` given and ${value} is not set (or not UTF-8)"),
+                    None => bail!(
+                        "{flag} {value}: no `=VALUE` given and ${value} is not set (or not UTF-8)"
+                    ),
                 },
             })
             .collect()
@@ -198,4 +207,3 @@ fn checked_mounts(manifest: &Manifest) -> Result<Vec<Mount>> {
     }
     Ok(out)
 }
-

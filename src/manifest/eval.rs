@@ -1032,37 +1032,6 @@ mod tests {
         assert!(message.contains("stack overflow"), "{message}");
     }
 
-    #[test]
-    fn zz_show_messages() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = options_in(&crate_dir());
-        for src in [
-            "{\n  packages: [\"bash\",\n}",
-            "local f(x) = error \"boom\";\n{ packages: [f(1)] }",
-            "import \"nope.libsonnet\"",
-            "std.extVar(\"nope\")",
-            "{ packages: [nope] }",
-            "import \"tests/fixtures/manifests/runtime-error.jsonnet\"",
-            "import \"tests/fixtures/manifests/syntax-error.jsonnet\"",
-            "{ packages: [\"bash\"], envSet: { X: function() 1 } }",
-            "function(name) { packages: [name] }",
-            "local f(n) = 1 + f(n + 1); f(0)",
-            "{ pakages: [] }",
-            "[]",
-            "{ packages: ['bash'], mounts: ['/a', '/b', {type: 'bind', source: '/c', target: 3}] }",
-            "{ packages: ['bash'], fsEntries: [{type: 'file', path: '/x', mode: 644}] }",
-            "{ packages: ['bash'], mounts: [{type: 'robind', source: '/x'}] }",
-            "{ packages: ['bash'], envSet: { FOO: 1 } }",
-            "{ packages: ['bash'], mounts: [{type: 'bind', source: '/a/../etc'}] }",
-        ] {
-            let _ = dir.path();
-            match load(&code(src), &o) {
-                Err(e) => println!("=== {src}\n{e}\n"),
-                Ok(_) => println!("=== {src} OK"),
-            }
-        }
-    }
-
     /// Every example must evaluate and validate; new examples are covered automatically.
     #[test]
     fn examples_evaluate_and_validate() {

@@ -60,16 +60,28 @@ pub enum MountKind {
 /// An entry created in the rootfs at materialization.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FsEntry {
-    Dir { path: PathBuf, mode: u32 },
-    File { path: PathBuf, mode: u32, contents: String },
-    Symlink { path: PathBuf, target: PathBuf },
+    Dir {
+        path: PathBuf,
+        mode: u32,
+    },
+    File {
+        path: PathBuf,
+        mode: u32,
+        contents: String,
+    },
+    Symlink {
+        path: PathBuf,
+        target: PathBuf,
+    },
 }
 
 impl FsEntry {
     /// The absolute path the entry is created at.
     pub fn path(&self) -> &std::path::Path {
         match self {
-            FsEntry::Dir { path, .. } | FsEntry::File { path, .. } | FsEntry::Symlink { path, .. } => path,
+            FsEntry::Dir { path, .. }
+            | FsEntry::File { path, .. }
+            | FsEntry::Symlink { path, .. } => path,
         }
     }
 }

@@ -14,7 +14,9 @@ pub mod dpkg;
 use std::path::PathBuf;
 
 /// One installed package, exactly as the database knows it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PackageId {
     pub name: String,
     pub version: String,

@@ -23,7 +23,13 @@ use std::os::unix::ffi::OsStrExt;
 pub fn render(plan: &Plan) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|item| item.to_os_string()));
-    for flag in ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"] {
+    for flag in [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup",
+    ] {
         push(&[flag.as_ref()]);
     }
     if plan.unshare_net {
@@ -35,13 +41,21 @@ pub fn render(plan: &Plan) -> Vec<OsString> {
     }
     for op in &plan.mounts {
         match op {
-            MountOp::Bind { source, target } => push(&["--bind".as_ref(), source.as_ref(), target.as_ref()]),
-            MountOp::RoBind { source, target } => push(&["--ro-bind".as_ref(), source.as_ref(), target.as_ref()]),
-            MountOp::DevBind { source, target } => push(&["--dev-bind".as_ref(), source.as_ref(), target.as_ref()]),
+            MountOp::Bind { source, target } => {
+                push(&["--bind".as_ref(), source.as_ref(), target.as_ref()])
+            }
+            MountOp::RoBind { source, target } => {
+                push(&["--ro-bind".as_ref(), source.as_ref(), target.as_ref()])
+            }
+            MountOp::DevBind { source, target } => {
+                push(&["--dev-bind".as_ref(), source.as_ref(), target.as_ref()])
+            }
             MountOp::Tmpfs { target } => push(&["--tmpfs".as_ref(), target.as_ref()]),
             MountOp::Proc { target } => push(&["--proc".as_ref(), target.as_ref()]),
             MountOp::Dev { target } => push(&["--dev".as_ref(), target.as_ref()]),
-            MountOp::Symlink { link, target } => push(&["--symlink".as_ref(), link.as_ref(), target.as_ref()]),
+            MountOp::Symlink { link, target } => {
+                push(&["--symlink".as_ref(), link.as_ref(), target.as_ref()])
+            }
             MountOp::RemountRo { target } => push(&["--remount-ro".as_ref(), target.as_ref()]),
         }
     }
@@ -115,11 +129,24 @@ mod tests {
             unshare_net: true,
             new_session: true,
             mounts: vec![
-                MountOp::RoBind { source: "/store/rootfs/usr".into(), target: "/usr".into() },
-                MountOp::Symlink { link: "usr/bin".into(), target: "/bin".into() },
-                MountOp::Dev { target: "/dev".into() },
-                MountOp::Bind { source: "/w".into(), target: "/w".into() },
-                MountOp::Tmpfs { target: "/w/.venv".into() },
+                MountOp::RoBind {
+                    source: "/store/rootfs/usr".into(),
+                    target: "/usr".into(),
+                },
+                MountOp::Symlink {
+                    link: "usr/bin".into(),
+                    target: "/bin".into(),
+                },
+                MountOp::Dev {
+                    target: "/dev".into(),
+                },
+                MountOp::Bind {
+                    source: "/w".into(),
+                    target: "/w".into(),
+                },
+                MountOp::Tmpfs {
+                    target: "/w/.venv".into(),
+                },
                 MountOp::RemountRo { target: "/".into() },
             ],
             views: vec![(PathBuf::from("/w"), View::Host("/w".into()))],
@@ -129,23 +156,43 @@ mod tests {
         };
         let expected: Vec<OsString> = [
             // 1. namespaces
-            "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup",
             "--unshare-net",
             // 2. process
-            "--die-with-parent", "--new-session",
+            "--die-with-parent",
+            "--new-session",
             // 3. mounts, in plan order
-            "--ro-bind", "/store/rootfs/usr", "/usr",
-            "--symlink", "usr/bin", "/bin",
-            "--dev", "/dev",
-            "--bind", "/w", "/w",
-            "--tmpfs", "/w/.venv",
-            "--remount-ro", "/",
+            "--ro-bind",
+            "/store/rootfs/usr",
+            "/usr",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--dev",
+            "/dev",
+            "--bind",
+            "/w",
+            "/w",
+            "--tmpfs",
+            "/w/.venv",
+            "--remount-ro",
+            "/",
             // 4. environment
-            "--clearenv", "--setenv", "PATH", "/usr/bin",
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            "/usr/bin",
             // 5. working directory
-            "--chdir", "/w/src",
+            "--chdir",
+            "/w/src",
             // 6. the command, after --
-            "--", "-weird", "arg",
+            "--",
+            "-weird",
+            "arg",
         ]
         .iter()
         .map(OsString::from)

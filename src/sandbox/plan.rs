@@ -140,7 +140,11 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
             (MountKind::DevBind, None, "/dev"),
             (MountKind::Proc, None, "/proc"),
             (MountKind::RoBind, Some("/sys"), "/sys"),
-            (MountKind::RoBind, Some("/etc/resolv.conf"), "/etc/resolv.conf"),
+            (
+                MountKind::RoBind,
+                Some("/etc/resolv.conf"),
+                "/etc/resolv.conf",
+            ),
             (MountKind::RoBind, Some("/etc/hosts"), "/etc/hosts"),
             (MountKind::Tmpfs, None, "/tmp"),
         ];
@@ -154,12 +158,22 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
                 continue;
             }
             // The default /dev is bwrap's minimal devtmpfs (`--dev`), marked by no source.
-            out.push(Logical { kind, source: source.map(PathBuf::from), target: PathBuf::from(target) });
+            out.push(Logical {
+                kind,
+                source: source.map(PathBuf::from),
+                target: PathBuf::from(target),
+            });
         }
     }
-    let (inside, outside): (Vec<&Mount>, Vec<&Mount>) =
-        input.mounts.iter().partition(|m| rootpath::is_within(&m.target, input.workspace));
-    let user = |m: &Mount| Logical { kind: m.kind, source: m.source.clone(), target: m.target.clone() };
+    let (inside, outside): (Vec<&Mount>, Vec<&Mount>) = input
+        .mounts
+        .iter()
+        .partition(|m| rootpath::is_within(&m.target, input.workspace));
+    let user = |m: &Mount| Logical {
+        kind: m.kind,
+        source: m.source.clone(),
+        target: m.target.clone(),
+    };
     out.extend(outside.into_iter().map(user));
     out.push(Logical {
         kind: MountKind::Bind,
@@ -167,7 +181,11 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
         target: input.workspace.to_path_buf(),
     });
     out.extend(inside.into_iter().map(user));
-    out.extend(input.venvs.iter().map(|venv| Logical { kind: MountKind::Tmpfs, source: None, target: venv.clone() }));
+    out.extend(input.venvs.iter().map(|venv| Logical {
+        kind: MountKind::Tmpfs,
+        source: None,
+        target: venv.clone(),
+    }));
     out
 }
 
@@ -177,7 +195,9 @@ fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError>
     let mut splits: BTreeSet<PathBuf> = BTreeSet::from([PathBuf::from("/")]);
     let mut views: Vec<(PathBuf, View)> = Vec::new();
     for mount in logical {
-        let covered = views.iter().any(|(target, _)| rootpath::is_within(&mount.target, target));
+        let covered = views
+            .iter()
+            .any(|(target, _)| rootpath::is_within(&mount.target, target));
         let target = if covered {
             mount.target.clone()
         } else {
@@ -204,11 +224,18 @@ fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError>
     ordered.sort_by_key(|path| (path.components().count(), (*path).clone()));
     for split in &ordered {
         if split.as_os_str() != "/" {
-            ops.push(MountOp::Tmpfs { target: (*split).clone() });
+            ops.push(MountOp::Tmpfs {
+                target: (*split).clone(),
+            });
         }
         let directory = rootpath::under(rootfs, split);
         let mut children: Vec<(OsString, std::fs::FileType)> = std::fs::read_dir(&directory)
-            .map_err(|error| PlanError(format!("reading the environment's {}: {error}", directory.display())))?
+            .map_err(|error| {
+                PlanError(format!(
+                    "reading the environment's {}: {error}",
+                    directory.display()
+                ))
+            })?
             .flatten()
             .filter_map(|entry| entry.file_type().ok().map(|kind| (entry.file_name(), kind)))
             .collect();
@@ -224,9 +251,15 @@ fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError>
             if kind.is_symlink() {
                 let link = std::fs::read_link(&source)
                     .map_err(|error| PlanError(format!("reading {}: {error}", source.display())))?;
-                ops.push(MountOp::Symlink { link, target: inside });
+                ops.push(MountOp::Symlink {
+                    link,
+                    target: inside,
+                });
             } else if kind.is_dir() || kind.is_file() {
-                ops.push(MountOp::RoBind { source, target: inside });
+                ops.push(MountOp::RoBind {
+                    source,
+                    target: inside,
+                });
             }
         }
     }
@@ -240,12 +273,17 @@ fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError>
             (MountKind::Tmpfs, _) => MountOp::Tmpfs { target },
             (MountKind::Proc, _) => MountOp::Proc { target },
             (kind, None) => {
-                return Err(PlanError(format!("a {kind:?} mount at {} has no source", target.display())));
+                return Err(PlanError(format!(
+                    "a {kind:?} mount at {} has no source",
+                    target.display()
+                )));
             }
         });
     }
     for split in ordered.iter().rev() {
-        ops.push(MountOp::RemountRo { target: (*split).clone() });
+        ops.push(MountOp::RemountRo {
+            target: (*split).clone(),
+        });
     }
     Ok((ops, views))
 }
@@ -257,7 +295,11 @@ fn environment(input: &PlanInput<'_>) -> Vec<(OsString, OsString)> {
         env.push((name, value));
     };
     for name in &input.manifest.env_keep {
-        if let Some((_, value)) = input.host_env.iter().find(|(key, _)| key.as_bytes() == name.as_bytes()) {
+        if let Some((_, value)) = input
+            .host_env
+            .iter()
+            .find(|(key, _)| key.as_bytes() == name.as_bytes())
+        {
             set(name.into(), value.clone(), &mut env);
         }
     }
@@ -269,7 +311,11 @@ fn environment(input: &PlanInput<'_>) -> Vec<(OsString, OsString)> {
         set("PATH".into(), DEFAULT_PATH.into(), &mut env);
     }
     if !has(&env, "LD_LIBRARY_PATH") && !input.library_dirs.is_empty() {
-        set("LD_LIBRARY_PATH".into(), input.library_dirs.join(":").into(), &mut env);
+        set(
+            "LD_LIBRARY_PATH".into(),
+            input.library_dirs.join(":").into(),
+            &mut env,
+        );
     }
     // Seed 003: git refuses a repository whose owner differs from the user ("dubious
     // ownership"). Trust exactly the workspace, through git's environment config, appended
@@ -279,26 +325,53 @@ fn environment(input: &PlanInput<'_>) -> Vec<(OsString, OsString)> {
         .find(|(key, _)| key == "GIT_CONFIG_COUNT")
         .and_then(|(_, value)| value.to_str()?.parse::<u32>().ok())
         .unwrap_or(0);
-    set(format!("GIT_CONFIG_KEY_{count}").into(), "safe.directory".into(), &mut env);
-    set(format!("GIT_CONFIG_VALUE_{count}").into(), input.workspace.as_os_str().to_os_string(), &mut env);
-    set("GIT_CONFIG_COUNT".into(), (count + 1).to_string().into(), &mut env);
+    set(
+        format!("GIT_CONFIG_KEY_{count}").into(),
+        "safe.directory".into(),
+        &mut env,
+    );
+    set(
+        format!("GIT_CONFIG_VALUE_{count}").into(),
+        input.workspace.as_os_str().to_os_string(),
+        &mut env,
+    );
+    set(
+        "GIT_CONFIG_COUNT".into(),
+        (count + 1).to_string().into(),
+        &mut env,
+    );
     env
 }
 
 /// Where `path` (inside the sandbox) is found from outside, following the plan's mounts.
 pub fn locate(rootfs: &Path, views: &[(PathBuf, View)], path: &Path) -> Option<PathBuf> {
-    match views.iter().rev().find(|(target, _)| rootpath::is_within(path, target)) {
+    match views
+        .iter()
+        .rev()
+        .find(|(target, _)| rootpath::is_within(path, target))
+    {
         Some((target, View::Host(source))) => {
             let rest = path.strip_prefix(target).ok()?;
-            Some(if rest.as_os_str().is_empty() { source.clone() } else { source.join(rest) })
+            Some(if rest.as_os_str().is_empty() {
+                source.clone()
+            } else {
+                source.join(rest)
+            })
         }
         Some(_) => None,
         None => {
             let resolved = rootpath::resolve(rootfs, path).ok()?;
             let inside = rootpath::under(rootfs, &resolved.path);
             // A link into a mounted path (say /etc/x -> /tmp/y) leaves the rootfs.
-            if views.iter().any(|(target, _)| rootpath::is_within(&resolved.path, target)) {
-                return if resolved.path == path { None } else { locate(rootfs, views, &resolved.path) };
+            if views
+                .iter()
+                .any(|(target, _)| rootpath::is_within(&resolved.path, target))
+            {
+                return if resolved.path == path {
+                    None
+                } else {
+                    locate(rootfs, views, &resolved.path)
+                };
             }
             Some(inside)
         }
@@ -317,7 +390,9 @@ pub enum CommandLookup {
 /// Looks `command` up the way `execvp` inside will: a name with a `/` relative to `cwd`,
 /// otherwise through the environment's `PATH`.
 pub fn lookup_command(plan: &Plan) -> CommandLookup {
-    let Some(command) = plan.command.first() else { return CommandLookup::NotFound };
+    let Some(command) = plan.command.first() else {
+        return CommandLookup::NotFound;
+    };
     let candidates: Vec<PathBuf> = if command.as_bytes().contains(&b'/') {
         vec![plan.chdir.join(command)]
     } else {
@@ -337,14 +412,20 @@ pub fn lookup_command(plan: &Plan) -> CommandLookup {
     for candidate in candidates {
         let Some(outside) = locate(&plan.rootfs, &plan.views, &candidate) else {
             // In /proc, /dev or a tmpfs: paude cannot tell, bwrap will.
-            if plan.views.iter().any(|(t, v)| *v == View::Opaque && rootpath::is_within(&candidate, t)) {
+            if plan
+                .views
+                .iter()
+                .any(|(t, v)| *v == View::Opaque && rootpath::is_within(&candidate, t))
+            {
                 return CommandLookup::Found;
             }
             continue;
         };
         use std::os::unix::fs::PermissionsExt;
         match std::fs::metadata(&outside) {
-            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => return CommandLookup::Found,
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                return CommandLookup::Found;
+            }
             Ok(meta) if meta.is_file() => not_executable = not_executable.or(Some(candidate)),
             _ => {}
         }
@@ -356,7 +437,11 @@ pub fn lookup_command(plan: &Plan) -> CommandLookup {
 }
 
 /// The interactive shell: `bash` when the environment has it, else `/bin/sh`.
-fn shell(rootfs: &Path, views: &[(PathBuf, View)], env: &[(OsString, OsString)]) -> Result<OsString, PlanError> {
+fn shell(
+    rootfs: &Path,
+    views: &[(PathBuf, View)],
+    env: &[(OsString, OsString)],
+) -> Result<OsString, PlanError> {
     for candidate in ["bash", "/bin/sh"] {
         let probe = Plan {
             rootfs: rootfs.to_path_buf(),
@@ -377,4 +462,291 @@ fn shell(rootfs: &Path, views: &[(PathBuf, View)], env: &[(OsString, OsString)])
          or give a command after `--`"
             .into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::VenvMode;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn rootfs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("usr/bin")).unwrap();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("usr/bin/bash"), "").unwrap();
+        std::fs::set_permissions(
+            r.join("usr/bin/bash"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(r.join("usr/bin/data"), "").unwrap();
+        std::fs::write(r.join("etc/hosts"), "").unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        dir
+    }
+
+    fn manifest() -> Manifest {
+        Manifest {
+            packages: vec!["bash".into()],
+            env_keep: vec!["TERM".into(), "ABSENT".into()],
+            env_set: BTreeMap::from([("A".to_string(), "1".to_string())]),
+            mount_defaults: true,
+            mounts: Vec::new(),
+            fs_entries: Vec::new(),
+            venv: VenvMode::Auto,
+            network: true,
+        }
+    }
+
+    fn make(manifest: &Manifest, mounts: &[Mount], rootfs: &Path, command: &[&str]) -> Plan {
+        let command: Vec<OsString> = command.iter().map(OsString::from).collect();
+        let host_env = vec![
+            (OsString::from("TERM"), OsString::from("xterm")),
+            ("SECRET".into(), "x".into()),
+        ];
+        let venvs = vec![PathBuf::from("/w/.venv")];
+        let input = PlanInput {
+            manifest,
+            mounts,
+            rootfs,
+            library_dirs: &["/usr/lib/x86_64-linux-gnu".to_string()],
+            workspace: Path::new("/w"),
+            cwd: Path::new("/w/src"),
+            venvs: &venvs,
+            host_env: &host_env,
+            host_has: &|path: &Path| path != Path::new("/etc/resolv.conf"),
+            stdin_is_terminal: false,
+            command: &command,
+        };
+        plan(&input).unwrap()
+    }
+
+    /// Replaces the rootfs path by `$ROOTFS` for whole-plan comparisons.
+    fn ops(plan: &Plan) -> Vec<String> {
+        let root = plan.rootfs.display().to_string();
+        super::super::bwrap::render(plan)
+            .iter()
+            .map(|arg| arg.to_string_lossy().replace(&root, "$ROOTFS"))
+            .collect()
+    }
+
+    #[test]
+    fn whole_plan_for_the_defaults() {
+        let rootfs = rootfs();
+        let plan = make(&manifest(), &[], rootfs.path(), &["bash", "-c", "x"]);
+        let expected: Vec<&str> = vec![
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup",
+            "--die-with-parent",
+            "--new-session",
+            // The top level of the rootfs, entry by entry, into bwrap's tmpfs root.
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--ro-bind",
+            "$ROOTFS/etc",
+            "/etc",
+            "--ro-bind",
+            "$ROOTFS/usr",
+            "/usr",
+            // Defaults (no /etc/resolv.conf on this host: skipped).
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--ro-bind",
+            "/sys",
+            "/sys",
+            "--ro-bind",
+            "/etc/hosts",
+            "/etc/hosts",
+            "--tmpfs",
+            "/tmp",
+            // The workspace, then its venv shadow.
+            "--bind",
+            "/w",
+            "/w",
+            "--tmpfs",
+            "/w/.venv",
+            "--remount-ro",
+            "/",
+            "--clearenv",
+            "--setenv",
+            "TERM",
+            "xterm",
+            "--setenv",
+            "A",
+            "1",
+            "--setenv",
+            "PATH",
+            DEFAULT_PATH,
+            "--setenv",
+            "LD_LIBRARY_PATH",
+            "/usr/lib/x86_64-linux-gnu",
+            "--setenv",
+            "GIT_CONFIG_KEY_0",
+            "safe.directory",
+            "--setenv",
+            "GIT_CONFIG_VALUE_0",
+            "/w",
+            "--setenv",
+            "GIT_CONFIG_COUNT",
+            "1",
+            "--chdir",
+            "/w/src",
+            "--",
+            "bash",
+            "-c",
+            "x",
+        ];
+        assert_eq!(ops(&plan), expected);
+    }
+
+    #[test]
+    fn a_missing_target_splits_its_deepest_existing_directory() {
+        let rootfs = rootfs();
+        let mounts = vec![Mount {
+            kind: MountKind::RoBind,
+            source: Some("/host/data".into()),
+            target: "/bin/newdir/x".into(),
+            optional: false,
+        }];
+        let plan = make(&manifest(), &mounts, rootfs.path(), &["true"]);
+        let args = ops(&plan).join(" ");
+        // Through the /bin link to /usr/bin, which becomes a tmpfs holding the rootfs's
+        // entries, and is read-only again once the mount point is made.
+        assert!(
+            args.contains("--tmpfs /usr/bin --ro-bind $ROOTFS/usr/bin/bash /usr/bin/bash --ro-bind $ROOTFS/usr/bin/data /usr/bin/data"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--ro-bind /host/data /usr/bin/newdir/x"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--remount-ro /usr/bin --remount-ro / --clearenv"),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn user_mounts_replace_defaults_and_follow_the_workspace_when_inside_it() {
+        let rootfs = rootfs();
+        let bind = |source: &str, target: &str| Mount {
+            kind: MountKind::Bind,
+            source: Some(source.into()),
+            target: target.into(),
+            optional: false,
+        };
+        let mounts = vec![bind("/w-secrets", "/w/secrets"), bind("/tmp", "/tmp")];
+        let mut manifest = manifest();
+        manifest.network = false;
+        let plan = make(&manifest, &mounts, rootfs.path(), &["true"]);
+        let args = ops(&plan).join(" ");
+        assert!(!args.contains("--tmpfs /tmp"), "{args}");
+        assert!(args.contains("--unshare-net"), "{args}");
+        assert!(
+            args.contains(
+                "--bind /tmp /tmp --bind /w /w --bind /w-secrets /w/secrets --tmpfs /w/.venv"
+            ),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn no_default_mounts_when_turned_off() {
+        let rootfs = rootfs();
+        let mut manifest = manifest();
+        manifest.mount_defaults = false;
+        let args = ops(&make(&manifest, &[], rootfs.path(), &["true"])).join(" ");
+        for default in [
+            "--dev /dev",
+            "--proc",
+            "/sys",
+            "--tmpfs /tmp",
+            "/etc/hosts /etc/hosts",
+        ] {
+            assert!(!args.contains(default), "{default} in {args}");
+        }
+    }
+
+    #[test]
+    fn git_config_entries_are_appended_to_the_users() {
+        let rootfs = rootfs();
+        let mut manifest = manifest();
+        manifest
+            .env_set
+            .insert("GIT_CONFIG_COUNT".into(), "2".into());
+        let plan = make(&manifest, &[], rootfs.path(), &["true"]);
+        let get = |name: &str| {
+            plan.env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("GIT_CONFIG_KEY_2"), Some("safe.directory".into()));
+        assert_eq!(get("GIT_CONFIG_COUNT"), Some("3".into()));
+        assert_eq!(get("SECRET"), None);
+        assert_eq!(get("ABSENT"), None);
+    }
+
+    #[test]
+    fn commands_are_looked_up_as_execvp_will() {
+        let rootfs = rootfs();
+        let m = manifest();
+        let lookup = |command: &[&str]| lookup_command(&make(&m, &[], rootfs.path(), command));
+        assert_eq!(lookup(&["bash"]), CommandLookup::Found);
+        assert_eq!(lookup(&["/bin/bash"]), CommandLookup::Found);
+        assert_eq!(lookup(&["git"]), CommandLookup::NotFound);
+        assert_eq!(
+            lookup(&["data"]),
+            CommandLookup::NotExecutable("/usr/local/bin/data".into()).or_path("/usr/bin/data")
+        );
+        // /proc is not looked into: bwrap will tell.
+        assert_eq!(lookup(&["/proc/self/exe"]), CommandLookup::Found);
+        // No command: bash, because the rootfs has it.
+        assert_eq!(
+            make(&m, &[], rootfs.path(), &[]).command,
+            vec![OsString::from("bash")]
+        );
+    }
+
+    impl CommandLookup {
+        /// The first PATH entry holding a non-executable `data` is /usr/bin.
+        fn or_path(self, path: &str) -> CommandLookup {
+            match self {
+                CommandLookup::NotExecutable(_) => CommandLookup::NotExecutable(path.into()),
+                other => other,
+            }
+        }
+    }
+
+    #[test]
+    fn no_shell_is_a_clear_error() {
+        let rootfs = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(rootfs.path().join("usr")).unwrap();
+        let manifest = manifest();
+        let venvs = Vec::new();
+        let input = PlanInput {
+            manifest: &manifest,
+            mounts: &[],
+            rootfs: rootfs.path(),
+            library_dirs: &[],
+            workspace: Path::new("/w"),
+            cwd: Path::new("/w"),
+            venvs: &venvs,
+            host_env: &[],
+            host_has: &|_: &Path| true,
+            stdin_is_terminal: true,
+            command: &[],
+        };
+        let error = plan(&input).unwrap_err().to_string();
+        assert!(error.contains("no shell"), "{error}");
+    }
 }

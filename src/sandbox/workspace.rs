@@ -25,7 +25,11 @@ pub fn is_venv(dir: &Path) -> bool {
 /// order. A listed directory without `pyvenv.cfg` is still shadowed (the user named it), with a
 /// warning; a listed entry that is missing or not a directory is skipped with a warning, because
 /// shadowing it would make bwrap create a mount point in the host's workspace.
-pub fn venvs_to_shadow(workspace: &Path, mode: &VenvMode, warn: &mut dyn FnMut(String)) -> Vec<PathBuf> {
+pub fn venvs_to_shadow(
+    workspace: &Path,
+    mode: &VenvMode,
+    warn: &mut dyn FnMut(String),
+) -> Vec<PathBuf> {
     match mode {
         VenvMode::None => Vec::new(),
         VenvMode::Auto => {
@@ -79,7 +83,10 @@ mod tests {
         // A worktree has a `.git` file.
         std::fs::create_dir_all(root.join("src/deep/wt")).unwrap();
         std::fs::write(root.join("src/deep/wt/.git"), "gitdir: x").unwrap();
-        assert_eq!(find_root(&root.join("src/deep/wt")), root.join("src/deep/wt"));
+        assert_eq!(
+            find_root(&root.join("src/deep/wt")),
+            root.join("src/deep/wt")
+        );
     }
 
     #[test]
@@ -119,6 +126,9 @@ mod tests {
         );
         assert_eq!(got, vec![ws.join("plain")]);
         assert_eq!(warnings.len(), 3, "{warnings:?}");
-        assert!(warnings[0].contains("`missing` does not exist"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("`missing` does not exist"),
+            "{warnings:?}"
+        );
     }
 }

@@ -25,16 +25,21 @@
 use crate::manifest::FsEntry;
 use crate::packages::{Alternative, ExportPlan};
 use crate::rootpath;
-use fs_err as fs;
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
+use std::fs;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 /// Default mount targets that must exist in the tree because their parent (`/etc`) is bound
 /// read-only from it.
-pub const MOUNT_POINT_FILES: [&str; 4] = ["/etc/resolv.conf", "/etc/hosts", "/etc/passwd", "/etc/group"];
+pub const MOUNT_POINT_FILES: [&str; 4] = [
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/passwd",
+    "/etc/group",
+];
 
 /// What an export did, for `meta.json` and the summary line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,7 +69,11 @@ pub struct ExportError {
 }
 
 fn fail<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExportError + 'a {
-    move |source| ExportError { action, path: path.to_path_buf(), source }
+    move |source| ExportError {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Exports `plan` from `source_root` into the empty directory `dest`, then applies `fs_entries`.
@@ -74,7 +83,12 @@ pub fn export(
     fs_entries: &[FsEntry],
     dest: &Path,
 ) -> Result<ExportStats, ExportError> {
-    let mut exporter = Exporter { source: source_root, dest, stats: ExportStats::default(), placed: HashSet::new() };
+    let mut exporter = Exporter {
+        source: source_root,
+        dest,
+        stats: ExportStats::default(),
+        placed: HashSet::new(),
+    };
     exporter.merged_usr_links()?;
     for entry in &plan.entries {
         exporter.entry(&entry.path)?;
@@ -103,14 +117,12 @@ struct Exporter<'a> {
 impl Exporter<'_> {
     /// Step 1: top-level links of the source root that point into `usr/` (merged /usr).
     fn merged_usr_links(&mut self) -> Result<(), ExportError> {
-        let entries = fs::read_dir(self.source).map_err(|e| ExportError {
-            action: "listing",
-            path: self.source.to_path_buf(),
-            source: e.into(),
-        })?;
+        let entries = std::fs::read_dir(self.source).map_err(fail("listing", self.source))?;
         let mut links = BTreeSet::new();
         for entry in entries.flatten() {
-            let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+            let Ok(target) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
             let text = target.to_string_lossy();
             if text == "usr" || text.starts_with("usr/") || text.starts_with("/usr/") {
                 links.insert((entry.file_name(), target));
@@ -127,7 +139,9 @@ impl Exporter<'_> {
 
     /// Step 2: one planned path.
     fn entry(&mut self, planned: &Path) -> Result<(), ExportError> {
-        let (Some(parent), Some(name)) = (planned.parent(), planned.file_name()) else { return Ok(()) };
+        let (Some(parent), Some(name)) = (planned.parent(), planned.file_name()) else {
+            return Ok(());
+        };
         let parent = match rootpath::resolve(self.source, parent) {
             Ok(resolved) if resolved.exists() => resolved.path,
             Ok(_) => {
@@ -151,7 +165,11 @@ impl Exporter<'_> {
                 return Ok(());
             }
             Err(error) => {
-                return Err(ExportError { action: "inspecting", path: source, source: error });
+                return Err(ExportError {
+                    action: "inspecting",
+                    path: source,
+                    source: error,
+                });
             }
         };
         self.ensure_dir(&parent)?;
@@ -162,11 +180,7 @@ impl Exporter<'_> {
             let mode = (meta.permissions().mode() & 0o777) | 0o700;
             self.make_dir(&target, mode)?;
         } else if kind.is_symlink() {
-            let link = fs::read_link(&source).map_err(|e| ExportError {
-                action: "reading the link",
-                path: source.clone(),
-                source: e.into(),
-            })?;
+            let link = std::fs::read_link(&source).map_err(fail("reading the link", &source))?;
             self.replace_with(&target, |path| symlink(&link, path))?;
             self.stats.symlinks += 1;
         } else if kind.is_file() {
@@ -176,7 +190,13 @@ impl Exporter<'_> {
                     self.stats.unreadable.push(place.display().to_string());
                     return Ok(());
                 }
-                Err(error) => return Err(ExportError { action: "opening", path: source, source: error }),
+                Err(error) => {
+                    return Err(ExportError {
+                        action: "opening",
+                        path: source,
+                        source: error,
+                    });
+                }
             }
             let mode = meta.permissions().mode() & 0o777;
             let bytes = self.copy_file(&source, &target, mode)?;
@@ -211,7 +231,10 @@ impl Exporter<'_> {
         match std::fs::create_dir(target) {
             Ok(()) => self.stats.dirs += 1,
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-                if !fs::symlink_metadata(target).map(|m| m.is_dir()).unwrap_or(false) {
+                if !fs::symlink_metadata(target)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false)
+                {
                     return Err(ExportError {
                         action: "creating the directory",
                         path: target.to_path_buf(),
@@ -219,7 +242,13 @@ impl Exporter<'_> {
                     });
                 }
             }
-            Err(error) => return Err(ExportError { action: "creating the directory", path: target.to_path_buf(), source: error }),
+            Err(error) => {
+                return Err(ExportError {
+                    action: "creating the directory",
+                    path: target.to_path_buf(),
+                    source: error,
+                });
+            }
         }
         std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
             .map_err(fail("setting the mode of", target))
@@ -242,7 +271,11 @@ impl Exporter<'_> {
     }
 
     /// Replaces whatever non-directory is at `target` with what `make` creates.
-    fn replace_with(&mut self, target: &Path, make: impl FnOnce(&Path) -> io::Result<()>) -> Result<(), ExportError> {
+    fn replace_with(
+        &mut self,
+        target: &Path,
+        make: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> Result<(), ExportError> {
         remove_non_dir(target)?;
         make(target).map_err(fail("creating", target))
     }
@@ -250,12 +283,23 @@ impl Exporter<'_> {
     /// Step 3: one alternatives group.
     fn alternative(&mut self, alternative: &Alternative) -> Result<(), ExportError> {
         let in_tree = |path: &Path| -> bool {
-            rootpath::resolve(self.dest, path).map(|r| r.exists()).unwrap_or(false)
+            rootpath::resolve(self.dest, path)
+                .map(|r| r.exists())
+                .unwrap_or(false)
         };
-        let current = std::fs::read_link(rootpath::under(self.source, &Path::new("/etc/alternatives").join(&alternative.name))).ok();
+        let current = std::fs::read_link(rootpath::under(
+            self.source,
+            &Path::new("/etc/alternatives").join(&alternative.name),
+        ))
+        .ok();
         let chosen = current
             .as_deref()
-            .and_then(|path| alternative.choices.iter().find(|choice| choice.path == path))
+            .and_then(|path| {
+                alternative
+                    .choices
+                    .iter()
+                    .find(|choice| choice.path == path)
+            })
             .filter(|choice| in_tree(&choice.path))
             .or_else(|| {
                 let mut best: Option<&crate::packages::AlternativeChoice> = None;
@@ -280,7 +324,12 @@ impl Exporter<'_> {
     }
 
     /// `/etc/alternatives/<name> -> target` and `link -> /etc/alternatives/<name>`.
-    fn alternative_link(&mut self, name: &str, link: &Path, target: &Path) -> Result<(), ExportError> {
+    fn alternative_link(
+        &mut self,
+        name: &str,
+        link: &Path,
+        target: &Path,
+    ) -> Result<(), ExportError> {
         if name.contains('/') || name.is_empty() || name == "." || name == ".." {
             return Ok(());
         }
@@ -289,8 +338,12 @@ impl Exporter<'_> {
         let entry = directory.join(name);
         let entry_in_tree = rootpath::under(self.dest, &entry);
         self.replace_with(&entry_in_tree, |path| symlink(target, path))?;
-        let (Some(parent), Some(file_name)) = (link.parent(), link.file_name()) else { return Ok(()) };
-        let Ok(parent) = rootpath::resolve(self.dest, parent) else { return Ok(()) };
+        let (Some(parent), Some(file_name)) = (link.parent(), link.file_name()) else {
+            return Ok(());
+        };
+        let Ok(parent) = rootpath::resolve(self.dest, parent) else {
+            return Ok(());
+        };
         self.ensure_dir(&parent.path)?;
         let link_in_tree = rootpath::under(self.dest, &parent.path.join(file_name));
         if fs::symlink_metadata(&link_in_tree).is_err() {
@@ -302,7 +355,9 @@ impl Exporter<'_> {
 
     /// Step 4: an empty file to mount over, unless the closure brought one.
     fn mount_point_file(&mut self, path: &Path) -> Result<(), ExportError> {
-        let Some(parent) = path.parent() else { return Ok(()) };
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
         self.ensure_dir(parent)?;
         let target = rootpath::under(self.dest, path);
         match fs::symlink_metadata(&target) {
@@ -318,13 +373,19 @@ impl Exporter<'_> {
     /// (even an absolute one) leads where it will lead inside the sandbox, never out.
     fn fs_entry(&mut self, entry: &FsEntry) -> Result<(), ExportError> {
         let path = entry.path();
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Ok(()) };
-        let parent = rootpath::resolve(self.dest, parent).map_err(fail("resolving the fsEntry parent of", path))?;
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(());
+        };
+        let parent = rootpath::resolve(self.dest, parent)
+            .map_err(fail("resolving the fsEntry parent of", path))?;
         self.ensure_dir(&parent.path)?;
         let target = rootpath::under(self.dest, &parent.path.join(name));
         match entry {
             FsEntry::Dir { mode, .. } => {
-                if fs::symlink_metadata(&target).map(|m| !m.is_dir()).unwrap_or(false) {
+                if fs::symlink_metadata(&target)
+                    .map(|m| !m.is_dir())
+                    .unwrap_or(false)
+                {
                     remove_non_dir(&target)?;
                 }
                 // Exactly the mode asked for; removal copes with read-only directories.
@@ -337,7 +398,8 @@ impl Exporter<'_> {
                     .create_new(true)
                     .open(&target)
                     .map_err(fail("creating", &target))?;
-                io::Write::write_all(&mut file, contents.as_bytes()).map_err(fail("writing", &target))?;
+                io::Write::write_all(&mut file, contents.as_bytes())
+                    .map_err(fail("writing", &target))?;
                 file.set_permissions(std::fs::Permissions::from_mode(*mode))
                     .map_err(fail("setting the mode of", &target))?;
                 self.stats.files += 1;
@@ -380,17 +442,230 @@ fn library_dirs(dest: &Path) -> Vec<String> {
         .unwrap_or_default();
     confs.sort();
     for conf in confs {
-        let Ok(text) = std::fs::read_to_string(&conf) else { continue };
+        let Ok(text) = std::fs::read_to_string(&conf) else {
+            continue;
+        };
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
             if !line.starts_with('/') || line.contains("..") {
                 continue;
             }
-            let exists = rootpath::resolve(dest, Path::new(line)).map(|r| r.exists()).unwrap_or(false);
+            let exists = rootpath::resolve(dest, Path::new(line))
+                .map(|r| r.exists())
+                .unwrap_or(false);
             if exists && !dirs.iter().any(|d| d == line) {
                 dirs.push(line.to_string());
             }
         }
     }
     dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::{AlternativeChoice, ExportEntry};
+    use std::os::unix::fs::MetadataExt;
+
+    /// A small source root: merged /usr, a set-uid program, an unreadable-to-nobody file is
+    /// not portable to create as root, so only readable files here.
+    fn source() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::create_dir_all(root.join("etc/ld.so.conf.d")).unwrap();
+        std::fs::create_dir_all(root.join("etc/alternatives")).unwrap();
+        symlink("usr/bin", root.join("bin")).unwrap();
+        symlink("usr/lib", root.join("lib")).unwrap();
+        // Not a merged-/usr link: must not be mirrored.
+        symlink("boot/vmlinuz-6", root.join("vmlinuz")).unwrap();
+        std::fs::write(root.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            root.join("usr/bin/tool"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
+        std::fs::write(root.join("usr/bin/nano"), "nano").unwrap();
+        std::fs::write(root.join("usr/bin/vim"), "vim").unwrap();
+        std::fs::write(root.join("usr/bin/other.distrib"), "diverted").unwrap();
+        std::fs::write(root.join("usr/lib/x86_64-linux-gnu/libx.so.1.0"), "lib").unwrap();
+        symlink(
+            "libx.so.1.0",
+            root.join("usr/lib/x86_64-linux-gnu/libx.so.1"),
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("etc/ld.so.conf.d/x86_64.conf"),
+            "# comment\n/lib/x86_64-linux-gnu\n/usr/lib/nothere\n",
+        )
+        .unwrap();
+        // The host's current editor choice is vim, which the closure does not have.
+        symlink("/usr/bin/vim", root.join("etc/alternatives/editor")).unwrap();
+        dir
+    }
+
+    fn plan(paths: &[&str]) -> ExportPlan {
+        ExportPlan {
+            entries: paths
+                .iter()
+                .map(|p| ExportEntry {
+                    package: 0,
+                    path: PathBuf::from(p),
+                })
+                .collect(),
+            alternatives: vec![Alternative {
+                name: "editor".into(),
+                link: "/usr/bin/editor".into(),
+                slaves: vec![],
+                choices: vec![
+                    AlternativeChoice {
+                        path: "/usr/bin/vim".into(),
+                        priority: 30,
+                        slaves: vec![],
+                    },
+                    AlternativeChoice {
+                        path: "/bin/nano".into(),
+                        priority: 40,
+                        slaves: vec![],
+                    },
+                ],
+            }],
+            ..ExportPlan::default()
+        }
+    }
+
+    #[test]
+    fn exports_the_planned_paths_through_merged_usr() {
+        let source = source();
+        let dest = tempfile::tempdir().unwrap();
+        let paths = [
+            "/bin",
+            "/bin/tool",
+            "/bin/nano",
+            "/lib/x86_64-linux-gnu/libx.so.1.0",
+            "/lib/x86_64-linux-gnu/libx.so.1",
+            "/etc/ld.so.conf.d/x86_64.conf",
+            "/usr/share/doc/excluded",
+            "/bin/tool",
+        ];
+        let stats = export(&plan(&paths), source.path(), &[], dest.path()).unwrap();
+        let d = dest.path();
+        assert_eq!(
+            std::fs::read_link(d.join("bin")).unwrap(),
+            PathBuf::from("usr/bin")
+        );
+        assert!(
+            !d.join("vmlinuz").exists() && std::fs::symlink_metadata(d.join("vmlinuz")).is_err()
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("usr/bin/tool")).unwrap(),
+            "#!/bin/sh\n"
+        );
+        // Set-id bits are dropped.
+        assert_eq!(
+            std::fs::metadata(d.join("usr/bin/tool")).unwrap().mode() & 0o7777,
+            0o755
+        );
+        assert_eq!(
+            std::fs::read_link(d.join("usr/lib/x86_64-linux-gnu/libx.so.1")).unwrap(),
+            PathBuf::from("libx.so.1.0")
+        );
+        // vim is not in the closure: nano, the best choice that is, becomes the editor.
+        assert_eq!(
+            std::fs::read_link(d.join("etc/alternatives/editor")).unwrap(),
+            PathBuf::from("/bin/nano")
+        );
+        assert_eq!(
+            std::fs::read_link(d.join("usr/bin/editor")).unwrap(),
+            PathBuf::from("/etc/alternatives/editor")
+        );
+        assert!(!d.join("usr/bin/vim").exists());
+        // Mount points of the default mounts exist, empty.
+        for file in MOUNT_POINT_FILES {
+            assert_eq!(
+                std::fs::read(rootpath::under(d, Path::new(file))).unwrap(),
+                b""
+            );
+        }
+        assert_eq!(stats.files, 4);
+        assert_eq!(stats.missing, 1);
+        assert_eq!(stats.alternatives, 1);
+        assert_eq!(
+            stats.library_dirs,
+            vec!["/lib/x86_64-linux-gnu".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_hosts_choice_wins_when_it_is_in_the_closure() {
+        let source = source();
+        let dest = tempfile::tempdir().unwrap();
+        export(
+            &plan(&["/usr/bin/vim", "/usr/bin/nano"]),
+            source.path(),
+            &[],
+            dest.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_link(dest.path().join("etc/alternatives/editor")).unwrap(),
+            PathBuf::from("/usr/bin/vim")
+        );
+    }
+
+    #[test]
+    fn fs_entries_are_applied_last_and_cannot_escape() {
+        let source = source();
+        let dest = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let entries = vec![
+            // A link in the tree pointing at an absolute path: inside the sandbox it means
+            // the tree's own directory, so the next entry must land there, not on the host.
+            FsEntry::Symlink {
+                path: "/opt/escape".into(),
+                target: outside.path().to_path_buf(),
+            },
+            FsEntry::File {
+                path: "/opt/escape/planted".into(),
+                mode: 0o600,
+                contents: "x".into(),
+            },
+            FsEntry::File {
+                path: "/usr/bin/tool".into(),
+                mode: 0o700,
+                contents: "replaced".into(),
+            },
+            FsEntry::Dir {
+                path: "/srv/data".into(),
+                mode: 0o1777,
+            },
+        ];
+        export(
+            &plan(&["/usr/bin/tool"]),
+            source.path(),
+            &entries,
+            dest.path(),
+        )
+        .unwrap();
+        let d = dest.path();
+        assert!(
+            std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+            "wrote outside the tree"
+        );
+        let planted = rootpath::under(d, &outside.path().join("planted"));
+        assert_eq!(std::fs::read_to_string(&planted).unwrap(), "x");
+        assert_eq!(
+            std::fs::read_to_string(d.join("usr/bin/tool")).unwrap(),
+            "replaced"
+        );
+        assert_eq!(
+            std::fs::metadata(d.join("usr/bin/tool")).unwrap().mode() & 0o7777,
+            0o700
+        );
+        assert_eq!(
+            std::fs::metadata(d.join("srv/data")).unwrap().mode() & 0o7777,
+            0o1777
+        );
+    }
 }

@@ -40,7 +40,9 @@ impl VenvKey {
     /// Parses a directory name back into a key; `None` if it is not one.
     pub fn parse(text: &str) -> Option<VenvKey> {
         let valid = text.len() == KEY_HEX_DIGITS
-            && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         valid.then(|| VenvKey(text.to_string()))
     }
 }
@@ -71,7 +73,11 @@ pub fn key(closure: &Closure, fs_entries: &[FsEntry]) -> VenvKey {
                 encoder.bytes(rootpath::bytes(path));
                 encoder.u32(*mode);
             }
-            FsEntry::File { path, mode, contents } => {
+            FsEntry::File {
+                path,
+                mode,
+                contents,
+            } => {
                 encoder.u8(2);
                 encoder.bytes(rootpath::bytes(path));
                 encoder.u32(*mode);
@@ -118,25 +124,39 @@ mod tests {
     use std::path::PathBuf;
 
     fn package(name: &str, version: &str) -> PackageId {
-        PackageId { name: name.into(), version: version.into(), arch: "amd64".into() }
+        PackageId {
+            name: name.into(),
+            version: version.into(),
+            arch: "amd64".into(),
+        }
     }
 
     fn closure(packages: Vec<PackageId>) -> Closure {
-        Closure { packages, missing: Vec::new() }
+        Closure {
+            packages,
+            missing: Vec::new(),
+        }
     }
 
     #[test]
     fn known_keys_are_pinned() {
         // If this fails, the encoding changed: bump ENCODING_VERSION or EXPORT_VERSION on
         // purpose and update the pins, never the other way round.
-        let base = closure(vec![package("bash", "5.2.15-2+b8"), package("libc6", "2.36-9+deb12u13")]);
+        let base = closure(vec![
+            package("bash", "5.2.15-2+b8"),
+            package("libc6", "2.36-9+deb12u13"),
+        ]);
         assert_eq!(key(&base, &[]).as_str(), PINNED_EMPTY);
-        let entries = [FsEntry::File { path: PathBuf::from("/etc/motd"), mode: 0o644, contents: "hi\n".into() }];
+        let entries = [FsEntry::File {
+            path: PathBuf::from("/etc/motd"),
+            mode: 0o644,
+            contents: "hi\n".into(),
+        }];
         assert_eq!(key(&base, &entries).as_str(), PINNED_WITH_FILE);
     }
 
-    const PINNED_EMPTY: &str = "PIN_ME";
-    const PINNED_WITH_FILE: &str = "PIN_ME";
+    const PINNED_EMPTY: &str = "fdbc1ec63a9978b1e0c74346dc2ef522";
+    const PINNED_WITH_FILE: &str = "37aee507859dc40990fdc4060f8affcf";
 
     #[test]
     fn every_input_changes_the_key() {
@@ -146,8 +166,17 @@ mod tests {
         let mut other_arch = package("bash", "1");
         other_arch.arch = "arm64".into();
         assert_ne!(reference, key(&closure(vec![other_arch]), &[]));
-        assert_ne!(reference, key(&closure(vec![package("bash", "1"), package("git", "1")]), &[]));
-        let dir = |mode| FsEntry::Dir { path: PathBuf::from("/x"), mode };
+        assert_ne!(
+            reference,
+            key(
+                &closure(vec![package("bash", "1"), package("git", "1")]),
+                &[]
+            )
+        );
+        let dir = |mode| FsEntry::Dir {
+            path: PathBuf::from("/x"),
+            mode,
+        };
         assert_ne!(key(&base, &[dir(0o755)]), key(&base, &[dir(0o700)]));
         assert_ne!(reference, key(&base, &[dir(0o755)]));
     }
@@ -155,8 +184,16 @@ mod tests {
     #[test]
     fn length_prefixes_keep_fields_apart() {
         // "ab"+"c" and "a"+"bc" must not collide.
-        let first = closure(vec![PackageId { name: "ab".into(), version: "c".into(), arch: "x".into() }]);
-        let second = closure(vec![PackageId { name: "a".into(), version: "bc".into(), arch: "x".into() }]);
+        let first = closure(vec![PackageId {
+            name: "ab".into(),
+            version: "c".into(),
+            arch: "x".into(),
+        }]);
+        let second = closure(vec![PackageId {
+            name: "a".into(),
+            version: "bc".into(),
+            arch: "x".into(),
+        }]);
         assert_ne!(key(&first, &[]), key(&second, &[]));
     }
 

@@ -20,7 +20,6 @@ pub mod key;
 use crate::manifest::FsEntry;
 use crate::packages::{Closure, ExportPlan, PackageId};
 use export::ExportStats;
-use fs_err as fs;
 pub use key::VenvKey;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,7 +45,11 @@ pub enum StoreError {
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { action, path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What a tree was built from and what it holds: `venv/<key>/meta.json`.
@@ -125,7 +128,12 @@ impl Store {
     pub fn lookup(&self, key: &VenvKey) -> Option<Rootfs> {
         let dir = self.venv_dir(key);
         let path = dir.join("rootfs");
-        path.is_dir().then(|| Rootfs { key: key.clone(), dir, path, built: false })
+        path.is_dir().then(|| Rootfs {
+            key: key.clone(),
+            dir,
+            path,
+            built: false,
+        })
     }
 
     /// Returns the published tree of `key`, building it first if needed. `build` is called
@@ -141,11 +149,8 @@ impl Store {
             return Ok(found);
         }
         let venv_root = self.venv_root();
-        fs::create_dir_all(&venv_root).map_err(|e| StoreError::Io {
-            action: "creating the store directory",
-            path: venv_root.clone(),
-            source: e.into(),
-        })?;
+        std::fs::create_dir_all(&venv_root)
+            .map_err(io_error("creating the store directory", &venv_root))?;
         let lock_path = self.lock_path(key);
         let lock = std::fs::OpenOptions::new()
             .read(true)
@@ -157,11 +162,17 @@ impl Store {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                progress(&format!("waiting for another paude that is building environment {key}"));
+                progress(&format!(
+                    "waiting for another paude that is building environment {key}"
+                ));
                 lock.lock().map_err(io_error("locking", &lock_path))?;
             }
             Err(std::fs::TryLockError::Error(error)) => {
-                return Err(StoreError::Io { action: "locking", path: lock_path, source: error });
+                return Err(StoreError::Io {
+                    action: "locking",
+                    path: lock_path,
+                    source: error,
+                });
             }
         }
         // Someone else may have published it while we waited.
@@ -183,7 +194,11 @@ impl Store {
         let dir = self.venv_dir(key);
         if let Err(error) = std::fs::rename(&tmp, &dir) {
             remove_tree(&tmp).ok();
-            return Err(StoreError::Io { action: "publishing", path: dir, source: error });
+            return Err(StoreError::Io {
+                action: "publishing",
+                path: dir,
+                source: error,
+            });
         }
         progress(&format!(
             "built environment {key}: {} packages, {} files, {} in {:.1}s",
@@ -194,16 +209,22 @@ impl Store {
         ));
         drop(lock);
         let path = dir.join("rootfs");
-        Ok(Rootfs { key: key.clone(), dir, path, built: true })
+        Ok(Rootfs {
+            key: key.clone(),
+            dir,
+            path,
+            built: true,
+        })
     }
 
-    fn build(&self, key: &VenvKey, input: &BuildInput<'_>, tmp: &Path) -> Result<ExportStats, StoreError> {
+    fn build(
+        &self,
+        key: &VenvKey,
+        input: &BuildInput<'_>,
+        tmp: &Path,
+    ) -> Result<ExportStats, StoreError> {
         let rootfs = tmp.join("rootfs");
-        fs::create_dir_all(&rootfs).map_err(|e| StoreError::Io {
-            action: "creating",
-            path: rootfs.clone(),
-            source: e.into(),
-        })?;
+        std::fs::create_dir_all(&rootfs).map_err(io_error("creating", &rootfs))?;
         let stats = export::export(input.plan, input.source_root, input.fs_entries, &rootfs)?;
         let meta = Meta {
             format: META_FORMAT,
@@ -220,29 +241,20 @@ impl Store {
             path: meta_path.clone(),
             message: e.to_string(),
         })?;
-        fs::write(&meta_path, text + "\n").map_err(|e| StoreError::Io {
-            action: "writing",
-            path: meta_path.clone(),
-            source: e.into(),
-        })?;
+        std::fs::write(&meta_path, text + "\n").map_err(io_error("writing", &meta_path))?;
         let last_used = tmp.join("last-used");
-        fs::write(&last_used, b"").map_err(|e| StoreError::Io {
-            action: "writing",
-            path: last_used.clone(),
-            source: e.into(),
-        })?;
+        std::fs::write(&last_used, b"").map_err(io_error("writing", &last_used))?;
         Ok(stats)
     }
 
     /// Reads `venv/<key>/meta.json`.
     pub fn meta(&self, rootfs: &Rootfs) -> Result<Meta, StoreError> {
         let path = rootfs.dir.join("meta.json");
-        let text = fs::read_to_string(&path).map_err(|e| StoreError::Io {
-            action: "reading",
-            path: path.clone(),
-            source: e.into(),
-        })?;
-        serde_json::from_str(&text).map_err(|e| StoreError::Meta { path, message: e.to_string() })
+        let text = std::fs::read_to_string(&path).map_err(io_error("reading", &path))?;
+        serde_json::from_str(&text).map_err(|e| StoreError::Meta {
+            path,
+            message: e.to_string(),
+        })
     }
 
     /// Records a launch: sets the mtime of `venv/<key>/last-used` to now.
@@ -254,7 +266,8 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(io_error("opening", &path))?;
-        file.set_modified(SystemTime::now()).map_err(io_error("updating the time of", &path))
+        file.set_modified(SystemTime::now())
+            .map_err(io_error("updating the time of", &path))
     }
 }
 
@@ -274,7 +287,9 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
 /// links), so that a tree with read-only directories can be removed.
 fn make_writable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
     if !meta.is_dir() {
         return;
     }
@@ -304,7 +319,10 @@ fn fs_entries_json(entries: &[FsEntry]) -> serde_json::Value {
 }
 
 fn now_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `1.5 MiB`-style sizes for messages.
@@ -316,5 +334,9 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

@@ -23,10 +23,16 @@ pub enum As {
 
 /// Whether the sandbox can run here. Under `CI=true` a missing bwrap is a failure, never a skip.
 pub fn bwrap_available() -> bool {
-    let found = Command::new("bwrap").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    let found = Command::new("bwrap")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !found {
         if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("bwrap is not installed, and CI=true: the sandbox tests must run (apt-get install bubblewrap)");
+            panic!(
+                "bwrap is not installed, and CI=true: the sandbox tests must run (apt-get install bubblewrap)"
+            );
         }
         eprintln!("SKIPPED: bwrap is not installed; install bubblewrap to run the sandbox tests");
     }
@@ -55,11 +61,15 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new(who: As) -> TestDir {
-        let dir = tempfile::Builder::new().prefix("paude-test-").tempdir_in(base_dir()).expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("paude-test-")
+            .tempdir_in(base_dir())
+            .expect("tempdir");
         if who == As::Nobody {
             chown_tree(dir.path(), NOBODY);
         }
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         TestDir { dir }
     }
     pub fn path(&self) -> &Path {
@@ -125,7 +135,9 @@ impl Paude {
             As::Me => Command::new(binary),
             As::Nobody => {
                 let mut command = Command::new("setpriv");
-                command.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(binary);
+                command
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                    .arg(binary);
                 command
             }
         };
@@ -164,13 +176,22 @@ pub fn ok(output: &Output) -> String {
 
 /// The users to test as: always the current one, and nobody when we can become it.
 pub fn users() -> Vec<As> {
-    if is_root() { vec![As::Me, As::Nobody] } else { vec![As::Me] }
+    if is_root() {
+        vec![As::Me, As::Nobody]
+    } else {
+        vec![As::Me]
+    }
 }
 
 /// The entries of `$PAUDE_HOME/venv` (empty when it does not exist).
 pub fn venv_entries(home: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(home.join(".paude/venv"))
-        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names

@@ -219,8 +219,9 @@ pub fn parse_provides(field: &str) -> Result<Vec<Provide>, String> {
     parse_relations(field)?
         .into_iter()
         .map(|group| {
-            let [relation] = <[Relation; 1]>::try_from(group.alternatives)
-                .map_err(|_| format!("alternatives are not allowed in Provides: `{}`", group.text))?;
+            let [relation] = <[Relation; 1]>::try_from(group.alternatives).map_err(|_| {
+                format!("alternatives are not allowed in Provides: `{}`", group.text)
+            })?;
             let version = match relation.version {
                 None => None,
                 Some((Op::Equal, version)) => Some(version),
@@ -287,13 +288,19 @@ pub fn package_record(stanza: &Stanza<'_>) -> Result<PackageRecord, ParseError> 
         .filter(|name| !name.is_empty())
         .ok_or_else(|| ParseError::new(stanza.line, "stanza without a `Package` field"))?;
     let status = stanza.get("Status").ok_or_else(|| {
-        ParseError::new(stanza.line, format!("package `{name}` has no `Status` field"))
+        ParseError::new(
+            stanza.line,
+            format!("package `{name}` has no `Status` field"),
+        )
     })?;
     let words: Vec<&str> = status.value.split_whitespace().collect();
     let [_want, _flag, state] = words[..] else {
         return Err(ParseError::new(
             status.line,
-            format!("`Status` of `{name}` is not three words: `{}`", status.value),
+            format!(
+                "`Status` of `{name}` is not three words: `{}`",
+                status.value
+            ),
         ));
     };
     let arch = stanza
@@ -343,7 +350,9 @@ fn installed_fields(stanza: &Stanza<'_>, name: &str) -> Result<Installed, ParseE
         Some("foreign") => MultiArch::Foreign,
         Some("allowed") => MultiArch::Allowed,
         Some(other) => {
-            let line = stanza.get("Multi-Arch").map_or(stanza.line, |field| field.line);
+            let line = stanza
+                .get("Multi-Arch")
+                .map_or(stanza.line, |field| field.line);
             return Err(ParseError::new(
                 line,
                 format!("unknown Multi-Arch value `{other}` for `{name}`"),
@@ -443,7 +452,10 @@ mod tests {
                 ("c", ArchQualifier::Named("amd64".into())),
             ]
         );
-        assert_eq!(groups[1].alternatives[0].version, Some((Op::Earlier, v("1:2-."))));
+        assert_eq!(
+            groups[1].alternatives[0].version,
+            Some((Op::Earlier, v("1:2-.")))
+        );
         assert_eq!(groups[2].alternatives[0].arch, ArchQualifier::Native);
         assert_eq!(groups[3].text, "d");
     }
@@ -538,8 +550,10 @@ mod tests {
 
     #[test]
     fn malformed_records_name_the_line() {
-        let error = parse_status("Package: a\nStatus: install ok installed\nVersion: 1\n\
-                                  Depends: b (>= 1\n")
+        let error = parse_status(
+            "Package: a\nStatus: install ok installed\nVersion: 1\n\
+                                  Depends: b (>= 1\n",
+        )
         .unwrap_err();
         assert_eq!(error.line, 4);
         assert!(error.message.contains("Depends of `a`"), "{error:?}");

@@ -332,9 +332,18 @@ mod tests {
             ]
         );
         let diversions = Diversions::new(diversions);
-        assert_eq!(diversions.locate(Path::new("/usr/bin/a"), "a"), p("/usr/bin/a.real"));
-        assert_eq!(diversions.locate(Path::new("/usr/bin/a"), "wrapper"), p("/usr/bin/a"));
-        assert_eq!(diversions.locate(Path::new("/etc/x"), "x"), p("/etc/x.local"));
+        assert_eq!(
+            diversions.locate(Path::new("/usr/bin/a"), "a"),
+            p("/usr/bin/a.real")
+        );
+        assert_eq!(
+            diversions.locate(Path::new("/usr/bin/a"), "wrapper"),
+            p("/usr/bin/a")
+        );
+        assert_eq!(
+            diversions.locate(Path::new("/etc/x"), "x"),
+            p("/etc/x.local")
+        );
         assert_eq!(diversions.locate(Path::new("/etc/y"), "x"), p("/etc/y"));
         assert!(parse_diversions(b"").unwrap().is_empty());
     }
@@ -361,8 +370,14 @@ mod tests {
         assert_eq!(
             alternative.slaves,
             vec![
-                ("editor.1.gz".to_string(), p("/usr/share/man/man1/editor.1.gz")),
-                ("editor.fr.1.gz".to_string(), p("/usr/share/man/fr/man1/editor.1.gz")),
+                (
+                    "editor.1.gz".to_string(),
+                    p("/usr/share/man/man1/editor.1.gz")
+                ),
+                (
+                    "editor.fr.1.gz".to_string(),
+                    p("/usr/share/man/fr/man1/editor.1.gz")
+                ),
             ]
         );
         assert_eq!(
@@ -387,8 +402,8 @@ mod tests {
 
     #[test]
     fn alternative_without_slaves_ending_at_eof() {
-        let alternative = parse_alternative("c++", b"manual\n/usr/bin/c++\n\n/usr/bin/g++\n20")
-            .unwrap();
+        let alternative =
+            parse_alternative("c++", b"manual\n/usr/bin/c++\n\n/usr/bin/g++\n20").unwrap();
         assert!(alternative.slaves.is_empty());
         assert_eq!(alternative.choices.len(), 1);
         assert_eq!(alternative.choices[0].priority, 20);
@@ -405,8 +420,8 @@ mod tests {
         assert_eq!(error.line, 5);
         assert!(error.message.contains("high"), "{error:?}");
         // A slave line is missing for the choice: the file ends where it should be.
-        let error =
-            parse_alternative("x", b"auto\n/usr/bin/x\ns\n/usr/bin/s\n\n/usr/bin/y\n1").unwrap_err();
+        let error = parse_alternative("x", b"auto\n/usr/bin/x\ns\n/usr/bin/s\n\n/usr/bin/y\n1")
+            .unwrap_err();
         assert_eq!(error.line, 8);
         let error = parse_alternative("x", b"auto\n").unwrap_err();
         assert_eq!(error.line, 2);

@@ -255,10 +255,7 @@ fn parse_error(path: &Path, error: ParseError) -> PackageError {
     }
 }
 
-fn parse_with_path(
-    path: &Path,
-    text: &str,
-) -> Result<Vec<control::PackageRecord>, PackageError> {
+fn parse_with_path(path: &Path, text: &str) -> Result<Vec<control::PackageRecord>, PackageError> {
     control::parse_status(text).map_err(|error| parse_error(path, error))
 }
 

@@ -432,7 +432,9 @@ mod tests {
     }
 
     fn stanza(name: &str, arch: &str, extra: &str) -> String {
-        format!("Package: {name}\nStatus: install ok installed\nVersion: 1.0\nArchitecture: {arch}\n{extra}\n")
+        format!(
+            "Package: {name}\nStatus: install ok installed\nVersion: 1.0\nArchitecture: {arch}\n{extra}\n"
+        )
     }
 
     #[test]
@@ -476,7 +478,13 @@ mod tests {
         let closure = database(&text).resolve(&request(&["app:i386"])).unwrap();
         assert_eq!(
             names(&closure),
-            ["app:i386", "interp:amd64", "lib:amd64", "lib:i386", "tool:amd64"]
+            [
+                "app:i386",
+                "interp:amd64",
+                "lib:amd64",
+                "lib:i386",
+                "tool:amd64"
+            ]
         );
         assert!(closure.missing.is_empty());
     }
@@ -502,10 +510,7 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(
-            suggestion("gti", ["git", "bash"]),
-            "; did you mean `git`?"
-        );
+        assert_eq!(suggestion("gti", ["git", "bash"]), "; did you mean `git`?");
         assert_eq!(suggestion("zzz", ["git", "bash"]), "");
         assert_eq!(
             suggestion("python", ["python3", "python2", "pythn", "ruby"]),

@@ -79,8 +79,17 @@ fn closure_follows_depends_and_pre_depends_only() {
         ]
     );
     // Only through Recommends / Suggests, or only as a non-first alternative: not included.
-    for absent in ["recommended-pkg", "suggested-pkg", "libfoo1", "busybox-awk", "postfix"] {
-        assert!(!closure.packages.iter().any(|id| id.name == absent), "{absent}");
+    for absent in [
+        "recommended-pkg",
+        "suggested-pkg",
+        "libfoo1",
+        "busybox-awk",
+        "postfix",
+    ] {
+        assert!(
+            !closure.packages.iter().any(|id| id.name == absent),
+            "{absent}"
+        );
     }
     assert_eq!(
         closure.missing,
@@ -89,15 +98,23 @@ fn closure_follows_depends_and_pre_depends_only() {
             relation: "totally-absent (>= 3) | also-absent".into(),
         }]
     );
-    let hello = closure.packages.iter().find(|id| id.name == "hello").unwrap();
+    let hello = closure
+        .packages
+        .iter()
+        .find(|id| id.name == "hello")
+        .unwrap();
     assert_eq!(hello.version, "2.10-3");
 }
 
 #[test]
 fn closure_is_deterministic_and_independent_of_request_order() {
     let dpkg = fixture();
-    let a = dpkg.resolve(&request(&["hello", "nano", "wine32:i386"])).unwrap();
-    let b = dpkg.resolve(&request(&["wine32:i386", "nano", "hello", "nano"])).unwrap();
+    let a = dpkg
+        .resolve(&request(&["hello", "nano", "wine32:i386"]))
+        .unwrap();
+    let b = dpkg
+        .resolve(&request(&["wine32:i386", "nano", "hello", "nano"]))
+        .unwrap();
     assert_eq!(a, b);
     let mut sorted = a.packages.clone();
     sorted.sort_by(|x, y| (&x.name, &x.arch).cmp(&(&y.name, &y.arch)));
@@ -117,7 +134,12 @@ fn multi_arch_pair_follows_the_depender_architecture() {
     let closure = fixture().resolve(&request(&["wine32"])).unwrap();
     assert_eq!(
         names(&closure),
-        ["gcc-12-base:i386", "libc6:i386", "libgcc-s1:i386", "wine32:i386"]
+        [
+            "gcc-12-base:i386",
+            "libc6:i386",
+            "libgcc-s1:i386",
+            "wine32:i386"
+        ]
     );
     // A plain name means the native architecture when both are installed.
     let closure = fixture().resolve(&request(&["libc6"])).unwrap();
@@ -126,12 +148,17 @@ fn multi_arch_pair_follows_the_depender_architecture() {
         ["gcc-12-base:amd64", "libc6:amd64", "libgcc-s1:amd64"]
     );
     let closure = fixture().resolve(&request(&["libc6:i386"])).unwrap();
-    assert_eq!(names(&closure), ["gcc-12-base:i386", "libc6:i386", "libgcc-s1:i386"]);
+    assert_eq!(
+        names(&closure),
+        ["gcc-12-base:i386", "libc6:i386", "libgcc-s1:i386"]
+    );
 }
 
 #[test]
 fn requested_virtual_package_resolves_through_its_provider() {
-    let closure = fixture().resolve(&request(&["mail-transport-agent"])).unwrap();
+    let closure = fixture()
+        .resolve(&request(&["mail-transport-agent"]))
+        .unwrap();
     assert_eq!(names(&closure), ["exim4:amd64"]);
 }
 
@@ -144,7 +171,11 @@ fn triggers_pending_counts_as_installed() {
 #[test]
 fn updates_journal_overrides_status() {
     let closure = fixture().resolve(&request(&["nano"])).unwrap();
-    let nano = closure.packages.iter().find(|id| id.name == "nano").unwrap();
+    let nano = closure
+        .packages
+        .iter()
+        .find(|id| id.name == "nano")
+        .unwrap();
     assert_eq!(nano.version, "7.2-1");
 }
 
@@ -181,7 +212,9 @@ fn not_installed_packages_explain_themselves() {
 #[test]
 fn export_plan_lists_paths_in_closure_then_list_order() {
     let dpkg = fixture();
-    let closure = dpkg.resolve(&request(&["libc6:i386", "hello-wrapper"])).unwrap();
+    let closure = dpkg
+        .resolve(&request(&["libc6:i386", "hello-wrapper"]))
+        .unwrap();
     let plan = dpkg.export_plan(&closure).unwrap();
     let package_of = |path: &str| -> Vec<&str> {
         plan.entries
@@ -191,7 +224,11 @@ fn export_plan_lists_paths_in_closure_then_list_order() {
             .collect()
     };
     // The root directory (`/.`) is never an entry.
-    assert!(plan.entries.iter().all(|entry| entry.path != Path::new("/.")));
+    assert!(
+        plan.entries
+            .iter()
+            .all(|entry| entry.path != Path::new("/."))
+    );
     // hello's /usr/bin/hello is diverted by hello-wrapper, which keeps its own at the path.
     assert_eq!(package_of("/usr/bin/hello.real"), ["hello"]);
     assert_eq!(package_of("/usr/bin/hello"), ["hello-wrapper"]);
@@ -209,7 +246,11 @@ fn export_plan_lists_paths_in_closure_then_list_order() {
     // Entries come in closure order, and in list order within a package.
     let order: Vec<usize> = plan.entries.iter().map(|entry| entry.package).collect();
     assert!(order.windows(2).all(|pair| pair[0] <= pair[1]));
-    let hello = closure.packages.iter().position(|id| id.name == "hello").unwrap();
+    let hello = closure
+        .packages
+        .iter()
+        .position(|id| id.name == "hello")
+        .unwrap();
     let hello_paths: Vec<&Path> = plan
         .entries
         .iter()
@@ -246,7 +287,11 @@ fn export_plan_alternatives_match_after_merged_usr_normalization() {
     assert_eq!(editor.choices[1].slaves, vec![None]);
     // The malformed file is reported, not fatal, and names the file and line.
     assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
-    assert!(plan.warnings[0].contains("alternatives/broken:1"), "{:?}", plan.warnings);
+    assert!(
+        plan.warnings[0].contains("alternatives/broken:1"),
+        "{:?}",
+        plan.warnings
+    );
     // A closure without any choice has no alternatives.
     let closure = dpkg.resolve(&request(&["libalt1"])).unwrap();
     assert!(dpkg.export_plan(&closure).unwrap().alternatives.is_empty());
@@ -386,5 +431,8 @@ fn host_git_closure() {
 fn host_typo_suggests_git() {
     let Some(dpkg) = host() else { return };
     let error = dpkg.resolve(&request(&["gti"])).unwrap_err().to_string();
-    assert!(error.contains("did you mean") && error.contains("`git`"), "{error}");
+    assert!(
+        error.contains("did you mean") && error.contains("`git`"),
+        "{error}"
+    );
 }

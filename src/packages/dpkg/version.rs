@@ -236,7 +236,10 @@ mod tests {
         assert_eq!(version.revision, "0+deb12u3");
         // The revision starts after the last hyphen.
         let version = v("1.2-beta-3");
-        assert_eq!((version.upstream.as_str(), version.revision.as_str()), ("1.2-beta", "3"));
+        assert_eq!(
+            (version.upstream.as_str(), version.revision.as_str()),
+            ("1.2-beta", "3")
+        );
         // Colons after the epoch belong to the upstream version.
         assert_eq!(v("2:1:0").upstream, "1:0");
         assert_eq!(v("2.0").to_string(), "2.0");

@@ -30,7 +30,8 @@ local paude = import "paude.libsonnet";  // the embedded helper library (optiona
 
   // Default []. Your mounts, applied in order after the defaults. Host paths that may be
   // missing on some machines are marked `optional: true` so the launch skips them instead of
-  // failing. Targets outside the usual directories get a mount point from fsEntries below.
+  // failing. Any target works, whether or not the rootfs has it: paude never writes mount
+  // points into the cached tree.
   mounts: [
     // A string is a read-write bind of that host path at the same path (it must exist).
     "/var/tmp",
@@ -52,8 +53,7 @@ local paude = import "paude.libsonnet";  // the embedded helper library (optiona
   // Paths are absolute; modes are octal strings.
   fsEntries: [
     // `dir`: mode defaults to "0755".
-    { type: "dir", path: "/cache" },
-    { type: "dir", path: "/scratch", mode: "0777" },
+    { type: "dir", path: "/srv/data", mode: "0750" },
     // `file`: contents default to "", mode to "0644".
     { type: "file", path: "/etc/motd", contents: "Welcome to a paude sandbox.\n", mode: "0644" },
     // `symlink`: the target may be absolute or relative to the link's directory. Here

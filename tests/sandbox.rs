@@ -382,3 +382,160 @@ fn unprivileged_store_is_owned_by_the_user() {
         );
     }
 }
+
+#[test]
+fn no_command_starts_a_shell_reading_stdin() {
+    require_bwrap!();
+    let (_workspace, paude) = small_workspace(As::Me);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paude"))
+        .arg("venv")
+        .current_dir(&paude.workspace)
+        .env("PAUDE_HOME", paude.home.join(".paude"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo shell:$BASH_VERSION | cut -c1-8; exit 3\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "shell:5.\n");
+}
+
+#[test]
+fn manifest_sources_and_jsonnet_options() {
+    require_bwrap!();
+    let (workspace, paude) = small_workspace(As::Me);
+    write(
+        &workspace.path().join("conf/m.jsonnet"),
+        r#"function(who="nobody") (import "../paude.jsonnet") + { envSet+: { WHO: who, EXT: std.extVar("ext") } }"#,
+    );
+    let env_of = |args: &[&str]| {
+        let mut all = vec!["venv"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "bash", "-c", "echo $WHO $EXT $SET_ME"]);
+        ok(&paude.run(&all))
+    };
+    // -f FILE, -e with an existing file path, -e code importing a file; --tla-str, --ext-str.
+    assert_eq!(
+        env_of(&["-f", "conf/m.jsonnet", "-A", "who=alice", "-V", "ext=e1"]),
+        "alice e1 inside\n"
+    );
+    assert_eq!(
+        env_of(&[
+            "-e",
+            "conf/m.jsonnet",
+            "--tla-code",
+            "who='bob'",
+            "--ext-str",
+            "ext=e2"
+        ]),
+        "bob e2 inside\n"
+    );
+    assert_eq!(
+        env_of(&[
+            "-e",
+            r#"(import "conf/m.jsonnet")(who="carol") + {envSet+: {SET_ME: "over"}}"#,
+            "-V",
+            "ext=e3"
+        ]),
+        "carol e3 over\n"
+    );
+    // -V NAME alone takes the host's variable, as the jsonnet CLI does.
+    let paude = Paude::new(As::Me, &paude.home, &paude.workspace).env("ext", "from-env");
+    let out = ok(&paude.run([
+        "venv",
+        "-f",
+        "conf/m.jsonnet",
+        "-V",
+        "ext",
+        "--",
+        "bash",
+        "-c",
+        "echo $EXT",
+    ]));
+    assert_eq!(out, "from-env\n");
+    // -J adds a library directory.
+    write(
+        &workspace.path().join("lib/extra.libsonnet"),
+        r#"{ packages: ["coreutils"] }"#,
+    );
+    let out = ok(&paude.run([
+        "venv",
+        "-J",
+        "lib",
+        "-e",
+        r#"import "extra.libsonnet""#,
+        "--",
+        "true",
+    ]));
+    assert_eq!(out, "");
+}
+
+#[test]
+fn racing_first_launches_build_once() {
+    require_bwrap!();
+    let home = TestDir::new(As::Me);
+    let workspace = TestDir::new(As::Me);
+    write(
+        &workspace.path().join("paude.jsonnet"),
+        r#"{ packages: ["coreutils", "sed"] }"#,
+    );
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let home = home.path().to_path_buf();
+            let workspace = workspace.path().to_path_buf();
+            std::thread::spawn(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_paude"))
+                    .args(["venv", "--", "true"])
+                    .current_dir(&workspace)
+                    .env("PAUDE_HOME", home.join(".paude"))
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let outputs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut builds = 0;
+    for out in &outputs {
+        ok(out);
+        builds += text(&out.stderr).matches("built environment").count();
+    }
+    assert_eq!(builds, 1, "exactly one launch builds");
+    let entries: Vec<String> = std::fs::read_dir(home.path().join(".paude/venv"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        2,
+        "one venv and its lock, no leftovers: {entries:?}"
+    );
+}
+
+#[test]
+fn missing_bwrap_is_a_clear_error() {
+    require_bwrap!();
+    let (_workspace, paude) = small_workspace(As::Me);
+    let paude = paude.env("PATH", "/nonexistent");
+    let out = paude.run(["venv", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("bwrap (bubblewrap) is not installed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("apt-get install bubblewrap"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -174,7 +174,10 @@ impl Database {
 
     /// Finds the record for a requested `name` or `name:arch`.
     fn lookup_request(&self, request: &str) -> Result<usize, PackageError> {
+        // `name:any` asks for no particular architecture and `name:native` for the default one,
+        // as in dpkg-query; both then mean the same as a plain name.
         let (name, arch) = match request.split_once(':') {
+            Some((name, "any" | "native")) => (name, None),
             Some((name, arch)) => (name, Some(arch)),
             None => (request, None),
         };

@@ -147,6 +147,13 @@ fn multi_arch_pair_follows_the_depender_architecture() {
         names(&closure),
         ["gcc-12-base:amd64", "libc6:amd64", "libgcc-s1:amd64"]
     );
+    let closure = fixture().resolve(&request(&["libc6:native"])).unwrap();
+    assert_eq!(
+        names(&closure),
+        ["gcc-12-base:amd64", "libc6:amd64", "libgcc-s1:amd64"]
+    );
+    let closure = fixture().resolve(&request(&["wine32:any"])).unwrap();
+    assert!(names(&closure).contains(&"wine32:i386".to_string()));
     let closure = fixture().resolve(&request(&["libc6:i386"])).unwrap();
     assert_eq!(
         names(&closure),

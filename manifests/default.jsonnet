@@ -8,4 +8,6 @@
 // your own; see examples/every-field.jsonnet for every field you can set.
 {
   packages: ["bash", "coreutils", "git"],
+  // The terminal's type and colour support, so an interactive shell and git's pager behave.
+  envKeep: ["TERM", "COLORTERM"],
 }

@@ -63,6 +63,9 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
                 manifest.packages.len()
             ));
             let export_plan = provider.export_plan(&closure)?;
+            for warning in &export_plan.warnings {
+                warn(warning);
+            }
             let input = BuildInput {
                 provider: provider.name(),
                 requested: &manifest.packages,

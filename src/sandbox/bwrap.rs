@@ -154,45 +154,26 @@ mod tests {
             chdir: "/w/src".into(),
             command: vec!["-weird".into(), "arg".into()],
         };
+        #[rustfmt::skip]
         let expected: Vec<OsString> = [
             // 1. namespaces
-            "--unshare-user",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-cgroup",
+            "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
             "--unshare-net",
             // 2. process
-            "--die-with-parent",
-            "--new-session",
+            "--die-with-parent", "--new-session",
             // 3. mounts, in plan order
-            "--ro-bind",
-            "/store/rootfs/usr",
-            "/usr",
-            "--symlink",
-            "usr/bin",
-            "/bin",
-            "--dev",
-            "/dev",
-            "--bind",
-            "/w",
-            "/w",
-            "--tmpfs",
-            "/w/.venv",
-            "--remount-ro",
-            "/",
+            "--ro-bind", "/store/rootfs/usr", "/usr",
+            "--symlink", "usr/bin", "/bin",
+            "--dev", "/dev",
+            "--bind", "/w", "/w",
+            "--tmpfs", "/w/.venv",
+            "--remount-ro", "/",
             // 4. environment
-            "--clearenv",
-            "--setenv",
-            "PATH",
-            "/usr/bin",
+            "--clearenv", "--setenv", "PATH", "/usr/bin",
             // 5. working directory
-            "--chdir",
-            "/w/src",
+            "--chdir", "/w/src",
             // 6. the command, after --
-            "--",
-            "-weird",
-            "arg",
+            "--", "-weird", "arg",
         ]
         .iter()
         .map(OsString::from)

@@ -539,3 +539,59 @@ fn missing_bwrap_is_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn every_example_runs() {
+    require_bwrap!();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut names: Vec<_> = std::fs::read_dir(&examples)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 3, "{names:?}");
+    for example in names {
+        let workspace = TestDir::new(As::Me);
+        let paude = Paude::new(As::Me, shared_home(As::Me), workspace.path());
+        let out = ok(&paude.run([
+            "venv".as_ref(),
+            "-e".as_ref(),
+            example.as_os_str(),
+            "--".as_ref(),
+            "bash".as_ref(),
+            "-c".as_ref(),
+            "echo ok".as_ref(),
+        ] as [&std::ffi::OsStr; 7]));
+        assert_eq!(out, "ok\n", "{}", example.display());
+    }
+}
+
+#[test]
+fn python_example_makes_a_working_venv_beside_a_shadowed_host_venv() {
+    require_bwrap!();
+    let workspace = TestDir::new(As::Me);
+    // A host venv whose interpreter would not work inside.
+    write(
+        &workspace.path().join(".venv/pyvenv.cfg"),
+        "home = /opt/host-python/bin\n",
+    );
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-venv.jsonnet");
+    let paude = Paude::new(As::Me, shared_home(As::Me), workspace.path());
+    let out = ok(&paude.run([
+        "venv".as_ref(),
+        "-e".as_ref(),
+        example.as_os_str(),
+        "--".as_ref(),
+        "bash".as_ref(),
+        "-c".as_ref(),
+        "ls -A .venv | wc -l; python3 -m venv .venv && .venv/bin/python -c 'import sys; print(sys.prefix)'".as_ref(),
+    ] as [&std::ffi::OsStr; 7]));
+    assert_eq!(out, format!("0\n{}/.venv\n", workspace.path().display()));
+    // The host's venv is as it was.
+    assert_eq!(
+        std::fs::read_to_string(workspace.path().join(".venv/pyvenv.cfg")).unwrap(),
+        "home = /opt/host-python/bin\n"
+    );
+    assert!(!workspace.path().join(".venv/bin").exists());
+}

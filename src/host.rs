@@ -32,7 +32,9 @@ impl HostFacts {
                 .find(|(key, _)| key == name)
                 .map(|(_, value)| value.clone())
         };
-        let cwd = std::env::current_dir().context("finding the current directory")?;
+        let cwd = std::env::current_dir().context(
+            "finding the current directory (was it deleted? cd to an existing directory)",
+        )?;
         let paude_home = match get("PAUDE_HOME").filter(|v| !v.is_empty()) {
             Some(home) => PathBuf::from(home),
             None => match get("HOME").filter(|v| !v.is_empty()) {

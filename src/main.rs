@@ -16,14 +16,14 @@ const EXIT_PAUDE_FAILED: u8 = 125;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => {
-            let code = if error.use_stderr() {
-                EXIT_PAUDE_FAILED
-            } else {
-                0
-            };
-            error.print().ok();
-            return ExitCode::from(code);
+        Err(error) if error.use_stderr() => {
+            // clap's text starts with "error: "; prefixed, it reads like every other failure.
+            eprint!("paude: {}", error.render());
+            return ExitCode::from(EXIT_PAUDE_FAILED);
+        }
+        Err(help_or_version) => {
+            help_or_version.print().ok();
+            return ExitCode::SUCCESS;
         }
     };
     match run(cli) {

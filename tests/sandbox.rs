@@ -137,6 +137,37 @@ fn exit_status_passes_through() {
             "{who:?}: {}",
             text(&out.stderr)
         );
+        let out = paude.run(["venv", "--", "/usr/bin"]);
+        assert_eq!(
+            out.status.code(),
+            Some(126),
+            "{who:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains("/usr/bin is a directory"));
+        // A script whose interpreter the environment lacks: 127, naming the interpreter.
+        write(
+            &workspace.path().join("run.py"),
+            "#!/usr/bin/python3 -u\nprint(1)\n",
+        );
+        std::fs::set_permissions(
+            workspace.path().join("run.py"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        hand_over(who, workspace.path());
+        let out = paude.run(["venv", "--", "./run.py"]);
+        assert_eq!(
+            out.status.code(),
+            Some(127),
+            "{who:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("its interpreter /usr/bin/python3"),
+            "{}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -336,6 +367,23 @@ fn bad_inputs_exit_125_and_leave_the_cache_empty() {
         (r#"error "boom""#, "boom"),
         (r#"[1, 2]"#, "object"),
         (r#"{ packages: ["bash"], network: "yes" }"#, "network"),
+        (
+            r#"{ packages: ["bash"], fsEntries: [{ type: "file", path: "/x", mode: "4755" }] }"#,
+            "set-user-ID",
+        ),
+        (
+            r#"{ packages: ["bash"], fsEntries: [{ type: "file", path: "/x" }, { type: "dir", path: "/x/y" }] }"#,
+            "fsEntries[1].path",
+        ),
+        // Found only while building: still nothing left in the cache, and the entry is named.
+        (
+            r#"{ packages: ["bash"], fsEntries: [{ type: "dir", path: "/usr/bin/bash" }] }"#,
+            "fsEntries[0] (/usr/bin/bash)",
+        ),
+        (
+            r#"{ packages: ["bash"], mounts: [{ type: "ro-bind", source: "/proc/self/fd/999/dangling", target: "/x" }] }"#,
+            "mounts[0].source",
+        ),
     ];
     for who in users() {
         let home = TestDir::new(who);
@@ -346,8 +394,12 @@ fn bad_inputs_exit_125_and_leave_the_cache_empty() {
             let stderr = text(&out.stderr);
             assert_eq!(out.status.code(), Some(125), "{who:?} {manifest}: {stderr}");
             assert!(
-                stderr.starts_with("paude: error: "),
+                stderr.lines().any(|l| l.starts_with("paude: error: ")),
                 "{who:?} {manifest}: {stderr}"
+            );
+            assert!(
+                out.stdout.is_empty(),
+                "{who:?} {manifest}: stdout is the command's"
             );
             assert!(
                 stderr.contains(expected),

@@ -57,11 +57,6 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let rootfs = match store.lookup(&key) {
         Some(found) => found,
         None => {
-            status(&format!(
-                "building environment {key} from {} packages ({} requested)",
-                closure.packages.len(),
-                manifest.packages.len()
-            ));
             let export_plan = provider.export_plan(&closure)?;
             for warning in &export_plan.warnings {
                 warn(warning);
@@ -116,7 +111,32 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         CommandLookup::NotExecutable(path) => {
             return Err(ExitError {
                 code: 126,
-                message: format!("{} is not executable in the environment", path.display()),
+                message: format!(
+                    "{} is not executable by this user in the environment (chmod +x it, or run it through its interpreter)",
+                    path.display()
+                ),
+            }
+            .into());
+        }
+        CommandLookup::IsDirectory(path) => {
+            return Err(ExitError {
+                code: 126,
+                message: format!("{} is a directory, not a command", path.display()),
+            }
+            .into());
+        }
+        CommandLookup::BadInterpreter {
+            script,
+            interpreter,
+        } => {
+            return Err(ExitError {
+                code: 127,
+                message: format!(
+                    "{}: its interpreter {} (from its #! line) is not in the environment; \
+                     add the package that provides it to `packages`",
+                    script.display(),
+                    interpreter.display()
+                ),
             }
             .into());
         }
@@ -132,16 +152,27 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     }
     store.touch(&rootfs)?;
     let error = exec::exec(bwrap_path.as_os_str(), &argv);
+    if error.raw_os_error() == Some(rustix::io::Errno::TOOBIG.raw_os_error()) {
+        let bytes: usize = argv.iter().map(|arg| arg.len() + 1).sum();
+        bail!(
+            "the bwrap command line is too long for the kernel ({bytes} bytes of arguments); \
+             shrink large `envSet` values or pass them through `envKeep`, or use fewer mounts"
+        );
+    }
     Err(error).with_context(|| format!("running {}", bwrap_path.display()))
 }
 
 /// Which manifest to evaluate: `-e`, `-f`, the workspace's `paude.jsonnet`, or the default.
 fn manifest_source(args: &VenvArgs, workspace: &Path) -> Result<ManifestSource> {
     if let Some(file) = &args.file {
-        if !file.is_file() {
-            bail!("manifest file {} does not exist (from -f)", file.display());
-        }
-        return Ok(ManifestSource::File(file.clone()));
+        return match std::fs::metadata(file) {
+            Ok(meta) if meta.is_file() => Ok(ManifestSource::File(file.clone())),
+            Ok(_) => bail!(
+                "-f {}: not a file (a manifest is a Jsonnet file)",
+                file.display()
+            ),
+            Err(error) => Err(error).with_context(|| format!("-f {}", file.display())),
+        };
     }
     if let Some(text) = &args.exec {
         // `-e m.jsonnet` with an existing file means the file, as users expect; anything
@@ -153,10 +184,20 @@ fn manifest_source(args: &VenvArgs, workspace: &Path) -> Result<ManifestSource> 
         return Ok(ManifestSource::Code(text.clone()));
     }
     let own = workspace.join(WORKSPACE_MANIFEST);
-    if own.is_file() {
-        return Ok(ManifestSource::File(own));
+    match std::fs::metadata(&own) {
+        Ok(meta) if meta.is_file() => Ok(ManifestSource::File(own)),
+        Ok(_) => bail!(
+            "the workspace manifest {} is not a file; make it one, or remove it to use the built-in default",
+            own.display()
+        ),
+        // A dangling link is a broken manifest, not an absent one: say so rather than
+        // silently running something else.
+        Err(_) if own.symlink_metadata().is_ok() => bail!(
+            "the workspace manifest {} is a link to a missing file; fix the link, or remove it",
+            own.display()
+        ),
+        Err(_) => Ok(ManifestSource::Default),
     }
-    Ok(ManifestSource::Default)
 }
 
 fn load_options(args: &VenvArgs, host: &HostFacts) -> Result<LoadOptions> {
@@ -187,26 +228,45 @@ fn load_options(args: &VenvArgs, host: &HostFacts) -> Result<LoadOptions> {
     })
 }
 
-/// The manifest's mounts with optional ones whose source is missing dropped; a missing
-/// non-optional source is an error naming the field.
+/// The manifest's mounts with optional ones whose source is missing dropped. A missing
+/// non-optional source is an error naming the field; so is one this user cannot reach, since
+/// bwrap would fail on it anyway (an optional one is skipped with a warning).
 fn checked_mounts(manifest: &Manifest) -> Result<Vec<Mount>> {
     let mut out = Vec::new();
     for (index, mount) in manifest.mounts.iter().enumerate() {
-        if let Some(source) = &mount.source
-            && std::fs::symlink_metadata(source).is_err()
-        {
-            if mount.optional {
-                continue;
+        let Some(source) = &mount.source else {
+            out.push(mount.clone());
+            continue;
+        };
+        let field = format!("mounts[{index}].source");
+        // `metadata` follows links, as bwrap will: a dangling link is a missing source.
+        let problem = match std::fs::metadata(source) {
+            Ok(_) => None,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some(format!(
+                "{} does not exist on this host{}; create it, or mark the mount `optional: true`",
+                source.display(),
+                if source.is_symlink() {
+                    " (it is a link to a missing path)"
+                } else {
+                    ""
+                }
+            )),
+            Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
+                "{} cannot be reached by this user (permission denied on a directory above it); \
+                 bind something this user can read, or mark the mount `optional: true`",
+                source.display()
+            )),
+            Err(error) => Some(format!("{}: {error}", source.display())),
+        };
+        match problem {
+            None => out.push(mount.clone()),
+            Some(message) if mount.optional => {
+                if source.symlink_metadata().is_ok() {
+                    warn(&format!("skipping optional mount {field}: {message}"));
+                }
             }
-            bail!(manifest::ManifestError::Field {
-                field: format!("mounts[{index}].source"),
-                message: format!(
-                    "{} does not exist on this host; create it, or mark the mount `optional: true`",
-                    source.display()
-                ),
-            });
+            Some(message) => bail!(manifest::ManifestError::Field { field, message }),
         }
-        out.push(mount.clone());
     }
     Ok(out)
 }

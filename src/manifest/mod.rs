@@ -104,7 +104,7 @@ pub enum ManifestError {
     #[error("evaluating the manifest: {0}")]
     Jsonnet(String),
     /// The manifest file could not be read.
-    #[error("reading the manifest {path}: {source}")]
+    #[error("reading the manifest {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -395,6 +395,26 @@ fn fs_entries(value: &Value) -> Result<Vec<FsEntry>> {
         }
         entries.push(entry);
     }
+    // An entry below a file or a symlink entry could only be created by writing through it (or
+    // fail half-way through the build): refuse it here, before anything is built.
+    for (index, entry) in entries.iter().enumerate() {
+        for ancestor in entry.path().ancestors().skip(1) {
+            let Some(&above) = seen.get(ancestor) else {
+                continue;
+            };
+            if !matches!(entries[above], FsEntry::Dir { .. }) {
+                return Err(field_error(
+                    &format!("fsEntries[{index}].path"),
+                    format!(
+                        "`{}` lies below fsEntries[{above}] (`{}`), which is not a directory; \
+                         make that entry a `dir`, or move this one",
+                        entry.path().display(),
+                        ancestor.display()
+                    ),
+                ));
+            }
+        }
+    }
     Ok(entries)
 }
 
@@ -572,12 +592,24 @@ fn parse_mode(value: &Value, field: &str) -> Result<u32> {
     let mode = u32::from_str_radix(digits, 8)
         .ok()
         .filter(|mode| *mode <= MAX_MODE);
-    mode.ok_or_else(|| {
+    let mode = mode.ok_or_else(|| {
         field_error(
             field,
             format!("mode `{text}` is larger than 07777, the largest file mode"),
         )
-    })
+    })?;
+    if mode & 0o6000 != 0 {
+        return Err(field_error(
+            field,
+            format!(
+                "mode `{text}` sets the set-user-ID or set-group-ID bit, which cannot work in the \
+                 sandbox (it runs with no new privileges) and is refused in the cache; drop it, \
+                 e.g. \"{:04o}\"",
+                mode & 0o1777
+            ),
+        ));
+    }
+    Ok(mode)
 }
 
 /// Checks and normalizes a path that must be absolute: `//` and `/./` are folded and a trailing
@@ -636,6 +668,23 @@ fn check_path_text(text: &str, field: &str) -> Result<()> {
     }
     if text.contains('\0') {
         return Err(field_error(field, "the path contains a NUL character"));
+    }
+    // The kernel's limits (PATH_MAX, NAME_MAX): caught here rather than half-way through a build.
+    if text.len() >= 4096 {
+        return Err(field_error(
+            field,
+            format!("the path is {} bytes long; the limit is 4095", text.len()),
+        ));
+    }
+    if let Some(long) = text.split('/').find(|component| component.len() > 255) {
+        return Err(field_error(
+            field,
+            format!(
+                "the path component `{}…` is {} bytes long; the limit is 255",
+                &long[..long.char_indices().nth(16).map_or(long.len(), |(at, _)| at)],
+                long.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -1351,13 +1400,24 @@ mod tests {
             ("0O644", 0o644),
             ("644", 0o644),
             ("0", 0),
-            ("7777", 0o7777),
-            ("04755", 0o4755),
+            ("1777", 0o1777),
             ("00000644", 0o644),
         ] {
             assert_eq!(mode_of(json!(text)), Ok(mode), "{text}");
         }
         for (text, message) in [
+            (
+                "04755",
+                "mode `04755` sets the set-user-ID or set-group-ID bit, which cannot work in the \
+                 sandbox (it runs with no new privileges) and is refused in the cache; drop it, \
+                 e.g. \"0755\"",
+            ),
+            (
+                "7777",
+                "mode `7777` sets the set-user-ID or set-group-ID bit, which cannot work in the \
+                 sandbox (it runs with no new privileges) and is refused in the cache; drop it, \
+                 e.g. \"1777\"",
+            ),
             (
                 "",
                 "`` is not an octal mode; write it like \"0644\" or \"0o755\"",
@@ -1523,5 +1583,39 @@ mod tests {
         assert_eq!(join_field("envSet", "FOO_1"), "envSet.FOO_1");
         assert_eq!(join_field("envSet", "A.B"), "envSet[\"A.B\"]");
         assert_eq!(join_field("", "with space"), "[\"with space\"]");
+    }
+
+    #[test]
+    fn entries_below_a_file_or_link_entry_are_refused() {
+        for entries in [
+            json!([{ "type": "file", "path": "/x" }, { "type": "dir", "path": "/x/y" }]),
+            json!([{ "type": "dir", "path": "/x/y/z" }, { "type": "symlink", "path": "/x", "target": "/etc" }]),
+        ] {
+            match validate(&with(json!({ "fsEntries": entries }))) {
+                Err(ManifestError::Field { message, .. }) => {
+                    assert!(message.contains("which is not a directory"), "{message}")
+                }
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
+        let fine = json!([{ "type": "dir", "path": "/x" }, { "type": "file", "path": "/x/y" }]);
+        assert!(validate(&with(json!({ "fsEntries": fine }))).is_ok());
+    }
+
+    #[test]
+    fn overlong_paths_are_refused() {
+        let long_component = format!("/{}", "a".repeat(256));
+        let long_path = "/aaaaaaaa".repeat(500);
+        for path in [long_component, long_path] {
+            match validate(&with(
+                json!({ "fsEntries": [{ "type": "dir", "path": path }] }),
+            )) {
+                Err(ManifestError::Field { field, message }) => {
+                    assert_eq!(field, "fsEntries[0].path");
+                    assert!(message.contains("the limit is"), "{message}");
+                }
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
     }
 }

@@ -113,7 +113,7 @@ pub trait Provider {
 pub enum PackageError {
     #[error("package `{name}` is not installed on this host{hint}")]
     NotInstalled { name: String, hint: String },
-    #[error("reading the package database {path}: {source}")]
+    #[error("reading the package database {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -288,59 +288,65 @@ fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError>
     Ok((ops, views))
 }
 
+/// An ordered environment in which setting a name again replaces its value in place.
+#[derive(Default)]
+struct Environment {
+    vars: Vec<(OsString, OsString)>,
+    index: std::collections::HashMap<OsString, usize>,
+}
+
+impl Environment {
+    fn set(&mut self, name: impl Into<OsString>, value: impl Into<OsString>) {
+        let (name, value) = (name.into(), value.into());
+        match self.index.get(&name) {
+            Some(&at) => self.vars[at].1 = value,
+            None => {
+                self.index.insert(name.clone(), self.vars.len());
+                self.vars.push((name, value));
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&OsString> {
+        self.index.get(OsStr::new(name)).map(|&at| &self.vars[at].1)
+    }
+}
+
 fn environment(input: &PlanInput<'_>) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = Vec::new();
-    let set = |name: OsString, value: OsString, env: &mut Vec<(OsString, OsString)>| {
-        env.retain(|(existing, _)| *existing != name);
-        env.push((name, value));
-    };
+    let mut env = Environment::default();
+    let host: std::collections::HashMap<&OsStr, &OsString> = input
+        .host_env
+        .iter()
+        .map(|(key, value)| (key.as_os_str(), value))
+        .collect();
     for name in &input.manifest.env_keep {
-        if let Some((_, value)) = input
-            .host_env
-            .iter()
-            .find(|(key, _)| key.as_bytes() == name.as_bytes())
-        {
-            set(name.into(), value.clone(), &mut env);
+        if let Some(value) = host.get(OsStr::new(name)) {
+            env.set(name, *value);
         }
     }
     for (name, value) in &input.manifest.env_set {
-        set(name.into(), value.into(), &mut env);
+        env.set(name, value);
     }
-    let has = |env: &Vec<(OsString, OsString)>, name: &str| env.iter().any(|(key, _)| key == name);
-    if !has(&env, "PATH") {
-        set("PATH".into(), DEFAULT_PATH.into(), &mut env);
+    if env.get("PATH").is_none() {
+        env.set("PATH", DEFAULT_PATH);
     }
-    if !has(&env, "LD_LIBRARY_PATH") && !input.library_dirs.is_empty() {
-        set(
-            "LD_LIBRARY_PATH".into(),
-            input.library_dirs.join(":").into(),
-            &mut env,
-        );
+    if env.get("LD_LIBRARY_PATH").is_none() && !input.library_dirs.is_empty() {
+        env.set("LD_LIBRARY_PATH", input.library_dirs.join(":"));
     }
     // Seed 003: git refuses a repository whose owner differs from the user ("dubious
     // ownership"). Trust exactly the workspace, through git's environment config, appended
     // after any the user passes, never by editing a config file and never with `*`.
     let count = env
-        .iter()
-        .find(|(key, _)| key == "GIT_CONFIG_COUNT")
-        .and_then(|(_, value)| value.to_str()?.parse::<u32>().ok())
+        .get("GIT_CONFIG_COUNT")
+        .and_then(|value| value.to_str()?.parse::<u32>().ok())
         .unwrap_or(0);
-    set(
-        format!("GIT_CONFIG_KEY_{count}").into(),
-        "safe.directory".into(),
-        &mut env,
+    env.set(format!("GIT_CONFIG_KEY_{count}"), "safe.directory");
+    env.set(
+        format!("GIT_CONFIG_VALUE_{count}"),
+        input.workspace.as_os_str(),
     );
-    set(
-        format!("GIT_CONFIG_VALUE_{count}").into(),
-        input.workspace.as_os_str().to_os_string(),
-        &mut env,
-    );
-    set(
-        "GIT_CONFIG_COUNT".into(),
-        (count + 1).to_string().into(),
-        &mut env,
-    );
-    env
+    env.set("GIT_CONFIG_COUNT", (count + 1).to_string());
+    env.vars
 }
 
 /// Where `path` (inside the sandbox) is found from outside, following the plan's mounts.
@@ -384,20 +390,37 @@ pub enum CommandLookup {
     /// Found and executable (or in a place paude does not look into).
     Found,
     NotFound,
+    /// Found, but this user may not execute it.
     NotExecutable(PathBuf),
+    IsDirectory(PathBuf),
+    /// A script whose `#!` interpreter is not in the environment.
+    BadInterpreter {
+        script: PathBuf,
+        interpreter: PathBuf,
+    },
 }
 
-/// Looks `command` up the way `execvp` inside will: a name with a `/` relative to `cwd`,
-/// otherwise through the environment's `PATH`.
+/// Looks the plan's command up the way `execvp` inside will.
 pub fn lookup_command(plan: &Plan) -> CommandLookup {
-    let Some(command) = plan.command.first() else {
-        return CommandLookup::NotFound;
-    };
+    match plan.command.first() {
+        Some(command) => lookup(&plan.rootfs, &plan.views, &plan.env, &plan.chdir, command),
+        None => CommandLookup::NotFound,
+    }
+}
+
+/// A name with a `/` is taken relative to `chdir`, any other through the environment's
+/// `PATH`; the first executable candidate wins, as in `execvp`.
+fn lookup(
+    rootfs: &Path,
+    views: &[(PathBuf, View)],
+    env: &[(OsString, OsString)],
+    chdir: &Path,
+    command: &OsStr,
+) -> CommandLookup {
     let candidates: Vec<PathBuf> = if command.as_bytes().contains(&b'/') {
-        vec![plan.chdir.join(command)]
+        vec![chdir.join(command)]
     } else {
-        let path = plan
-            .env
+        let path = env
             .iter()
             .find(|(key, _)| key == "PATH")
             .map(|(_, value)| value.clone())
@@ -408,12 +431,11 @@ pub fn lookup_command(plan: &Plan) -> CommandLookup {
             .map(|dir| Path::new(OsStr::from_bytes(dir)).join(command))
             .collect()
     };
-    let mut not_executable = None;
+    let mut refused = None;
     for candidate in candidates {
-        let Some(outside) = locate(&plan.rootfs, &plan.views, &candidate) else {
+        let Some(outside) = locate(rootfs, views, &candidate) else {
             // In /proc, /dev or a tmpfs: paude cannot tell, bwrap will.
-            if plan
-                .views
+            if views
                 .iter()
                 .any(|(t, v)| *v == View::Opaque && rootpath::is_within(&candidate, t))
             {
@@ -421,19 +443,52 @@ pub fn lookup_command(plan: &Plan) -> CommandLookup {
             }
             continue;
         };
-        use std::os::unix::fs::PermissionsExt;
         match std::fs::metadata(&outside) {
-            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+            Ok(meta) if meta.is_dir() => {
+                refused = refused.or(Some(CommandLookup::IsDirectory(candidate)));
+            }
+            Ok(_) if rustix::fs::access(&outside, rustix::fs::Access::EXEC_OK).is_err() => {
+                refused = refused.or(Some(CommandLookup::NotExecutable(candidate)));
+            }
+            Ok(_) => {
+                // The kernel runs a `#!` script's interpreter: look that up too, once.
+                if let Some(interpreter) = shebang(&outside)
+                    && interpreter.is_absolute()
+                    && !command_exists(rootfs, views, &interpreter)
+                {
+                    return CommandLookup::BadInterpreter {
+                        script: candidate,
+                        interpreter,
+                    };
+                }
                 return CommandLookup::Found;
             }
-            Ok(meta) if meta.is_file() => not_executable = not_executable.or(Some(candidate)),
-            _ => {}
+            Err(_) => {}
         }
     }
-    match not_executable {
-        Some(path) => CommandLookup::NotExecutable(path),
-        None => CommandLookup::NotFound,
+    refused.unwrap_or(CommandLookup::NotFound)
+}
+
+/// Whether an absolute path names an executable file inside (no script check).
+fn command_exists(rootfs: &Path, views: &[(PathBuf, View)], path: &Path) -> bool {
+    match locate(rootfs, views, path) {
+        Some(outside) => rustix::fs::access(&outside, rustix::fs::Access::EXEC_OK).is_ok(),
+        None => true,
     }
+}
+
+/// The interpreter named by a `#!` line, if the file starts with one.
+fn shebang(file: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let mut opened = std::fs::File::open(file).ok()?;
+    let read = opened.read(&mut head).ok()?;
+    let line = head[..read].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let word = line
+        .split(|b| *b == b' ' || *b == b'\t')
+        .find(|word| !word.is_empty())?;
+    Some(PathBuf::from(OsStr::from_bytes(word)))
 }
 
 /// The interactive shell: `bash` when the environment has it, else `/bin/sh`.
@@ -443,17 +498,8 @@ fn shell(
     env: &[(OsString, OsString)],
 ) -> Result<OsString, PlanError> {
     for candidate in ["bash", "/bin/sh"] {
-        let probe = Plan {
-            rootfs: rootfs.to_path_buf(),
-            unshare_net: false,
-            new_session: false,
-            mounts: Vec::new(),
-            views: views.to_vec(),
-            env: env.to_vec(),
-            chdir: PathBuf::from("/"),
-            command: vec![candidate.into()],
-        };
-        if lookup_command(&probe) == CommandLookup::Found {
+        if lookup(rootfs, views, env, Path::new("/"), OsStr::new(candidate)) == CommandLookup::Found
+        {
             return Ok(candidate.into());
         }
     }

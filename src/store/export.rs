@@ -60,16 +60,26 @@ pub struct ExportStats {
 
 /// Why an export failed: the path and what was being done.
 #[derive(Debug, thiserror::Error)]
-#[error("{action} {path}: {source}")]
-pub struct ExportError {
-    pub action: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
+pub enum ExportError {
+    #[error("{action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// An fsEntry could not be applied: which one, by its manifest field.
+    #[error("fsEntries[{index}] ({path})")]
+    Entry {
+        index: usize,
+        path: PathBuf,
+        #[source]
+        source: Box<ExportError>,
+    },
 }
 
 fn fail<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExportError + 'a {
-    move |source| ExportError {
+    move |source| ExportError::Io {
         action,
         path: path.to_path_buf(),
         source,
@@ -99,8 +109,14 @@ pub fn export(
     for file in MOUNT_POINT_FILES {
         exporter.mount_point_file(Path::new(file))?;
     }
-    for entry in fs_entries {
-        exporter.fs_entry(entry)?;
+    for (index, entry) in fs_entries.iter().enumerate() {
+        exporter
+            .fs_entry(entry)
+            .map_err(|source| ExportError::Entry {
+                index,
+                path: entry.path().to_path_buf(),
+                source: Box::new(source),
+            })?;
     }
     exporter.stats.library_dirs = library_dirs(dest);
     Ok(exporter.stats)
@@ -165,7 +181,7 @@ impl Exporter<'_> {
                 return Ok(());
             }
             Err(error) => {
-                return Err(ExportError {
+                return Err(ExportError::Io {
                     action: "inspecting",
                     path: source,
                     source: error,
@@ -191,7 +207,7 @@ impl Exporter<'_> {
                     return Ok(());
                 }
                 Err(error) => {
-                    return Err(ExportError {
+                    return Err(ExportError::Io {
                         action: "opening",
                         path: source,
                         source: error,
@@ -213,7 +229,7 @@ impl Exporter<'_> {
         match fs::symlink_metadata(&target) {
             Ok(meta) if meta.is_dir() => return Ok(()),
             Ok(_) => {
-                return Err(ExportError {
+                return Err(ExportError::Io {
                     action: "creating the directory",
                     path: target,
                     source: io::Error::other("a non-directory is in the way"),
@@ -235,7 +251,7 @@ impl Exporter<'_> {
                     .map(|m| m.is_dir())
                     .unwrap_or(false)
                 {
-                    return Err(ExportError {
+                    return Err(ExportError::Io {
                         action: "creating the directory",
                         path: target.to_path_buf(),
                         source: io::Error::other("a non-directory is in the way"),
@@ -243,7 +259,7 @@ impl Exporter<'_> {
                 }
             }
             Err(error) => {
-                return Err(ExportError {
+                return Err(ExportError::Io {
                     action: "creating the directory",
                     path: target.to_path_buf(),
                     source: error,
@@ -382,11 +398,15 @@ impl Exporter<'_> {
         let target = rootpath::under(self.dest, &parent.path.join(name));
         match entry {
             FsEntry::Dir { mode, .. } => {
-                if fs::symlink_metadata(&target)
-                    .map(|m| !m.is_dir())
-                    .unwrap_or(false)
-                {
-                    remove_non_dir(&target)?;
+                // A package's file is never silently replaced by a directory.
+                if fs::symlink_metadata(&target).is_ok_and(|m| !m.is_dir()) {
+                    return Err(ExportError::Io {
+                        action: "creating the directory",
+                        path: target,
+                        source: io::Error::other(
+                            "a file or link of the closure is there; a dir entry cannot replace it",
+                        ),
+                    });
                 }
                 // Exactly the mode asked for; removal copes with read-only directories.
                 self.make_dir(&target, *mode)?;
@@ -416,7 +436,7 @@ impl Exporter<'_> {
 /// Removes a file or link at `path` (not a directory); absent is fine.
 fn remove_non_dir(path: &Path) -> Result<(), ExportError> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Err(ExportError {
+        Ok(meta) if meta.is_dir() => Err(ExportError::Io {
             action: "replacing",
             path: path.to_path_buf(),
             source: io::Error::other("a directory is in the way"),

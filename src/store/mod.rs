@@ -22,6 +22,7 @@ use crate::packages::{Closure, ExportPlan, PackageId};
 use export::ExportStats;
 pub use key::VenvKey;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,14 +32,22 @@ const META_FORMAT: u32 = 1;
 /// Errors of the store; each names the path it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("building the environment: {0}")]
+    #[error(
+        "cannot use {path} for paude's cache; set PAUDE_HOME to a directory this user can write"
+    )]
+    Unusable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("building the environment")]
     Export(#[from] export::ExportError),
     #[error("reading {path}: {message}")]
     Meta { path: PathBuf, message: String },
@@ -136,9 +145,9 @@ impl Store {
         })
     }
 
-    /// Returns the published tree of `key`, building it first if needed. `build` is called
-    /// at most once, under the key's exclusive lock, only when no tree is published; `progress`
-    /// receives status lines for stderr.
+    /// Returns the published tree of `key`, building it first if needed. The build runs at
+    /// most once, under the key's exclusive lock, only when no tree is published; `progress`
+    /// receives status lines for stderr. A failed build leaves the store as it found it.
     pub fn ensure(
         &self,
         key: &VenvKey,
@@ -149,8 +158,20 @@ impl Store {
             return Ok(found);
         }
         let venv_root = self.venv_root();
-        std::fs::create_dir_all(&venv_root)
-            .map_err(io_error("creating the store directory", &venv_root))?;
+        // What this call creates, it removes again if the build fails.
+        let created: Vec<PathBuf> = [self.home.clone(), venv_root.clone()]
+            .into_iter()
+            .filter(|dir| dir.symlink_metadata().is_err())
+            .collect();
+        // 0700: the cache holds fsEntries' contents, which may be private.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&venv_root)
+            .map_err(|source| StoreError::Unusable {
+                path: venv_root.clone(),
+                source,
+            })?;
         let lock_path = self.lock_path(key);
         let lock = std::fs::OpenOptions::new()
             .read(true)
@@ -158,7 +179,10 @@ impl Store {
             .create(true)
             .truncate(false)
             .open(&lock_path)
-            .map_err(io_error("opening the lock", &lock_path))?;
+            .map_err(|source| StoreError::Unusable {
+                path: lock_path.clone(),
+                source,
+            })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -179,21 +203,35 @@ impl Store {
         if let Some(found) = self.lookup(key) {
             return Ok(found);
         }
+        progress(&format!(
+            "building environment {key} from {} packages ({} requested)",
+            input.closure.packages.len(),
+            input.requested.len()
+        ));
         let started = std::time::Instant::now();
         let tmp = venv_root.join(format!(".tmp-{key}-{}", std::process::id()));
         // A leftover of our own pid (a crashed earlier process with a recycled pid) is garbage.
         remove_tree(&tmp).ok();
-        let result = self.build(key, input, &tmp);
-        let stats = match result {
+        let stats = match self.build(key, input, &tmp) {
             Ok(stats) => stats,
             Err(error) => {
                 remove_tree(&tmp).ok();
+                // Unlinking a lock file others may be waiting on can, at worst, let two
+                // processes build the same key at once; publishing copes with that below.
+                std::fs::remove_file(&lock_path).ok();
+                for dir in created.iter().rev() {
+                    std::fs::remove_dir(dir).ok();
+                }
                 return Err(error);
             }
         };
         let dir = self.venv_dir(key);
         if let Err(error) = std::fs::rename(&tmp, &dir) {
             remove_tree(&tmp).ok();
+            // Published by another builder in the meantime: theirs is as good as ours.
+            if let Some(found) = self.lookup(key) {
+                return Ok(found);
+            }
             return Err(StoreError::Io {
                 action: "publishing",
                 path: dir,

@@ -75,7 +75,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let meta = store.meta(&rootfs)?;
     if rootfs.built && !meta.stats.unreadable.is_empty() {
         warn(&format!(
-            "{} files of the closure are not readable by this user and were left out (first: {})",
+            "{} of the closure's files are not readable by this user and were left out (first: {})",
             meta.stats.unreadable.len(),
             meta.stats.unreadable[0]
         ));
@@ -85,6 +85,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let input = PlanInput {
         manifest: &manifest,
         mounts: &mounts,
+        paude_home: &host.paude_home,
         rootfs: &rootfs.path,
         library_dirs: &meta.stats.library_dirs,
         workspace: &workspace,
@@ -96,6 +97,9 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         command: &args.command,
     };
     let plan = plan::plan(&input)?;
+    for warning in &plan.warnings {
+        warn(warning);
+    }
     match plan::lookup_command(&plan) {
         CommandLookup::Found => {}
         CommandLookup::NotFound => {
@@ -231,11 +235,11 @@ fn load_options(args: &VenvArgs, host: &HostFacts) -> Result<LoadOptions> {
 /// The manifest's mounts with optional ones whose source is missing dropped. A missing
 /// non-optional source is an error naming the field; so is one this user cannot reach, since
 /// bwrap would fail on it anyway (an optional one is skipped with a warning).
-fn checked_mounts(manifest: &Manifest) -> Result<Vec<Mount>> {
+fn checked_mounts(manifest: &Manifest) -> Result<Vec<(usize, Mount)>> {
     let mut out = Vec::new();
     for (index, mount) in manifest.mounts.iter().enumerate() {
         let Some(source) = &mount.source else {
-            out.push(mount.clone());
+            out.push((index, mount.clone()));
             continue;
         };
         let field = format!("mounts[{index}].source");
@@ -259,7 +263,7 @@ fn checked_mounts(manifest: &Manifest) -> Result<Vec<Mount>> {
             Err(error) => Some(format!("{}: {error}", source.display())),
         };
         match problem {
-            None => out.push(mount.clone()),
+            None => out.push((index, mount.clone())),
             Some(message) if mount.optional => {
                 if source.symlink_metadata().is_ok() {
                     warn(&format!("skipping optional mount {field}: {message}"));

@@ -153,6 +153,7 @@ mod tests {
             env: vec![("PATH".into(), "/usr/bin".into())],
             chdir: "/w/src".into(),
             command: vec!["-weird".into(), "arg".into()],
+            warnings: Vec::new(),
         };
         #[rustfmt::skip]
         let expected: Vec<OsString> = [

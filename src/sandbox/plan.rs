@@ -77,14 +77,19 @@ pub struct Plan {
     pub chdir: PathBuf,
     /// The command and its arguments.
     pub command: Vec<OsString>,
+    /// Things the user should know about the plan (stderr).
+    pub warnings: Vec<String>,
 }
 
 /// What [`plan`] needs; gathered by the caller so the plan depends on nothing else.
 #[derive(Clone)]
 pub struct PlanInput<'a> {
     pub manifest: &'a Manifest,
-    /// The manifest's mounts after dropping optional ones whose source is missing.
-    pub mounts: &'a [Mount],
+    /// The manifest's mounts, with their index in the manifest, after dropping optional
+    /// ones whose source is missing.
+    pub mounts: &'a [(usize, Mount)],
+    /// `$PAUDE_HOME`, which is kept read-only inside whatever binds would expose it.
+    pub paude_home: &'a Path,
     pub rootfs: &'a Path,
     /// Default `LD_LIBRARY_PATH` entries, from the rootfs's meta.
     pub library_dirs: &'a [String],
@@ -108,18 +113,39 @@ struct Logical {
     kind: MountKind,
     source: Option<PathBuf>,
     target: PathBuf,
+    /// How error messages name it: `mounts[2].target`, `the workspace`, ...
+    label: String,
 }
 
 /// Makes the plan. See the module documentation for the mount order.
 pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let logical = logical_mounts(input);
-    let (mounts, views) = mount_ops(input.rootfs, &logical)?;
-    let env = environment(input);
+    let (mounts, views) = mount_ops(input.rootfs, &logical, input.host_has)?;
+    let env = environment(input)?;
     let command = if input.command.is_empty() {
         vec![shell(input.rootfs, &views, &env)?]
     } else {
         input.command.to_vec()
     };
+    let mut warnings = Vec::new();
+    // Started inside a shadowed venv: that directory is an empty tmpfs inside, so the
+    // nearest directory that exists there is the venv itself.
+    let mut chdir = input.cwd.to_path_buf();
+    let last_covering = views
+        .iter()
+        .rev()
+        .find(|(target, _)| rootpath::is_within(input.cwd, target));
+    if let Some((venv, View::Empty)) = last_covering
+        && venv != input.cwd
+    {
+        warnings.push(format!(
+            "{} is inside the shadowed venv {}; starting in {} instead",
+            input.cwd.display(),
+            venv.display(),
+            venv.display()
+        ));
+        chdir = venv.clone();
+    }
     Ok(Plan {
         rootfs: input.rootfs.to_path_buf(),
         unshare_net: !input.manifest.network,
@@ -127,13 +153,18 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         mounts,
         views,
         env,
-        chdir: input.cwd.to_path_buf(),
+        chdir,
         command,
+        warnings,
     })
 }
 
 fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
-    let user_targets: BTreeSet<&Path> = input.mounts.iter().map(|m| m.target.as_path()).collect();
+    let user_targets: BTreeSet<&Path> = input
+        .mounts
+        .iter()
+        .map(|(_, m)| m.target.as_path())
+        .collect();
     let mut out = Vec::new();
     if input.manifest.mount_defaults {
         let defaults: [(MountKind, Option<&str>, &str); 6] = [
@@ -162,53 +193,124 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
                 kind,
                 source: source.map(PathBuf::from),
                 target: PathBuf::from(target),
+                label: format!("the default mount {target}"),
             });
         }
     }
-    let (inside, outside): (Vec<&Mount>, Vec<&Mount>) = input
+    let (inside, outside): (Vec<&(usize, Mount)>, Vec<&(usize, Mount)>) = input
         .mounts
         .iter()
-        .partition(|m| rootpath::is_within(&m.target, input.workspace));
-    let user = |m: &Mount| Logical {
+        .partition(|(_, m)| rootpath::is_within(&m.target, input.workspace));
+    let user = |(index, m): &(usize, Mount)| Logical {
         kind: m.kind,
         source: m.source.clone(),
         target: m.target.clone(),
+        label: format!("mounts[{index}].target"),
     };
     out.extend(outside.into_iter().map(user));
     out.push(Logical {
         kind: MountKind::Bind,
         source: Some(input.workspace.to_path_buf()),
         target: input.workspace.to_path_buf(),
+        label: "the workspace".into(),
     });
     out.extend(inside.into_iter().map(user));
     out.extend(input.venvs.iter().map(|venv| Logical {
         kind: MountKind::Tmpfs,
         source: None,
         target: venv.clone(),
+        label: format!("the venv shadow {}", venv.display()),
     }));
+    // The store must never be writable inside: a sandbox that could change a published tree
+    // would change every later environment built from it. It is reachable when it lies inside
+    // the workspace (a home directory used as one) or inside a read-write bind.
+    let writable: Vec<(PathBuf, PathBuf)> = out
+        .iter()
+        .filter(|m| matches!(m.kind, MountKind::Bind | MountKind::DevBind))
+        .filter_map(|m| Some((m.source.clone()?, m.target.clone())))
+        .collect();
+    for (source, target) in writable {
+        if let Ok(rest) = input.paude_home.strip_prefix(&source)
+            && (input.host_has)(input.paude_home)
+        {
+            out.push(Logical {
+                kind: MountKind::RoBind,
+                source: Some(input.paude_home.to_path_buf()),
+                target: if rest.as_os_str().is_empty() {
+                    target
+                } else {
+                    target.join(rest)
+                },
+                label: "the protection of PAUDE_HOME".into(),
+            });
+        }
+    }
     out
 }
 
 type MountPlan = (Vec<MountOp>, Vec<(PathBuf, View)>);
 
-fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError> {
-    let mut splits: BTreeSet<PathBuf> = BTreeSet::from([PathBuf::from("/")]);
+fn mount_ops(
+    rootfs: &Path,
+    logical: &[Logical],
+    host_has: &dyn Fn(&Path) -> bool,
+) -> Result<MountPlan, PlanError> {
+    // Each split directory, with the index of the last logical mount that needs a mount point
+    // made in it: it is remounted read-only right after that mount, so a later mount at or
+    // above it is neither made read-only nor left without its remount target.
+    let mut splits: std::collections::BTreeMap<PathBuf, usize> =
+        std::collections::BTreeMap::from([(PathBuf::from("/"), usize::MAX)]);
     let mut views: Vec<(PathBuf, View)> = Vec::new();
-    for mount in logical {
-        let covered = views
-            .iter()
-            .any(|(target, _)| rootpath::is_within(&mount.target, target));
-        let target = if covered {
-            mount.target.clone()
-        } else {
-            let resolved = rootpath::resolve(rootfs, &mount.target).map_err(|error| {
-                PlanError(format!("mount target {}: {error}", mount.target.display()))
-            })?;
-            if !resolved.exists() {
-                splits.insert(resolved.deepest_existing());
-            }
-            resolved.path
+    for (index, mount) in logical.iter().enumerate() {
+        let covering = |path: &Path| {
+            views
+                .iter()
+                .rev()
+                .find(|(target, _)| rootpath::is_within(path, target))
+                .cloned()
         };
+        let target = match covering(&mount.target) {
+            Some(_) => mount.target.clone(),
+            None => {
+                let resolved = rootpath::resolve(rootfs, &mount.target).map_err(|error| {
+                    PlanError(format!(
+                        "{} {}: {error}",
+                        mount.label,
+                        mount.target.display()
+                    ))
+                })?;
+                // A link in the rootfs may lead into an earlier mount (`/data -> /tmp/data`):
+                // then the mount point is made there, not split out of the rootfs.
+                if !resolved.exists() && covering(&resolved.path).is_none() {
+                    let split = resolved.deepest_existing();
+                    splits
+                        .entry(split)
+                        .and_modify(|last| {
+                            if *last != usize::MAX {
+                                *last = index;
+                            }
+                        })
+                        .or_insert(index);
+                }
+                resolved.path
+            }
+        };
+        // bwrap makes a missing mount point inside a host bind on the host itself: refuse,
+        // so that paude never changes the workspace (or any host directory) on its own.
+        if let Some((above, View::Host(source))) = covering(&target) {
+            let rest = target.strip_prefix(&above).unwrap_or(Path::new(""));
+            let on_host = source.join(rest);
+            if !host_has(&on_host) {
+                return Err(PlanError(format!(
+                    "{} {}: it does not exist in {} ({} on the host), and bwrap would create it \
+                     there; create it yourself, or choose another target",
+                    mount.label,
+                    target.display(),
+                    above.display(),
+                    on_host.display()
+                )));
+            }
+        }
         let view = match (mount.kind, &mount.source) {
             (MountKind::Tmpfs, _) => View::Empty,
             (MountKind::Proc, _) | (MountKind::DevBind, None) => View::Opaque,
@@ -220,7 +322,7 @@ fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError>
 
     let mut ops = Vec::new();
     // Parents before children: a split below another split is mounted on top of it.
-    let mut ordered: Vec<&PathBuf> = splits.iter().collect();
+    let mut ordered: Vec<&PathBuf> = splits.keys().collect();
     ordered.sort_by_key(|path| (path.components().count(), (*path).clone()));
     for split in &ordered {
         if split.as_os_str() != "/" {
@@ -244,7 +346,7 @@ fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError>
             let inside = split.join(&name);
             // A child that a mount replaces whole, or that is split itself, needs no bind:
             // bwrap creates its mount point in the tmpfs.
-            if splits.contains(&inside) || views.iter().any(|(target, _)| *target == inside) {
+            if splits.contains_key(&inside) || views.iter().any(|(target, _)| *target == inside) {
                 continue;
             }
             let source = directory.join(&name);
@@ -263,7 +365,7 @@ fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError>
             }
         }
     }
-    for (mount, (target, _)) in logical.iter().zip(&views) {
+    for (index, (mount, (target, _))) in logical.iter().zip(&views).enumerate() {
         let target = target.clone();
         ops.push(match (mount.kind, mount.source.clone()) {
             (MountKind::Bind, Some(source)) => MountOp::Bind { source, target },
@@ -274,17 +376,26 @@ fn mount_ops(rootfs: &Path, logical: &[Logical]) -> Result<MountPlan, PlanError>
             (MountKind::Proc, _) => MountOp::Proc { target },
             (kind, None) => {
                 return Err(PlanError(format!(
-                    "a {kind:?} mount at {} has no source",
+                    "{}: a {kind:?} mount at {} has no source",
+                    mount.label,
                     target.display()
                 )));
             }
         });
+        // Deepest first, so a parent's remount does not precede its child's.
+        for split in ordered
+            .iter()
+            .rev()
+            .filter(|split| splits[**split] == index)
+        {
+            ops.push(MountOp::RemountRo {
+                target: (*split).clone(),
+            });
+        }
     }
-    for split in ordered.iter().rev() {
-        ops.push(MountOp::RemountRo {
-            target: (*split).clone(),
-        });
-    }
+    ops.push(MountOp::RemountRo {
+        target: PathBuf::from("/"),
+    });
     Ok((ops, views))
 }
 
@@ -312,7 +423,7 @@ impl Environment {
     }
 }
 
-fn environment(input: &PlanInput<'_>) -> Vec<(OsString, OsString)> {
+fn environment(input: &PlanInput<'_>) -> Result<Vec<(OsString, OsString)>, PlanError> {
     let mut env = Environment::default();
     let host: std::collections::HashMap<&OsStr, &OsString> = input
         .host_env
@@ -336,17 +447,28 @@ fn environment(input: &PlanInput<'_>) -> Vec<(OsString, OsString)> {
     // Seed 003: git refuses a repository whose owner differs from the user ("dubious
     // ownership"). Trust exactly the workspace, through git's environment config, appended
     // after any the user passes, never by editing a config file and never with `*`.
-    let count = env
-        .get("GIT_CONFIG_COUNT")
-        .and_then(|value| value.to_str()?.parse::<u32>().ok())
-        .unwrap_or(0);
+    let count = match env.get("GIT_CONFIG_COUNT") {
+        None => 0,
+        // git itself refuses a count it cannot parse; so does paude, rather than overwrite
+        // the user's own GIT_CONFIG_KEY_0.
+        Some(value) => value
+            .to_str()
+            .and_then(|text| text.parse::<u32>().ok())
+            .filter(|count| *count < 10_000)
+            .ok_or_else(|| {
+                PlanError(format!(
+                    "GIT_CONFIG_COUNT is {value:?}, which is not a count git accepts; \
+                     fix it in `envSet` or in the host environment (`envKeep`)"
+                ))
+            })?,
+    };
     env.set(format!("GIT_CONFIG_KEY_{count}"), "safe.directory");
     env.set(
         format!("GIT_CONFIG_VALUE_{count}"),
         input.workspace.as_os_str(),
     );
     env.set("GIT_CONFIG_COUNT", (count + 1).to_string());
-    env.vars
+    Ok(env.vars)
 }
 
 /// Where `path` (inside the sandbox) is found from outside, following the plan's mounts.
@@ -548,26 +670,51 @@ mod tests {
     }
 
     fn make(manifest: &Manifest, mounts: &[Mount], rootfs: &Path, command: &[&str]) -> Plan {
+        make_in(
+            manifest,
+            mounts,
+            rootfs,
+            command,
+            "/w/src",
+            "/home/u/.paude",
+        )
+        .unwrap()
+    }
+
+    /// A plan for the workspace `/w` started in `cwd`; on this fake host every path exists
+    /// except `/etc/resolv.conf` and those with `missing` in them.
+    fn make_in(
+        manifest: &Manifest,
+        mounts: &[Mount],
+        rootfs: &Path,
+        command: &[&str],
+        cwd: &str,
+        paude_home: &str,
+    ) -> Result<Plan, PlanError> {
         let command: Vec<OsString> = command.iter().map(OsString::from).collect();
         let host_env = vec![
             (OsString::from("TERM"), OsString::from("xterm")),
             ("SECRET".into(), "x".into()),
         ];
         let venvs = vec![PathBuf::from("/w/.venv")];
+        let mounts: Vec<(usize, Mount)> = mounts.iter().cloned().enumerate().collect();
         let input = PlanInput {
             manifest,
-            mounts,
+            mounts: &mounts,
+            paude_home: Path::new(paude_home),
             rootfs,
             library_dirs: &["/usr/lib/x86_64-linux-gnu".to_string()],
             workspace: Path::new("/w"),
-            cwd: Path::new("/w/src"),
+            cwd: Path::new(cwd),
             venvs: &venvs,
             host_env: &host_env,
-            host_has: &|path: &Path| path != Path::new("/etc/resolv.conf"),
+            host_has: &|path: &Path| {
+                path != Path::new("/etc/resolv.conf") && !path.to_string_lossy().contains("missing")
+            },
             stdin_is_terminal: false,
             command: &command,
         };
-        plan(&input).unwrap()
+        plan(&input)
     }
 
     /// Replaces the rootfs path by `$ROOTFS` for whole-plan comparisons.
@@ -637,7 +784,9 @@ mod tests {
             "{args}"
         );
         assert!(
-            args.contains("--remount-ro /usr/bin --remount-ro / --clearenv"),
+            args.contains(
+                "--ro-bind /host/data /usr/bin/newdir/x --remount-ro /usr/bin --bind /w /w"
+            ),
             "{args}"
         );
     }
@@ -724,6 +873,140 @@ mod tests {
         );
     }
 
+    fn mount(kind: MountKind, source: Option<&str>, target: &str) -> Mount {
+        Mount {
+            kind,
+            source: source.map(PathBuf::from),
+            target: target.into(),
+            optional: false,
+        }
+    }
+
+    #[test]
+    fn a_split_is_remounted_before_a_later_mount_at_or_above_it() {
+        let rootfs = rootfs();
+        std::fs::create_dir_all(rootfs.path().join("usr/share/doc")).unwrap();
+        let m = manifest();
+        // The split of /usr/share/doc made for the first mount must be remounted read-only
+        // before the tmpfs hides it, or bwrap fails on a path that no longer exists.
+        let mounts = vec![
+            mount(MountKind::RoBind, Some("/data"), "/usr/share/doc/x/y"),
+            mount(MountKind::Tmpfs, None, "/usr/share"),
+        ];
+        let args = ops(&make(&m, &mounts, rootfs.path(), &["true"])).join(" ");
+        assert!(
+            args.contains(
+                "--ro-bind /data /usr/share/doc/x/y --remount-ro /usr/share/doc --tmpfs /usr/share"
+            ),
+            "{args}"
+        );
+        // A read-write mount at the split directory itself stays read-write.
+        let mounts = vec![
+            mount(MountKind::RoBind, Some("/data"), "/usr/share/doc/new"),
+            mount(MountKind::Bind, Some("/host-doc"), "/usr/share/doc"),
+        ];
+        let args = ops(&make(&m, &mounts, rootfs.path(), &["true"])).join(" ");
+        assert!(
+            args.contains("--remount-ro /usr/share/doc --bind /host-doc /usr/share/doc"),
+            "{args}"
+        );
+        assert_eq!(
+            args.matches("--remount-ro /usr/share/doc").count(),
+            1,
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn a_target_through_a_link_into_an_earlier_mount_splits_nothing() {
+        let rootfs = rootfs();
+        std::fs::create_dir_all(rootfs.path().join("tmp")).unwrap();
+        symlink("/tmp/data", rootfs.path().join("data")).unwrap();
+        let mounts = vec![mount(MountKind::Bind, Some("/host"), "/data")];
+        let args = ops(&make(&manifest(), &mounts, rootfs.path(), &["true"])).join(" ");
+        assert!(args.contains("--bind /host /tmp/data"), "{args}");
+        assert!(
+            !args.contains("--remount-ro /tmp"),
+            "the private /tmp stays writable: {args}"
+        );
+    }
+
+    #[test]
+    fn the_store_stays_read_only_when_the_workspace_holds_it() {
+        let rootfs = rootfs();
+        let plan = make_in(
+            &manifest(),
+            &[],
+            rootfs.path(),
+            &["true"],
+            "/w",
+            "/w/.paude",
+        )
+        .unwrap();
+        let args = ops(&plan).join(" ");
+        assert!(
+            args.contains("--bind /w /w --tmpfs /w/.venv --ro-bind /w/.paude /w/.paude"),
+            "{args}"
+        );
+        // Also through a user's read-write bind, at the path it has inside.
+        let mounts = vec![mount(MountKind::Bind, Some("/home/u"), "/mnt/home")];
+        let plan = make_in(
+            &manifest(),
+            &mounts,
+            rootfs.path(),
+            &["true"],
+            "/w",
+            "/home/u/.paude",
+        )
+        .unwrap();
+        assert!(
+            ops(&plan)
+                .join(" ")
+                .contains("--ro-bind /home/u/.paude /mnt/home/.paude")
+        );
+    }
+
+    #[test]
+    fn a_mount_point_bwrap_would_make_on_the_host_is_refused() {
+        let rootfs = rootfs();
+        let mounts = vec![mount(MountKind::Tmpfs, None, "/w/missing-dir")];
+        let error =
+            make_in(&manifest(), &mounts, rootfs.path(), &["true"], "/w", "/p").unwrap_err();
+        assert!(
+            error
+                .0
+                .starts_with("mounts[0].target /w/missing-dir: it does not exist in /w"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_git_config_count_is_an_error() {
+        let rootfs = rootfs();
+        for bad in ["x", " 2", "4294967295"] {
+            let mut m = manifest();
+            m.env_set.insert("GIT_CONFIG_COUNT".into(), bad.into());
+            let error = make_in(&m, &[], rootfs.path(), &["true"], "/w", "/p").unwrap_err();
+            assert!(error.0.contains("GIT_CONFIG_COUNT"), "{error}");
+        }
+    }
+
+    #[test]
+    fn starting_inside_a_shadowed_venv_starts_in_the_venv() {
+        let rootfs = rootfs();
+        let plan = make_in(
+            &manifest(),
+            &[],
+            rootfs.path(),
+            &["true"],
+            "/w/.venv/bin",
+            "/p",
+        )
+        .unwrap();
+        assert_eq!(plan.chdir, PathBuf::from("/w/.venv"));
+        assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    }
+
     impl CommandLookup {
         /// The first PATH entry holding a non-executable `data` is /usr/bin.
         fn or_path(self, path: &str) -> CommandLookup {
@@ -743,6 +1026,7 @@ mod tests {
         let input = PlanInput {
             manifest: &manifest,
             mounts: &[],
+            paude_home: Path::new("/home/u/.paude"),
             rootfs: rootfs.path(),
             library_dirs: &[],
             workspace: Path::new("/w"),

@@ -197,7 +197,8 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
             });
         }
     }
-    let (inside, outside): (Vec<&(usize, Mount)>, Vec<&(usize, Mount)>) = input
+    type Indexed<'m> = Vec<&'m (usize, Mount)>;
+    let (inside, outside): (Indexed, Indexed) = input
         .mounts
         .iter()
         .partition(|(_, m)| rootpath::is_within(&m.target, input.workspace));

@@ -12,6 +12,9 @@
     "bash",  // the interactive shell and `bash -c`
     "coreutils",  // ls, cp, cat, env, ...
     "git",  // works in the workspace whatever uid its files appear to have
+    // /bin/sh. Debian's packages never declare a dependency on it (it is Essential), yet
+    // git runs hooks, aliases and its editor through it, and so does system().
+    "dash",
   ],
 
   // Keep the terminal usable: the environment is otherwise cleared.

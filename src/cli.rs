@@ -22,7 +22,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Manifest: -e ARG, else -f FILE, else paude.jsonnet at the workspace root, else the built-in \
-default (bash, coreutils, git).
+default (bash, coreutils, git, dash).
 
 Examples:
   paude venv -e examples/core-venv.jsonnet             a shell in the environment

@@ -35,21 +35,24 @@ impl HostFacts {
         let cwd = std::env::current_dir().context(
             "finding the current directory (was it deleted? cd to an existing directory)",
         )?;
-        let paude_home = match get("PAUDE_HOME").filter(|v| !v.is_empty()) {
-            Some(home) => PathBuf::from(home),
-            None => match get("HOME").filter(|v| !v.is_empty()) {
-                Some(home) => PathBuf::from(home).join(".paude"),
-                None => bail!(
-                    "neither PAUDE_HOME nor HOME is set; set PAUDE_HOME to a directory for paude's cache"
-                ),
-            },
-        };
-        if !paude_home.is_absolute() {
-            bail!(
+        let paude_home = match (get("PAUDE_HOME").filter(|v| !v.is_empty()), get("HOME")) {
+            (Some(home), _) if Path::new(&home).is_absolute() => PathBuf::from(home),
+            (Some(home), _) => bail!(
                 "PAUDE_HOME must be an absolute path, got {}",
-                paude_home.display()
-            );
-        }
+                Path::new(&home).display()
+            ),
+            (None, Some(home)) if Path::new(&home).is_absolute() => {
+                PathBuf::from(home).join(".paude")
+            }
+            (None, Some(home)) if !home.is_empty() => bail!(
+                "HOME is {}, not an absolute path, so paude cannot place its cache in it; \
+                 set HOME or PAUDE_HOME to an absolute path",
+                Path::new(&home).display()
+            ),
+            (None, _) => bail!(
+                "neither PAUDE_HOME nor HOME is set; set PAUDE_HOME to a directory for paude's cache"
+            ),
+        };
         Ok(HostFacts {
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),

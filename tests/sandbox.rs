@@ -647,3 +647,47 @@ fn python_example_makes_a_working_venv_beside_a_shadowed_host_venv() {
     );
     assert!(!workspace.path().join(".venv/bin").exists());
 }
+
+#[test]
+fn git_works_in_a_linked_worktree_and_runs_shell_aliases() {
+    require_bwrap!();
+    for who in users() {
+        let root = TestDir::new(who);
+        let main = root.path().join("main");
+        std::fs::create_dir(&main).unwrap();
+        let git = |dir: &Path, args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "init.defaultBranch=main",
+                ])
+                .args(args)
+                .current_dir(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&main, &["init", "-q"]);
+        write(&main.join("file"), "1\n");
+        git(&main, &["add", "file"]);
+        git(&main, &["commit", "-qm", "one"]);
+        git(&main, &["worktree", "add", "-q", "../wt"]);
+        hand_over(who, root.path());
+        let worktree = root.path().join("wt");
+        let paude = Paude::new(who, shared_home(who), &worktree);
+        let out = ok(&paude.run([
+            "venv",
+            "--",
+            "bash",
+            "-c",
+            "git status --porcelain; git log --format=%s; git -c alias.hi='!echo hi from sh' hi",
+        ]));
+        assert_eq!(out, "one\nhi from sh\n", "{who:?}");
+    }
+}

@@ -50,7 +50,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
             missing.required_by, missing.relation
         ));
     }
-    let key = store::key::key(&closure, &manifest.fs_entries);
+    let key = store::key::key(&closure, &manifest.fs_entries, provider.source_root());
     let venvs = workspace::venvs_to_shadow(&workspace, &manifest.venv, &mut |w| warn(&w));
 
     let store = Store::new(host.paude_home.clone());
@@ -91,6 +91,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         workspace: &workspace,
         cwd: &host.cwd,
         venvs: &venvs,
+        git_dirs: &workspace::outside_git_dirs(&workspace),
         host_env: &host.env,
         host_has: &host_has,
         stdin_is_terminal: host.stdin_is_terminal,

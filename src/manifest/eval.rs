@@ -678,7 +678,10 @@ mod tests {
     #[test]
     fn default_manifest_is_core_packages() {
         let loaded = load_ok(&ManifestSource::Default, &LoadOptions::default());
-        assert_eq!(loaded.manifest.packages, ["bash", "coreutils", "git"]);
+        assert_eq!(
+            loaded.manifest.packages,
+            ["bash", "coreutils", "git", "dash"]
+        );
         assert!(loaded.manifest.mount_defaults);
         assert!(loaded.files_read.is_empty());
     }
@@ -818,7 +821,10 @@ mod tests {
             &code(r#"(import "default.jsonnet").packages"#),
             &options_in(dir.path()),
         );
-        assert_eq!(value, serde_json::json!(["bash", "coreutils", "git"]));
+        assert_eq!(
+            value,
+            serde_json::json!(["bash", "coreutils", "git", "dash"])
+        );
 
         // A file of the same name in a searched directory wins.
         write(&dir.path().join("paude.libsonnet"), r#"{ core: ["mine"] }"#);
@@ -1070,7 +1076,10 @@ mod tests {
             &code(r#"(import "examples/core-venv.jsonnet")"#),
             &options_in(&crate_dir()),
         );
-        assert_eq!(loaded.manifest.packages, ["bash", "coreutils", "git"]);
+        assert_eq!(
+            loaded.manifest.packages,
+            ["bash", "coreutils", "git", "dash"]
+        );
         assert_eq!(
             loaded.files_read,
             [crate_dir().join("examples/core-venv.jsonnet")]

@@ -11,7 +11,8 @@
 //!    read-only, the host's `/etc/resolv.conf` and `/etc/hosts` read-only (when the host has
 //!    them), a private tmpfs `/tmp`; a default whose target the manifest also mounts is dropped;
 //! 2. the manifest's mounts whose target is outside the workspace, in manifest order;
-//! 3. the workspace, read-write at its host path;
+//! 3. the workspace, read-write at its host path, and the git directories its `.git` file
+//!    points to outside it (a linked worktree's repository, a submodule's git directory);
 //! 4. the manifest's mounts whose target is inside the workspace (so the workspace bind does
 //!    not silently hide them);
 //! 5. an empty tmpfs over each Python venv to shadow.
@@ -96,6 +97,9 @@ pub struct PlanInput<'a> {
     pub workspace: &'a Path,
     pub cwd: &'a Path,
     pub venvs: &'a [PathBuf],
+    /// Git directories outside the workspace that its `.git` file points to (worktrees,
+    /// submodules), bound read-write after it.
+    pub git_dirs: &'a [PathBuf],
     pub host_env: &'a [(OsString, OsString)],
     /// Which default-mount sources exist on the host (`/etc/resolv.conf`, `/etc/hosts`).
     pub host_has: &'a dyn Fn(&Path) -> bool,
@@ -215,6 +219,12 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
         target: input.workspace.to_path_buf(),
         label: "the workspace".into(),
     });
+    out.extend(input.git_dirs.iter().map(|dir| Logical {
+        kind: MountKind::Bind,
+        source: Some(dir.clone()),
+        target: dir.clone(),
+        label: "the workspace's git directory".into(),
+    }));
     out.extend(inside.into_iter().map(user));
     out.extend(input.venvs.iter().map(|venv| Logical {
         kind: MountKind::Tmpfs,
@@ -708,6 +718,7 @@ mod tests {
             workspace: Path::new("/w"),
             cwd: Path::new(cwd),
             venvs: &venvs,
+            git_dirs: &[],
             host_env: &host_env,
             host_has: &|path: &Path| {
                 path != Path::new("/etc/resolv.conf") && !path.to_string_lossy().contains("missing")
@@ -1033,6 +1044,7 @@ mod tests {
             workspace: Path::new("/w"),
             cwd: Path::new("/w"),
             venvs: &venvs,
+            git_dirs: &[],
             host_env: &[],
             host_has: &|_: &Path| true,
             stdin_is_terminal: true,

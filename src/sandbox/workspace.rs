@@ -16,6 +16,41 @@ pub fn find_root(cwd: &Path) -> PathBuf {
         .to_path_buf()
 }
 
+/// The git directories a workspace needs that lie outside it: a linked worktree's or a
+/// submodule's `.git` is a file (`gitdir: PATH`) naming a directory elsewhere, and a worktree's
+/// own directory names the repository's common directory in `commondir`. Without them bound,
+/// git inside reports "not a git repository". Returns the directories to bind read-write, each
+/// absolute and outside the workspace, without one inside another.
+pub fn outside_git_dirs(workspace: &Path) -> Vec<PathBuf> {
+    let read_pointer = |file: &Path, prefix: &str| -> Option<PathBuf> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let value = text.lines().next()?.strip_prefix(prefix)?.trim();
+        (!value.is_empty()).then(|| PathBuf::from(value))
+    };
+    let Some(gitdir) = read_pointer(&workspace.join(".git"), "gitdir:") else {
+        return Vec::new();
+    };
+    let gitdir = workspace.join(gitdir);
+    let Ok(gitdir) = std::fs::canonicalize(gitdir) else {
+        return Vec::new();
+    };
+    let mut dirs = vec![gitdir.clone()];
+    if let Some(common) = read_pointer(&gitdir.join("commondir"), "")
+        && let Ok(common) = std::fs::canonicalize(gitdir.join(common))
+    {
+        dirs.push(common);
+    }
+    dirs.sort();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        if !dir.starts_with(workspace) && !out.iter().any(|kept| dir.starts_with(kept)) {
+            out.retain(|kept| !kept.starts_with(&dir));
+            out.push(dir);
+        }
+    }
+    out
+}
+
 /// Whether `dir` is a Python virtual environment.
 pub fn is_venv(dir: &Path) -> bool {
     dir.join("pyvenv.cfg").is_file()
@@ -130,5 +165,24 @@ mod tests {
             warnings[0].contains("`missing` does not exist"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_worktree_needs_its_repository_git_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("main");
+        let worktree = dir.path().join("wt");
+        std::fs::create_dir_all(main.join(".git/worktrees/wt")).unwrap();
+        std::fs::create_dir_all(&worktree).unwrap();
+        std::fs::write(main.join(".git/worktrees/wt/commondir"), "../..\n").unwrap();
+        std::fs::write(
+            worktree.join(".git"),
+            format!("gitdir: {}\n", main.join(".git/worktrees/wt").display()),
+        )
+        .unwrap();
+        let main_git = std::fs::canonicalize(main.join(".git")).unwrap();
+        assert_eq!(outside_git_dirs(&worktree), vec![main_git]);
+        // An ordinary repository needs nothing more.
+        assert!(outside_git_dirs(&main).is_empty());
     }
 }

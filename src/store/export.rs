@@ -26,7 +26,7 @@ use crate::manifest::FsEntry;
 use crate::packages::{Alternative, ExportPlan};
 use crate::rootpath;
 use std::collections::{BTreeSet, HashSet};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -160,11 +160,11 @@ impl Exporter<'_> {
         };
         let parent = match rootpath::resolve(self.source, parent) {
             Ok(resolved) if resolved.exists() => resolved.path,
-            Ok(_) => {
-                self.stats.missing += 1;
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                self.stats.unreadable.push(planned.display().to_string());
                 return Ok(());
             }
-            Err(_) => {
+            Ok(_) | Err(_) => {
                 self.stats.missing += 1;
                 return Ok(());
             }
@@ -180,6 +180,12 @@ impl Exporter<'_> {
                 self.stats.missing += 1;
                 return Ok(());
             }
+            // A directory above it that this user may not search (say a 0700 rules.d):
+            // like an unreadable file, left out and counted.
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                self.stats.unreadable.push(place.display().to_string());
+                return Ok(());
+            }
             Err(error) => {
                 return Err(ExportError::Io {
                     action: "inspecting",
@@ -192,8 +198,9 @@ impl Exporter<'_> {
         let target = rootpath::under(self.dest, &place);
         let kind = meta.file_type();
         if kind.is_dir() {
-            // Owner rwx always: the tree must stay removable by its owner.
-            let mode = (meta.permissions().mode() & 0o777) | 0o700;
+            // Owner rwx always: the tree must stay removable by its owner. The sticky bit
+            // stays (a rootfs /var/tmp keeps its meaning); set-group-ID does not.
+            let mode = (meta.permissions().mode() & 0o1777) | 0o700;
             self.make_dir(&target, mode)?;
         } else if kind.is_symlink() {
             let link = std::fs::read_link(&source).map_err(fail("reading the link", &source))?;
@@ -449,22 +456,43 @@ fn remove_non_dir(path: &Path) -> Result<(), ExportError> {
 /// The library directories that `/etc/ld.so.conf` and `/etc/ld.so.conf.d/*.conf` of the tree
 /// name and that exist in it, in the order ldconfig would index them.
 fn library_dirs(dest: &Path) -> Vec<String> {
-    let mut dirs = Vec::new();
-    let conf_dir = dest.join("etc/ld.so.conf.d");
-    let mut confs: Vec<PathBuf> = std::fs::read_dir(&conf_dir)
+    // fsEntries may have put links here: everything is resolved inside the tree, and only
+    // regular files are read, a bounded amount each (a link to a fifo or /dev/zero must not
+    // hang or exhaust the build).
+    const MAX_CONF_BYTES: u64 = 64 * 1024;
+    let regular_in_tree = |path: &Path| -> Option<PathBuf> {
+        let resolved = rootpath::resolve(dest, path).ok()?;
+        let inside = rootpath::under(dest, &resolved.path);
+        fs::symlink_metadata(&inside)
+            .ok()?
+            .is_file()
+            .then_some(inside)
+    };
+    let Ok(conf_dir) = rootpath::resolve(dest, Path::new("/etc/ld.so.conf.d")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<OsString> = fs::read_dir(rootpath::under(dest, &conf_dir.path))
         .map(|entries| {
             entries
                 .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension() == Some(OsStr::new("conf")))
+                .map(|entry| entry.file_name())
+                .filter(|name| Path::new(name).extension() == Some(OsStr::new("conf")))
                 .collect()
         })
         .unwrap_or_default();
-    confs.sort();
-    for conf in confs {
-        let Ok(text) = std::fs::read_to_string(&conf) else {
+    names.sort();
+    let mut dirs: Vec<String> = Vec::new();
+    for name in names {
+        let Some(conf) = regular_in_tree(&conf_dir.path.join(&name)) else {
             continue;
         };
+        let mut text = String::new();
+        let read = fs::File::open(&conf).and_then(|file| {
+            io::Read::read_to_string(&mut io::Read::take(file, MAX_CONF_BYTES), &mut text)
+        });
+        if read.is_err() {
+            continue;
+        }
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
             if !line.starts_with('/') || line.contains("..") {
@@ -686,6 +714,51 @@ mod tests {
         assert_eq!(
             std::fs::metadata(d.join("srv/data")).unwrap().mode() & 0o7777,
             0o1777
+        );
+    }
+
+    #[test]
+    fn library_dirs_never_read_through_links_out_of_the_tree() {
+        let source = source();
+        let dest = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("evil.conf"), "/usr/bin\n").unwrap();
+        let fifo = host.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let entries = vec![
+            FsEntry::Symlink {
+                path: "/etc/ld.so.conf.d/a.conf".into(),
+                target: host.path().join("evil.conf"),
+            },
+            FsEntry::Symlink {
+                path: "/etc/ld.so.conf.d/b.conf".into(),
+                target: fifo.clone(),
+            },
+            FsEntry::Symlink {
+                path: "/etc/ld.so.conf.d/c.conf".into(),
+                target: "/dev/zero".into(),
+            },
+        ];
+        // Would hang on the fifo, or read the host's file, if links were followed out.
+        let stats = export(
+            &plan(&[
+                "/etc/ld.so.conf.d/x86_64.conf",
+                "/lib/x86_64-linux-gnu/libx.so.1.0",
+            ]),
+            source.path(),
+            &entries,
+            dest.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            stats.library_dirs,
+            vec!["/lib/x86_64-linux-gnu".to_string()]
         );
     }
 }

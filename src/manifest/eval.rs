@@ -559,6 +559,11 @@ fn format_error(error: &JsonnetError) -> String {
                     "stack overflow: more than {MAX_STACK} nested calls; \
                      look for a recursion that never ends"
                 ),
+                // jrsonnet prints the path with Debug formatting here.
+                ErrorKind::ImportBadFileUtf8(path) => format!(
+                    "{} is not valid UTF-8 text; Jsonnet files must be UTF-8",
+                    source_name(path)
+                ),
                 kind => kind.to_string(),
             };
             // The innermost located frame is where the error happened.

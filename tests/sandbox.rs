@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{As, Paude, TestDir, hand_over, ok, shared_home, text, users, venv_entries, write};
+use common::{
+    As, Paude, TestDir, fails_with, hand_over, ok, shared_home, text, users, venv_entries, write,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -116,36 +118,7 @@ fn exit_status_passes_through() {
     for who in users() {
         let (workspace, paude) = small_workspace(who);
         write(&workspace.path().join("notes.txt"), "echo not a program\n");
-        hand_over(who, workspace.path());
-        let out = sh(&paude, "exit 7");
-        assert_eq!(out.status.code(), Some(7), "{who:?}: {}", text(&out.stderr));
-        let out = paude.run(["venv", "--", "no-such-command-here"]);
-        assert_eq!(
-            out.status.code(),
-            Some(127),
-            "{who:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr)
-                .contains("command not found in the environment: no-such-command-here")
-        );
-        let out = paude.run(["venv", "--", "./notes.txt"]);
-        assert_eq!(
-            out.status.code(),
-            Some(126),
-            "{who:?}: {}",
-            text(&out.stderr)
-        );
-        let out = paude.run(["venv", "--", "/usr/bin"]);
-        assert_eq!(
-            out.status.code(),
-            Some(126),
-            "{who:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(text(&out.stderr).contains("/usr/bin is a directory"));
-        // A script whose interpreter the environment lacks: 127, naming the interpreter.
+        // A script whose interpreter the environment lacks.
         write(
             &workspace.path().join("run.py"),
             "#!/usr/bin/python3 -u\nprint(1)\n",
@@ -156,18 +129,24 @@ fn exit_status_passes_through() {
         )
         .unwrap();
         hand_over(who, workspace.path());
-        let out = paude.run(["venv", "--", "./run.py"]);
-        assert_eq!(
-            out.status.code(),
-            Some(127),
-            "{who:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains("its interpreter /usr/bin/python3"),
-            "{}",
-            text(&out.stderr)
-        );
+        let out = sh(&paude, "exit 7");
+        assert_eq!(out.status.code(), Some(7), "{who:?}: {}", text(&out.stderr));
+        for (command, code, message) in [
+            (
+                "no-such-command-here",
+                127,
+                "command not found in the environment: no-such-command-here",
+            ),
+            (
+                "./notes.txt",
+                126,
+                "notes.txt is not executable by this user",
+            ),
+            ("/usr/bin", 126, "/usr/bin is a directory"),
+            ("./run.py", 127, "its interpreter /usr/bin/python3"),
+        ] {
+            fails_with(&paude.run(["venv", "--", command]), code, message);
+        }
     }
 }
 
@@ -391,20 +370,8 @@ fn bad_inputs_exit_125_and_leave_the_cache_empty() {
         let paude = Paude::new(who, home.path(), workspace.path());
         for (manifest, expected) in cases {
             let out = paude.run(["venv", "-e", manifest, "--", "true"]);
-            let stderr = text(&out.stderr);
-            assert_eq!(out.status.code(), Some(125), "{who:?} {manifest}: {stderr}");
-            assert!(
-                stderr.lines().any(|l| l.starts_with("paude: error: ")),
-                "{who:?} {manifest}: {stderr}"
-            );
-            assert!(
-                out.stdout.is_empty(),
-                "{who:?} {manifest}: stdout is the command's"
-            );
-            assert!(
-                stderr.contains(expected),
-                "{who:?} {manifest}: expected {expected:?} in {stderr}"
-            );
+            eprintln!("{who:?}: {manifest}");
+            fails_with(&out, 125, expected);
             assert!(
                 venv_entries(home.path()).is_empty(),
                 "{who:?} {manifest}: the cache was written"
@@ -579,17 +546,8 @@ fn missing_bwrap_is_a_clear_error() {
     let (_workspace, paude) = small_workspace(As::Me);
     let paude = paude.env("PATH", "/nonexistent");
     let out = paude.run(["venv", "--", "true"]);
-    assert_eq!(out.status.code(), Some(125));
-    assert!(
-        text(&out.stderr).contains("bwrap (bubblewrap) is not installed"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stderr).contains("apt-get install bubblewrap"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, 125, "bwrap (bubblewrap) is not installed");
+    fails_with(&out, 125, "apt-get install bubblewrap");
 }
 
 #[test]

@@ -174,6 +174,24 @@ pub fn ok(output: &Output) -> String {
     text(&output.stdout)
 }
 
+/// Asserts a run that failed with `code` and said `message` on stderr, as `paude: error: …`,
+/// with nothing on stdout.
+#[track_caller]
+pub fn fails_with(output: &Output, code: i32, message: &str) {
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "expected exit {code}; stderr:\n{stderr}"
+    );
+    assert!(stderr.contains("paude: error: "), "{stderr}");
+    assert!(
+        stderr.contains(message),
+        "expected {message:?} in:\n{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "stdout: {}", text(&output.stdout));
+}
+
 /// The users to test as: always the current one, and nobody when we can become it.
 pub fn users() -> Vec<As> {
     if is_root() {

@@ -416,18 +416,11 @@ fn suggestion<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> 
 #[cfg(test)]
 mod tests {
     use super::super::control::parse_status;
+    use super::super::tests::names;
     use super::*;
 
     fn database(text: &str) -> Database {
         Database::new(parse_status(text).unwrap())
-    }
-
-    fn names(closure: &Closure) -> Vec<String> {
-        closure
-            .packages
-            .iter()
-            .map(|id| format!("{}:{}", id.name, id.arch))
-            .collect()
     }
 
     fn request(names: &[&str]) -> Vec<String> {

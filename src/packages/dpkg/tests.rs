@@ -21,7 +21,8 @@ fn request(names: &[&str]) -> Vec<String> {
     names.iter().map(|name| name.to_string()).collect()
 }
 
-fn names(closure: &Closure) -> Vec<String> {
+/// `name:arch` of each closure package, for compact assertions (also used by resolve's tests).
+pub(super) fn names(closure: &Closure) -> Vec<String> {
     closure
         .packages
         .iter()

@@ -101,50 +101,8 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     for warning in &plan.warnings {
         warn(warning);
     }
-    match plan::lookup_command(&plan) {
-        CommandLookup::Found => {}
-        CommandLookup::NotFound => {
-            return Err(ExitError {
-                code: 127,
-                message: format!(
-                    "command not found in the environment: {} (add the package that provides it to `packages`)",
-                    Path::new(&plan.command[0]).display()
-                ),
-            }
-            .into());
-        }
-        CommandLookup::NotExecutable(path) => {
-            return Err(ExitError {
-                code: 126,
-                message: format!(
-                    "{} is not executable by this user in the environment (chmod +x it, or run it through its interpreter)",
-                    path.display()
-                ),
-            }
-            .into());
-        }
-        CommandLookup::IsDirectory(path) => {
-            return Err(ExitError {
-                code: 126,
-                message: format!("{} is a directory, not a command", path.display()),
-            }
-            .into());
-        }
-        CommandLookup::BadInterpreter {
-            script,
-            interpreter,
-        } => {
-            return Err(ExitError {
-                code: 127,
-                message: format!(
-                    "{}: its interpreter {} (from its #! line) is not in the environment; \
-                     add the package that provides it to `packages`",
-                    script.display(),
-                    interpreter.display()
-                ),
-            }
-            .into());
-        }
+    if let Some(refusal) = command_refusal(plan::lookup_command(&plan), &plan.command[0]) {
+        return Err(refusal.into());
     }
     let argv = bwrap::render(&plan);
     if args.dry_run {
@@ -165,6 +123,44 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         );
     }
     Err(error).with_context(|| format!("running {}", bwrap_path.display()))
+}
+
+/// Why the command cannot run, with the exit status `env` and `podman run` give for it.
+fn command_refusal(lookup: CommandLookup, command: &std::ffi::OsStr) -> Option<ExitError> {
+    let (code, message) = match lookup {
+        CommandLookup::Found => return None,
+        CommandLookup::NotFound => (
+            127,
+            format!(
+                "command not found in the environment: {} (add the package that provides it to `packages`)",
+                Path::new(command).display()
+            ),
+        ),
+        CommandLookup::NotExecutable(path) => (
+            126,
+            format!(
+                "{} is not executable by this user in the environment (chmod +x it, or run it through its interpreter)",
+                path.display()
+            ),
+        ),
+        CommandLookup::IsDirectory(path) => (
+            126,
+            format!("{} is a directory, not a command", path.display()),
+        ),
+        CommandLookup::BadInterpreter {
+            script,
+            interpreter,
+        } => (
+            127,
+            format!(
+                "{}: its interpreter {} (from its #! line) is not in the environment; \
+                 add the package that provides it to `packages`",
+                script.display(),
+                interpreter.display()
+            ),
+        ),
+    };
+    Some(ExitError { code, message })
 }
 
 /// Which manifest to evaluate: `-e`, `-f`, the workspace's `paude.jsonnet`, or the default.

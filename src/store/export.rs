@@ -207,8 +207,8 @@ impl Exporter<'_> {
             self.replace_with(&target, |path| symlink(&link, path))?;
             self.stats.symlinks += 1;
         } else if kind.is_file() {
-            match std::fs::File::open(&source) {
-                Ok(_) => {}
+            let mut from = match fs::File::open(&source) {
+                Ok(file) => file,
                 Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
                     self.stats.unreadable.push(place.display().to_string());
                     return Ok(());
@@ -220,9 +220,9 @@ impl Exporter<'_> {
                         source: error,
                     });
                 }
-            }
+            };
             let mode = meta.permissions().mode() & 0o777;
-            let bytes = self.copy_file(&source, &target, mode)?;
+            let bytes = write_new(&target, mode, &mut from)?;
             self.stats.files += 1;
             self.stats.bytes += bytes;
         }
@@ -275,22 +275,6 @@ impl Exporter<'_> {
         }
         std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
             .map_err(fail("setting the mode of", target))
-    }
-
-    /// Copies a regular file; `create_new` refuses to write through anything already there.
-    fn copy_file(&mut self, source: &Path, target: &Path, mode: u32) -> Result<u64, ExportError> {
-        remove_non_dir(target)?;
-        let mut from = std::fs::File::open(source).map_err(fail("opening", source))?;
-        let mut to = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(target)
-            .map_err(fail("creating", target))?;
-        // std::io::copy between files uses copy_file_range (reflink-capable) on Linux.
-        let bytes = io::copy(&mut from, &mut to).map_err(fail("copying to", target))?;
-        to.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(fail("setting the mode of", target))?;
-        Ok(bytes)
     }
 
     /// Replaces whatever non-directory is at `target` with what `make` creates.
@@ -419,16 +403,7 @@ impl Exporter<'_> {
                 self.make_dir(&target, *mode)?;
             }
             FsEntry::File { mode, contents, .. } => {
-                remove_non_dir(&target)?;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .map_err(fail("creating", &target))?;
-                io::Write::write_all(&mut file, contents.as_bytes())
-                    .map_err(fail("writing", &target))?;
-                file.set_permissions(std::fs::Permissions::from_mode(*mode))
-                    .map_err(fail("setting the mode of", &target))?;
+                write_new(&target, *mode, &mut contents.as_bytes())?;
                 self.stats.files += 1;
             }
             FsEntry::Symlink { target: link, .. } => {
@@ -438,6 +413,22 @@ impl Exporter<'_> {
         }
         Ok(())
     }
+}
+
+/// Writes a new regular file at `target` (replacing a file or link there) with what `from`
+/// yields, and gives it `mode`. `create_new` refuses to write through anything already there.
+/// Generic, so that a `File` source keeps std's `copy_file_range` (reflink-capable) path.
+fn write_new<R: io::Read>(target: &Path, mode: u32, from: &mut R) -> Result<u64, ExportError> {
+    remove_non_dir(target)?;
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .map_err(fail("creating", target))?;
+    let bytes = io::copy(from, &mut to).map_err(fail("writing", target))?;
+    to.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(fail("setting the mode of", target))?;
+    Ok(bytes)
 }
 
 /// Removes a file or link at `path` (not a directory); absent is fine.

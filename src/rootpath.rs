@@ -7,7 +7,7 @@
 //! `..` never climbs above it. Resolving with the host's own `canonicalize` would follow an
 //! absolute link out of the tree — and the exporter would then write into the host.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -160,11 +160,6 @@ pub fn is_within(path: &Path, base: &Path) -> bool {
 /// Bytes of a path, for encodings that must not be lossy.
 pub fn bytes(path: &Path) -> &[u8] {
     path.as_os_str().as_bytes()
-}
-
-/// A path from raw bytes.
-pub fn from_bytes(bytes: &[u8]) -> PathBuf {
-    PathBuf::from(OsStr::from_bytes(bytes))
 }
 
 #[cfg(test)]

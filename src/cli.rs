@@ -16,6 +16,50 @@ pub struct Cli {
 pub enum Command {
     /// Run a command (default: an interactive shell) in the environment a manifest describes.
     Venv(VenvArgs),
+    /// Show the cached environments: key, size, created, last used, in use, packages.
+    List(ListArgs),
+    /// Remove cached environments not used recently, and leftovers of interrupted builds.
+    Cleanup(CleanupArgs),
+}
+
+/// `paude list`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Columns: the environment's key (its directory under $PAUDE_HOME/venv), its size on disk, when \
+it was built and last used, whether a sandbox is using it now, and the packages its manifest \
+asked for (with the size of their closure). --json prints one document for scripts; the \
+README describes its fields.")]
+pub struct ListArgs {
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `paude cleanup`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+A venv is kept while a sandbox uses it, and when it was used less than --max-age-days ago \
+(its age counts from its last launch, not from its build). Without --max-age-days, every \
+venv not in use is removed. Leftovers of builds and removals that were killed are always \
+removed; a build that is still running is not touched.
+
+Examples:
+  paude cleanup --venvs --max-age-days 7              remove venvs unused for a week
+  paude cleanup --venvs --max-age-days 0 --dry-run    show what would go, change nothing
+  paude cleanup --venvs --max-age-days 7 --json       the same, as one JSON document")]
+pub struct CleanupArgs {
+    /// Clean cached environments (the default when no kind is named).
+    #[arg(long)]
+    pub venvs: bool,
+    /// Keep environments used less than this many days ago.
+    #[arg(long = "max-age-days", value_name = "DAYS")]
+    pub max_age_days: Option<u32>,
+    /// Say what would be removed, and remove nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Print one JSON document instead of the report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `paude venv`.
@@ -90,12 +134,35 @@ mod tests {
             "x",
         ])
         .unwrap();
-        let Command::Venv(args) = cli.command;
+        let Command::Venv(args) = cli.command else {
+            panic!("venv")
+        };
         assert_eq!(args.exec.as_deref(), Some("m.jsonnet"));
         assert_eq!(args.ext_str, vec!["a=b".to_string()]);
         assert_eq!(
             args.command,
             vec![OsString::from("git"), "-C".into(), "x".into()]
         );
+    }
+
+    #[test]
+    fn cleanup_takes_an_age_in_whole_days() {
+        let cli = Cli::try_parse_from([
+            "paude",
+            "cleanup",
+            "--venvs",
+            "--max-age-days",
+            "7",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Cleanup(args) = cli.command else {
+            panic!("cleanup")
+        };
+        assert_eq!(args.max_age_days, Some(7));
+        assert!(args.venvs && args.json && !args.dry_run);
+        for bad in ["-1", "1.5", "seven"] {
+            assert!(Cli::try_parse_from(["paude", "cleanup", "--max-age-days", bad]).is_err());
+        }
     }
 }

@@ -42,5 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = HostFacts::gather()?;
     match cli.command {
         Command::Venv(args) => commands::venv::run(args, &host),
+        Command::List(args) => commands::list::run(args, &host),
+        Command::Cleanup(args) => commands::cleanup::run(args, &host),
     }
 }

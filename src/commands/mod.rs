@@ -1,7 +1,11 @@
 //! Subcommands: orchestration and user-facing output. Each runs the pipeline's stages in
 //! order and decides what goes to stderr; none of them holds logic a stage could own.
 
+pub mod cleanup;
+pub mod list;
 pub mod venv;
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A failure that carries its own exit status (126, 127), as `env` and `podman run` use them.
 #[derive(Debug, thiserror::Error)]
@@ -19,4 +23,93 @@ pub fn status(message: &str) {
 /// Prints a warning on stderr.
 pub fn warn(message: &str) {
     eprintln!("paude: warning: {message}");
+}
+
+/// `2026-11-22T09:30:00Z`: a time in UTC as RFC 3339, for JSON output.
+pub fn rfc3339(time: SystemTime) -> String {
+    let seconds = match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => since.as_secs() as i64,
+        Err(before) => -(before.duration().as_secs() as i64),
+    };
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_date(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01, by whole 400-year eras
+/// (146097 days each), then years within the era counted from March, so the leap day ends a
+/// year.
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let shifted = days + 719_468; // days from 0000-03-01
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `3 days ago`: how long before `now` a time was, for tables.
+pub fn ago(time: SystemTime, now: SystemTime) -> String {
+    let seconds = match now.duration_since(time) {
+        Ok(since) => since.as_secs(),
+        Err(_) => return "just now".into(),
+    };
+    let (count, unit) = match seconds {
+        0..60 => return "just now".into(),
+        60..3600 => (seconds / 60, "minute"),
+        3600..86_400 => (seconds / 3600, "hour"),
+        86_400..2_592_000 => (seconds / 86_400, "day"),
+        2_592_000..31_536_000 => (seconds / 2_592_000, "month"),
+        _ => (seconds / 31_536_000, "year"),
+    };
+    format!("{count} {unit}{} ago", if count == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn rfc3339_matches_known_dates() {
+        assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(at(1_798_014_645)), "2026-12-23T08:30:45Z");
+        assert_eq!(rfc3339(at(4_107_542_399)), "2100-02-28T23:59:59Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
+            "1969-12-31T23:59:59Z"
+        );
+    }
+
+    #[test]
+    fn ages_read_naturally() {
+        let now = at(1_000_000_000);
+        let before = |s: u64| at(1_000_000_000 - s);
+        assert_eq!(ago(before(5), now), "just now");
+        assert_eq!(ago(at(1_000_000_100), now), "just now");
+        assert_eq!(ago(before(60), now), "1 minute ago");
+        assert_eq!(ago(before(7200), now), "2 hours ago");
+        assert_eq!(ago(before(86_400 * 9), now), "9 days ago");
+        assert_eq!(ago(before(86_400 * 65), now), "2 months ago");
+        assert_eq!(ago(before(86_400 * 800), now), "2 years ago");
+    }
 }

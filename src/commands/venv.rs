@@ -10,9 +10,10 @@ use crate::manifest::{self, LoadOptions, Manifest, ManifestSource, Mount};
 use crate::packages::{Provider, dpkg::Dpkg};
 use crate::sandbox::plan::{self, CommandLookup, PlanInput};
 use crate::sandbox::{bwrap, exec, workspace};
-use crate::store::{self, BuildInput, Store};
+use crate::store::{self, BuildSpec, Store};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -54,25 +55,27 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let venvs = workspace::venvs_to_shadow(&workspace, &manifest.venv, &mut |w| warn(&w));
 
     let store = Store::new(host.paude_home.clone());
-    let rootfs = match store.lookup(&key) {
-        Some(found) => found,
-        None => {
+    let spec = BuildSpec {
+        provider: provider.name(),
+        requested: &manifest.packages,
+        closure: &closure,
+        source_root: provider.source_root(),
+        fs_entries: &manifest.fs_entries,
+    };
+    let lease = store.acquire(
+        &key,
+        &spec,
+        &mut || {
             let export_plan = provider.export_plan(&closure)?;
             for warning in &export_plan.warnings {
                 warn(warning);
             }
-            let input = BuildInput {
-                provider: provider.name(),
-                requested: &manifest.packages,
-                closure: &closure,
-                plan: &export_plan,
-                source_root: provider.source_root(),
-                fs_entries: &manifest.fs_entries,
-            };
-            store.ensure(&key, &input, &mut |line| status(line))?
-        }
-    };
-    let meta = store.meta(&rootfs)?;
+            Ok(export_plan)
+        },
+        &mut |line| status(line),
+    )?;
+    let rootfs = &lease.rootfs;
+    let meta = store.meta(rootfs)?;
     if rootfs.built && !meta.stats.unreadable.is_empty() {
         warn(&format!(
             "{} of the closure's files are not readable by this user and were left out (first: {})",
@@ -95,6 +98,8 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         host_env: &host.env,
         host_has: &host_has,
         stdin_is_terminal: host.stdin_is_terminal,
+        // A printed command line runs after paude has let go of the lock: leave it out.
+        keep_open: (!args.dry_run).then(|| lease.lock_fd().as_raw_fd()),
         command: &args.command,
     };
     let plan = plan::plan(&input)?;
@@ -113,8 +118,8 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
             .context("writing to stdout")?;
         return Ok(ExitCode::SUCCESS);
     }
-    store.touch(&rootfs)?;
-    let error = exec::exec(bwrap_path.as_os_str(), &argv);
+    store.touch(rootfs)?;
+    let error = exec::exec(bwrap_path.as_os_str(), &argv, &[lease.lock_fd()]);
     if error.raw_os_error() == Some(rustix::io::Errno::TOOBIG.raw_os_error()) {
         let bytes: usize = argv.iter().map(|arg| arg.len() + 1).sum();
         bail!(

@@ -5,7 +5,9 @@
 //! 1. namespaces: `--unshare-user --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup`,
 //!    and `--unshare-net` when the manifest turns the network off;
 //! 2. process options: `--die-with-parent` (the sandbox ends with its launcher's parent
-//!    process tree), `--new-session` when stdin is not a terminal;
+//!    process tree), `--sync-fd FD` for the venv's lock (bwrap's pid 1 keeps it open for the
+//!    sandbox's lifetime and closes it in the command before exec), `--new-session` when stdin
+//!    is not a terminal;
 //! 3. the mount operations exactly in plan order (top-level rootfs entries, splits, logical
 //!    mounts, then the read-only remounts);
 //! 4. the environment: `--clearenv`, then one `--setenv NAME VALUE` per variable;
@@ -36,6 +38,9 @@ pub fn render(plan: &Plan) -> Vec<OsString> {
         push(&["--unshare-net".as_ref()]);
     }
     push(&["--die-with-parent".as_ref()]);
+    if let Some(fd) = plan.keep_open {
+        push(&["--sync-fd".as_ref(), fd.to_string().as_ref()]);
+    }
     if plan.new_session {
         push(&["--new-session".as_ref()]);
     }
@@ -128,6 +133,7 @@ mod tests {
             rootfs: PathBuf::from("/store/rootfs"),
             unshare_net: true,
             new_session: true,
+            keep_open: Some(3),
             mounts: vec![
                 MountOp::RoBind {
                     source: "/store/rootfs/usr".into(),
@@ -161,7 +167,7 @@ mod tests {
             "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
             "--unshare-net",
             // 2. process
-            "--die-with-parent", "--new-session",
+            "--die-with-parent", "--sync-fd", "3", "--new-session",
             // 3. mounts, in plan order
             "--ro-bind", "/store/rootfs/usr", "/usr",
             "--symlink", "usr/bin", "/bin",

@@ -68,6 +68,9 @@ pub struct Plan {
     pub unshare_net: bool,
     /// `--new-session`: detach from the terminal (no TIOCSTI injection into it).
     pub new_session: bool,
+    /// `--sync-fd`: a descriptor bwrap's pid 1 keeps open until the sandbox ends (the venv's
+    /// shared lock); none for a plan that is only printed.
+    pub keep_open: Option<i32>,
     /// Mount operations in bwrap order.
     pub mounts: Vec<MountOp>,
     /// The logical mounts, resolved, in order: (target inside, what is there).
@@ -104,6 +107,8 @@ pub struct PlanInput<'a> {
     /// Which default-mount sources exist on the host (`/etc/resolv.conf`, `/etc/hosts`).
     pub host_has: &'a dyn Fn(&Path) -> bool,
     pub stdin_is_terminal: bool,
+    /// The descriptor of the venv's shared lock, which the sandbox must hold until it ends.
+    pub keep_open: Option<i32>,
     /// Empty: an interactive shell.
     pub command: &'a [OsString],
 }
@@ -154,6 +159,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         rootfs: input.rootfs.to_path_buf(),
         unshare_net: !input.manifest.network,
         new_session: !input.stdin_is_terminal,
+        keep_open: input.keep_open,
         mounts,
         views,
         env,
@@ -724,6 +730,7 @@ mod tests {
                 path != Path::new("/etc/resolv.conf") && !path.to_string_lossy().contains("missing")
             },
             stdin_is_terminal: false,
+            keep_open: None,
             command: &command,
         };
         plan(&input)
@@ -1048,6 +1055,7 @@ mod tests {
             host_env: &[],
             host_has: &|_: &Path| true,
             stdin_is_terminal: true,
+            keep_open: None,
             command: &[],
         };
         let error = plan(&input).unwrap_err().to_string();

@@ -1,27 +1,43 @@
 //! The store: content-addressed rootfs trees under `$PAUDE_HOME/venv`.
 //!
 //! ```text
-//! $PAUDE_HOME/venv/<key>/rootfs/     the tree; read-only once published
-//! $PAUDE_HOME/venv/<key>/meta.json   what it was built from
-//! $PAUDE_HOME/venv/<key>/last-used   mtime = last launch
-//! $PAUDE_HOME/venv/<key>.lock        flock: exclusive to build or delete
-//! $PAUDE_HOME/venv/.tmp-<key>-*      under construction
+//! $PAUDE_HOME/venv/<key>/rootfs/      the tree; read-only once published
+//! $PAUDE_HOME/venv/<key>/meta.json    what it was built from
+//! $PAUDE_HOME/venv/<key>/last-used    mtime = last launch; cleanup ages by it
+//! $PAUDE_HOME/venv/<key>.lock         flock: shared while used, exclusive to build or delete
+//! $PAUDE_HOME/venv/.tmp-<key>-<pid>   a build in progress (or the leftover of a dead one)
+//! $PAUDE_HOME/venv/.del-<key>-<pid>   a removal in progress (or the leftover of a dead one)
+//! $PAUDE_HOME/venv/.cleanup.lock      flock: one cleanup at a time
 //! ```
 //!
-//! Invariants: a tree is built in a `.tmp-` directory beside its final place and renamed into
-//! place only when complete, so a `venv/<key>` directory is always whole and a crash leaves at
-//! most a `.tmp-` directory that nothing trusts. Builds of one key are serialized by an
-//! exclusive lock on `<key>.lock`; the second builder finds the tree published and uses it.
-//! A published tree is never modified.
+//! Invariants:
+//!
+//! - A tree is built in a `.tmp-` directory beside its final place, under the key's exclusive
+//!   lock, and renamed into place only when complete: a `venv/<key>` directory is always whole,
+//!   and a build killed at any instant leaves at most a `.tmp-` directory that nothing trusts.
+//!   The next build of the key removes it; so does `paude cleanup`, which can tell a dead build
+//!   from a running one because a running build holds the key's lock.
+//! - A launch holds the key's lock shared from before it looks the tree up until its sandbox
+//!   ends ([`Lease`]), so a tree is never removed under a sandbox, even though paude itself has
+//!   become bwrap by then.
+//! - Removal takes the key's lock exclusively, renames `venv/<key>` to a `.del-` name, unlinks
+//!   the lock file and only then deletes: a launch either got the tree before, or finds it gone
+//!   and builds a fresh one; it never sees a half-deleted tree.
+//! - A published tree is never modified.
 
 pub mod export;
 pub mod key;
+pub mod lock;
+pub mod prune;
+pub mod tree;
 
 use crate::manifest::FsEntry;
-use crate::packages::{Closure, ExportPlan, PackageId};
+use crate::packages::{Closure, ExportPlan, PackageError, PackageId};
 use export::ExportStats;
 pub use key::VenvKey;
+use lock::KeyLock;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -49,6 +65,8 @@ pub enum StoreError {
     },
     #[error("building the environment")]
     Export(#[from] export::ExportError),
+    #[error(transparent)]
+    Packages(#[from] PackageError),
     #[error("reading {path}: {message}")]
     Meta { path: PathBuf, message: String },
 }
@@ -93,22 +111,37 @@ pub struct Rootfs {
     pub dir: PathBuf,
     /// `venv/<key>/rootfs`.
     pub path: PathBuf,
-    /// Whether this call built it (false: it was in the cache).
+    /// Whether this launch built it (false: it was in the cache).
     pub built: bool,
 }
 
-/// What a build needs besides the key.
-pub struct BuildInput<'a> {
+/// A tree and the shared lock that keeps it: while the lock's descriptor is open (in paude,
+/// then in the sandbox's bwrap), no cleanup removes the tree.
+#[derive(Debug)]
+pub struct Lease {
+    pub rootfs: Rootfs,
+    lock: KeyLock,
+}
+
+impl Lease {
+    /// The locked descriptor, for bwrap's `--sync-fd`.
+    pub fn lock_fd(&self) -> BorrowedFd<'_> {
+        self.lock.fd()
+    }
+}
+
+/// What a build records besides the tree; the export plan itself is made only when a build
+/// is needed.
+pub struct BuildSpec<'a> {
     pub provider: &'a str,
     pub requested: &'a [String],
     pub closure: &'a Closure,
-    pub plan: &'a ExportPlan,
     pub source_root: &'a Path,
     pub fs_entries: &'a [FsEntry],
 }
 
 impl Store {
-    /// The store at `home` (nothing is created until something is built).
+    /// The store at `home` (nothing is created until something is used).
     pub fn new(home: PathBuf) -> Store {
         Store { home }
     }
@@ -133,7 +166,8 @@ impl Store {
         self.venv_root().join(format!("{key}.lock"))
     }
 
-    /// The published tree of `key`, if there is one.
+    /// The published tree of `key`, if there is one. Without the key's lock, the answer may
+    /// be stale by the time it is used; [`Store::acquire`] asks under the lock.
     pub fn lookup(&self, key: &VenvKey) -> Option<Rootfs> {
         let dir = self.venv_dir(key);
         let path = dir.join("rootfs");
@@ -145,18 +179,17 @@ impl Store {
         })
     }
 
-    /// Returns the published tree of `key`, building it first if needed. The build runs at
-    /// most once, under the key's exclusive lock, only when no tree is published; `progress`
-    /// receives status lines for stderr. A failed build leaves the store as it found it.
-    pub fn ensure(
+    /// Returns the published tree of `key` with its shared lock held, building the tree
+    /// first when there is none. The build runs at most once at a time per key, under the
+    /// key's exclusive lock; `export_plan` is called only then. `progress` receives status
+    /// lines for stderr. A failed build leaves the store as it found it.
+    pub fn acquire(
         &self,
         key: &VenvKey,
-        input: &BuildInput<'_>,
+        spec: &BuildSpec<'_>,
+        export_plan: &mut dyn FnMut() -> Result<ExportPlan, PackageError>,
         progress: &mut dyn FnMut(&str),
-    ) -> Result<Rootfs, StoreError> {
-        if let Some(found) = self.lookup(key) {
-            return Ok(found);
-        }
+    ) -> Result<Lease, StoreError> {
         let venv_root = self.venv_root();
         // What this call creates, it removes again if the build fails.
         let created: Vec<PathBuf> = [self.home.clone(), venv_root.clone()]
@@ -173,65 +206,119 @@ impl Store {
                 source,
             })?;
         let lock_path = self.lock_path(key);
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|source| StoreError::Unusable {
-                path: lock_path.clone(),
-                source,
-            })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
+        let mut built = false;
+        loop {
+            let lock = KeyLock::open(&lock_path, true)
+                .map_err(|source| StoreError::Unusable {
+                    path: lock_path.clone(),
+                    source,
+                })?
+                .ok_or_else(|| StoreError::Io {
+                    action: "creating",
+                    path: lock_path.clone(),
+                    source: io::ErrorKind::NotFound.into(),
+                })?;
+            lock.shared(&mut || {
+                progress(&format!(
+                    "waiting for environment {key}: another paude is building or removing it"
+                ))
+            })
+            .map_err(io_error("locking", &lock_path))?;
+            if !lock
+                .is_current()
+                .map_err(io_error("checking", &lock_path))?
+            {
+                continue;
+            }
+            if let Some(rootfs) = self.lookup(key) {
+                return Ok(Lease {
+                    rootfs: Rootfs { built, ..rootfs },
+                    lock,
+                });
+            }
+            // Nothing published: become the builder, or wait for the one there is.
+            lock.unlock().map_err(io_error("unlocking", &lock_path))?;
+            lock.exclusive(&mut || {
                 progress(&format!(
                     "waiting for another paude that is building environment {key}"
-                ));
-                lock.lock().map_err(io_error("locking", &lock_path))?;
+                ))
+            })
+            .map_err(io_error("locking", &lock_path))?;
+            if !lock
+                .is_current()
+                .map_err(io_error("checking", &lock_path))?
+            {
+                continue;
             }
-            Err(std::fs::TryLockError::Error(error)) => {
-                return Err(StoreError::Io {
-                    action: "locking",
-                    path: lock_path,
-                    source: error,
+            if self.lookup(key).is_none() {
+                if let Err(error) = self.build_locked(key, spec, export_plan, progress) {
+                    // Waiters see the lock file gone and start over (and fail the same way,
+                    // each with its own message).
+                    lock.unlink().ok();
+                    for dir in created.iter().rev() {
+                        std::fs::remove_dir(dir).ok();
+                    }
+                    return Err(error);
+                }
+                built = true;
+            }
+            // Downgrade to shared and look again: the next turn of the loop does exactly
+            // that, on this same descriptor if it is still current.
+            lock.shared(&mut || {})
+                .map_err(io_error("locking", &lock_path))?;
+            if lock
+                .is_current()
+                .map_err(io_error("checking", &lock_path))?
+                && let Some(rootfs) = self.lookup(key)
+            {
+                return Ok(Lease {
+                    rootfs: Rootfs { built, ..rootfs },
+                    lock,
                 });
             }
         }
-        // Someone else may have published it while we waited.
-        if let Some(found) = self.lookup(key) {
-            return Ok(found);
+    }
+
+    /// Builds and publishes `key`; the caller holds the key's exclusive lock.
+    fn build_locked(
+        &self,
+        key: &VenvKey,
+        spec: &BuildSpec<'_>,
+        export_plan: &mut dyn FnMut() -> Result<ExportPlan, PackageError>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), StoreError> {
+        let venv_root = self.venv_root();
+        // Under the exclusive lock, any other build directory of this key is a dead build's,
+        // and a `venv/<key>` without a tree is not a published one (it cannot be made by
+        // paude; remove it rather than fail to publish over it).
+        for leftover in prune::build_leftovers(&venv_root, key) {
+            tree::remove(&leftover).map_err(io_error("removing", &leftover))?;
         }
+        let dir = self.venv_dir(key);
+        if dir.symlink_metadata().is_ok() {
+            tree::remove(&dir).map_err(io_error("removing the incomplete", &dir))?;
+        }
+        let plan = export_plan()?;
         progress(&format!(
             "building environment {key} from {} packages ({} requested)",
-            input.closure.packages.len(),
-            input.requested.len()
+            spec.closure.packages.len(),
+            spec.requested.len()
         ));
         let started = std::time::Instant::now();
-        let tmp = venv_root.join(format!(".tmp-{key}-{}", std::process::id()));
-        // A leftover of our own pid (a crashed earlier process with a recycled pid) is garbage.
-        remove_tree(&tmp).ok();
-        let stats = match self.build(key, input, &tmp) {
+        let tmp = venv_root.join(format!(
+            "{}{key}-{}",
+            prune::BUILD_PREFIX,
+            std::process::id()
+        ));
+        let stats = match self.build(key, spec, &plan, &tmp) {
             Ok(stats) => stats,
             Err(error) => {
-                remove_tree(&tmp).ok();
-                // Unlinking a lock file others may be waiting on can, at worst, let two
-                // processes build the same key at once; publishing copes with that below.
-                std::fs::remove_file(&lock_path).ok();
-                for dir in created.iter().rev() {
-                    std::fs::remove_dir(dir).ok();
-                }
+                tree::remove(&tmp).ok();
                 return Err(error);
             }
         };
-        let dir = self.venv_dir(key);
         if let Err(error) = std::fs::rename(&tmp, &dir) {
-            remove_tree(&tmp).ok();
-            // Published by another builder in the meantime: theirs is as good as ours.
-            if let Some(found) = self.lookup(key) {
-                return Ok(found);
-            }
+            tree::remove(&tmp).ok();
             return Err(StoreError::Io {
                 action: "publishing",
                 path: dir,
@@ -240,38 +327,32 @@ impl Store {
         }
         progress(&format!(
             "built environment {key}: {} packages, {} files, {} in {:.1}s",
-            input.closure.packages.len(),
+            spec.closure.packages.len(),
             stats.files,
             human_bytes(stats.bytes),
             started.elapsed().as_secs_f64()
         ));
-        drop(lock);
-        let path = dir.join("rootfs");
-        Ok(Rootfs {
-            key: key.clone(),
-            dir,
-            path,
-            built: true,
-        })
+        Ok(())
     }
 
     fn build(
         &self,
         key: &VenvKey,
-        input: &BuildInput<'_>,
+        spec: &BuildSpec<'_>,
+        plan: &ExportPlan,
         tmp: &Path,
     ) -> Result<ExportStats, StoreError> {
         let rootfs = tmp.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(io_error("creating", &rootfs))?;
-        let stats = export::export(input.plan, input.source_root, input.fs_entries, &rootfs)?;
+        let stats = export::export(plan, spec.source_root, spec.fs_entries, &rootfs)?;
         let meta = Meta {
             format: META_FORMAT,
             key: key.to_string(),
             created: now_seconds(),
-            provider: input.provider.to_string(),
-            requested: input.requested.to_vec(),
-            closure: input.closure.packages.clone(),
-            fs_entries: fs_entries_json(input.fs_entries),
+            provider: spec.provider.to_string(),
+            requested: spec.requested.to_vec(),
+            closure: spec.closure.packages.clone(),
+            fs_entries: fs_entries_json(spec.fs_entries),
             stats: stats.clone(),
         };
         let meta_path = tmp.join("meta.json");
@@ -287,12 +368,7 @@ impl Store {
 
     /// Reads `venv/<key>/meta.json`.
     pub fn meta(&self, rootfs: &Rootfs) -> Result<Meta, StoreError> {
-        let path = rootfs.dir.join("meta.json");
-        let text = std::fs::read_to_string(&path).map_err(io_error("reading", &path))?;
-        serde_json::from_str(&text).map_err(|e| StoreError::Meta {
-            path,
-            message: e.to_string(),
-        })
+        read_meta(&rootfs.dir)
     }
 
     /// Records a launch: sets the mtime of `venv/<key>/last-used` to now.
@@ -309,37 +385,14 @@ impl Store {
     }
 }
 
-/// Removes a tree that may hold read-only directories, never following links.
-pub fn remove_tree(path: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            make_writable(path);
-            std::fs::remove_dir_all(path)
-        }
-    }
-}
-
-/// Gives the owner write and search permission on every directory below `path` (not through
-/// links), so that a tree with read-only directories can be removed.
-fn make_writable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o700 != 0o700 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o700)).ok();
-    }
-    if let Ok(entries) = std::fs::read_dir(path) {
-        for entry in entries.flatten() {
-            make_writable(&entry.path());
-        }
-    }
+/// Reads `<dir>/meta.json`.
+pub fn read_meta(dir: &Path) -> Result<Meta, StoreError> {
+    let path = dir.join("meta.json");
+    let text = std::fs::read_to_string(&path).map_err(io_error("reading", &path))?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Meta {
+        path,
+        message: e.to_string(),
+    })
 }
 
 fn fs_entries_json(entries: &[FsEntry]) -> serde_json::Value {

@@ -130,10 +130,20 @@ impl Paude {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        self.command(args).output().expect("running paude")
+    }
+
+    /// `paude ARGS` as a command to spawn: stdin /dev/null, stdout and stderr piped.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let binary = env!("CARGO_BIN_EXE_paude");
         let mut command = match self.who {
             As::Me => Command::new(binary),
             As::Nobody => {
+                // setpriv execs paude: the child's pid is paude's.
                 let mut command = Command::new("setpriv");
                 command
                     .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -147,12 +157,19 @@ impl Paude {
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
             .env("HOME", &self.home)
-            .env("PAUDE_HOME", self.home.join(".paude"))
-            .stdin(Stdio::null());
+            .env("PAUDE_HOME", self.paude_home())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (name, value) in &self.env {
             command.env(name, value);
         }
-        command.output().expect("running paude")
+        command
+    }
+
+    /// The `PAUDE_HOME` this invocation uses.
+    pub fn paude_home(&self) -> PathBuf {
+        self.home.join(".paude")
     }
 }
 

@@ -1,0 +1,344 @@
+//! `paude cleanup`: remove venvs not used recently, and leftovers of killed builds.
+//!
+//! One cleanup runs at a time (the store's cleanup lock). Each venv is decided under its own
+//! lock (see [`crate::store::prune`]): in use → kept, used within the cut-off → kept, else
+//! removed. A venv that cannot be removed is reported and the others still go; the exit status
+//! is then 125, and 0 when everything asked was done (keeping a venv in use is not a failure).
+//!
+//! The report (or the JSON document) goes to stdout: it is this command's output.
+
+use super::{ago, rfc3339, status};
+use crate::cli::CleanupArgs;
+use crate::host::HostFacts;
+use crate::store::prune::{self, LeftoverKind, Verdict};
+use crate::store::{Store, human_bytes};
+use anyhow::{Context, Result, bail};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+/// Version of the JSON document.
+const JSON_VERSION: u32 = 1;
+
+#[derive(Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CleanupDocument {
+    version: u32,
+    dry_run: bool,
+    /// `null`: every venv not in use was a candidate.
+    max_age_days: Option<u32>,
+    /// Venvs removed (in a dry run: that would be).
+    removed: Vec<Removed>,
+    /// Venvs kept, with the reason.
+    kept: Vec<Kept>,
+    /// Leftovers of interrupted builds and removals that were removed.
+    leftovers: Vec<LeftoverRemoved>,
+    /// What could not be done.
+    failed: Vec<Failed>,
+    /// Bytes freed (in a dry run: that would be).
+    freed_bytes: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Removed {
+    key: String,
+    size_bytes: u64,
+    freed_bytes: u64,
+    last_used: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Kept {
+    /// The venv's key, or the path of a leftover whose build is still running.
+    key: Option<String>,
+    path: PathBuf,
+    /// `in-use`, `recently-used` or `build-running`.
+    reason: &'static str,
+    last_used: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LeftoverRemoved {
+    path: PathBuf,
+    /// `build` or `removal`.
+    kind: &'static str,
+    freed_bytes: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Failed {
+    path: PathBuf,
+    error: String,
+}
+
+/// Runs `paude cleanup`.
+pub fn run(args: CleanupArgs, host: &HostFacts) -> Result<ExitCode> {
+    // `--venvs` names the only kind of cached thing there is today, so `paude cleanup` with
+    // no kind (which means every kind) does the same.
+    let store = Store::new(host.paude_home.clone());
+    let now = SystemTime::now();
+    let cutoff = args
+        .max_age_days
+        .map(|days| Duration::from_secs(u64::from(days) * 86_400));
+    let keep = |last_used: Option<SystemTime>| match (cutoff, last_used) {
+        (None, _) | (_, None) => false,
+        // A time in the future (a clock that was wrong) counts as now.
+        (Some(cutoff), Some(time)) => now.duration_since(time).unwrap_or_default() < cutoff,
+    };
+    let mut report = CleanupDocument {
+        version: JSON_VERSION,
+        dry_run: args.dry_run,
+        max_age_days: args.max_age_days,
+        ..CleanupDocument::default()
+    };
+    let _cleanup_lock = prune::lock_cleanup(&store, args.dry_run, &mut || {
+        status("waiting for another paude cleanup to finish")
+    })?;
+    let scan = prune::scan(&store)?;
+    for venv in &scan.venvs {
+        let last_used = prune::last_used(&venv.dir);
+        match prune::remove_venv(&store, &venv.key, &keep, args.dry_run) {
+            Ok(Verdict::Removed(size)) => {
+                report.freed_bytes += size.exclusive;
+                report.removed.push(Removed {
+                    key: venv.key.to_string(),
+                    size_bytes: size.total,
+                    freed_bytes: size.exclusive,
+                    last_used: last_used.map(rfc3339),
+                });
+            }
+            Ok(verdict @ (Verdict::InUse | Verdict::Recent)) => report.kept.push(Kept {
+                key: Some(venv.key.to_string()),
+                path: venv.dir.clone(),
+                reason: if verdict == Verdict::InUse {
+                    "in-use"
+                } else {
+                    "recently-used"
+                },
+                last_used: prune::last_used(&venv.dir).map(rfc3339),
+            }),
+            Ok(Verdict::Gone) => {}
+            Err(error) => report.failed.push(Failed {
+                path: venv.dir.clone(),
+                error: format!("{:#}", anyhow::Error::from(error)),
+            }),
+        }
+    }
+    for leftover in &scan.leftovers {
+        match prune::remove_leftover(&store, leftover, args.dry_run) {
+            Ok(Some(size)) => {
+                report.freed_bytes += size.exclusive;
+                report.leftovers.push(LeftoverRemoved {
+                    path: leftover.path.clone(),
+                    kind: match leftover.kind {
+                        LeftoverKind::Build => "build",
+                        LeftoverKind::Removal => "removal",
+                    },
+                    freed_bytes: size.exclusive,
+                });
+            }
+            Ok(None) => report.kept.push(Kept {
+                key: leftover.key.as_ref().map(|k| k.to_string()),
+                path: leftover.path.clone(),
+                reason: "build-running",
+                last_used: None,
+            }),
+            Err(error) => report.failed.push(Failed {
+                path: leftover.path.clone(),
+                error: format!("{:#}", anyhow::Error::from(error)),
+            }),
+        }
+    }
+    if !args.dry_run {
+        for key in &scan.orphan_locks {
+            if let Err(error) = prune::remove_orphan_lock(&store, key) {
+                report.failed.push(Failed {
+                    path: store.lock_path(key),
+                    error: format!("{:#}", anyhow::Error::from(error)),
+                });
+            }
+        }
+    }
+
+    let mut stdout = std::io::stdout().lock();
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).context("encoding JSON")? + "\n"
+    } else {
+        human(&report, now)
+    };
+    stdout
+        .write_all(text.as_bytes())
+        .context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")?;
+    if !report.failed.is_empty() {
+        if !args.json {
+            for failed in &report.failed {
+                eprintln!(
+                    "paude: could not remove {}: {}",
+                    failed.path.display(),
+                    failed.error
+                );
+            }
+        }
+        bail!(
+            "{} of {} removals failed; the rest were done",
+            report.failed.len(),
+            report.failed.len() + report.removed.len() + report.leftovers.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human report: one line per venv or leftover, then a summary.
+fn human(report: &CleanupDocument, now: SystemTime) -> String {
+    let removed = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let since = |time: &Option<String>, fallback: &str| -> String {
+        time.as_deref()
+            .and_then(parse_rfc3339)
+            .map(|t| format!("last used {}", ago(t, now)))
+            .unwrap_or_else(|| fallback.into())
+    };
+    let mut out = String::new();
+    for venv in &report.removed {
+        out.push_str(&format!(
+            "{removed} {}  {}  {}\n",
+            venv.key,
+            human_bytes(venv.freed_bytes),
+            since(&venv.last_used, "never used")
+        ));
+    }
+    for kept in &report.kept {
+        let what = kept
+            .key
+            .clone()
+            .unwrap_or_else(|| kept.path.display().to_string());
+        let why = match kept.reason {
+            "in-use" => "in use by a running sandbox".to_string(),
+            "recently-used" => since(&kept.last_used, "recently used"),
+            _ => format!("build still running in {}", kept.path.display()),
+        };
+        out.push_str(&format!("kept {what}  {why}\n"));
+    }
+    for leftover in &report.leftovers {
+        out.push_str(&format!(
+            "{removed} {}  {}  (interrupted {})\n",
+            leftover.path.display(),
+            human_bytes(leftover.freed_bytes),
+            leftover.kind
+        ));
+    }
+    let in_use = report.kept.iter().filter(|k| k.reason == "in-use").count();
+    let recent = report
+        .kept
+        .iter()
+        .filter(|k| k.reason == "recently-used")
+        .count();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let mut summary = format!("{removed} {}", plural(report.removed.len(), "environment"));
+    if !report.leftovers.is_empty() {
+        summary.push_str(&format!(
+            " and {}",
+            plural(report.leftovers.len(), "leftover")
+        ));
+    }
+    summary.push_str(&format!(
+        ", {} {}; kept {} in use",
+        if report.dry_run { "freeing" } else { "freed" },
+        human_bytes(report.freed_bytes),
+        in_use
+    ));
+    if let Some(days) = report.max_age_days.filter(|days| *days > 0) {
+        summary.push_str(&format!(
+            " and {recent} used within {}",
+            plural(days as usize, "day")
+        ));
+    }
+    if !report.failed.is_empty() {
+        summary.push_str(&format!("; {} failed", report.failed.len()));
+    }
+    out.push_str(&summary);
+    out.push('\n');
+    out
+}
+
+/// Reads back what [`rfc3339`] wrote.
+fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 20 || bytes[19] != b'Z' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    // Days from the civil date, the inverse of `civil_date` (years counted from March).
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    u64::try_from(seconds)
+        .ok()
+        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_reads_back() {
+        for seconds in [0u64, 951_782_400, 1_798_014_645, 4_107_542_399] {
+            let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+            assert_eq!(parse_rfc3339(&rfc3339(time)), Some(time));
+        }
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn report_names_each_decision_and_sums_up() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let day_ago = rfc3339(now - Duration::from_secs(86_400 * 9));
+        let report = CleanupDocument {
+            version: 1,
+            dry_run: true,
+            max_age_days: Some(7),
+            removed: vec![Removed {
+                key: "a".repeat(32),
+                size_bytes: 3 << 20,
+                freed_bytes: 2 << 20,
+                last_used: Some(day_ago),
+            }],
+            kept: vec![Kept {
+                key: Some("b".repeat(32)),
+                path: "/s/venv/b".into(),
+                reason: "in-use",
+                last_used: None,
+            }],
+            leftovers: vec![],
+            failed: vec![],
+            freed_bytes: 2 << 20,
+        };
+        let text = human(&report, now);
+        assert_eq!(
+            text,
+            format!(
+                "would remove {}  2.0 MiB  last used 9 days ago\n\
+                 kept {}  in use by a running sandbox\n\
+                 would remove 1 environment, freeing 2.0 MiB; kept 1 in use and 0 used within 7 days\n",
+                "a".repeat(32),
+                "b".repeat(32)
+            )
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! `paude list`: the cached environments, as a table or one JSON document.
+//!
+//! The table and the JSON go to stdout (they are this command's output); notes about
+//! leftovers and unreadable entries go to stderr. The JSON document's shape is stable within
+//! its `version` and described in the README.
+
+use super::{ago, rfc3339, warn};
+use crate::cli::ListArgs;
+use crate::host::HostFacts;
+use crate::packages::PackageId;
+use crate::store::prune::{self, LeftoverKind, VenvInfo};
+use crate::store::{Store, human_bytes, tree};
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+/// Version of the JSON document.
+const JSON_VERSION: u32 = 1;
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListDocument {
+    version: u32,
+    /// `$PAUDE_HOME/venv`.
+    store: PathBuf,
+    /// Most recently used first.
+    venvs: Vec<VenvJson>,
+    leftovers: Vec<LeftoverJson>,
+    /// Bytes on disk of everything above.
+    total_bytes: u64,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VenvJson {
+    key: String,
+    path: PathBuf,
+    /// Bytes on disk, each file once.
+    size_bytes: Option<u64>,
+    /// What removing it would free (files also linked from elsewhere do not count).
+    freeable_bytes: Option<u64>,
+    created: Option<String>,
+    last_used: Option<String>,
+    in_use: bool,
+    provider: Option<String>,
+    /// The packages the manifest asked for.
+    packages: Option<Vec<String>>,
+    /// Every package of the closure.
+    closure: Option<Vec<PackageId>>,
+    /// Why some of the fields above are null (an unreadable `meta.json`, ...).
+    error: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LeftoverJson {
+    path: PathBuf,
+    /// `build` or `removal`.
+    kind: &'static str,
+    /// Whether the build or removal is still running (else `paude cleanup` removes it).
+    running: bool,
+    size_bytes: Option<u64>,
+}
+
+/// Runs `paude list`.
+pub fn run(args: ListArgs, host: &HostFacts) -> Result<ExitCode> {
+    let store = Store::new(host.paude_home.clone());
+    let scan = prune::scan(&store)?;
+    let mut venvs: Vec<VenvInfo> = scan.venvs.iter().map(|v| prune::info(&store, v)).collect();
+    venvs.sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.key.cmp(&b.key)));
+    let leftovers: Vec<LeftoverJson> = scan
+        .leftovers
+        .iter()
+        .map(|leftover| LeftoverJson {
+            path: leftover.path.clone(),
+            kind: match leftover.kind {
+                LeftoverKind::Build => "build",
+                LeftoverKind::Removal => "removal",
+            },
+            running: prune::leftover_running(&store, leftover),
+            size_bytes: tree::size(&leftover.path).ok().map(|size| size.total),
+        })
+        .collect();
+    let document = ListDocument {
+        version: JSON_VERSION,
+        store: store.venv_root(),
+        venvs: venvs.iter().map(venv_json).collect(),
+        total_bytes: venvs
+            .iter()
+            .filter_map(|v| v.size.as_ref().ok().map(|s| s.total))
+            .chain(leftovers.iter().filter_map(|l| l.size_bytes))
+            .sum(),
+        leftovers,
+    };
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let text = serde_json::to_string_pretty(&document).context("encoding JSON")?;
+        writeln!(stdout, "{text}").context("writing to stdout")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for venv in &venvs {
+        for problem in [venv.meta.as_ref().err(), venv.size.as_ref().err()]
+            .into_iter()
+            .flatten()
+        {
+            warn(&format!("environment {}: {problem}", venv.key));
+        }
+    }
+    if venvs.is_empty() {
+        eprintln!("paude: no environments in {}", store.venv_root().display());
+    } else {
+        stdout
+            .write_all(table(&venvs, SystemTime::now()).as_bytes())
+            .context("writing to stdout")?;
+        eprintln!(
+            "paude: {} environment{}, {} in {}",
+            venvs.len(),
+            if venvs.len() == 1 { "" } else { "s" },
+            human_bytes(document.total_bytes),
+            store.venv_root().display()
+        );
+    }
+    let (running, dead): (Vec<_>, Vec<_>) = document.leftovers.iter().partition(|l| l.running);
+    if !running.is_empty() {
+        eprintln!(
+            "paude: {} build{} or removal{} in progress",
+            running.len(),
+            if running.len() == 1 { "" } else { "s" },
+            if running.len() == 1 { "" } else { "s" },
+        );
+    }
+    if !dead.is_empty() {
+        let bytes: u64 = dead.iter().filter_map(|l| l.size_bytes).sum();
+        eprintln!(
+            "paude: {} leftover{} of interrupted builds or removals ({}); `paude cleanup` removes them",
+            dead.len(),
+            if dead.len() == 1 { "" } else { "s" },
+            human_bytes(bytes)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn venv_json(venv: &VenvInfo) -> VenvJson {
+    let meta = venv.meta.as_ref().ok();
+    let errors: Vec<&str> = [venv.meta.as_ref().err(), venv.size.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    VenvJson {
+        key: venv.key.to_string(),
+        path: venv.dir.clone(),
+        size_bytes: venv.size.as_ref().ok().map(|s| s.total),
+        freeable_bytes: venv.size.as_ref().ok().map(|s| s.exclusive),
+        created: meta
+            .map(|m| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.created))),
+        last_used: venv.last_used.map(rfc3339),
+        in_use: venv.in_use,
+        provider: meta.map(|m| m.provider.clone()),
+        packages: meta.map(|m| m.requested.clone()),
+        closure: meta.map(|m| m.closure.clone()),
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+    }
+}
+
+/// The human table: one row per venv, columns padded to their widest cell.
+fn table(venvs: &[VenvInfo], now: SystemTime) -> String {
+    let mut rows: Vec<[String; 6]> = vec![[
+        "KEY".into(),
+        "SIZE".into(),
+        "CREATED".into(),
+        "LAST USED".into(),
+        "IN USE".into(),
+        "PACKAGES".into(),
+    ]];
+    for venv in venvs {
+        let meta = venv.meta.as_ref().ok();
+        rows.push([
+            venv.key.to_string(),
+            venv.size
+                .as_ref()
+                .map(|s| human_bytes(s.total))
+                .unwrap_or_else(|_| "?".into()),
+            meta.map(|m| {
+                ago(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.created),
+                    now,
+                )
+            })
+            .unwrap_or_else(|| "?".into()),
+            venv.last_used
+                .map(|t| ago(t, now))
+                .unwrap_or_else(|| "?".into()),
+            if venv.in_use { "yes" } else { "no" }.into(),
+            meta.map(|m| format!("{} ({} in closure)", m.requested.join(" "), m.closure.len()))
+                .unwrap_or_else(|| "? (unreadable meta.json)".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            if column + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[column]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,217 @@
+//! Per-key locks: `venv/<key>.lock`, taken with `flock`.
+//!
+//! - **shared** while a launch looks the tree up and for as long as its sandbox runs: the
+//!   launch passes the locked descriptor to bwrap with `--sync-fd`, and bwrap's pid 1 inside
+//!   the sandbox keeps it open until the last sandboxed process has exited (bwrap closes it in
+//!   the sandboxed command before exec, so the command never holds it);
+//! - **exclusive** to build the tree, or to delete it.
+//!
+//! The file is opened read-only: flock needs no write access, and nothing that holds the
+//! descriptor can write into the store through it.
+//!
+//! An exclusive holder may unlink the lock file (a deleted venv, a failed build). Whoever was
+//! waiting on the old file then holds a lock nobody else can see, so every acquisition ends with
+//! [`KeyLock::is_current`]: the locked file must still be the one at the path, else the caller
+//! opens the path again.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a launch polls for a contended lock before saying that it waits: brief holds
+/// (`paude list` probing whether a venv is in use, a cleanup renaming one) pass silently.
+const QUIET_WAIT: Duration = Duration::from_millis(250);
+
+/// An open lock file; locked or not, as the methods leave it.
+#[derive(Debug)]
+pub struct KeyLock {
+    file: File,
+    path: PathBuf,
+}
+
+/// Whether a non-blocking attempt got the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Locked,
+    Busy,
+}
+
+impl KeyLock {
+    /// Opens `path`, creating it (mode 0600) when `create` is set. `Ok(None)`: it does not
+    /// exist and `create` is not set.
+    pub fn open(path: &Path, create: bool) -> io::Result<Option<KeyLock>> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        if create {
+            // O_CREAT without write access is allowed: the descriptor stays read-only.
+            options.custom_flags(rustix::fs::OFlags::CREATE.bits() as i32);
+            options.mode(0o600);
+        }
+        match options.open(path) {
+            Ok(file) => Ok(Some(KeyLock {
+                file,
+                path: path.to_path_buf(),
+            })),
+            Err(error) if !create && error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The descriptor, to hand to bwrap.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Takes the lock shared, waiting for an exclusive holder; `waiting` is called once if
+    /// the wait is long enough to mention.
+    pub fn shared(&self, waiting: &mut dyn FnMut()) -> io::Result<()> {
+        self.wait_for(false, waiting)
+    }
+
+    /// Takes the lock exclusively, waiting for every other holder.
+    pub fn exclusive(&self, waiting: &mut dyn FnMut()) -> io::Result<()> {
+        self.wait_for(true, waiting)
+    }
+
+    fn wait_for(&self, exclusive: bool, waiting: &mut dyn FnMut()) -> io::Result<()> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.attempt(exclusive)? {
+                Attempt::Locked => return Ok(()),
+                Attempt::Busy if started.elapsed() < QUIET_WAIT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Attempt::Busy => break,
+            }
+        }
+        waiting();
+        if exclusive {
+            self.file.lock()
+        } else {
+            self.file.lock_shared()
+        }
+    }
+
+    /// Tries the lock without waiting: exclusive or shared.
+    pub fn attempt(&self, exclusive: bool) -> io::Result<Attempt> {
+        let result = if exclusive {
+            self.file.try_lock()
+        } else {
+            self.file.try_lock_shared()
+        };
+        match result {
+            Ok(()) => Ok(Attempt::Locked),
+            Err(TryLockError::WouldBlock) => Ok(Attempt::Busy),
+            Err(TryLockError::Error(error)) => Err(error),
+        }
+    }
+
+    pub fn unlock(&self) -> io::Result<()> {
+        self.file.unlock()
+    }
+
+    /// Whether the open file is still the one at the path (not unlinked or replaced by an
+    /// exclusive holder while this one waited).
+    pub fn is_current(&self) -> io::Result<bool> {
+        let open = self.file.metadata()?;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(at_path) => Ok(at_path.dev() == open.dev() && at_path.ino() == open.ino()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Removes the lock file; only an exclusive holder may (see the module documentation).
+    pub fn unlink(&self) -> io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &Path) -> KeyLock {
+        KeyLock::open(path, true).unwrap().unwrap()
+    }
+
+    #[test]
+    fn shared_holders_coexist_and_exclude_an_exclusive_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.lock");
+        let (a, b, c) = (open(&path), open(&path), open(&path));
+        assert_eq!(a.attempt(false).unwrap(), Attempt::Locked);
+        assert_eq!(b.attempt(false).unwrap(), Attempt::Locked);
+        assert_eq!(c.attempt(true).unwrap(), Attempt::Busy);
+        a.unlock().unwrap();
+        assert_eq!(c.attempt(true).unwrap(), Attempt::Busy);
+        b.unlock().unwrap();
+        assert_eq!(c.attempt(true).unwrap(), Attempt::Locked);
+        assert_eq!(a.attempt(false).unwrap(), Attempt::Busy);
+    }
+
+    #[test]
+    fn descriptor_is_read_only_and_file_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.lock");
+        let lock = open(&path);
+        let flags = rustix::fs::fcntl_getfl(lock.fd()).unwrap();
+        assert!(!flags.contains(rustix::fs::OFlags::WRONLY));
+        assert!(!flags.contains(rustix::fs::OFlags::RDWR));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn unlinked_or_replaced_file_is_not_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.lock");
+        let waiter = open(&path);
+        assert!(waiter.is_current().unwrap());
+        let holder = open(&path);
+        holder.unlink().unwrap();
+        assert!(!waiter.is_current().unwrap());
+        let fresh = open(&path);
+        assert!(fresh.is_current().unwrap());
+        assert!(!waiter.is_current().unwrap());
+        assert!(
+            KeyLock::open(&dir.path().join("none"), false)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_waiter_gets_the_lock_when_the_holder_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.lock");
+        let holder = open(&path);
+        holder.exclusive(&mut || {}).unwrap();
+        let waiter_path = path.clone();
+        let said = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let said_in = said.clone();
+        let thread = std::thread::spawn(move || {
+            let waiter = open(&waiter_path);
+            waiter
+                .shared(&mut || said_in.store(true, std::sync::atomic::Ordering::SeqCst))
+                .unwrap();
+        });
+        std::thread::sleep(QUIET_WAIT * 2);
+        holder.unlock().unwrap();
+        thread.join().unwrap();
+        assert!(said.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}

@@ -1,0 +1,591 @@
+//! The cache's lifecycle with the real binary, bwrap and dpkg database: `paude list`,
+//! `paude cleanup`, use-time locks that outlive paude's exec, killed builds, and launches
+//! racing cleanups. Each test has its own `PAUDE_HOME`, since cleanups remove what they find.
+//!
+//! The long stress and kill runs are `#[ignore]`d; run them with
+//! `cargo test --release --test lifecycle -- --ignored --nocapture` (sizes through
+//! `PAUDE_STRESS_ROUNDS` and `PAUDE_STRESS_PARALLEL`).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A small closure (dash and libc: about 15 packages), quick to build; `tag` makes a key of
+/// its own through an fsEntry.
+fn manifest(tag: &str) -> String {
+    format!(
+        r#"{{packages: ["dash"], fsEntries: [{{type: "file", path: "/etc/tag", contents: "{tag}"}}]}}"#
+    )
+}
+
+/// A workspace and a home of their own for `who`.
+fn setup(who: As) -> (TestDir, TestDir, Paude) {
+    let home = TestDir::new(who);
+    let workspace = TestDir::new(who);
+    let paude = Paude::new(who, home.path(), workspace.path());
+    (home, workspace, paude)
+}
+
+fn json(output: &Output) -> Value {
+    let text = ok(output);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// Launches `sh -c SCRIPT` in the environment of `tag`.
+fn launch(paude: &Paude, tag: &str, script: &str) -> Output {
+    paude.run(["venv", "-e", &manifest(tag), "--", "/bin/sh", "-c", script])
+}
+
+/// The key of the only venv whose `/etc/tag` is `tag`.
+fn key_of(paude: &Paude, tag: &str) -> String {
+    let list = json(&paude.run(["list", "--json"]));
+    let venvs = list["venvs"].as_array().expect("venvs");
+    let found: Vec<&Value> = venvs
+        .iter()
+        .filter(|v| {
+            let path = Path::new(v["path"].as_str().unwrap()).join("rootfs/etc/tag");
+            std::fs::read_to_string(path).ok().as_deref() == Some(tag)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{list:#}");
+    found[0]["key"].as_str().unwrap().to_string()
+}
+
+/// Sets a venv's last use `days` ago.
+fn used_days_ago(paude: &Paude, key: &str, days: u64) {
+    let path = paude.paude_home().join("venv").join(key).join("last-used");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .expect("last-used")
+        .set_modified(SystemTime::now() - Duration::from_secs(days * 86_400))
+        .expect("set mtime");
+}
+
+/// Waits for `condition`, failing after a minute (a guard against hangs, not a timing check).
+#[track_caller]
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a sandbox of `tag` that waits on its stdin; returns once it runs.
+fn start_sandbox(paude: &Paude, tag: &str, marker: &str) -> Child {
+    let child = paude
+        .command(["venv", "-e", &manifest(tag), "--", "/bin/sh", "-c"])
+        .arg(format!(": > {marker}; read line"))
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn paude");
+    let marker = paude.workspace.join(marker);
+    wait_for("the sandbox to start", || marker.exists());
+    child
+}
+
+/// The processes with a descriptor open on `path`.
+fn processes_holding(path: &Path) -> Vec<u32> {
+    pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).ok().as_deref() == Some(path))
+        })
+        .collect()
+}
+
+/// The processes whose command line is `argv`.
+fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|arg| [arg.as_bytes(), b"\0"].concat())
+        .collect();
+    pids()
+        .into_iter()
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn names(value: &Value, list: &str) -> Vec<String> {
+    value[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list} in {value:#}"))
+        .iter()
+        .map(|v| v["key"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn cleanup_ages_venvs_by_last_use_not_build_time() {
+    require_bwrap!();
+    for who in users() {
+        let (_home, _workspace, paude) = setup(who);
+        ok(&launch(&paude, "yesterday", "exit 0"));
+        ok(&launch(&paude, "last-month", "exit 0"));
+        let recent = key_of(&paude, "yesterday");
+        let stale = key_of(&paude, "last-month");
+        // Built a month ago, used yesterday.
+        let meta_path = paude
+            .paude_home()
+            .join("venv")
+            .join(&recent)
+            .join("meta.json");
+        let mut meta: Value =
+            serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+        let month_ago = SystemTime::now() - Duration::from_secs(30 * 86_400);
+        meta["created"] = month_ago
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .into();
+        std::fs::write(&meta_path, meta.to_string()).unwrap();
+        used_days_ago(&paude, &recent, 1);
+        used_days_ago(&paude, &stale, 9);
+
+        let table = ok(&paude.run(["list"]));
+        let row = table.lines().find(|l| l.starts_with(&recent)).expect("row");
+        assert!(
+            row.contains("1 month ago") && row.contains("1 day ago"),
+            "{table}"
+        );
+        assert!(row.contains("dash (") && row.contains(" no "), "{table}");
+
+        let report = json(&paude.run(["cleanup", "--venvs", "--max-age-days", "7", "--json"]));
+        assert_eq!(names(&report, "removed"), vec![stale.clone()], "{report:#}");
+        assert_eq!(names(&report, "kept"), vec![recent.clone()], "{report:#}");
+        assert_eq!(report["kept"][0]["reason"], "recently-used");
+        assert!(
+            report["freedBytes"].as_u64().unwrap() > 1_000_000,
+            "{report:#}"
+        );
+        assert_eq!(report["failed"], Value::Array(vec![]));
+        let left = venv_entries(&paude.home);
+        assert!(
+            left.contains(&recent) && !left.iter().any(|n| n.starts_with(&stale)),
+            "{left:?}"
+        );
+
+        // The survivor still launches, and that launch counts as a use.
+        ok(&launch(&paude, "yesterday", "exit 0"));
+        let report = json(&paude.run(["cleanup", "--max-age-days", "1", "--json"]));
+        assert_eq!(names(&report, "kept"), vec![recent.clone()]);
+    }
+}
+
+#[test]
+fn a_running_sandbox_keeps_its_venv_after_paude_has_exec_ed() {
+    require_bwrap!();
+    for who in users() {
+        let (_home, _workspace, paude) = setup(who);
+        let mut sandbox = start_sandbox(&paude, "busy", "started");
+        let key = key_of(&paude, "busy");
+        used_days_ago(&paude, &key, 30);
+
+        let list = json(&paude.run(["list", "--json"]));
+        assert_eq!(list["venvs"][0]["inUse"], true, "{list:#}");
+        let output = paude.run(["cleanup", "--venvs", "--max-age-days", "0"]);
+        let report = ok(&output);
+        assert!(
+            report.contains(&format!("kept {key}  in use by a running sandbox")),
+            "{report}"
+        );
+        assert!(
+            paude
+                .paude_home()
+                .join("venv")
+                .join(&key)
+                .join("rootfs/bin")
+                .exists()
+        );
+
+        // The lock is held inside the sandbox by bwrap's pid 1 (through `--sync-fd`), and
+        // not by the sandboxed command.
+        let lock = paude.paude_home().join("venv").join(format!("{key}.lock"));
+        let holders = processes_holding(&lock);
+        let command = processes_running(&["/bin/sh", "-c", ": > started; read line"]);
+        assert_eq!(command.len(), 1, "the sandboxed sh: {command:?}");
+        assert!(!holders.is_empty(), "nobody holds {}", lock.display());
+        assert!(!holders.contains(&command[0]), "the command holds the lock");
+
+        // The sandbox ends: the lock goes with it.
+        sandbox.kill().expect("kill");
+        sandbox.wait().expect("wait");
+        wait_for("the sandbox's lock to be released", || {
+            json(&paude.run(["list", "--json"]))["venvs"][0]["inUse"] == false
+        });
+        let report = json(&paude.run(["cleanup", "--max-age-days", "0", "--json"]));
+        assert_eq!(names(&report, "removed"), vec![key], "{report:#}");
+        assert_eq!(venv_entries(&paude.home), vec![".cleanup.lock".to_string()]);
+    }
+}
+
+#[test]
+fn a_dry_run_changes_nothing_and_json_is_one_document() {
+    require_bwrap!();
+    let (_home, _workspace, paude) = setup(As::Me);
+    ok(&launch(&paude, "dry", "exit 0"));
+    let key = key_of(&paude, "dry");
+    used_days_ago(&paude, &key, 3);
+    let snapshot = |home: &Path| -> Vec<(String, Option<SystemTime>)> {
+        let mut entries = Vec::new();
+        walk(&home.join(".paude"), &mut entries);
+        entries
+    };
+    let before = snapshot(&paude.home);
+    let output = paude.run(["cleanup", "--venvs", "--max-age-days", "0", "--dry-run"]);
+    let report = ok(&output);
+    assert!(
+        report.starts_with(&format!("would remove {key}  ")),
+        "{report}"
+    );
+    assert!(
+        report.contains("would remove 1 environment, freeing "),
+        "{report}"
+    );
+    let document = json(&paude.run(["cleanup", "--max-age-days", "0", "--dry-run", "--json"]));
+    assert_eq!(document["dryRun"], true);
+    assert_eq!(document["version"], 1);
+    assert_eq!(names(&document, "removed"), vec![key.clone()]);
+    assert_eq!(snapshot(&paude.home), before, "a dry run changed the store");
+
+    let list = json(&paude.run(["list", "--json"]));
+    let venv = &list["venvs"][0];
+    assert_eq!(venv["key"], key.as_str());
+    assert_eq!(venv["packages"], serde_json::json!(["dash"]));
+    assert!(venv["closure"].as_array().unwrap().len() > 5);
+    assert!(venv["sizeBytes"].as_u64().unwrap() > 1_000_000);
+    assert!(venv["lastUsed"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(list["leftovers"], Value::Array(vec![]));
+
+    // An empty store: empty lists, exit 0.
+    let (_home, _workspace, empty) = setup(As::Me);
+    let list = json(&empty.run(["list", "--json"]));
+    assert_eq!(list["venvs"], Value::Array(vec![]));
+    let report = json(&empty.run(["cleanup", "--json"]));
+    assert_eq!(report["removed"], Value::Array(vec![]));
+    assert!(!empty.paude_home().exists(), "cleanup created the store");
+}
+
+/// Every path under `dir` with its mtime, sorted.
+fn walk(dir: &Path, out: &mut Vec<(String, Option<SystemTime>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let meta = entry.path().symlink_metadata().unwrap();
+        out.push((entry.path().display().to_string(), meta.modified().ok()));
+        if meta.is_dir() {
+            walk(&entry.path(), out);
+        }
+    }
+    out.sort();
+}
+
+#[test]
+fn dead_builds_are_cleaned_up_and_running_ones_left_alone() {
+    require_bwrap!();
+    let (_home, _workspace, paude) = setup(As::Me);
+    ok(&launch(&paude, "kept", "exit 0"));
+    let key = key_of(&paude, "kept");
+    let root = paude.paude_home().join("venv");
+    // A build of another key that is still running (its builder holds the key's lock), and a
+    // dead build of the same key beside it.
+    let other = "0123456789abcdef0123456789abcdef";
+    let running = root.join(format!(".tmp-{other}-4242"));
+    std::fs::create_dir_all(running.join("rootfs/usr")).unwrap();
+    let builder = std::fs::File::create(root.join(format!("{other}.lock"))).unwrap();
+    builder.lock().unwrap();
+    let dead = root.join(format!(".tmp-{key}-4243"));
+    std::fs::create_dir_all(dead.join("rootfs/usr/bin")).unwrap();
+    std::fs::write(dead.join("rootfs/usr/bin/half"), vec![7u8; 100_000]).unwrap();
+    let removal = root.join(format!(".del-{key}-4244"));
+    std::fs::create_dir_all(removal.join("rootfs")).unwrap();
+
+    let list = json(&paude.run(["list", "--json"]));
+    let mut leftovers: Vec<(PathBuf, String, bool)> = list["leftovers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap().into(),
+                l["kind"].as_str().unwrap().into(),
+                l["running"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    leftovers.sort();
+    let mut expected = vec![
+        (removal.clone(), "removal".to_string(), false),
+        (running.clone(), "build".to_string(), true),
+        (dead.clone(), "build".to_string(), false),
+    ];
+    expected.sort();
+    assert_eq!(leftovers, expected);
+    let report = json(&paude.run(["cleanup", "--max-age-days", "7", "--json"]));
+    let mut removed: Vec<PathBuf> = report["leftovers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| PathBuf::from(l["path"].as_str().unwrap()))
+        .collect();
+    removed.sort();
+    assert_eq!(removed, vec![removal.clone(), dead.clone()], "{report:#}");
+    assert_eq!(report["kept"].as_array().unwrap().len(), 2, "{report:#}");
+    assert!(
+        report["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["reason"] == "build-running")
+    );
+    assert!(running.exists() && !dead.exists() && !removal.exists());
+
+    // The builder dies: its directory is a leftover now, and goes with its lock file.
+    drop(builder);
+    let report = json(&paude.run(["cleanup", "--max-age-days", "7", "--json"]));
+    assert_eq!(
+        report["leftovers"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+    assert_eq!(
+        venv_entries(&paude.home),
+        vec![
+            ".cleanup.lock".to_string(),
+            key.clone(),
+            format!("{key}.lock")
+        ]
+    );
+}
+
+#[test]
+fn a_build_killed_midway_leaves_nothing_that_is_trusted() {
+    require_bwrap!();
+    for who in users() {
+        let (_home, _workspace, paude) = setup(who);
+        // The default closure is big enough to be caught mid-build.
+        let mut first = paude
+            .command(["venv", "--", "true"])
+            .spawn()
+            .expect("spawn");
+        let root = paude.paude_home().join("venv");
+        wait_for("the build to start", || {
+            venv_entries(&paude.home)
+                .iter()
+                .any(|name| name.starts_with(".tmp-"))
+        });
+        first.kill().expect("kill");
+        first.wait().expect("wait");
+        // The kill may land before or (rarely) after the tree was published; either way,
+        // anything published is whole.
+        assert_published_trees_are_whole(&paude);
+        // The next launch rebuilds (removing the dead build's directory) and works.
+        let second = paude.run(["venv", "--", "git", "--version"]);
+        assert!(ok(&second).starts_with("git version"));
+        let entries = venv_entries(&paude.home);
+        assert!(
+            !entries.iter().any(|n| n.starts_with(".tmp-")),
+            "{entries:?}"
+        );
+        assert!(root.is_dir());
+    }
+}
+
+#[test]
+fn one_venv_that_cannot_be_removed_does_not_stop_the_others() {
+    require_bwrap!();
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make a venv that its user cannot remove");
+        return;
+    }
+    let (_home, _workspace, paude) = setup(As::Nobody);
+    ok(&launch(&paude, "stuck", "exit 0"));
+    ok(&launch(&paude, "free", "exit 0"));
+    let stuck = key_of(&paude, "stuck");
+    let free = key_of(&paude, "free");
+    // A directory of the tree owned by root: nobody cannot empty it.
+    let etc = paude
+        .paude_home()
+        .join("venv")
+        .join(&stuck)
+        .join("rootfs/etc");
+    std::os::unix::fs::chown(&etc, Some(0), Some(0)).unwrap();
+    let output = paude.run(["cleanup", "--max-age-days", "0"]);
+    assert_eq!(output.status.code(), Some(125), "{}", text(&output.stderr));
+    let report = text(&output.stdout);
+    assert!(report.contains(&format!("removed {free}")), "{report}");
+    assert!(report.contains("1 failed"), "{report}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("could not remove")
+            && stderr.contains("rootfs/etc/")
+            && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("paude: error: 1 of 2 removals failed"),
+        "{stderr}"
+    );
+    // Whatever remains is not a venv a launch would trust, and root can clear it.
+    let left = venv_entries(&paude.home);
+    assert!(!left.contains(&stuck) && !left.contains(&free), "{left:?}");
+    let root = Paude::new(As::Me, &paude.home, &paude.workspace);
+    let report = json(&root.run(["cleanup", "--json"]));
+    assert_eq!(
+        report["leftovers"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+}
+
+#[test]
+fn launches_racing_a_cleanup_never_see_a_half_deleted_tree() {
+    require_bwrap!();
+    let (_home, _workspace, paude) = setup(As::Me);
+    race(&paude, 2, 4);
+}
+
+/// `rounds` rounds of `parallel` first launches of one manifest with cleanups of every venv
+/// in between; every launch must succeed and see a whole tree, and at the end exactly one venv
+/// per key and no leftovers remain.
+fn race(paude: &Paude, rounds: usize, parallel: usize) {
+    // The probe fails if the tree it runs in lacks a file every whole tree has.
+    let check = "test -s /etc/tag && test -x /bin/sh && test -d /usr/share/doc/libc6";
+    for round in 0..rounds {
+        let mut children = Vec::new();
+        for _ in 0..parallel {
+            children.push(
+                paude
+                    .command([
+                        "venv",
+                        "-e",
+                        &manifest("race"),
+                        "--",
+                        "/bin/sh",
+                        "-c",
+                        check,
+                    ])
+                    .spawn()
+                    .expect("spawn"),
+            );
+        }
+        let cleanups: Vec<Child> = (0..2)
+            .map(|_| {
+                paude
+                    .command(["cleanup", "--max-age-days", "0", "--json"])
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().expect("wait");
+            ok(&output);
+        }
+        for cleanup in cleanups {
+            let output = cleanup.wait_with_output().expect("wait");
+            let report: Value = serde_json::from_str(&ok(&output)).expect("json");
+            assert_eq!(
+                report["failed"],
+                Value::Array(vec![]),
+                "round {round}: {report:#}"
+            );
+        }
+        // One more launch: there is exactly one venv for the key and nothing else.
+        ok(&launch(paude, "race", check));
+        let entries: Vec<String> = venv_entries(&paude.home)
+            .into_iter()
+            .filter(|n| n != ".cleanup.lock")
+            .collect();
+        assert_eq!(entries.len(), 2, "round {round}: {entries:?}");
+        assert!(entries[0].len() == 32 && entries[1] == format!("{}.lock", entries[0]));
+    }
+}
+
+#[test]
+#[ignore = "long: parallel first launches and cleanups, many rounds"]
+fn stress_parallel_launches_and_cleanups() {
+    require_bwrap!();
+    let rounds = env_number("PAUDE_STRESS_ROUNDS", 20);
+    let parallel = env_number("PAUDE_STRESS_PARALLEL", 12);
+    for who in users() {
+        let (_home, _workspace, paude) = setup(who);
+        race(&paude, rounds, parallel);
+        eprintln!("{who:?}: {rounds} rounds of {parallel} launches and 2 cleanups: all passed");
+    }
+}
+
+#[test]
+#[ignore = "long: kills builds at random instants"]
+fn stress_killed_builds() {
+    require_bwrap!();
+    let rounds = env_number("PAUDE_STRESS_ROUNDS", 20);
+    let (_home, _workspace, paude) = setup(As::Me);
+    // A pseudo-random delay per round, spread over a build of the default closure.
+    let mut seed: u64 = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    for round in 0..rounds {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(seed % 1500);
+        let mut child = paude
+            .command(["venv", "--", "true"])
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(delay);
+        child.kill().ok();
+        child.wait().ok();
+        let published = assert_published_trees_are_whole(&paude);
+        let output = paude.run(["venv", "--", "git", "--version"]);
+        assert!(ok(&output).starts_with("git version"), "round {round}");
+        let report = json(&paude.run(["cleanup", "--max-age-days", "0", "--json"]));
+        assert_eq!(report["failed"], Value::Array(vec![]));
+        assert_eq!(venv_entries(&paude.home), vec![".cleanup.lock".to_string()]);
+        eprintln!("round {round}: killed after {delay:?}, {published} published");
+    }
+}
+
+/// Checks that every published tree of the default manifest has its meta.json and git;
+/// returns how many there are.
+fn assert_published_trees_are_whole(paude: &Paude) -> usize {
+    let published: Vec<String> = venv_entries(&paude.home)
+        .into_iter()
+        .filter(|name| name.len() == 32)
+        .collect();
+    for key in &published {
+        let dir = paude.paude_home().join("venv").join(key);
+        assert!(
+            dir.join("meta.json").is_file() && dir.join("rootfs/usr/bin/git").is_file(),
+            "{} is published but not whole",
+            dir.display()
+        );
+    }
+    published.len()
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -468,8 +468,9 @@ fn launches_racing_a_cleanup_never_see_a_half_deleted_tree() {
 
 /// `rounds` rounds of `parallel` first launches of one manifest with cleanups of every venv
 /// in between; every launch must succeed and see a whole tree, and at the end exactly one venv
-/// per key and no leftovers remain.
-fn race(paude: &Paude, rounds: usize, parallel: usize) {
+/// per key and no leftovers remain. Returns how many venvs the cleanups removed while launches ran.
+fn race(paude: &Paude, rounds: usize, parallel: usize) -> usize {
+    let mut removed = 0;
     // The probe fails if the tree it runs in lacks a file every whole tree has.
     let check = "test -s /etc/tag && test -x /bin/sh && test -d /usr/share/doc/libc6";
     for round in 0..rounds {
@@ -510,6 +511,7 @@ fn race(paude: &Paude, rounds: usize, parallel: usize) {
                 Value::Array(vec![]),
                 "round {round}: {report:#}"
             );
+            removed += report["removed"].as_array().map_or(0, Vec::len);
         }
         // One more launch: there is exactly one venv for the key and nothing else.
         ok(&launch(paude, "race", check));
@@ -520,6 +522,7 @@ fn race(paude: &Paude, rounds: usize, parallel: usize) {
         assert_eq!(entries.len(), 2, "round {round}: {entries:?}");
         assert!(entries[0].len() == 32 && entries[1] == format!("{}.lock", entries[0]));
     }
+    removed
 }
 
 #[test]
@@ -530,8 +533,11 @@ fn stress_parallel_launches_and_cleanups() {
     let parallel = env_number("PAUDE_STRESS_PARALLEL", 12);
     for who in users() {
         let (_home, _workspace, paude) = setup(who);
-        race(&paude, rounds, parallel);
-        eprintln!("{who:?}: {rounds} rounds of {parallel} launches and 2 cleanups: all passed");
+        let removed = race(&paude, rounds, parallel);
+        eprintln!(
+            "{who:?}: {rounds} rounds of {parallel} launches and 2 cleanups: all passed; \
+             the cleanups removed the venv {removed} times while launches ran"
+        );
     }
 }
 
@@ -541,13 +547,17 @@ fn stress_killed_builds() {
     require_bwrap!();
     let rounds = env_number("PAUDE_STRESS_ROUNDS", 20);
     let (_home, _workspace, paude) = setup(As::Me);
-    // A pseudo-random delay per round, spread over a build of the default closure.
+    // One whole first launch, to spread the kills over its duration and a little beyond.
+    let started = Instant::now();
+    ok(&paude.run(["venv", "--", "true"]));
+    let span = (started.elapsed().as_millis() as u64 * 13 / 10).max(1);
+    ok(&paude.run(["cleanup", "--max-age-days", "0"]));
     let mut seed: u64 = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
     for round in 0..rounds {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let delay = Duration::from_millis(seed % 1500);
+        let delay = Duration::from_millis(seed % span);
         let mut child = paude
             .command(["venv", "--", "true"])
             .spawn()

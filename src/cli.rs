@@ -101,7 +101,8 @@ pub struct VenvArgs {
     #[arg(long = "tla-code", value_name = "NAME[=CODE]")]
     pub tla_code: Vec<String>,
     /// Print the bwrap command line that would run, and run nothing (the environment is
-    /// still built if it is not cached).
+    /// still built if it is not cached). The line leaves out `--sync-fd`, which passes the
+    /// venv's lock only paude holds.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
     /// The command to run, after `--`; none starts an interactive shell.

@@ -7,7 +7,7 @@
 //! Request ─manifest::load─▶ Manifest
 //! Manifest.packages ─packages::resolve─▶ Closure
 //! Closure + fsEntries ─store::key─▶ VenvKey
-//! VenvKey ─store::ensure─▶ Rootfs
+//! VenvKey ─store::acquire─▶ Rootfs (held by a shared lock)
 //! Manifest + Rootfs + Workspace + host facts ─sandbox::plan─▶ Plan
 //! Plan ─sandbox::bwrap::render─▶ argv ─sandbox::exec─▶ bwrap
 //! ```

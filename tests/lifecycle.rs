@@ -106,15 +106,40 @@ fn processes_holding(path: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// The processes whose command line is `argv`.
-fn processes_running(argv: &[&str]) -> Vec<u32> {
-    let wanted: Vec<u8> = argv
-        .iter()
-        .flat_map(|arg| [arg.as_bytes(), b"\0"].concat())
-        .collect();
+/// The command line of `pid`, its arguments separated by spaces.
+fn cmdline(pid: u32) -> String {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(bytes.strip_suffix(b"\0").unwrap_or(&bytes)).replace('\0', " ")
+}
+
+/// The pid namespace `pid` is in.
+fn pid_namespace(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+/// Every process below `ancestor`.
+fn descendants(ancestor: u32) -> Vec<u32> {
+    let parent = |pid: u32| -> Option<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("PPid:"))?
+            .trim()
+            .parse()
+            .ok()
+    };
     pids()
         .into_iter()
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .filter(|&pid| {
+            let mut current = pid;
+            while let Some(up) = parent(current).filter(|&up| up > 1) {
+                if up == ancestor {
+                    return true;
+                }
+                current = up;
+            }
+            false
+        })
         .collect()
 }
 
@@ -218,14 +243,27 @@ fn a_running_sandbox_keeps_its_venv_after_paude_has_exec_ed() {
                 .exists()
         );
 
-        // The lock is held inside the sandbox by bwrap's pid 1 (through `--sync-fd`), and
-        // not by the sandboxed command.
+        // The lock is held outside the sandbox, by paude's holder process, and by nothing in
+        // the sandbox's own pid namespace (where bwrap's pid 1 holds only a pipe).
         let lock = paude.paude_home().join("venv").join(format!("{key}.lock"));
         let holders = processes_holding(&lock);
-        let command = processes_running(&["/bin/sh", "-c", ": > started; read line"]);
-        assert_eq!(command.len(), 1, "the sandboxed sh: {command:?}");
         assert!(!holders.is_empty(), "nobody holds {}", lock.display());
-        assert!(!holders.contains(&command[0]), "the command holds the lock");
+        let inside = descendants(sandbox.id())
+            .into_iter()
+            .filter(|pid| pid_namespace(*pid) != pid_namespace(std::process::id()))
+            .collect::<Vec<_>>();
+        let command: Vec<u32> = inside
+            .iter()
+            .copied()
+            .filter(|pid| cmdline(*pid) == "/bin/sh -c : > started; read line")
+            .collect();
+        assert_eq!(command.len(), 1, "the sandboxed sh among {inside:?}");
+        for holder in &holders {
+            assert!(
+                !inside.contains(holder),
+                "{holder}, in the sandbox, holds the lock"
+            );
+        }
 
         // The sandbox ends: the lock goes with it.
         sandbox.kill().expect("kill");

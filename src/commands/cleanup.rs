@@ -10,7 +10,7 @@
 use super::{ago, rfc3339, status};
 use crate::cli::CleanupArgs;
 use crate::host::HostFacts;
-use crate::store::prune::{self, LeftoverKind, Verdict};
+use crate::store::prune::{self, LeftoverKind, LeftoverOutcome, Verdict};
 use crate::store::{Store, human_bytes};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -52,7 +52,7 @@ struct Removed {
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Kept {
-    /// The venv's key, or the path of a leftover whose build is still running.
+    /// The venv's key (or the key a running build is for; `null` if its name has none).
     key: Option<String>,
     path: PathBuf,
     /// `in-use`, `recently-used` or `build-running`.
@@ -101,37 +101,43 @@ pub fn run(args: CleanupArgs, host: &HostFacts) -> Result<ExitCode> {
     })?;
     let scan = prune::scan(&store)?;
     for venv in &scan.venvs {
-        let last_used = prune::last_used(&venv.dir);
-        match prune::remove_venv(&store, &venv.key, &keep, args.dry_run) {
-            Ok(Verdict::Removed(size)) => {
+        let outcome = match prune::remove_venv(&store, &venv.key, &keep, args.dry_run) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                report.failed.push(Failed {
+                    path: venv.dir.clone(),
+                    error: format!("{:#}", anyhow::Error::from(error)),
+                });
+                continue;
+            }
+        };
+        let last_used = outcome.last_used.map(rfc3339);
+        let mut keep_for = |reason| {
+            report.kept.push(Kept {
+                key: Some(venv.key.to_string()),
+                path: venv.dir.clone(),
+                reason,
+                last_used: last_used.clone(),
+            })
+        };
+        match outcome.verdict {
+            Verdict::Removed(size) => {
                 report.freed_bytes += size.exclusive;
                 report.removed.push(Removed {
                     key: venv.key.to_string(),
                     size_bytes: size.total,
                     freed_bytes: size.exclusive,
-                    last_used: last_used.map(rfc3339),
+                    last_used,
                 });
             }
-            Ok(verdict @ (Verdict::InUse | Verdict::Recent)) => report.kept.push(Kept {
-                key: Some(venv.key.to_string()),
-                path: venv.dir.clone(),
-                reason: if verdict == Verdict::InUse {
-                    "in-use"
-                } else {
-                    "recently-used"
-                },
-                last_used: prune::last_used(&venv.dir).map(rfc3339),
-            }),
-            Ok(Verdict::Gone) => {}
-            Err(error) => report.failed.push(Failed {
-                path: venv.dir.clone(),
-                error: format!("{:#}", anyhow::Error::from(error)),
-            }),
+            Verdict::InUse => keep_for("in-use"),
+            Verdict::Recent => keep_for("recently-used"),
+            Verdict::Gone => {}
         }
     }
     for leftover in &scan.leftovers {
         match prune::remove_leftover(&store, leftover, args.dry_run) {
-            Ok(Some(size)) => {
+            Ok(LeftoverOutcome::Removed(size)) => {
                 report.freed_bytes += size.exclusive;
                 report.leftovers.push(LeftoverRemoved {
                     path: leftover.path.clone(),
@@ -142,12 +148,13 @@ pub fn run(args: CleanupArgs, host: &HostFacts) -> Result<ExitCode> {
                     freed_bytes: size.exclusive,
                 });
             }
-            Ok(None) => report.kept.push(Kept {
+            Ok(LeftoverOutcome::Running) => report.kept.push(Kept {
                 key: leftover.key.as_ref().map(|k| k.to_string()),
                 path: leftover.path.clone(),
                 reason: "build-running",
                 last_used: None,
             }),
+            Ok(LeftoverOutcome::Skipped) => {}
             Err(error) => report.failed.push(Failed {
                 path: leftover.path.clone(),
                 error: format!("{:#}", anyhow::Error::from(error)),
@@ -263,7 +270,15 @@ fn human(report: &CleanupDocument, now: SystemTime) -> String {
         ));
     }
     if !report.failed.is_empty() {
-        summary.push_str(&format!("; {} failed", report.failed.len()));
+        summary.push_str(&format!(
+            "; {} {}",
+            report.failed.len(),
+            if report.dry_run {
+                "could not be checked"
+            } else {
+                "failed"
+            }
+        ));
     }
     out.push_str(&summary);
     out.push('\n');

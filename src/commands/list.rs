@@ -43,14 +43,34 @@ struct VenvJson {
     freeable_bytes: Option<u64>,
     created: Option<String>,
     last_used: Option<String>,
-    in_use: bool,
+    /// `null` when it could not be told (see `error`).
+    in_use: Option<bool>,
     provider: Option<String>,
     /// The packages the manifest asked for.
     packages: Option<Vec<String>>,
     /// Every package of the closure.
-    closure: Option<Vec<PackageId>>,
+    closure: Option<Vec<PackageJson>>,
     /// Why some of the fields above are null (an unreadable `meta.json`, ...).
     error: Option<String>,
+}
+
+/// One package of a closure, as the JSON document names it (independent of paude's own
+/// types, so that it stays stable).
+#[derive(serde::Serialize)]
+struct PackageJson {
+    name: String,
+    version: String,
+    arch: String,
+}
+
+impl From<&PackageId> for PackageJson {
+    fn from(id: &PackageId) -> PackageJson {
+        PackageJson {
+            name: id.name.clone(),
+            version: id.version.clone(),
+            arch: id.arch.clone(),
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -62,6 +82,8 @@ struct LeftoverJson {
     /// Whether the build or removal is still running (else `paude cleanup` removes it).
     running: bool,
     size_bytes: Option<u64>,
+    /// Why `sizeBytes` is null.
+    error: Option<String>,
 }
 
 /// Runs `paude list`.
@@ -73,14 +95,18 @@ pub fn run(args: ListArgs, host: &HostFacts) -> Result<ExitCode> {
     let leftovers: Vec<LeftoverJson> = scan
         .leftovers
         .iter()
-        .map(|leftover| LeftoverJson {
-            path: leftover.path.clone(),
-            kind: match leftover.kind {
-                LeftoverKind::Build => "build",
-                LeftoverKind::Removal => "removal",
-            },
-            running: prune::leftover_running(&store, leftover),
-            size_bytes: tree::size(&leftover.path).ok().map(|size| size.total),
+        .map(|leftover| {
+            let size = tree::size(&leftover.path);
+            LeftoverJson {
+                path: leftover.path.clone(),
+                kind: match leftover.kind {
+                    LeftoverKind::Build => "build",
+                    LeftoverKind::Removal => "removal",
+                },
+                running: prune::leftover_running(&store, leftover),
+                size_bytes: size.as_ref().ok().map(|size| size.total),
+                error: size.err().map(|error| error.to_string()),
+            }
         })
         .collect();
     let document = ListDocument {
@@ -101,9 +127,13 @@ pub fn run(args: ListArgs, host: &HostFacts) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for venv in &venvs {
-        for problem in [venv.meta.as_ref().err(), venv.size.as_ref().err()]
-            .into_iter()
-            .flatten()
+        for problem in [
+            venv.meta.as_ref().err(),
+            venv.size.as_ref().err(),
+            venv.in_use.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
         {
             warn(&format!("environment {}: {problem}", venv.key));
         }
@@ -145,11 +175,15 @@ pub fn run(args: ListArgs, host: &HostFacts) -> Result<ExitCode> {
 
 fn venv_json(venv: &VenvInfo) -> VenvJson {
     let meta = venv.meta.as_ref().ok();
-    let errors: Vec<&str> = [venv.meta.as_ref().err(), venv.size.as_ref().err()]
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
+    let errors: Vec<&str> = [
+        venv.meta.as_ref().err(),
+        venv.size.as_ref().err(),
+        venv.in_use.as_ref().err(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(String::as_str)
+    .collect();
     VenvJson {
         key: venv.key.to_string(),
         path: venv.dir.clone(),
@@ -158,10 +192,10 @@ fn venv_json(venv: &VenvInfo) -> VenvJson {
         created: meta
             .map(|m| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.created))),
         last_used: venv.last_used.map(rfc3339),
-        in_use: venv.in_use,
+        in_use: venv.in_use.clone().ok(),
         provider: meta.map(|m| m.provider.clone()),
         packages: meta.map(|m| m.requested.clone()),
-        closure: meta.map(|m| m.closure.clone()),
+        closure: meta.map(|m| m.closure.iter().map(PackageJson::from).collect()),
         error: (!errors.is_empty()).then(|| errors.join("; ")),
     }
 }
@@ -194,7 +228,12 @@ fn table(venvs: &[VenvInfo], now: SystemTime) -> String {
             venv.last_used
                 .map(|t| ago(t, now))
                 .unwrap_or_else(|| "?".into()),
-            if venv.in_use { "yes" } else { "no" }.into(),
+            match venv.in_use {
+                Ok(true) => "yes",
+                Ok(false) => "no",
+                Err(_) => "?",
+            }
+            .into(),
             meta.map(|m| format!("{} ({} in closure)", m.requested.join(" "), m.closure.len()))
                 .unwrap_or_else(|| "? (unreadable meta.json)".into()),
         ]);

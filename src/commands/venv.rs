@@ -13,7 +13,7 @@ use crate::sandbox::{bwrap, exec, workspace};
 use crate::store::{self, BuildSpec, Store};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -98,19 +98,17 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         host_env: &host.env,
         host_has: &host_has,
         stdin_is_terminal: host.stdin_is_terminal,
-        // A printed command line runs after paude has let go of the lock: leave it out.
-        keep_open: (!args.dry_run).then(|| lease.lock_fd().as_raw_fd()),
         command: &args.command,
     };
-    let plan = plan::plan(&input)?;
+    let mut plan = plan::plan(&input)?;
     for warning in &plan.warnings {
         warn(warning);
     }
     if let Some(refusal) = command_refusal(plan::lookup_command(&plan), &plan.command[0]) {
         return Err(refusal.into());
     }
-    let argv = bwrap::render(&plan);
     if args.dry_run {
+        let argv = bwrap::render(&plan);
         let mut line = bwrap::command_line(bwrap_path.as_os_str(), &argv);
         line.push(b'\n');
         std::io::stdout()
@@ -119,7 +117,13 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     store.touch(rootfs)?;
-    let error = exec::exec(bwrap_path.as_os_str(), &argv, &[lease.lock_fd()]);
+    // From here the lock is kept by a holder process until the sandbox ends.
+    let keep_open = lease
+        .hold_while_open()
+        .context("starting the process that keeps the environment's lock")?;
+    plan.keep_open = Some(keep_open.as_raw_fd());
+    let argv = bwrap::render(&plan);
+    let error = exec::exec(bwrap_path.as_os_str(), &argv, &[keep_open.as_fd()]);
     if error.raw_os_error() == Some(rustix::io::Errno::TOOBIG.raw_os_error()) {
         let bytes: usize = argv.iter().map(|arg| arg.len() + 1).sum();
         bail!(

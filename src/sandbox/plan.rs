@@ -68,8 +68,9 @@ pub struct Plan {
     pub unshare_net: bool,
     /// `--new-session`: detach from the terminal (no TIOCSTI injection into it).
     pub new_session: bool,
-    /// `--sync-fd`: a descriptor bwrap's pid 1 keeps open until the sandbox ends (the venv's
-    /// shared lock); none for a plan that is only printed.
+    /// `--sync-fd`: a descriptor bwrap's pid 1 keeps open until the sandbox ends, which keeps
+    /// the venv's lock held (see `store::lock`). [`plan`] leaves it unset: the launch sets it
+    /// right before exec, and a printed plan has none.
     pub keep_open: Option<i32>,
     /// Mount operations in bwrap order.
     pub mounts: Vec<MountOp>,
@@ -107,8 +108,6 @@ pub struct PlanInput<'a> {
     /// Which default-mount sources exist on the host (`/etc/resolv.conf`, `/etc/hosts`).
     pub host_has: &'a dyn Fn(&Path) -> bool,
     pub stdin_is_terminal: bool,
-    /// The descriptor of the venv's shared lock, which the sandbox must hold until it ends.
-    pub keep_open: Option<i32>,
     /// Empty: an interactive shell.
     pub command: &'a [OsString],
 }
@@ -159,7 +158,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         rootfs: input.rootfs.to_path_buf(),
         unshare_net: !input.manifest.network,
         new_session: !input.stdin_is_terminal,
-        keep_open: input.keep_open,
+        keep_open: None,
         mounts,
         views,
         env,
@@ -730,7 +729,6 @@ mod tests {
                 path != Path::new("/etc/resolv.conf") && !path.to_string_lossy().contains("missing")
             },
             stdin_is_terminal: false,
-            keep_open: None,
             command: &command,
         };
         plan(&input)
@@ -1055,7 +1053,6 @@ mod tests {
             host_env: &[],
             host_has: &|_: &Path| true,
             stdin_is_terminal: true,
-            keep_open: None,
             command: &[],
         };
         let error = plan(&input).unwrap_err().to_string();

@@ -1,13 +1,18 @@
 //! Per-key locks: `venv/<key>.lock`, taken with `flock`.
 //!
-//! - **shared** while a launch looks the tree up and for as long as its sandbox runs: the
-//!   launch passes the locked descriptor to bwrap with `--sync-fd`, and bwrap's pid 1 inside
-//!   the sandbox keeps it open until the last sandboxed process has exited (bwrap closes it in
-//!   the sandboxed command before exec, so the command never holds it);
+//! - **shared** while a launch looks the tree up and for as long as its sandbox runs;
 //! - **exclusive** to build the tree, or to delete it.
 //!
-//! The file is opened read-only: flock needs no write access, and nothing that holds the
-//! descriptor can write into the store through it.
+//! A sandbox outlives paude, which becomes bwrap through exec. Right before the exec, the
+//! launch forks a *holder* ([`KeyLock::hold_while_open`]): a tiny process, in a session of its
+//! own, that keeps the locked descriptor until the write end of a pipe is closed everywhere.
+//! bwrap gets that write end with `--sync-fd`; its pid 1 inside the sandbox keeps it until the
+//! last sandboxed process has exited, and closes it in the sandboxed command before exec. So
+//! the sandbox holds only a pipe: nothing in it can reach the store's lock file (through
+//! `/proc/1/fd` or otherwise), write to it, change its mode or learn its path. The most a
+//! sandboxed program can do is end its own sandbox's lease early.
+//!
+//! The file is opened read-only (flock needs no more) and never through a link.
 //!
 //! An exclusive holder may unlink the lock file (a deleted venv, a failed build). Whoever was
 //! waiting on the old file then holds a lock nobody else can see, so every acquisition ends with
@@ -16,7 +21,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -45,11 +50,13 @@ impl KeyLock {
     pub fn open(path: &Path, create: bool) -> io::Result<Option<KeyLock>> {
         let mut options = OpenOptions::new();
         options.read(true);
+        let mut flags = rustix::fs::OFlags::NOFOLLOW;
         if create {
             // O_CREAT without write access is allowed: the descriptor stays read-only.
-            options.custom_flags(rustix::fs::OFlags::CREATE.bits() as i32);
+            flags |= rustix::fs::OFlags::CREATE;
             options.mode(0o600);
         }
+        options.custom_flags(flags.bits() as i32);
         match options.open(path) {
             Ok(file) => Ok(Some(KeyLock {
                 file,
@@ -64,9 +71,24 @@ impl KeyLock {
         &self.path
     }
 
-    /// The descriptor, to hand to bwrap.
+    /// The locked descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
+    }
+
+    /// Hands the lock to a holder process that keeps it until every copy of the returned
+    /// descriptor (the write end of a pipe, close-on-exec) is closed; see the module
+    /// documentation. This process's own descriptor is closed.
+    pub fn hold_while_open(self) -> io::Result<OwnedFd> {
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        // SAFETY: paude never starts a thread, so the child is a full copy of a
+        // single-threaded process and may run ordinary code; `hold` never returns into the
+        // caller (it ends with `_exit`), so nothing of the parent's state is used twice.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => hold(self.file.as_raw_fd(), read.as_raw_fd()),
+            _ => Ok(write),
+        }
     }
 
     /// Takes the lock shared, waiting for an exclusive holder; `waiting` is called once if
@@ -137,6 +159,53 @@ impl KeyLock {
             _ => Ok(()),
         }
     }
+}
+
+/// The holder: keeps `lock` open until `pipe` reports end of file, then exits.
+fn hold(lock: RawFd, pipe: RawFd) -> ! {
+    // `ps` and `top` show it as what it is. SAFETY: PR_SET_NAME reads a NUL-terminated string
+    // of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"paude-lock".as_ptr()) };
+    // Its own session: Ctrl-C, Ctrl-\\ and hang-ups at paude's terminal do not reach it.
+    rustix::process::setsid().ok();
+    // Keep nothing else: not the terminal, not a pipe the caller reads paude's output from.
+    if let Ok(null) = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR,
+        rustix::fs::Mode::empty(),
+    ) {
+        rustix::stdio::dup2_stdin(&null).ok();
+        rustix::stdio::dup2_stdout(&null).ok();
+        rustix::stdio::dup2_stderr(&null).ok();
+    }
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd > 2 && fd != lock && fd != pipe {
+            // SAFETY: nothing in this process uses these descriptors any more. The one that
+            // listed the directory is closed already: `close` then fails with EBADF, which
+            // is harmless (and why this is not rustix's `close`, which asserts on it).
+            unsafe { libc::close(fd) };
+        }
+    }
+    // SAFETY: `pipe` is the read end created for this holder, open in this process.
+    let pipe = unsafe { BorrowedFd::borrow_raw(pipe) };
+    let mut buffer = [0u8; 64];
+    loop {
+        match rustix::io::read(pipe, &mut buffer) {
+            // Someone wrote into the pipe from the sandbox: ignore it.
+            Ok(n) if n > 0 => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => break,
+        }
+    }
+    // SAFETY: `_exit` ends the process without running the parent's atexit handlers or
+    // flushing its buffers, which belong to the parent.
+    unsafe { libc::_exit(0) }
 }
 
 #[cfg(test)]

@@ -37,13 +37,16 @@ use export::ExportStats;
 pub use key::VenvKey;
 use lock::KeyLock;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Version of `meta.json`.
 const META_FORMAT: u32 = 1;
+
+/// How many replaced lock files a launch follows before it gives up.
+const MAX_LOCK_TURNS: u32 = 1000;
 
 /// Errors of the store; each names the path it is about.
 #[derive(Debug, thiserror::Error)]
@@ -115,8 +118,8 @@ pub struct Rootfs {
     pub built: bool,
 }
 
-/// A tree and the shared lock that keeps it: while the lock's descriptor is open (in paude,
-/// then in the sandbox's bwrap), no cleanup removes the tree.
+/// A tree and the shared lock that keeps it: while the lock is held (by paude, then by the
+/// holder process while the sandbox runs), no cleanup removes the tree.
 #[derive(Debug)]
 pub struct Lease {
     pub rootfs: Rootfs,
@@ -124,9 +127,10 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The locked descriptor, for bwrap's `--sync-fd`.
-    pub fn lock_fd(&self) -> BorrowedFd<'_> {
-        self.lock.fd()
+    /// Keeps the lock held until every copy of the returned descriptor is closed: the
+    /// descriptor for bwrap's `--sync-fd` (see [`lock`]).
+    pub fn hold_while_open(self) -> io::Result<OwnedFd> {
+        self.lock.hold_while_open()
     }
 }
 
@@ -191,33 +195,29 @@ impl Store {
         progress: &mut dyn FnMut(&str),
     ) -> Result<Lease, StoreError> {
         let venv_root = self.venv_root();
-        // What this call creates, it removes again if the build fails.
+        // What this call creates, it removes again if the build fails (when still empty).
         let created: Vec<PathBuf> = [self.home.clone(), venv_root.clone()]
             .into_iter()
             .filter(|dir| dir.symlink_metadata().is_err())
             .collect();
-        // 0700: the cache holds fsEntries' contents, which may be private.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&venv_root)
-            .map_err(|source| StoreError::Unusable {
-                path: venv_root.clone(),
-                source,
-            })?;
         let lock_path = self.lock_path(key);
         let mut built = false;
+        let mut turns = 0;
         loop {
-            let lock = KeyLock::open(&lock_path, true)
-                .map_err(|source| StoreError::Unusable {
-                    path: lock_path.clone(),
-                    source,
-                })?
-                .ok_or_else(|| StoreError::Io {
-                    action: "creating",
-                    path: lock_path.clone(),
-                    source: io::ErrorKind::NotFound.into(),
-                })?;
+            // Each turn follows a lock file that an exclusive holder unlinked (a removal, a
+            // failed build); so many in a row mean something else is wrong.
+            turns += 1;
+            if turns > MAX_LOCK_TURNS {
+                return Err(StoreError::Io {
+                    action: "locking",
+                    path: lock_path,
+                    source: io::Error::other(format!(
+                        "the lock file was replaced {MAX_LOCK_TURNS} times in a row; \
+                         is another program removing files in the store?"
+                    )),
+                });
+            }
+            let lock = self.open_lock(&lock_path)?;
             lock.shared(&mut || {
                 progress(&format!(
                     "waiting for environment {key}: another paude is building or removing it"
@@ -275,6 +275,61 @@ impl Store {
                     rootfs: Rootfs { built, ..rootfs },
                     lock,
                 });
+            }
+        }
+    }
+
+    /// Opens (creating) a lock file under `venv/`, creating `venv/` (mode 0700) when it is
+    /// missing, also when a failed build of another launch removed it a moment ago.
+    fn open_lock(&self, lock_path: &Path) -> Result<KeyLock, StoreError> {
+        let venv_root = self.venv_root();
+        let mut created_root = false;
+        loop {
+            match KeyLock::open(lock_path, true) {
+                Ok(Some(lock)) => return Ok(lock),
+                Err(error) if error.kind() == io::ErrorKind::NotFound && !created_root => {
+                    // 0700: the cache holds fsEntries' contents, which may be private.
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&venv_root)
+                        .map_err(|source| StoreError::Unusable {
+                            path: venv_root.clone(),
+                            source,
+                        })?;
+                    created_root = true;
+                }
+                Err(error)
+                    if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) =>
+                {
+                    return Err(StoreError::Io {
+                        action: "opening",
+                        path: lock_path.to_path_buf(),
+                        source: io::Error::other(
+                            "it is a symbolic link, and paude's lock files are plain files; remove it",
+                        ),
+                    });
+                }
+                Err(source) if lock_path.symlink_metadata().is_ok() => {
+                    return Err(StoreError::Io {
+                        action: "opening the lock file",
+                        path: lock_path.to_path_buf(),
+                        source,
+                    });
+                }
+                Err(source) => {
+                    return Err(StoreError::Unusable {
+                        path: venv_root,
+                        source,
+                    });
+                }
+                // Not with `create`; kept total rather than trusted.
+                Ok(None) => {
+                    return Err(StoreError::Unusable {
+                        path: venv_root,
+                        source: io::ErrorKind::NotFound.into(),
+                    });
+                }
             }
         }
     }

@@ -148,7 +148,7 @@ pub struct VenvInfo {
     pub meta: Result<Meta, String>,
     pub last_used: Option<SystemTime>,
     pub size: Result<TreeSize, String>,
-    pub in_use: bool,
+    pub in_use: Result<bool, String>,
 }
 
 /// Describes a venv the scan found.
@@ -159,7 +159,8 @@ pub fn info(store: &Store, venv: &VenvEntry) -> VenvInfo {
         meta: read_meta(&venv.dir).map_err(|error| format!("{:#}", anyhow::Error::from(error))),
         last_used: last_used(&venv.dir),
         size: tree::size(&venv.dir).map_err(|error| format!("{}: {error}", venv.dir.display())),
-        in_use: in_use(store, &venv.key).unwrap_or(false),
+        in_use: in_use(store, &venv.key)
+            .map_err(|error| format!("{}: {error}", store.lock_path(&venv.key).display())),
     }
 }
 
@@ -206,6 +207,33 @@ pub enum Verdict {
     Gone,
 }
 
+/// A verdict and the last use it was based on (read under the key's lock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub last_used: Option<SystemTime>,
+}
+
+impl From<Verdict> for Outcome {
+    fn from(verdict: Verdict) -> Outcome {
+        Outcome {
+            verdict,
+            last_used: None,
+        }
+    }
+}
+
+/// What became of a leftover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeftoverOutcome {
+    /// Removed (in a dry run: would be), with what it held.
+    Removed(TreeSize),
+    /// Its build is still running.
+    Running,
+    /// Its key's lock file changed hands while cleanup looked; the next cleanup decides.
+    Skipped,
+}
+
 /// The cleanup lock, held exclusively for the whole of a cleanup.
 /// `Ok(None)`: there is no store, or this is a dry run and no cleanup ever ran (a dry run
 /// creates nothing).
@@ -228,13 +256,14 @@ pub fn lock_cleanup(
 }
 
 /// Removes the venv `key` unless it is in use or `keep` says so given its last use; in a dry
-/// run, only says what would happen. The caller holds the cleanup lock.
+/// run, only says what would happen (measuring after letting go of the lock, so a launch is
+/// never held up by a dry run). The caller holds the cleanup lock.
 pub fn remove_venv(
     store: &Store,
     key: &VenvKey,
     keep: &dyn Fn(Option<SystemTime>) -> bool,
     dry_run: bool,
-) -> Result<Verdict, StoreError> {
+) -> Result<Outcome, StoreError> {
     let lock_path = store.lock_path(key);
     // A dry run creates nothing: without a lock file, nobody holds the lock.
     let lock = KeyLock::open(&lock_path, !dry_run).map_err(io_error("opening", &lock_path))?;
@@ -244,13 +273,13 @@ pub fn remove_venv(
             .map_err(io_error("locking", &lock_path))?
             == Attempt::Busy
         {
-            return Ok(Verdict::InUse);
+            return Ok(Verdict::InUse.into());
         }
         if !lock
             .is_current()
             .map_err(io_error("checking", &lock_path))?
         {
-            return Ok(Verdict::Gone);
+            return Ok(Verdict::Gone.into());
         }
     }
     let dir = store.venv_dir(key);
@@ -260,14 +289,20 @@ pub fn remove_venv(
         {
             lock.unlink().ok();
         }
-        return Ok(Verdict::Gone);
+        return Ok(Verdict::Gone.into());
     }
-    if keep(last_used(&dir)) {
-        return Ok(Verdict::Recent);
+    let used = last_used(&dir);
+    let outcome = |verdict| Outcome {
+        verdict,
+        last_used: used,
+    };
+    if keep(used) {
+        return Ok(outcome(Verdict::Recent));
     }
     if dry_run {
+        drop(lock);
         let size = tree::size(&dir).map_err(io_error("measuring", &dir))?;
-        return Ok(Verdict::Removed(size));
+        return Ok(outcome(Verdict::Removed(size)));
     }
     let aside = store
         .venv_root()
@@ -278,49 +313,55 @@ pub fn remove_venv(
         lock.unlink().map_err(io_error("removing", &lock_path))?;
     }
     let size = tree::remove(&aside).map_err(io_error("removing", &aside))?;
-    Ok(Verdict::Removed(size))
+    Ok(outcome(Verdict::Removed(size)))
 }
 
-/// Removes a leftover directory unless its build is still running (`Ok(None)`); in a dry
-/// run, only measures it. The caller holds the cleanup lock.
+/// Removes a leftover directory unless its build is still running; in a dry run, only
+/// measures it. The caller holds the cleanup lock.
 pub fn remove_leftover(
     store: &Store,
     leftover: &Leftover,
     dry_run: bool,
-) -> Result<Option<TreeSize>, StoreError> {
+) -> Result<LeftoverOutcome, StoreError> {
     let path = &leftover.path;
     let lock = match (leftover.kind, &leftover.key) {
         (LeftoverKind::Build, Some(key)) => {
             let lock_path = store.lock_path(key);
             let lock =
                 KeyLock::open(&lock_path, !dry_run).map_err(io_error("opening", &lock_path))?;
-            if let Some(lock) = &lock
-                && lock
+            if let Some(lock) = &lock {
+                if lock
                     .attempt(true)
                     .map_err(io_error("locking", &lock_path))?
                     == Attempt::Busy
-            {
-                return Ok(None);
+                {
+                    return Ok(LeftoverOutcome::Running);
+                }
+                if !lock
+                    .is_current()
+                    .map_err(io_error("checking", &lock_path))?
+                {
+                    return Ok(LeftoverOutcome::Skipped);
+                }
             }
             lock
         }
         _ => None,
     };
-    let size = if dry_run {
-        tree::size(path)
-    } else {
-        tree::remove(path)
+    if dry_run {
+        drop(lock);
+        let size = tree::size(path).map_err(io_error("measuring", path))?;
+        return Ok(LeftoverOutcome::Removed(size));
     }
-    .map_err(io_error("removing", path))?;
+    let size = tree::remove(path).map_err(io_error("removing", path))?;
     // A lock file whose key has neither a venv nor a build any more is clutter.
-    if let (Some(lock), Some(key), false) = (&lock, &leftover.key, dry_run)
+    if let (Some(lock), Some(key)) = (&lock, &leftover.key)
         && store.venv_dir(key).symlink_metadata().is_err()
         && build_leftovers(&store.venv_root(), key).is_empty()
-        && lock.is_current().unwrap_or(false)
     {
         lock.unlink().ok();
     }
-    Ok(Some(size))
+    Ok(LeftoverOutcome::Removed(size))
 }
 
 /// Removes the lock file of a key with neither a venv nor a build, unless someone holds it.
@@ -423,36 +464,29 @@ mod tests {
         user.shared(&mut || {}).unwrap();
         assert!(in_use(&store, &key).unwrap());
         let old = |_: Option<SystemTime>| false;
-        assert_eq!(
-            remove_venv(&store, &key, &old, false).unwrap(),
-            Verdict::InUse
-        );
+        let recent = |_: Option<SystemTime>| true;
+        let verdict = |keep: &dyn Fn(Option<SystemTime>) -> bool, dry_run: bool| {
+            remove_venv(&store, &key, keep, dry_run).unwrap().verdict
+        };
+        assert_eq!(verdict(&old, false), Verdict::InUse);
         drop(user);
         assert!(!in_use(&store, &key).unwrap());
-        let recent = |_: Option<SystemTime>| true;
-        assert_eq!(
-            remove_venv(&store, &key, &recent, false).unwrap(),
-            Verdict::Recent
-        );
-        let Verdict::Removed(would) = remove_venv(&store, &key, &old, true).unwrap() else {
+        assert_eq!(verdict(&recent, false), Verdict::Recent);
+        let Verdict::Removed(would) = verdict(&old, true) else {
             panic!("dry run removes")
         };
         assert!(store.lookup(&key).is_some(), "a dry run changes nothing");
-        assert_eq!(
-            remove_venv(&store, &key, &old, false).unwrap(),
-            Verdict::Removed(would)
-        );
+        let outcome = remove_venv(&store, &key, &old, false).unwrap();
+        assert_eq!(outcome.verdict, Verdict::Removed(would));
+        assert!(outcome.last_used.is_some());
         assert!(would.total >= 8192);
         assert!(store.lookup(&key).is_none());
         assert_eq!(std::fs::read_dir(store.venv_root()).unwrap().count(), 0);
-        assert_eq!(
-            remove_venv(&store, &key, &old, false).unwrap(),
-            Verdict::Gone
-        );
+        assert_eq!(verdict(&old, false), Verdict::Gone);
     }
 
     #[test]
-    fn a_waiting_launch_notices_the_removal() {
+    fn a_lock_file_opened_before_a_removal_is_no_longer_current_after_it() {
         let (_dir, store) = store();
         let key = key();
         publish(&store, &key);
@@ -498,12 +532,16 @@ mod tests {
             .unwrap()
             .unwrap();
         builder.exclusive(&mut || {}).unwrap();
-        assert_eq!(remove_leftover(&store, &leftover, false).unwrap(), None);
+        assert_eq!(
+            remove_leftover(&store, &leftover, false).unwrap(),
+            LeftoverOutcome::Running
+        );
         assert!(tmp.exists());
         drop(builder);
-        assert!(remove_leftover(&store, &leftover, true).unwrap().is_some());
+        let removed = |outcome| matches!(outcome, LeftoverOutcome::Removed(_));
+        assert!(removed(remove_leftover(&store, &leftover, true).unwrap()));
         assert!(tmp.exists());
-        assert!(remove_leftover(&store, &leftover, false).unwrap().is_some());
+        assert!(removed(remove_leftover(&store, &leftover, false).unwrap()));
         assert!(!tmp.exists());
         assert!(
             !store.lock_path(&key).exists(),

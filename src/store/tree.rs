@@ -48,7 +48,12 @@ struct Walk {
     /// Where the walk is, relative to the tree (for error messages): left at the failing
     /// entry when a step fails.
     inside: PathBuf,
+    /// The tree's filesystem: the walk does not cross into another.
+    device: Option<u64>,
 }
+
+/// Error messages name at most this much of a path inside a tree (its end).
+const PATH_SHOWN: usize = 300;
 
 fn walk(path: &Path, remove: bool) -> io::Result<TreeSize> {
     let (parent, name) = match (path.parent(), path.file_name()) {
@@ -76,19 +81,32 @@ fn walk(path: &Path, remove: bool) -> io::Result<TreeSize> {
     };
     let name = CString::new(name.as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+    // One descriptor stays open per level of depth: allow as many as the hard limit lets a
+    // tree be deep (fsEntries may be nested as deep as PATH_MAX allows).
+    let mut limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).ok();
+    }
     let mut state = Walk {
         remove,
         linked: HashMap::new(),
         size: TreeSize::default(),
         inside: PathBuf::new(),
+        device: None,
     };
     match state.entry(parent_fd.as_fd(), &name) {
         Ok(()) => Ok(state.size),
-        // Name the entry inside the tree that failed; the caller names the tree.
-        Err(error) if !state.inside.as_os_str().is_empty() => Err(io::Error::new(
-            error.kind(),
-            format!("{}: {error}", state.inside.display()),
-        )),
+        // Name the entry inside the tree that failed (its end, if it is very deep); the
+        // caller names the tree.
+        Err(error) if !state.inside.as_os_str().is_empty() => {
+            let inside = state.inside.display().to_string();
+            let shown = match inside.char_indices().rev().nth(PATH_SHOWN) {
+                Some((cut, _)) => format!("…{}", &inside[cut..]),
+                None => inside,
+            };
+            Err(io::Error::new(error.kind(), format!("{shown}: {error}")))
+        }
         Err(error) => Err(error),
     }
 }
@@ -106,13 +124,24 @@ impl Walk {
             Ok(stat) => stat,
             // Gone already (another remover of the same leftover): nothing to do.
             Err(Errno::NOENT) => return Ok(()),
+            // Below a directory this user may not search: measuring counts what it can see.
+            Err(Errno::ACCESS) if !self.remove => return Ok(()),
             Err(errno) => return Err(errno.into()),
         };
         let bytes = (stat.st_blocks as u64).saturating_mul(512);
         let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+        let device = *self.device.get_or_insert(stat.st_dev);
+        if is_dir && stat.st_dev != device {
+            // Something is mounted here; it is not part of the tree.
+            if self.remove {
+                return Err(io::Error::other(
+                    "a file system is mounted here; unmount it first",
+                ));
+            }
+            return Ok(());
+        }
         self.count(&stat, bytes);
-        if is_dir {
-            let child = self.open_dir(dir, name)?;
+        if is_dir && let Some(child) = self.open_dir(dir, name)? {
             self.contents(child)?;
         }
         if self.remove {
@@ -161,17 +190,27 @@ impl Walk {
         }
     }
 
-    fn open_dir(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    /// Opens the directory `name` of `dir` to read it; a removal first gives the owner read,
+    /// write and search permission on it. `None`: a measurement may not enter it.
+    fn open_dir(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<OwnedFd>> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match rustix::fs::openat(dir, name, flags, Mode::empty()) {
-            Ok(fd) => Ok(fd),
+        let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
             Err(Errno::ACCESS) if self.remove => {
-                // A directory without read or search permission for its owner.
+                // Not even readable by its owner. `statat` just saw a directory, not a link,
+                // and only this user can write the store, so the chmod reaches that directory.
                 rustix::fs::chmodat(dir, name, Mode::from_raw_mode(0o700), AtFlags::empty())?;
-                Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
+                rustix::fs::openat(dir, name, flags, Mode::empty())?
             }
-            Err(errno) => Err(errno.into()),
+            Err(Errno::ACCESS) => return Ok(None),
+            Err(errno) => return Err(errno.into()),
+        };
+        if self.remove {
+            // Readable but not searchable or writable (0444, 0555, ...): its entries could be
+            // neither looked at nor unlinked.
+            writable(fd.as_fd())?;
         }
+        Ok(Some(fd))
     }
 
     fn contents(&mut self, dir: OwnedFd) -> io::Result<()> {
@@ -194,10 +233,12 @@ impl Walk {
     }
 }
 
-/// Adds owner write and search permission to the directory `dir`.
+/// Gives the owner read, write and search permission on the directory `dir`, if it lacks any.
 fn writable(dir: BorrowedFd<'_>) -> io::Result<()> {
     let mode = rustix::fs::fstat(dir)?.st_mode & 0o7777;
-    rustix::fs::fchmod(dir, Mode::from_raw_mode(mode | 0o700))?;
+    if mode & 0o700 != 0o700 {
+        rustix::fs::fchmod(dir, Mode::from_raw_mode(mode | 0o700))?;
+    }
     Ok(())
 }
 
@@ -230,6 +271,12 @@ mod tests {
         chmod(&tree.join("usr/share/locked/deeper"), 0o555);
         chmod(&tree.join("usr/share/locked"), 0o500);
         chmod(&tree.join("usr/closed"), 0o000);
+        for (name, mode) in [("readable-only", 0o444), ("rw-no-search", 0o644)] {
+            let dir = tree.join("usr").join(name);
+            std::fs::create_dir_all(dir.join("sub")).unwrap();
+            std::fs::write(dir.join("file"), "z").unwrap();
+            chmod(&dir, mode);
+        }
         let before = size(&tree);
         let removed = remove(&tree).unwrap();
         assert!(!tree.exists() && tree.symlink_metadata().is_err());
@@ -239,10 +286,13 @@ mod tests {
         );
         assert!(removed.total >= 10_000, "{removed:?}");
         assert_eq!(removed.total, removed.exclusive);
-        // As root, the unreadable directory was measured too; as a user, `size` could not
-        // enter it, which is an error rather than a wrong figure.
-        if let Ok(before) = before {
+        // As root, the closed directories were measured too; as a user, `size` counts what
+        // it may see.
+        let before = before.unwrap();
+        if rustix::process::getuid().is_root() {
             assert_eq!(before, removed);
+        } else {
+            assert!(before.total <= removed.total);
         }
     }
 

@@ -283,6 +283,9 @@ fn a_dry_run_changes_nothing_and_json_is_one_document() {
     let (_home, _workspace, paude) = setup(As::Me);
     ok(&launch(&paude, "dry", "exit 0"));
     let key = key_of(&paude, "dry");
+    // A real cleanup first, which keeps the venv, so the dry run meets the store's locks.
+    let report = json(&paude.run(["cleanup", "--max-age-days", "1", "--json"]));
+    assert_eq!(names(&report, "kept"), vec![key.clone()]);
     used_days_ago(&paude, &key, 3);
     let snapshot = |home: &Path| -> Vec<(String, Option<SystemTime>)> {
         let mut entries = Vec::new();
@@ -428,10 +431,11 @@ fn a_build_killed_midway_leaves_nothing_that_is_trusted() {
             .spawn()
             .expect("spawn");
         let root = paude.paude_home().join("venv");
-        wait_for("the build to start", || {
+        wait_for("the build to start, or the launch to end", || {
             venv_entries(&paude.home)
                 .iter()
                 .any(|name| name.starts_with(".tmp-"))
+                || first.try_wait().expect("wait").is_some()
         });
         first.kill().expect("kill");
         first.wait().expect("wait");
@@ -505,7 +509,7 @@ fn launches_racing_a_cleanup_never_see_a_half_deleted_tree() {
 }
 
 /// `rounds` rounds of `parallel` first launches of one manifest with cleanups of every venv
-/// in between; every launch must succeed and see a whole tree, and at the end exactly one venv
+/// running until the last launch ends; every launch must succeed and see a whole tree, and at the end exactly one venv
 /// per key and no leftovers remain. Returns how many venvs the cleanups removed while launches ran.
 fn race(paude: &Paude, rounds: usize, parallel: usize) -> usize {
     let mut removed = 0;
@@ -529,27 +533,25 @@ fn race(paude: &Paude, rounds: usize, parallel: usize) -> usize {
                     .expect("spawn"),
             );
         }
-        let cleanups: Vec<Child> = (0..2)
-            .map(|_| {
-                paude
-                    .command(["cleanup", "--max-age-days", "0", "--json"])
-                    .spawn()
-                    .expect("spawn")
-            })
-            .collect();
-        for child in children {
-            let output = child.wait_with_output().expect("wait");
-            ok(&output);
-        }
-        for cleanup in cleanups {
-            let output = cleanup.wait_with_output().expect("wait");
-            let report: Value = serde_json::from_str(&ok(&output)).expect("json");
+        // Cleanups of every venv not in use, one after another for as long as a launch runs.
+        let mut cleanups = 0;
+        while cleanups < 2
+            || children
+                .iter_mut()
+                .any(|c| c.try_wait().expect("wait").is_none())
+        {
+            let report = json(&paude.run(["cleanup", "--max-age-days", "0", "--json"]));
             assert_eq!(
                 report["failed"],
                 Value::Array(vec![]),
                 "round {round}: {report:#}"
             );
             removed += report["removed"].as_array().map_or(0, Vec::len);
+            cleanups += 1;
+        }
+        for child in children {
+            let output = child.wait_with_output().expect("wait");
+            ok(&output);
         }
         // One more launch: there is exactly one venv for the key and nothing else.
         ok(&launch(paude, "race", check));
@@ -572,6 +574,10 @@ fn stress_parallel_launches_and_cleanups() {
     for who in users() {
         let (_home, _workspace, paude) = setup(who);
         let removed = race(&paude, rounds, parallel);
+        assert!(
+            removed > 0,
+            "no cleanup removed the venv while launches ran"
+        );
         eprintln!(
             "{who:?}: {rounds} rounds of {parallel} launches and 2 cleanups: all passed; \
              the cleanups removed the venv {removed} times while launches ran"
@@ -636,4 +642,71 @@ fn env_number(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+#[test]
+fn directories_without_search_permission_do_not_stop_removal() {
+    require_bwrap!();
+    for who in users() {
+        let (_home, _workspace, paude) = setup(who);
+        // /usr/share/doc holds the packages' directories; 0444 and 0644 make it readable
+        // but not searchable, so nothing below it can be looked at until it is opened up.
+        for mode in ["0444", "0644"] {
+            let manifest = format!(
+                r#"{{packages: ["dash"], fsEntries: [{{type: "dir", path: "/usr/share/doc", mode: "{mode}"}}]}}"#
+            );
+            ok(&paude.run(["venv", "-e", &manifest, "--", "/bin/sh", "-c", "exit 0"]));
+        }
+        let list = json(&paude.run(["list", "--json"]));
+        assert_eq!(list["venvs"].as_array().unwrap().len(), 2, "{list:#}");
+        let report = json(&paude.run(["cleanup", "--max-age-days", "0", "--json"]));
+        assert_eq!(report["removed"].as_array().unwrap().len(), 2, "{report:#}");
+        assert_eq!(venv_entries(&paude.home), vec![".cleanup.lock".to_string()]);
+    }
+}
+
+#[test]
+fn a_lock_file_that_is_a_link_is_refused_not_followed() {
+    require_bwrap!();
+    let (home, _workspace, paude) = setup(As::Me);
+    ok(&launch(&paude, "linked", "exit 0"));
+    let key = key_of(&paude, "linked");
+    let lock = paude.paude_home().join("venv").join(format!("{key}.lock"));
+    std::fs::remove_file(&lock).unwrap();
+    let elsewhere = home.path().join("elsewhere.lock");
+    std::os::unix::fs::symlink(&elsewhere, &lock).unwrap();
+    let output = launch(&paude, "linked", "exit 0");
+    fails_with(&output, 125, "is a symbolic link");
+    assert!(!elsewhere.exists(), "the link was followed");
+}
+
+#[test]
+fn a_failed_build_racing_another_launch_reports_its_own_error_in_both() {
+    require_bwrap!();
+    let (_home, _workspace, paude) = setup(As::Me);
+    // The fsEntry clashes with a file of the closure: the build fails, after the store and
+    // the key's lock file were created.
+    let manifest = r#"{packages: ["dash"], fsEntries: [{type: "dir", path: "/usr/bin/dash"}]}"#;
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            paude
+                .command(["venv", "-e", manifest, "--", "/bin/sh", "-c", "exit 0"])
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().expect("wait");
+        fails_with(&output, 125, "fsEntries[0]");
+        assert!(
+            !text(&output.stderr).contains("set PAUDE_HOME"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+    assert!(
+        venv_entries(&paude.home).is_empty(),
+        "{:?}",
+        venv_entries(&paude.home)
+    );
 }

@@ -269,18 +269,18 @@ mod tests {
         let path = dir.path().join("k.lock");
         let holder = open(&path);
         holder.exclusive(&mut || {}).unwrap();
-        let waiter_path = path.clone();
-        let said = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let said_in = said.clone();
+        let waiter = open(&path);
+        let (said, heard) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let waiter = open(&waiter_path);
+            waiter.shared(&mut || said.send(()).unwrap()).unwrap();
             waiter
-                .shared(&mut || said_in.store(true, std::sync::atomic::Ordering::SeqCst))
-                .unwrap();
         });
-        std::thread::sleep(QUIET_WAIT * 2);
+        // The waiter says that it waits once the quiet polling is over; only then let go.
+        heard.recv().unwrap();
         holder.unlock().unwrap();
-        thread.join().unwrap();
-        assert!(said.load(std::sync::atomic::Ordering::SeqCst));
+        let waiter = thread.join().unwrap();
+        assert_eq!(holder.attempt(true).unwrap(), Attempt::Busy);
+        drop(waiter);
+        assert_eq!(holder.attempt(true).unwrap(), Attempt::Locked);
     }
 }

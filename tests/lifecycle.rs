@@ -579,7 +579,7 @@ fn stress_parallel_launches_and_cleanups() {
             "no cleanup removed the venv while launches ran"
         );
         eprintln!(
-            "{who:?}: {rounds} rounds of {parallel} launches and 2 cleanups: all passed; \
+            "{who:?}: {rounds} rounds of {parallel} parallel launches with cleanups throughout: all passed; \
              the cleanups removed the venv {removed} times while launches ran"
         );
     }

@@ -52,7 +52,11 @@ pub struct CleanupArgs {
     #[arg(long)]
     pub venvs: bool,
     /// Keep environments used less than this many days ago.
-    #[arg(long = "max-age-days", value_name = "DAYS")]
+    #[arg(
+        long = "max-age-days",
+        value_name = "DAYS",
+        allow_negative_numbers = true
+    )]
     pub max_age_days: Option<u32>,
     /// Say what would be removed, and remove nothing.
     #[arg(long = "dry-run")]

@@ -262,8 +262,9 @@ impl Store {
                 }
                 built = true;
             }
-            // Downgrade to shared and look again: the next turn of the loop does exactly
-            // that, on this same descriptor if it is still current.
+            // Downgrade to shared and look again. Linux converts a flock in one step under the
+            // inode's lock, so no cleanup can slip in between; flock(2) does not promise it,
+            // so the tree is looked up again anyway (and rebuilt if a cleanup did take it).
             lock.shared(&mut || {})
                 .map_err(io_error("locking", &lock_path))?;
             if lock

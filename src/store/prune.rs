@@ -68,7 +68,7 @@ pub fn scan(store: &Store) -> Result<Scan, StoreError> {
     let entries = match std::fs::read_dir(&root) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Scan::default()),
-        Err(error) => return Err(io_error("reading", &root)(error)),
+        Err(source) => return Err(StoreError::Unusable { path: root, source }),
     };
     let mut scan = Scan::default();
     let mut locks = Vec::new();

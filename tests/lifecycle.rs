@@ -234,6 +234,9 @@ fn a_running_sandbox_keeps_its_venv_after_paude_has_exec_ed() {
             report.contains(&format!("kept {key}  in use by a running sandbox")),
             "{report}"
         );
+        let document = json(&paude.run(["cleanup", "--max-age-days", "0", "--json"]));
+        assert_eq!(document["kept"][0]["reason"], "in-use", "{document:#}");
+        assert!(document["kept"][0]["lastUsed"].is_string(), "{document:#}");
         assert!(
             paude
                 .paude_home()

@@ -273,7 +273,11 @@ pub fn remove_venv(
             .map_err(io_error("locking", &lock_path))?
             == Attempt::Busy
         {
-            return Ok(Verdict::InUse.into());
+            // Reported, not decided on: reading it without the lock is fine.
+            return Ok(Outcome {
+                verdict: Verdict::InUse,
+                last_used: last_used(&store.venv_dir(key)),
+            });
         }
         if !lock
             .is_current()

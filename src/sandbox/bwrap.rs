@@ -5,7 +5,8 @@
 //! 1. namespaces: `--unshare-user --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup`,
 //!    and `--unshare-net` when the manifest turns the network off;
 //! 2. process options: `--die-with-parent` (the sandbox ends with its launcher's parent
-//!    process tree), `--sync-fd FD` for the venv's lock (bwrap's pid 1 keeps it open for the
+//!    process tree), `--cap-drop ALL` (no capabilities, also when paude runs as root, where
+//!    bwrap would otherwise keep them all inside the user namespace), `--sync-fd FD` for the venv's lock (bwrap's pid 1 keeps it open for the
 //!    sandbox's lifetime and closes it in the command before exec), `--new-session` when stdin
 //!    is not a terminal;
 //! 3. the mount operations exactly in plan order (top-level rootfs entries, splits, logical
@@ -38,6 +39,7 @@ pub fn render(plan: &Plan) -> Vec<OsString> {
         push(&["--unshare-net".as_ref()]);
     }
     push(&["--die-with-parent".as_ref()]);
+    push(&["--cap-drop".as_ref(), "ALL".as_ref()]);
     if let Some(fd) = plan.keep_open {
         push(&["--sync-fd".as_ref(), fd.to_string().as_ref()]);
     }
@@ -167,7 +169,7 @@ mod tests {
             "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
             "--unshare-net",
             // 2. process
-            "--die-with-parent", "--sync-fd", "3", "--new-session",
+            "--die-with-parent", "--cap-drop", "ALL", "--sync-fd", "3", "--new-session",
             // 3. mounts, in plan order
             "--ro-bind", "/store/rootfs/usr", "/usr",
             "--symlink", "usr/bin", "/bin",

@@ -1,22 +1,48 @@
 //! The single exec site: paude becomes bwrap.
 //!
 //! No supervisor process stays behind: the sandboxed command's exit status is bwrap's, which
-//! is paude's. Rust opens every descriptor close-on-exec, so bwrap receives from us only 0-2
-//! and the descriptors passed in `inherit` (the venv's lock, which bwrap's `--sync-fd` keeps
-//! out of the sandboxed command).
+//! is paude's. bwrap passes every descriptor it inherits on to the sandboxed command, so
+//! before the exec every descriptor above 2 is marked close-on-exec except those in
+//! `inherit`: descriptors paude's own caller leaked to it (a shell's `exec 3<secret`, an
+//! editor's or agent's pipes) never reach the sandbox. Rust opens paude's own descriptors
+//! close-on-exec already.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// Replaces this process with `program args`, letting `inherit` survive the exec. Returns
-/// only on failure.
+/// Replaces this process with `program args`, letting only 0-2 and `inherit` survive the
+/// exec. Returns only on failure.
 pub fn exec(program: &OsStr, args: &[OsString], inherit: &[BorrowedFd<'_>]) -> std::io::Error {
+    let keep: Vec<RawFd> = inherit.iter().map(|fd| fd.as_raw_fd()).collect();
+    if let Err(error) = close_on_exec_all_but(&keep) {
+        return error;
+    }
     for fd in inherit {
         if let Err(errno) = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()) {
             return errno.into();
         }
     }
     Command::new(program).args(args).exec()
+}
+
+/// Marks every open descriptor above 2, except `keep`, close-on-exec.
+fn close_on_exec_all_but(keep: &[RawFd]) -> std::io::Result<()> {
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd <= 2 || keep.contains(&fd) {
+            continue;
+        }
+        // SAFETY: the descriptor is only borrowed for the fcntl; one that was closed in the
+        // meantime (the directory listing's own) makes the call fail, which is ignored.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        if let Ok(flags) = rustix::io::fcntl_getfd(borrowed) {
+            rustix::io::fcntl_setfd(borrowed, flags | rustix::io::FdFlags::CLOEXEC).ok();
+        }
+    }
+    Ok(())
 }

@@ -750,7 +750,7 @@ mod tests {
         #[rustfmt::skip]
         let expected: Vec<&str> = vec![
             "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
-            "--die-with-parent", "--new-session",
+            "--die-with-parent", "--cap-drop", "ALL", "--new-session",
             // The top level of the rootfs, entry by entry, into bwrap's tmpfs root.
             "--symlink", "usr/bin", "/bin",
             "--ro-bind", "$ROOTFS/etc", "/etc",

@@ -6,8 +6,9 @@
 use super::{ExitError, status, warn};
 use crate::cli::VenvArgs;
 use crate::host::HostFacts;
-use crate::manifest::{self, LoadOptions, Manifest, ManifestSource, Mount};
+use crate::manifest::{self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount};
 use crate::packages::{Provider, dpkg::Dpkg};
+use crate::sandbox::identity::User;
 use crate::sandbox::plan::{self, CommandLookup, PlanInput};
 use crate::sandbox::{bwrap, exec, workspace};
 use crate::store::{self, BuildSpec, Store};
@@ -34,6 +35,17 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let loaded = manifest::load(&source, &options)?;
     let manifest = loaded.manifest;
     let mounts = checked_mounts(&manifest)?;
+    if let HomeMode::Bind(source) = &manifest.home
+        && !source.is_dir()
+    {
+        bail!(manifest::ManifestError::Field {
+            field: "home".into(),
+            message: format!(
+                "{} is not a directory on this host; create it, or use \"tmpfs\"",
+                source.display()
+            ),
+        });
+    }
     let bwrap_path = host.bwrap()?;
     if let Some(reason) = host.userns_refusal() {
         bail!("{reason}");
@@ -84,6 +96,20 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         ));
     }
 
+    let user = User::from_databases(
+        host.uid,
+        host.gid,
+        &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+        &std::fs::read_to_string("/etc/group").unwrap_or_default(),
+        host.var("USER").and_then(|v| v.to_str()),
+        host.var("HOME").map(Path::new),
+    );
+    let shell = if rootfs.path.join("bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
+    let (passwd, group) = store.identity_files(&user.passwd(shell), &user.group())?;
     let host_has = |path: &Path| path.exists();
     let input = PlanInput {
         manifest: &manifest,
@@ -98,6 +124,8 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         host_env: &host.env,
         host_has: &host_has,
         stdin_is_terminal: host.stdin_is_terminal,
+        home: Some(&user.home),
+        identity: Some((&passwd, &group)),
         command: &args.command,
     };
     let mut plan = plan::plan(&input)?;

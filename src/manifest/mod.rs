@@ -33,6 +33,24 @@ pub struct Manifest {
     pub venv: VenvMode,
     /// Share the host network (true) or get a private one with only loopback (false).
     pub network: bool,
+    /// Paths of the workspace kept read-only inside, relative to it.
+    pub protect: Vec<PathBuf>,
+    /// What `HOME` is inside.
+    pub home: HomeMode,
+}
+
+/// The paths `protect` lists by default: what git runs or obeys later, on the host, outside
+/// any sandbox (hooks; `core.hooksPath`, `core.fsmonitor` and filters set in the config).
+pub const DEFAULT_PROTECT: [&str; 2] = [".git/hooks", ".git/config"];
+
+/// What `HOME` is inside the sandbox. It is always the host's home path, so that paths
+/// written into files and tools' defaults agree inside and out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HomeMode {
+    /// An empty, private tmpfs: writable, gone when the sandbox ends.
+    Tmpfs,
+    /// This host directory, bound read-write.
+    Bind(PathBuf),
 }
 
 /// A mount the manifest asks for.

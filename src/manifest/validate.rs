@@ -26,7 +26,9 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{FsEntry, Manifest, ManifestError, Mount, MountKind, VenvMode};
+use super::{
+    DEFAULT_PROTECT, FsEntry, HomeMode, Manifest, ManifestError, Mount, MountKind, VenvMode,
+};
 
 type Result<T> = std::result::Result<T, ManifestError>;
 
@@ -40,6 +42,8 @@ const MANIFEST_FIELDS: &[&str] = &[
     "fsEntries",
     "venv",
     "network",
+    "protect",
+    "home",
 ];
 /// The fields of a mount object.
 const MOUNT_FIELDS: &[&str] = &["type", "source", "target", "optional"];
@@ -103,6 +107,14 @@ pub fn validate(value: &Value) -> Result<Manifest> {
         Some(value) => expect_bool(value, "network")?,
         None => true,
     };
+    let protect = match root.get("protect") {
+        Some(value) => protect(value)?,
+        None => DEFAULT_PROTECT.iter().map(PathBuf::from).collect(),
+    };
+    let home = match root.get("home") {
+        Some(value) => home(value)?,
+        None => HomeMode::Tmpfs,
+    };
     Ok(Manifest {
         packages,
         env_keep,
@@ -112,6 +124,8 @@ pub fn validate(value: &Value) -> Result<Manifest> {
         fs_entries,
         venv,
         network,
+        protect,
+        home,
     })
 }
 
@@ -549,6 +563,51 @@ fn venv(value: &Value) -> Result<VenvMode> {
     }
 }
 
+fn protect(value: &Value) -> Result<Vec<PathBuf>> {
+    let Value::Array(items) = value else {
+        return Err(field_error(
+            "protect",
+            format!(
+                "expected an array of paths relative to the workspace (`[]` protects nothing), \
+                 got {}",
+                json_type(value)
+            ),
+        ));
+    };
+    let mut seen = HashSet::new();
+    let mut paths = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let field = format!("protect[{index}]");
+        let path = relative_path(expect_str(item, &field)?, &field)?;
+        if seen.insert(path.clone()) {
+            paths.push(path);
+        }
+    }
+    Ok(paths)
+}
+
+fn home(value: &Value) -> Result<HomeMode> {
+    match value {
+        Value::String(word) if word == "tmpfs" => Ok(HomeMode::Tmpfs),
+        Value::String(text) if text.starts_with('/') => {
+            Ok(HomeMode::Bind(absolute_path(text, "home")?))
+        }
+        Value::String(text) => Err(field_error(
+            "home",
+            format!(
+                "`{text}` is neither \"tmpfs\" nor an absolute host directory to bind as the home"
+            ),
+        )),
+        other => Err(field_error(
+            "home",
+            format!(
+                "expected \"tmpfs\" or an absolute host directory, got {}",
+                json_type(other)
+            ),
+        )),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Modes and paths
 
@@ -887,8 +946,41 @@ mod tests {
                 fs_entries: vec![],
                 venv: VenvMode::Auto,
                 network: true,
+                protect: vec![".git/hooks".into(), ".git/config".into()],
+                home: HomeMode::Tmpfs,
             }
         );
+    }
+
+    #[test]
+    fn protect_and_home() {
+        let manifest = ok(with(json!({ "protect": [], "home": "/srv/agent-home" })));
+        assert!(manifest.protect.is_empty());
+        assert_eq!(manifest.home, HomeMode::Bind("/srv/agent-home".into()));
+        let manifest = ok(with(
+            json!({ "protect": ["./.git/hooks/", "Makefile", "Makefile"] }),
+        ));
+        assert_eq!(
+            manifest.protect,
+            vec![PathBuf::from(".git/hooks"), PathBuf::from("Makefile")]
+        );
+        assert_eq!(ok(with(json!({ "home": "tmpfs" }))).home, HomeMode::Tmpfs);
+        for (value, field, needle) in [
+            (json!({ "protect": ".git" }), "protect", "expected an array"),
+            (
+                json!({ "protect": ["/etc"] }),
+                "protect[0]",
+                "absolute path",
+            ),
+            (json!({ "protect": ["../x"] }), "protect[0]", ".."),
+            (json!({ "home": "temp" }), "home", "neither \"tmpfs\""),
+            (json!({ "home": "/a/../b" }), "home", ".."),
+            (json!({ "home": true }), "home", "got bool"),
+        ] {
+            let error = field_err(with(value.clone()));
+            assert_eq!(error.0, field, "{value}");
+            assert!(error.1.contains(needle), "{value}: {}", error.1);
+        }
     }
 
     #[test]

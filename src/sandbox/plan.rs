@@ -25,7 +25,7 @@
 //! bound into it, `D` remounted read-only after the mounts. Targets are resolved inside the
 //! rootfs first, so a target through a link (`/bin/x`) lands where the link leads.
 
-use crate::manifest::{Manifest, Mount, MountKind};
+use crate::manifest::{HomeMode, Manifest, Mount, MountKind};
 use crate::rootpath;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -108,6 +108,10 @@ pub struct PlanInput<'a> {
     /// Which default-mount sources exist on the host (`/etc/resolv.conf`, `/etc/hosts`).
     pub host_has: &'a dyn Fn(&Path) -> bool,
     pub stdin_is_terminal: bool,
+    /// The user's home path on the host, which is `HOME` inside (none: no home is set up).
+    pub home: Option<&'a Path>,
+    /// Files for `/etc/passwd` and `/etc/group` naming the user (see `identity`).
+    pub identity: Option<(&'a Path, &'a Path)>,
     /// Empty: an interactive shell.
     pub command: &'a [OsString],
 }
@@ -205,6 +209,39 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
                 label: format!("the default mount {target}"),
             });
         }
+        if let Some((passwd, group)) = input.identity {
+            for (source, target) in [(passwd, "/etc/passwd"), (group, "/etc/group")] {
+                if !user_targets.contains(Path::new(target)) {
+                    out.push(Logical {
+                        kind: MountKind::RoBind,
+                        source: Some(source.to_path_buf()),
+                        target: PathBuf::from(target),
+                        label: format!("the default mount {target}"),
+                    });
+                }
+            }
+        }
+    }
+    // The home: after the defaults, before every mount that may lie below it (the
+    // workspace, usually), so that those show through.
+    if let Some(home) = input
+        .home
+        .filter(|home| *home != Path::new("/") && !user_targets.contains(home))
+    {
+        out.push(match &input.manifest.home {
+            HomeMode::Tmpfs => Logical {
+                kind: MountKind::Tmpfs,
+                source: None,
+                target: home.to_path_buf(),
+                label: "the home".into(),
+            },
+            HomeMode::Bind(source) => Logical {
+                kind: MountKind::Bind,
+                source: Some(source.clone()),
+                target: home.to_path_buf(),
+                label: "`home`".into(),
+            },
+        });
     }
     type Indexed<'m> = Vec<&'m (usize, Mount)>;
     let (inside, outside): (Indexed, Indexed) = input
@@ -231,6 +268,19 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
         label: "the workspace's git directory".into(),
     }));
     out.extend(inside.into_iter().map(user));
+    // Protected paths: read-only over the workspace's read-write bind, when they exist (a
+    // missing one is not created on the host).
+    for (index, path) in input.manifest.protect.iter().enumerate() {
+        let full = input.workspace.join(path);
+        if (input.host_has)(&full) {
+            out.push(Logical {
+                kind: MountKind::RoBind,
+                source: Some(full.clone()),
+                target: full,
+                label: format!("protect[{index}]"),
+            });
+        }
+    }
     out.extend(input.venvs.iter().map(|venv| Logical {
         kind: MountKind::Tmpfs,
         source: None,
@@ -457,6 +507,11 @@ fn environment(input: &PlanInput<'_>) -> Result<Vec<(OsString, OsString)>, PlanE
     if env.get("PATH").is_none() {
         env.set("PATH", DEFAULT_PATH);
     }
+    if let Some(home) = input.home
+        && env.get("HOME").is_none()
+    {
+        env.set("HOME", home.as_os_str());
+    }
     if env.get("LD_LIBRARY_PATH").is_none() && !input.library_dirs.is_empty() {
         env.set("LD_LIBRARY_PATH", input.library_dirs.join(":"));
     }
@@ -682,6 +737,8 @@ mod tests {
             fs_entries: Vec::new(),
             venv: VenvMode::Auto,
             network: true,
+            protect: Vec::new(),
+            home: HomeMode::Tmpfs,
         }
     }
 
@@ -729,6 +786,8 @@ mod tests {
                 path != Path::new("/etc/resolv.conf") && !path.to_string_lossy().contains("missing")
             },
             stdin_is_terminal: false,
+            home: None,
+            identity: None,
             command: &command,
         };
         plan(&input)
@@ -1053,6 +1112,8 @@ mod tests {
             host_env: &[],
             host_has: &|_: &Path| true,
             stdin_is_terminal: true,
+            home: None,
+            identity: None,
             command: &[],
         };
         let error = plan(&input).unwrap_err().to_string();

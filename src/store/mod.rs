@@ -441,6 +441,57 @@ impl Store {
     }
 }
 
+impl Store {
+    /// `$PAUDE_HOME/identity/<hash>/{passwd,group}` holding these contents, written once
+    /// (content-addressed, renamed into place when complete) and reused by every launch.
+    pub fn identity_files(
+        &self,
+        passwd: &str,
+        group: &str,
+    ) -> Result<(PathBuf, PathBuf), StoreError> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(passwd.as_bytes());
+        hash.update([0u8]);
+        hash.update(group.as_bytes());
+        let digest: String = hash.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let root = self.home.join("identity");
+        let dir = root.join(&digest);
+        let files = (dir.join("passwd"), dir.join("group"));
+        if files.1.is_file() {
+            return Ok(files);
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .map_err(|source| StoreError::Unusable {
+                path: root.clone(),
+                source,
+            })?;
+        let tmp = root.join(format!(".tmp-{digest}-{}", std::process::id()));
+        tree::remove(&tmp).ok();
+        let written = std::fs::create_dir(&tmp)
+            .and_then(|()| std::fs::write(tmp.join("passwd"), passwd))
+            .and_then(|()| std::fs::write(tmp.join("group"), group));
+        if let Err(error) = written {
+            tree::remove(&tmp).ok();
+            return Err(io_error("writing", &tmp)(error));
+        }
+        // Another launch may have published the same files meanwhile: theirs are the same.
+        if std::fs::rename(&tmp, &dir).is_err() {
+            tree::remove(&tmp).ok();
+            if !files.1.is_file() {
+                return Err(io_error("publishing", &dir)(io::ErrorKind::NotFound.into()));
+            }
+        }
+        Ok(files)
+    }
+}
+
 /// Reads `<dir>/meta.json`.
 pub fn read_meta(dir: &Path) -> Result<Meta, StoreError> {
     let path = dir.join("meta.json");

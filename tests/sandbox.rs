@@ -649,3 +649,56 @@ fn git_works_in_a_linked_worktree_and_runs_shell_aliases() {
         assert_eq!(out, "one\nhi from sh\n", "{who:?}");
     }
 }
+
+/// The seeds' checklist with a real `python3 -m venv` on both sides, and `venvPersist`: the
+/// host venv works before; the sandbox sees it empty and says so; a venv made inside works,
+/// and with `venvPersist` is still there in the next run; the host venv works after.
+#[test]
+fn python_venvs_are_shadowed_and_can_be_kept() {
+    require_bwrap!();
+    for who in users() {
+        let workspace = TestDir::new(who);
+        hand_over(who, workspace.path());
+        let host_python = |script: &str| {
+            let mut command = match who {
+                As::Me => std::process::Command::new("bash"),
+                As::Nobody => {
+                    let mut c = std::process::Command::new("setpriv");
+                    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"]);
+                    c
+                }
+            };
+            command.args(["-c", script]).current_dir(workspace.path());
+            ok(&command.output().expect("bash"))
+        };
+        host_python("python3 -m venv .venv");
+        let host_check = ".venv/bin/python -c 'import sys; print(sys.prefix)'";
+        let prefix = format!("{}/.venv\n", workspace.path().display());
+        assert_eq!(
+            host_python(host_check),
+            prefix,
+            "the host venv works before"
+        );
+
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-venv.jsonnet");
+        let manifest = format!("(import '{}') + {{venvPersist: true}}", example.display());
+        let paude = Paude::new(who, shared_home(who), workspace.path());
+        let run = |script: &str| paude.run(["venv", "-e", &manifest, "--", "bash", "-c", script]);
+        let first = run(&format!(
+            "ls -A .venv | wc -l; python3 -m venv .venv && {host_check} && touch .venv/made-inside"
+        ));
+        assert_eq!(ok(&first), format!("0\n{prefix}"), "{who:?}");
+        let stderr = text(&first.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "shadowing the host's venv {}/.venv",
+                workspace.path().display()
+            )),
+            "{stderr}"
+        );
+        let second = ok(&run(&format!("test -e .venv/made-inside && {host_check}")));
+        assert_eq!(second, prefix, "{who:?}: the sandbox's venv was kept");
+        assert!(!workspace.path().join(".venv/made-inside").exists());
+        assert_eq!(host_python(host_check), prefix, "the host venv works after");
+    }
+}

@@ -110,6 +110,26 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         "/bin/sh"
     };
     let (passwd, group) = store.identity_files(&user.passwd(shell), &user.group())?;
+    let venv_state = if manifest.venv_persist && !venvs.is_empty() {
+        Some(store.venv_state(&workspace, &venvs)?)
+    } else {
+        None
+    };
+    for venv in &venvs {
+        status(&format!(
+            "shadowing the host's venv {} with {}",
+            venv.display(),
+            match &venv_state {
+                Some(state) => format!(
+                    "the sandbox's own, kept in {}",
+                    state
+                        .join(venv.strip_prefix(&workspace).unwrap_or(venv))
+                        .display()
+                ),
+                None => "an empty directory (venvPersist: true keeps the sandbox's own)".into(),
+            }
+        ));
+    }
     let host_has = |path: &Path| path.exists();
     let input = PlanInput {
         manifest: &manifest,
@@ -120,6 +140,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         workspace: &workspace,
         cwd: &host.cwd,
         venvs: &venvs,
+        venv_state: venv_state.as_deref(),
         git_dirs: &workspace::outside_git_dirs(&workspace),
         host_env: &host.env,
         host_has: &host_has,

@@ -31,6 +31,8 @@ pub struct Manifest {
     pub fs_entries: Vec<FsEntry>,
     /// Python venv shadowing in the workspace.
     pub venv: VenvMode,
+    /// Keep the sandbox's own venvs across runs instead of starting each run empty.
+    pub venv_persist: bool,
     /// Share the host network (true) or get a private one with only loopback (false).
     pub network: bool,
     /// Paths of the workspace kept read-only inside, relative to it.

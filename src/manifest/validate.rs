@@ -41,6 +41,7 @@ const MANIFEST_FIELDS: &[&str] = &[
     "mounts",
     "fsEntries",
     "venv",
+    "venvPersist",
     "network",
     "protect",
     "home",
@@ -103,6 +104,10 @@ pub fn validate(value: &Value) -> Result<Manifest> {
         Some(value) => venv(value)?,
         None => VenvMode::Auto,
     };
+    let venv_persist = match root.get("venvPersist") {
+        Some(value) => expect_bool(value, "venvPersist")?,
+        None => false,
+    };
     let network = match root.get("network") {
         Some(value) => expect_bool(value, "network")?,
         None => true,
@@ -123,6 +128,7 @@ pub fn validate(value: &Value) -> Result<Manifest> {
         mounts,
         fs_entries,
         venv,
+        venv_persist,
         network,
         protect,
         home,
@@ -945,6 +951,7 @@ mod tests {
                 mounts: vec![],
                 fs_entries: vec![],
                 venv: VenvMode::Auto,
+                venv_persist: false,
                 network: true,
                 protect: vec![".git/hooks".into(), ".git/config".into()],
                 home: HomeMode::Tmpfs,
@@ -965,6 +972,7 @@ mod tests {
             vec![PathBuf::from(".git/hooks"), PathBuf::from("Makefile")]
         );
         assert_eq!(ok(with(json!({ "home": "tmpfs" }))).home, HomeMode::Tmpfs);
+        assert!(ok(with(json!({ "venvPersist": true }))).venv_persist);
         for (value, field, needle) in [
             (json!({ "protect": ".git" }), "protect", "expected an array"),
             (

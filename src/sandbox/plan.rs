@@ -101,6 +101,9 @@ pub struct PlanInput<'a> {
     pub workspace: &'a Path,
     pub cwd: &'a Path,
     pub venvs: &'a [PathBuf],
+    /// With `venvPersist`: the directory holding this workspace's own venvs, one per shadowed
+    /// venv at the same relative path, bound over the host's instead of an empty tmpfs.
+    pub venv_state: Option<&'a Path>,
     /// Git directories outside the workspace that its `.git` file points to (worktrees,
     /// submodules), bound read-write after it.
     pub git_dirs: &'a [PathBuf],
@@ -281,11 +284,20 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
             });
         }
     }
-    out.extend(input.venvs.iter().map(|venv| Logical {
-        kind: MountKind::Tmpfs,
-        source: None,
-        target: venv.clone(),
-        label: format!("the venv shadow {}", venv.display()),
+    out.extend(input.venvs.iter().map(|venv| {
+        let kept = input
+            .venv_state
+            .and_then(|state| Some(state.join(venv.strip_prefix(input.workspace).ok()?)));
+        Logical {
+            kind: if kept.is_some() {
+                MountKind::Bind
+            } else {
+                MountKind::Tmpfs
+            },
+            source: kept,
+            target: venv.clone(),
+            label: format!("the venv shadow {}", venv.display()),
+        }
     }));
     // The store must never be writable inside: a sandbox that could change a published tree
     // would change every later environment built from it. It is reachable when it lies inside
@@ -736,6 +748,7 @@ mod tests {
             mounts: Vec::new(),
             fs_entries: Vec::new(),
             venv: VenvMode::Auto,
+            venv_persist: false,
             network: true,
             protect: Vec::new(),
             home: HomeMode::Tmpfs,
@@ -780,6 +793,7 @@ mod tests {
             workspace: Path::new("/w"),
             cwd: Path::new(cwd),
             venvs: &venvs,
+            venv_state: None,
             git_dirs: &[],
             host_env: &host_env,
             host_has: &|path: &Path| {
@@ -1108,6 +1122,7 @@ mod tests {
             workspace: Path::new("/w"),
             cwd: Path::new("/w"),
             venvs: &venvs,
+            venv_state: None,
             git_dirs: &[],
             host_env: &[],
             host_has: &|_: &Path| true,

@@ -492,6 +492,30 @@ impl Store {
     }
 }
 
+impl Store {
+    /// `$PAUDE_HOME/state/<hash of the workspace path>/venvs`, with a directory for each of
+    /// `venvs` (relative to the workspace) in it: where `venvPersist` keeps the sandbox's own
+    /// venvs. Created mode 0700; never removed by paude (it is the user's work).
+    pub fn venv_state(&self, workspace: &Path, venvs: &[PathBuf]) -> Result<PathBuf, StoreError> {
+        use sha2::Digest;
+        use std::os::unix::ffi::OsStrExt;
+        let digest: String = sha2::Sha256::digest(workspace.as_os_str().as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let state = self.home.join("state").join(digest).join("venvs");
+        for venv in venvs {
+            let dir = state.join(venv.strip_prefix(workspace).unwrap_or(venv));
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|source| StoreError::Unusable { path: dir, source })?;
+        }
+        Ok(state)
+    }
+}
+
 /// Reads `<dir>/meta.json`.
 pub fn read_meta(dir: &Path) -> Result<Meta, StoreError> {
     let path = dir.join("meta.json");

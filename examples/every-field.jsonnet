@@ -66,6 +66,21 @@ local paude = import "paude.libsonnet";  // the embedded helper library (optiona
   // list names the directories (relative to the workspace) to shadow.
   venv: [".venv"],
 
+  // Default false: each run starts with an empty venv where the host's was. true keeps the
+  // sandbox's own venvs (under $PAUDE_HOME/state) from one run to the next, so
+  // `python3 -m venv .venv && .venv/bin/pip install ...` is done once.
+  venvPersist: false,
+
   // Default true: share the host network. false gives a private network with only loopback.
   network: true,
+
+  // Default [".git/hooks", ".git/config"]: paths of the workspace kept read-only inside, so
+  // a sandboxed program cannot plant a hook or a `core.hooksPath` that git later runs on the
+  // host. Paths that do not exist are skipped (never created on the host); [] protects nothing.
+  protect: [".git/hooks", ".git/config", "Makefile"],
+
+  // Default "tmpfs": HOME is the host's home path, holding an empty private tmpfs (the host's
+  // files are not visible; what the sandbox writes there is gone when it ends). An absolute
+  // host directory instead is bound read-write there, e.g. a home kept for an agent.
+  home: "tmpfs",
 }

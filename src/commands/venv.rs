@@ -109,7 +109,8 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     } else {
         "/bin/sh"
     };
-    let (passwd, group) = store.identity_files(&user.passwd(shell), &user.group())?;
+    let passwd = store.small_file("passwd", user.passwd(shell).as_bytes())?;
+    let group = store.small_file("group", user.group().as_bytes())?;
     let venv_state = if manifest.venv_persist && !venvs.is_empty() {
         Some(store.venv_state(&workspace, &venvs)?)
     } else {

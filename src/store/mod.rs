@@ -442,27 +442,20 @@ impl Store {
 }
 
 impl Store {
-    /// `$PAUDE_HOME/identity/<hash>/{passwd,group}` holding these contents, written once
-    /// (content-addressed, renamed into place when complete) and reused by every launch.
-    pub fn identity_files(
-        &self,
-        passwd: &str,
-        group: &str,
-    ) -> Result<(PathBuf, PathBuf), StoreError> {
+    /// `$PAUDE_HOME/files/<hash>/<name>` holding `contents`: small files a launch binds or
+    /// hands to bwrap (`/etc/passwd`, a seccomp filter), written once (content-addressed,
+    /// renamed into place when complete) and reused by every launch that needs the same.
+    pub fn small_file(&self, name: &str, contents: &[u8]) -> Result<PathBuf, StoreError> {
         use sha2::Digest;
-        let mut hash = sha2::Sha256::new();
-        hash.update(passwd.as_bytes());
-        hash.update([0u8]);
-        hash.update(group.as_bytes());
-        let digest: String = hash.finalize()[..8]
+        let digest: String = sha2::Sha256::digest(contents)[..8]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let root = self.home.join("identity");
-        let dir = root.join(&digest);
-        let files = (dir.join("passwd"), dir.join("group"));
-        if files.1.is_file() {
-            return Ok(files);
+        let root = self.home.join("files");
+        let dir = root.join(format!("{digest}-{name}"));
+        let file = dir.join(name);
+        if file.is_file() {
+            return Ok(file);
         }
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -472,23 +465,22 @@ impl Store {
                 path: root.clone(),
                 source,
             })?;
-        let tmp = root.join(format!(".tmp-{digest}-{}", std::process::id()));
+        let tmp = root.join(format!(".tmp-{digest}-{name}-{}", std::process::id()));
         tree::remove(&tmp).ok();
-        let written = std::fs::create_dir(&tmp)
-            .and_then(|()| std::fs::write(tmp.join("passwd"), passwd))
-            .and_then(|()| std::fs::write(tmp.join("group"), group));
+        let written =
+            std::fs::create_dir(&tmp).and_then(|()| std::fs::write(tmp.join(name), contents));
         if let Err(error) = written {
             tree::remove(&tmp).ok();
             return Err(io_error("writing", &tmp)(error));
         }
-        // Another launch may have published the same files meanwhile: theirs are the same.
+        // Another launch may have published the same file meanwhile: it is the same.
         if std::fs::rename(&tmp, &dir).is_err() {
             tree::remove(&tmp).ok();
-            if !files.1.is_file() {
+            if !file.is_file() {
                 return Err(io_error("publishing", &dir)(io::ErrorKind::NotFound.into()));
             }
         }
-        Ok(files)
+        Ok(file)
     }
 }
 

@@ -4,4 +4,5 @@
 pub mod bwrap;
 pub mod exec;
 pub mod plan;
+pub mod seccomp;
 pub mod workspace;

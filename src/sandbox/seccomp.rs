@@ -196,6 +196,8 @@ fn to_bytes(program: &[sock_filter]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
     const FAMILIES: [&[Abi]; 3] = [X86, ARM, RISCV];
     /// SECCOMP_RET_ERRNO with errno 1, spelled out.
@@ -327,5 +329,127 @@ mod tests {
             (TIOCSTI, TIOCLINUX),
             (libc::TIOCSTI as u32, libc::TIOCLINUX as u32)
         );
+    }
+
+    /// What a child saw, each an errno or 0 for success (errno values fit a byte): taking
+    /// the terminal and installing the filter, TIOCSTI, TIOCSTI with the request's high bits
+    /// set, TIOCLINUX, TIOCGWINSZ.
+    type Seen = [u8; 5];
+
+    /// Opens a pseudo-terminal, forks a child that makes it its controlling terminal (so
+    /// the kernel's own "not your terminal" EPERM cannot pass for the filter's), installs
+    /// `filter` if given, and reports what the probing ioctls return.
+    fn probe(filter: Option<&mut [sock_filter]>) -> Seen {
+        let open = |fd: RawFd| {
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            // SAFETY: `fd` was just opened by this function and is owned by nothing else.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        };
+        let mut name = [0 as libc::c_char; 64];
+        // SAFETY: plain calls on a descriptor this function owns; `name` outlives them and
+        // its length is passed, and `ptsname_r` terminates what it writes.
+        let (master, slave) = unsafe {
+            let master = open(libc::posix_openpt(
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            ));
+            let fd = master.as_raw_fd();
+            assert!(libc::grantpt(fd) == 0 && libc::unlockpt(fd) == 0);
+            assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+            let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+            (master, open(libc::open(name.as_ptr(), flags)))
+        };
+        let fprog = filter.map(|program| libc::sock_fprog {
+            len: program.len() as libc::c_ushort,
+            filter: program.as_mut_ptr(),
+        });
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        // SAFETY: the test harness runs threads, so the child calls only async-signal-safe
+        // functions (no allocation, no locks) and leaves through `_exit`; the buffers it
+        // reads (`fprog` and the program) were made before the fork.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            child(slave.as_raw_fd(), fprog.as_ref(), write.as_raw_fd());
+        }
+        drop(write);
+        let mut seen = Seen::default();
+        let read = std::fs::File::from(read).read_exact(&mut seen);
+        let mut status = 0;
+        // SAFETY: `pid` is this function's child and `status` a valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            read.is_ok() && status == 0,
+            "child failed: {read:?}, status {status:#x}"
+        );
+        drop((master, slave));
+        seen
+    }
+
+    fn child(tty: RawFd, fprog: Option<&libc::sock_fprog>, out: RawFd) -> ! {
+        // SAFETY: raw system calls on descriptors inherited from the parent, with pointers to
+        // this frame's locals and to the parent's filter, which the fork copied.
+        unsafe {
+            let errno = || u8::try_from(*libc::__errno_location()).unwrap_or(u8::MAX);
+            let result = |ret: libc::c_long| if ret < 0 { errno() } else { 0 };
+            // The fork copied every descriptor of the test process: close all but ours, or
+            // this child could keep alive a lock that another test has just released.
+            let (low, high) = (i64::from(tty.min(out)), i64::from(tty.max(out)));
+            let all = i64::from(u32::MAX);
+            for (first, last) in [(3, low - 1), (low.max(2) + 1, high - 1), (high + 1, all)] {
+                if first <= last {
+                    let (first, last) = (first as libc::c_uint, last as libc::c_uint);
+                    libc::syscall(libc::SYS_close_range, first, last, 0);
+                }
+            }
+            let mut seen: Seen = [0; 5];
+            if libc::setsid() < 0 || libc::ioctl(tty, libc::TIOCSCTTY, 0) < 0 {
+                seen[0] = errno();
+            } else if let Some(fprog) = fprog {
+                let mode = libc::SECCOMP_MODE_FILTER as libc::c_ulong;
+                seen[0] = result(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into());
+                if seen[0] == 0 {
+                    let ret = libc::prctl(libc::PR_SET_SECCOMP, mode, fprog as *const _);
+                    seen[0] = result(ret.into());
+                }
+            }
+            let byte = b'x';
+            seen[1] = result(libc::ioctl(tty, libc::TIOCSTI, &byte).into());
+            // Zero where `unsigned long` is 32 bits wide: the high bits cannot be set there.
+            let high = !libc::c_ulong::from(u32::MAX);
+            let request = high | libc::TIOCSTI as libc::c_ulong;
+            let fd = libc::c_long::from(tty);
+            seen[2] = result(libc::syscall(libc::SYS_ioctl, fd, request, &byte));
+            // TIOCL_GETSHIFTSTATE: a subcode that changes nothing, had this been a console.
+            let mut subcode = 6u8;
+            seen[3] = result(libc::ioctl(tty, libc::TIOCLINUX, &mut subcode).into());
+            let mut size: libc::winsize = std::mem::zeroed();
+            seen[4] = result(libc::ioctl(tty, libc::TIOCGWINSZ, &mut size).into());
+            let ok = libc::write(out, seen.as_ptr().cast(), seen.len()) == seen.len() as isize;
+            libc::_exit(if ok { 0 } else { 1 })
+        }
+    }
+
+    #[test]
+    fn the_kernel_refuses_injection_under_the_filter_only() {
+        let (eperm, eio) = (libc::EPERM as u8, libc::EIO as u8);
+        let unfiltered = probe(None);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        if unfiltered[1] == eperm && !status.contains("Seccomp:\t0") {
+            // Run inside a sandbox that already refuses TIOCSTI: nothing left to prove here.
+            eprintln!("skipped: this process is under a seccomp filter already");
+            return;
+        }
+        let mut program = program(ABIS.unwrap());
+        let filtered = probe(Some(&mut program));
+        eprintln!("unfiltered {unfiltered:?}, filtered {filtered:?}");
+        // Without the filter TIOCSTI works, or fails with EIO for unprivileged callers where
+        // `dev.tty.legacy_tiocsti` is 0; the high bits change nothing, as the kernel drops
+        // them. Either way the probe can tell the filter's EPERM apart.
+        assert_eq!(unfiltered[0], 0);
+        assert!(unfiltered[1] == 0 || unfiltered[1] == eio, "{unfiltered:?}");
+        assert_eq!(unfiltered[2], unfiltered[1]);
+        assert_ne!(unfiltered[3], eperm);
+        assert_eq!(unfiltered[4], 0);
+        assert_eq!(filtered, [0, eperm, eperm, eperm, 0]);
     }
 }

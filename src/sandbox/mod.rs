@@ -6,4 +6,5 @@ pub mod bwrap;
 pub mod exec;
 pub mod identity;
 pub mod plan;
+pub mod seccomp;
 pub mod workspace;

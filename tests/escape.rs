@@ -77,6 +77,30 @@ impl Setup {
     }
 }
 
+/// Runs `argv` with a pseudo-terminal as its stdin, stdout and stderr (through `script`, from
+/// util-linux), as `setup`'s user, with its HOME and store.
+fn in_terminal(setup: &Setup, argv: &[&str]) -> Output {
+    let line: Vec<String> = argv
+        .iter()
+        .map(|word| format!("'{}'", word.replace('\'', "'\\''")))
+        .collect();
+    let mut command = match setup.who {
+        As::Me => Command::new("script"),
+        As::Nobody => {
+            let mut command = Command::new("setpriv");
+            command.args(["--reuid=65534", "--regid=65534", "--clear-groups", "script"]);
+            command
+        }
+    };
+    command
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .current_dir(setup.workspace.path())
+        .env("HOME", setup.home.path())
+        .env("PAUDE_HOME", shared_home(setup.who).join(".paude"))
+        .stdin(Stdio::null());
+    run(command)
+}
+
 fn run(mut command: Command) -> Output {
     command.output().expect("run")
 }
@@ -234,6 +258,33 @@ fn escape_checklist() {
             .filter_map(|line| line.split(':').next().map(str::trim))
             .collect();
         assert_eq!(names, vec!["lo"], "{interfaces}");
+
+        // 8. Type into the terminal (TIOCSTI), with the terminal kept (an interactive run, so
+        // no --new-session): the seccomp filter refuses it; an ordinary ioctl still works.
+        let probe = "import fcntl, termios\n\
+                     try:\n    fcntl.ioctl(0, termios.TIOCSTI, b'#'); print('injected')\n\
+                     except OSError as e: print('refused', e.errno)\n\
+                     print('winsize', len(fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(8))))";
+        let outside = in_terminal(&setup, &["python3", "-c", probe]);
+        let manifest = r#"{packages: ["python3"]}"#;
+        let paude = env!("CARGO_BIN_EXE_paude");
+        let inside = in_terminal(
+            &setup,
+            &[paude, "venv", "-e", manifest, "--", "python3", "-c", probe],
+        );
+        if says("refused 5")(&outside) {
+            // dev.tty.legacy_tiocsti=0: the kernel itself refuses (EIO) unprivileged callers.
+            rows.push("inject into the terminal: the kernel refuses it outside too".into());
+        } else {
+            rows.push(check(
+                "inject into the terminal (TIOCSTI)",
+                outside,
+                inside.clone(),
+                says("injected"),
+            ));
+        }
+        assert!(says("refused 1")(&inside), "{}", text(&inside.stdout));
+        assert!(says("winsize 8")(&inside), "{}", text(&inside.stdout));
 
         eprintln!("{who:?}:\n  {}", rows.join("\n  "));
     }

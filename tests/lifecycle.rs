@@ -406,7 +406,7 @@ fn dead_builds_are_cleaned_up_and_running_ones_left_alone() {
     assert!(running.exists() && !dead.exists() && !removal.exists());
 
     // The builder dies: its directory is a leftover now, and goes with its lock file.
-    drop(builder);
+    builder.unlock().unwrap();
     let report = json(&paude.run(["cleanup", "--max-age-days", "7", "--json"]));
     assert_eq!(
         report["leftovers"].as_array().unwrap().len(),

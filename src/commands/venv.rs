@@ -10,7 +10,7 @@ use crate::manifest::{self, HomeMode, LoadOptions, Manifest, ManifestSource, Mou
 use crate::packages::{Provider, dpkg::Dpkg};
 use crate::sandbox::identity::User;
 use crate::sandbox::plan::{self, CommandLookup, PlanInput};
-use crate::sandbox::{bwrap, exec, workspace};
+use crate::sandbox::{bwrap, exec, seccomp, workspace};
 use crate::store::{self, BuildSpec, Store};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -157,15 +157,42 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     if let Some(refusal) = command_refusal(plan::lookup_command(&plan), &plan.command[0]) {
         return Err(refusal.into());
     }
+    // A run that keeps the terminal (no --new-session) gets the terminal-injection filter.
+    let filter = if plan.new_session {
+        None
+    } else {
+        match seccomp::terminal_injection_filter() {
+            Some(bytes) => Some(store.small_file("tty-filter.bpf", &bytes)?),
+            None => {
+                warn(
+                    "no terminal-injection filter for this CPU: a program in the sandbox could \
+                     type into your terminal; run paude with stdin not a terminal to detach it",
+                );
+                None
+            }
+        }
+    };
     if args.dry_run {
+        // The printed line reads the filter from descriptor 3, redirected from its file.
+        plan.seccomp_fd = filter.as_ref().map(|_| 3);
         let argv = bwrap::render(&plan);
         let mut line = bwrap::command_line(bwrap_path.as_os_str(), &argv);
+        if let Some(filter) = &filter {
+            line.extend_from_slice(b" 3<");
+            line.extend(bwrap::shell_quote(filter.as_os_str()));
+        }
         line.push(b'\n');
         std::io::stdout()
             .write_all(&line)
             .context("writing to stdout")?;
         return Ok(ExitCode::SUCCESS);
     }
+    let filter = filter
+        .map(|path| {
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))
+        })
+        .transpose()?;
+    plan.seccomp_fd = filter.as_ref().map(|file| file.as_raw_fd());
     store.touch(rootfs)?;
     // From here the lock is kept by a holder process until the sandbox ends.
     let keep_open = lease
@@ -173,7 +200,9 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         .context("starting the process that keeps the environment's lock")?;
     plan.keep_open = Some(keep_open.as_raw_fd());
     let argv = bwrap::render(&plan);
-    let error = exec::exec(bwrap_path.as_os_str(), &argv, &[keep_open.as_fd()]);
+    let mut inherit = vec![keep_open.as_fd()];
+    inherit.extend(filter.as_ref().map(|file| file.as_fd()));
+    let error = exec::exec(bwrap_path.as_os_str(), &argv, &inherit);
     if error.raw_os_error() == Some(rustix::io::Errno::TOOBIG.raw_os_error()) {
         let bytes: usize = argv.iter().map(|arg| arg.len() + 1).sum();
         bail!(

@@ -5,10 +5,11 @@
 //! 1. namespaces: `--unshare-user --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup`,
 //!    and `--unshare-net` when the manifest turns the network off;
 //! 2. process options: `--die-with-parent` (the sandbox ends with its launcher's parent
-//!    process tree), `--cap-drop ALL` (no capabilities, also when paude runs as root, where
-//!    bwrap would otherwise keep them all inside the user namespace), `--sync-fd FD` for the venv's lock (bwrap's pid 1 keeps it open for the
-//!    sandbox's lifetime and closes it in the command before exec), `--new-session` when stdin
-//!    is not a terminal;
+//!    process tree); `--cap-drop ALL` (no capabilities, also when paude runs as root, where
+//!    bwrap would otherwise keep them all inside the user namespace); `--sync-fd FD`, the pipe
+//!    that keeps the venv's lock held (bwrap's pid 1 keeps it open for the sandbox's lifetime
+//!    and closes it in the command before exec); `--seccomp FD`, the terminal-injection
+//!    filter, when the terminal is kept; `--new-session` when stdin is not a terminal;
 //! 3. the mount operations exactly in plan order (top-level rootfs entries, splits, logical
 //!    mounts, then the read-only remounts);
 //! 4. the environment: `--clearenv`, then one `--setenv NAME VALUE` per variable;
@@ -42,6 +43,9 @@ pub fn render(plan: &Plan) -> Vec<OsString> {
     push(&["--cap-drop".as_ref(), "ALL".as_ref()]);
     if let Some(fd) = plan.keep_open {
         push(&["--sync-fd".as_ref(), fd.to_string().as_ref()]);
+    }
+    if let Some(fd) = plan.seccomp_fd {
+        push(&["--seccomp".as_ref(), fd.to_string().as_ref()]);
     }
     if plan.new_session {
         push(&["--new-session".as_ref()]);
@@ -136,6 +140,7 @@ mod tests {
             unshare_net: true,
             new_session: true,
             keep_open: Some(3),
+            seccomp_fd: Some(4),
             mounts: vec![
                 MountOp::RoBind {
                     source: "/store/rootfs/usr".into(),
@@ -169,7 +174,7 @@ mod tests {
             "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
             "--unshare-net",
             // 2. process
-            "--die-with-parent", "--cap-drop", "ALL", "--sync-fd", "3", "--new-session",
+            "--die-with-parent", "--cap-drop", "ALL", "--sync-fd", "3", "--seccomp", "4", "--new-session",
             // 3. mounts, in plan order
             "--ro-bind", "/store/rootfs/usr", "/usr",
             "--symlink", "usr/bin", "/bin",

@@ -72,6 +72,10 @@ pub struct Plan {
     /// the venv's lock held (see `store::lock`). [`plan`] leaves it unset: the launch sets it
     /// right before exec, and a printed plan has none.
     pub keep_open: Option<i32>,
+    /// `--seccomp`: the descriptor of the terminal-injection filter (see `seccomp`), which a
+    /// run that keeps the terminal needs (`!new_session`). Set, like `keep_open`, by the
+    /// launch right before exec.
+    pub seccomp_fd: Option<i32>,
     /// Mount operations in bwrap order.
     pub mounts: Vec<MountOp>,
     /// The logical mounts, resolved, in order: (target inside, what is there).
@@ -166,6 +170,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         unshare_net: !input.manifest.network,
         new_session: !input.stdin_is_terminal,
         keep_open: None,
+        seccomp_fd: None,
         mounts,
         views,
         env,

@@ -280,7 +280,7 @@ mod tests {
         holder.unlock().unwrap();
         let waiter = thread.join().unwrap();
         assert_eq!(holder.attempt(true).unwrap(), Attempt::Busy);
-        drop(waiter);
+        waiter.unlock().unwrap();
         assert_eq!(holder.attempt(true).unwrap(), Attempt::Locked);
     }
 }

@@ -473,7 +473,9 @@ mod tests {
             remove_venv(&store, &key, keep, dry_run).unwrap().verdict
         };
         assert_eq!(verdict(&old, false), Verdict::InUse);
-        drop(user);
+        // Unlocked rather than dropped: a process another test thread is spawning may hold a
+        // copy of the descriptor until its exec, and an unlock releases the lock for all.
+        user.unlock().unwrap();
         assert!(!in_use(&store, &key).unwrap());
         assert_eq!(verdict(&recent, false), Verdict::Recent);
         let Verdict::Removed(would) = verdict(&old, true) else {
@@ -541,7 +543,7 @@ mod tests {
             LeftoverOutcome::Running
         );
         assert!(tmp.exists());
-        drop(builder);
+        builder.unlock().unwrap();
         let removed = |outcome| matches!(outcome, LeftoverOutcome::Removed(_));
         assert!(removed(remove_leftover(&store, &leftover, true).unwrap()));
         assert!(tmp.exists());

@@ -20,6 +20,27 @@ pub enum Command {
     List(ListArgs),
     /// Remove cached environments not used recently, and leftovers of interrupted builds.
     Cleanup(CleanupArgs),
+    /// Check that this machine can run paude's sandboxes, and say how to fix what is wrong.
+    Doctor(DoctorArgs),
+}
+
+/// `paude doctor`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Checks, one line each (ok, warning or problem, with the fix): bwrap (found, its version, \
+whether it is setuid), user namespaces (the kernel's settings, and a trial), a trial sandbox \
+set up as paude sets one up, the dpkg database, PAUDE_HOME (writable by this user, free \
+space) and the cached environments in it. The exit status is 0 when nothing is a problem \
+(warnings allowed), 125 when something is.
+
+Examples:
+  paude doctor                           the report
+  paude doctor --json                    one JSON document for scripts
+  PAUDE_HOME=/srv/paude paude doctor     check another cache location")]
+pub struct DoctorArgs {
+    /// Print one JSON document instead of the report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `paude list`.

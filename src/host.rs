@@ -97,39 +97,76 @@ impl HostFacts {
                 return Ok(candidate);
             }
         }
-        bail!(
-            "bwrap (bubblewrap) is not installed or not in PATH; install it with \
-             `sudo apt-get install bubblewrap` (Debian/Ubuntu) or `sudo dnf install bubblewrap` (Fedora)"
-        )
+        bail!("{BWRAP_MISSING}; {BWRAP_INSTALL}")
     }
 
     /// A reason the kernel will refuse an unprivileged user namespace, if one is visible
     /// without trying (two small /proc reads).
-    pub fn userns_refusal(&self) -> Option<String> {
-        let read = |path: &str| {
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|s| s.trim().to_string())
-        };
-        if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
-            return Some(
-                "user namespaces are disabled on this host (user.max_user_namespaces = 0); \
-                 enable them with `sudo sysctl -w user.max_user_namespaces=15000`"
-                    .into(),
-            );
-        }
-        if self.uid != 0
-            && read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0")
-        {
-            return Some(
-                "unprivileged user namespaces are disabled on this host \
-                 (kernel.unprivileged_userns_clone = 0); enable them with \
-                 `sudo sysctl -w kernel.unprivileged_userns_clone=1`"
-                    .into(),
-            );
-        }
-        None
+    pub fn userns_refusal(&self) -> Option<UsernsRefusal> {
+        refusal_from_sysctls(self.uid, &read_sysctl)
     }
+}
+
+/// What paude says when no bwrap is found on `PATH`.
+pub const BWRAP_MISSING: &str = "bwrap (bubblewrap) is not installed or not in PATH";
+
+/// How to install bwrap, for every message that needs it.
+pub const BWRAP_INSTALL: &str = "install it with `sudo apt-get install bubblewrap` (Debian/Ubuntu) \
+     or `sudo dnf install bubblewrap` (Fedora)";
+
+/// `user.max_user_namespaces`: 0 refuses user namespaces to everyone, root included.
+pub const MAX_USER_NAMESPACES: &str = "/proc/sys/user/max_user_namespaces";
+/// `kernel.unprivileged_userns_clone` (Debian's kernels): 0 refuses them to users but root.
+pub const UNPRIVILEGED_USERNS_CLONE: &str = "/proc/sys/kernel/unprivileged_userns_clone";
+/// `kernel.apparmor_restrict_unprivileged_userns` (Ubuntu 23.10 and later): 1 refuses them
+/// to users' programs unless an AppArmor profile grants the program `userns`.
+pub const APPARMOR_RESTRICT_USERNS: &str = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns";
+
+/// A setting that makes the kernel refuse user namespaces, and how to change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsernsRefusal {
+    /// What is set, and to what.
+    pub reason: String,
+    /// The command that changes it.
+    pub fix: String,
+}
+
+impl std::fmt::Display for UsernsRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {}", self.reason, self.fix)
+    }
+}
+
+/// The value of a sysctl file under `/proc/sys`, trimmed; `None` when the kernel has no such
+/// setting (or it cannot be read).
+pub fn read_sysctl(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The refusal that the sysctls `read` returns imply for a process of `uid`, if any. The
+/// AppArmor restriction is not one: a profile may let bwrap through, which only trying tells.
+pub fn refusal_from_sysctls(
+    uid: u32,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Option<UsernsRefusal> {
+    if read(MAX_USER_NAMESPACES).as_deref() == Some("0") {
+        return Some(UsernsRefusal {
+            reason: "user namespaces are disabled on this host (user.max_user_namespaces = 0)"
+                .into(),
+            fix: "enable them with `sudo sysctl -w user.max_user_namespaces=15000`".into(),
+        });
+    }
+    if uid != 0 && read(UNPRIVILEGED_USERNS_CLONE).as_deref() == Some("0") {
+        return Some(UsernsRefusal {
+            reason: "unprivileged user namespaces are disabled on this host \
+                     (kernel.unprivileged_userns_clone = 0)"
+                .into(),
+            fix: "enable them with `sudo sysctl -w kernel.unprivileged_userns_clone=1`".into(),
+        });
+    }
+    None
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -137,4 +174,38 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |path: &str| {
+            pairs
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn refusals_from_sysctls() {
+        let none = reader(&[]);
+        assert_eq!(refusal_from_sysctls(1000, &none), None);
+        let zero = reader(&[(MAX_USER_NAMESPACES, "0")]);
+        assert!(refusal_from_sysctls(0, &zero).is_some());
+        let debian = reader(&[(UNPRIVILEGED_USERNS_CLONE, "0")]);
+        assert_eq!(refusal_from_sysctls(0, &debian), None);
+        let refusal = refusal_from_sysctls(1000, &debian).unwrap();
+        assert_eq!(
+            refusal.to_string(),
+            "unprivileged user namespaces are disabled on this host \
+             (kernel.unprivileged_userns_clone = 0); enable them with \
+             `sudo sysctl -w kernel.unprivileged_userns_clone=1`"
+        );
+        // AppArmor's restriction is not a refusal: a profile may let bwrap through.
+        let ubuntu = reader(&[(APPARMOR_RESTRICT_USERNS, "1")]);
+        assert_eq!(refusal_from_sysctls(1000, &ubuntu), None);
+    }
 }

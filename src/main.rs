@@ -44,5 +44,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Venv(args) => commands::venv::run(args, &host),
         Command::List(args) => commands::list::run(args, &host),
         Command::Cleanup(args) => commands::cleanup::run(args, &host),
+        Command::Doctor(args) => commands::doctor::run(args, &host),
     }
 }

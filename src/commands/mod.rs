@@ -2,6 +2,7 @@
 //! order and decides what goes to stderr; none of them holds logic a stage could own.
 
 pub mod cleanup;
+pub mod doctor;
 pub mod list;
 pub mod venv;
 

@@ -29,6 +29,21 @@ use self::files::{Diversions, TopLevelLinks};
 use self::resolve::Database;
 use super::{Closure, ExportEntry, ExportPlan, PackageError, PackageId, Provider};
 
+/// The root and the admin directory dpkg uses, given the values of `DPKG_ROOT` (default `/`)
+/// and `DPKG_ADMINDIR` (default `$DPKG_ROOT/var/lib/dpkg`); empty values count as unset.
+pub fn paths_from_env(
+    dpkg_root: Option<&OsStr>,
+    dpkg_admindir: Option<&OsStr>,
+) -> (PathBuf, PathBuf) {
+    let root = dpkg_root
+        .filter(|root| !root.is_empty())
+        .map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    let admindir = dpkg_admindir
+        .filter(|admindir| !admindir.is_empty())
+        .map_or_else(|| root.join("var/lib/dpkg"), PathBuf::from);
+    (root, admindir)
+}
+
 /// The dpkg database of one root, loaded and indexed.
 #[derive(Debug, Clone)]
 pub struct Dpkg {
@@ -70,13 +85,13 @@ impl Dpkg {
         dpkg_root: Option<&OsStr>,
         dpkg_admindir: Option<&OsStr>,
     ) -> Result<Self, PackageError> {
-        let root = dpkg_root
-            .filter(|root| !root.is_empty())
-            .map_or_else(|| PathBuf::from("/"), PathBuf::from);
-        let admindir = dpkg_admindir
-            .filter(|admindir| !admindir.is_empty())
-            .map_or_else(|| root.join("var/lib/dpkg"), PathBuf::from);
+        let (root, admindir) = paths_from_env(dpkg_root, dpkg_admindir);
         Self::open(&root, &admindir)
+    }
+
+    /// How many packages the database records as installed (every architecture counts).
+    pub fn installed_count(&self) -> usize {
+        self.database.installed_count()
     }
 
     /// The dpkg database directory this provider reads.

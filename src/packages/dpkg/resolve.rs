@@ -86,6 +86,14 @@ impl Database {
         &self.native_arch
     }
 
+    /// How many records are of installed packages.
+    pub fn installed_count(&self) -> usize {
+        self.records
+            .iter()
+            .filter(|record| record.installed.is_some())
+            .count()
+    }
+
     /// Installed packages marked `Essential: yes`, sorted by (name, architecture).
     pub fn essential(&self) -> Vec<PackageId> {
         let mut essential: Vec<PackageId> = self

@@ -444,3 +444,11 @@ fn host_typo_suggests_git() {
         "{error}"
     );
 }
+
+#[test]
+fn installed_count_counts_installed_records_once() {
+    // 26 `installed` and one `triggers-pending` in `status`; nano's entry in `updates/`
+    // replaces the one in `status` rather than adding one; `config-files` and
+    // `half-installed` are not installed.
+    assert_eq!(fixture().installed_count(), 27);
+}

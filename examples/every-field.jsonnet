@@ -80,7 +80,8 @@ local paude = import "paude.libsonnet";  // the embedded helper library (optiona
   protect: [".git/hooks", ".git/config", "Makefile"],
 
   // Default "tmpfs": HOME is the host's home path, holding an empty private tmpfs (the host's
-  // files are not visible; what the sandbox writes there is gone when it ends). An absolute
+  // files are not visible; what the sandbox writes there is gone when it ends). "persist"
+  // keeps a home of the workspace's own under $PAUDE_HOME/state between runs. An absolute
   // host directory instead is bound read-write there, e.g. a home kept for an agent.
   home: "tmpfs",
 }

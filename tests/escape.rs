@@ -411,3 +411,27 @@ fn protected_paths_can_be_listed_or_emptied() {
     ]));
     assert!(!setup.workspace.path().join("missing").exists());
 }
+
+#[test]
+fn a_persistent_home_is_kept_per_workspace() {
+    require_bwrap!();
+    let setup = Setup::new(As::Me);
+    let paude = setup.paude();
+    let manifest = r#"{packages: ["bash", "coreutils"], home: "persist"}"#;
+    let run = |script: &str| paude.run(["venv", "-e", manifest, "--", "bash", "-c", script]);
+    ok(&run("echo kept > \"$HOME/.history\""));
+    assert_eq!(ok(&run("cat \"$HOME/.history\"")), "kept\n");
+    // Not the host's home, and not another workspace's.
+    assert!(!setup.home.path().join(".history").exists());
+    let other = Setup::new(As::Me);
+    let out = other.paude().run([
+        "venv",
+        "-e",
+        manifest,
+        "--",
+        "bash",
+        "-c",
+        "ls -A \"$HOME\" | wc -l",
+    ]);
+    assert_eq!(ok(&out), "0\n");
+}

@@ -33,7 +33,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let source = manifest_source(&args, &workspace)?;
     let options = load_options(&args, host)?;
     let loaded = manifest::load(&source, &options)?;
-    let manifest = loaded.manifest;
+    let mut manifest = loaded.manifest;
     let mounts = checked_mounts(&manifest)?;
     if let HomeMode::Bind(source) = &manifest.home
         && !source.is_dir()
@@ -112,10 +112,19 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let passwd = store.small_file("passwd", user.passwd(shell).as_bytes())?;
     let group = store.small_file("group", user.group().as_bytes())?;
     let venv_state = if manifest.venv_persist && !venvs.is_empty() {
-        Some(store.venv_state(&workspace, &venvs)?)
+        let relative: Vec<&Path> = venvs
+            .iter()
+            .map(|venv| venv.strip_prefix(&workspace).unwrap_or(venv))
+            .collect();
+        Some(store.workspace_state(&workspace, "venvs", &relative)?)
     } else {
         None
     };
+    // `home: "persist"` is this workspace's own home directory in the store.
+    if manifest.home == HomeMode::Persist {
+        let home = store.workspace_state(&workspace, "home", &[Path::new("")])?;
+        manifest.home = HomeMode::Bind(home);
+    }
     for venv in &venvs {
         status(&format!(
             "shadowing the host's venv {} with {}",

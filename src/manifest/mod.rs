@@ -53,6 +53,10 @@ pub enum HomeMode {
     Tmpfs,
     /// This host directory, bound read-write.
     Bind(PathBuf),
+    /// A directory of the workspace's own under `$PAUDE_HOME/state`, kept from one run to the
+    /// next (per workspace rather than per environment, so it survives a package upgrade,
+    /// which changes the environment's key).
+    Persist,
 }
 
 /// A mount the manifest asks for.

@@ -595,19 +595,20 @@ fn protect(value: &Value) -> Result<Vec<PathBuf>> {
 fn home(value: &Value) -> Result<HomeMode> {
     match value {
         Value::String(word) if word == "tmpfs" => Ok(HomeMode::Tmpfs),
+        Value::String(word) if word == "persist" => Ok(HomeMode::Persist),
         Value::String(text) if text.starts_with('/') => {
             Ok(HomeMode::Bind(absolute_path(text, "home")?))
         }
         Value::String(text) => Err(field_error(
             "home",
             format!(
-                "`{text}` is neither \"tmpfs\" nor an absolute host directory to bind as the home"
+                "`{text}` is not \"tmpfs\", \"persist\" or an absolute host directory to bind as the home"
             ),
         )),
         other => Err(field_error(
             "home",
             format!(
-                "expected \"tmpfs\" or an absolute host directory, got {}",
+                "expected \"tmpfs\", \"persist\" or an absolute host directory, got {}",
                 json_type(other)
             ),
         )),
@@ -972,6 +973,10 @@ mod tests {
             vec![PathBuf::from(".git/hooks"), PathBuf::from("Makefile")]
         );
         assert_eq!(ok(with(json!({ "home": "tmpfs" }))).home, HomeMode::Tmpfs);
+        assert_eq!(
+            ok(with(json!({ "home": "persist" }))).home,
+            HomeMode::Persist
+        );
         assert!(ok(with(json!({ "venvPersist": true }))).venv_persist);
         for (value, field, needle) in [
             (json!({ "protect": ".git" }), "protect", "expected an array"),
@@ -981,7 +986,7 @@ mod tests {
                 "absolute path",
             ),
             (json!({ "protect": ["../x"] }), "protect[0]", ".."),
-            (json!({ "home": "temp" }), "home", "neither \"tmpfs\""),
+            (json!({ "home": "temp" }), "home", "is not \"tmpfs\""),
             (json!({ "home": "/a/../b" }), "home", ".."),
             (json!({ "home": true }), "home", "got bool"),
         ] {

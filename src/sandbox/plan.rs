@@ -237,7 +237,8 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
         .filter(|home| *home != Path::new("/") && !user_targets.contains(home))
     {
         out.push(match &input.manifest.home {
-            HomeMode::Tmpfs => Logical {
+            // The launch turns `persist` into the bind of its directory before planning.
+            HomeMode::Tmpfs | HomeMode::Persist => Logical {
                 kind: MountKind::Tmpfs,
                 source: None,
                 target: home.to_path_buf(),

@@ -485,19 +485,25 @@ impl Store {
 }
 
 impl Store {
-    /// `$PAUDE_HOME/state/<hash of the workspace path>/venvs`, with a directory for each of
-    /// `venvs` (relative to the workspace) in it: where `venvPersist` keeps the sandbox's own
-    /// venvs. Created mode 0700; never removed by paude (it is the user's work).
-    pub fn venv_state(&self, workspace: &Path, venvs: &[PathBuf]) -> Result<PathBuf, StoreError> {
+    /// `$PAUDE_HOME/state/<hash of the workspace path>/<kind>`, with the directories `dirs`
+    /// (relative to it) in it: what a workspace's sandboxes keep from one run to the next
+    /// (`venvs` for `venvPersist`, `home` for `home: "persist"`). Created mode 0700; never
+    /// removed by paude, since it is the user's work.
+    pub fn workspace_state(
+        &self,
+        workspace: &Path,
+        kind: &str,
+        dirs: &[&Path],
+    ) -> Result<PathBuf, StoreError> {
         use sha2::Digest;
         use std::os::unix::ffi::OsStrExt;
         let digest: String = sha2::Sha256::digest(workspace.as_os_str().as_bytes())[..8]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let state = self.home.join("state").join(digest).join("venvs");
-        for venv in venvs {
-            let dir = state.join(venv.strip_prefix(workspace).unwrap_or(venv));
+        let state = self.home.join("state").join(digest).join(kind);
+        for dir in dirs {
+            let dir = state.join(dir);
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)

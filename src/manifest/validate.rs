@@ -707,7 +707,7 @@ fn relative_path(text: &str, field: &str) -> Result<PathBuf> {
         return Err(field_error(
             field,
             format!(
-                "`{text}` is an absolute path; give the directory relative to the workspace root"
+                "`{text}` is an absolute path; give the path relative to the workspace root"
             ),
         ));
     }
@@ -1604,7 +1604,7 @@ mod tests {
             field_err(with(json!({ "venv": ["/abs/venv"] }))),
             (
                 "venv[0]".into(),
-                "`/abs/venv` is an absolute path; give the directory relative to the workspace root"
+                "`/abs/venv` is an absolute path; give the path relative to the workspace root"
                     .into()
             )
         );

@@ -109,8 +109,8 @@ impl Status {
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
-    /// A stable identifier: `bwrap`, `user-namespaces`, `sandbox`, `packages`, `paude-home`,
-    /// `cache`.
+    /// A stable identifier: `bwrap`, `user-namespaces`, `sandbox`, `capabilities`,
+    /// `packages`, `paude-home`, `cache`.
     pub name: &'static str,
     pub status: Status,
     /// What was found.
@@ -182,6 +182,8 @@ pub fn run(args: DoctorArgs, host: &HostFacts) -> Result<ExitCode> {
 #[derive(Debug, Clone)]
 pub struct Facts {
     pub uid: u32,
+    /// paude's own effective capabilities, by name, sorted.
+    pub capabilities: Result<Vec<String>, String>,
     pub bwrap: BwrapFound,
     /// The user-namespace sysctls by path (see [`host::MAX_USER_NAMESPACES`] and its
     /// neighbours); a setting the kernel does not have is absent.
@@ -287,8 +289,16 @@ pub fn gather(host: &HostFacts) -> Facts {
         HomeState::Exists { .. } => Some(gather_cache(&host.paude_home)),
         _ => None,
     };
+    let capabilities = caps::read(None, caps::CapSet::Effective)
+        .map(|set| {
+            let mut names: Vec<String> = set.iter().map(|cap| cap.to_string()).collect();
+            names.sort();
+            names
+        })
+        .map_err(|error| error.to_string());
     Facts {
         uid: host.uid,
+        capabilities,
         bwrap: gather_bwrap(host),
         sysctls,
         packages: gather_packages(host),
@@ -606,6 +616,7 @@ pub fn checks(facts: &Facts) -> Vec<Check> {
         let setuid = is_setuid_root(bwrap.mode, bwrap.owner);
         checks.push(check_sandbox(probe, setuid));
     }
+    checks.push(check_capabilities(&facts.capabilities));
     checks.push(check_packages(&facts.packages));
     checks.push(check_home(&facts.home, facts.uid));
     if let Some(cache) = &facts.cache {
@@ -975,6 +986,49 @@ pub fn check_home(home: &HomeFacts, uid: u32) -> Check {
 }
 
 /// The cached environments: how many, how big, and leftovers `paude cleanup` would remove.
+/// What paude holds, and that the sandbox gets none of it: bwrap is always given
+/// `--cap-drop ALL`, which matters when paude runs as root (bwrap would otherwise keep every
+/// capability inside the user namespace).
+pub fn check_capabilities(capabilities: &Result<Vec<String>, String>) -> Check {
+    const NAME: &str = "capabilities";
+    match capabilities {
+        Ok(names) if names.is_empty() => Check::ok(
+            NAME,
+            "paude runs with no capabilities; sandboxes get none either".into(),
+        ),
+        Ok(names) => {
+            let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+            Check::ok(
+                NAME,
+                format!(
+                    "paude runs with {} effective {} ({}{}); sandboxes get none (bwrap is given \
+                     --cap-drop ALL)",
+                    names.len(),
+                    if names.len() == 1 {
+                        "capability"
+                    } else {
+                        "capabilities"
+                    },
+                    shown.join(", "),
+                    if names.len() > shown.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        }
+        Err(error) => Check::with(
+            NAME,
+            Status::Warning,
+            format!("paude's own capabilities could not be read: {error}"),
+            "Nothing to do for the sandbox, which gets none (--cap-drop ALL); /proc/self/status \
+             shows them"
+                .into(),
+        ),
+    }
+}
+
 pub fn check_cache(cache: &Result<CacheFacts, String>) -> Check {
     const NAME: &str = "cache";
     let cache = match cache {
@@ -1402,9 +1456,30 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_are_named_and_the_sandbox_gets_none() {
+        let none = check_capabilities(&Ok(Vec::new()));
+        assert_eq!(none.status, Status::Ok);
+        assert!(none.detail.contains("no capabilities"));
+        let names: Vec<String> = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
+            .map(String::from)
+            .to_vec();
+        let root = check_capabilities(&Ok(names));
+        assert_eq!(
+            root.detail,
+            "paude runs with 4 effective capabilities (CAP_CHOWN, CAP_KILL, CAP_NET_ADMIN, …); \
+             sandboxes get none (bwrap is given --cap-drop ALL)"
+        );
+        assert_eq!(
+            check_capabilities(&Err("no".into())).status,
+            Status::Warning
+        );
+    }
+
+    #[test]
     fn checks_skip_what_their_prerequisites_failed() {
         let facts = Facts {
             uid: 1000,
+            capabilities: Ok(Vec::new()),
             bwrap: BwrapFound::Missing {
                 detail: host::BWRAP_MISSING.into(),
                 from_env: false,
@@ -1429,7 +1504,13 @@ mod tests {
         let names: Vec<&str> = checks(&facts).iter().map(|c| c.name).collect();
         assert_eq!(
             names,
-            ["bwrap", "user-namespaces", "packages", "paude-home"]
+            [
+                "bwrap",
+                "user-namespaces",
+                "capabilities",
+                "packages",
+                "paude-home"
+            ]
         );
         let mut facts = facts;
         facts.bwrap = found("bubblewrap 0.8.0", 0o100755, 0);
@@ -1442,6 +1523,7 @@ mod tests {
                 "bwrap",
                 "user-namespaces",
                 "sandbox",
+                "capabilities",
                 "packages",
                 "paude-home",
                 "cache"

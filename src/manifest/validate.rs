@@ -706,9 +706,7 @@ fn relative_path(text: &str, field: &str) -> Result<PathBuf> {
     if text.starts_with('/') {
         return Err(field_error(
             field,
-            format!(
-                "`{text}` is an absolute path; give the path relative to the workspace root"
-            ),
+            format!("`{text}` is an absolute path; give the path relative to the workspace root"),
         ));
     }
     let mut path = PathBuf::new();

@@ -171,11 +171,13 @@ fn escape_checklist() {
         let secret = std::fs::File::open(setup.elsewhere.path().join("secret.txt")).unwrap();
         let with_fd = |mut command: Command| {
             let fd = std::os::fd::AsRawFd::as_raw_fd(&secret);
-            // SAFETY: dup2 is async-signal-safe; it gives the child the file as fd 7 without
-            // close-on-exec, as a careless caller would.
+            // SAFETY: dup2 and fcntl are async-signal-safe; they give the child the file as
+            // fd 7 without close-on-exec, as a careless caller would.
             unsafe {
                 command.pre_exec(move || {
-                    if libc::dup2(fd, 7) == -1 {
+                    // dup2 onto itself (the file may already be 7) keeps close-on-exec,
+                    // so clear it explicitly.
+                    if libc::dup2(fd, 7) == -1 || libc::fcntl(7, libc::F_SETFD, 0) == -1 {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())

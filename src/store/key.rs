@@ -94,8 +94,12 @@ pub fn key(closure: &Closure, fs_entries: &[FsEntry], source_root: &std::path::P
     }
     encoder.bytes(rootpath::bytes(source_root));
     let digest = encoder.hasher.finalize();
-    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    VenvKey(hex[..KEY_HEX_DIGITS].to_string())
+    VenvKey(hex(&digest)[..KEY_HEX_DIGITS].to_string())
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Feeds fixed-width little-endian integers and length-prefixed byte strings to the hash.

@@ -289,15 +289,7 @@ impl Store {
             match KeyLock::open(lock_path, true) {
                 Ok(Some(lock)) => return Ok(lock),
                 Err(error) if error.kind() == io::ErrorKind::NotFound && !created_root => {
-                    // 0700: the cache holds fsEntries' contents, which may be private.
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(&venv_root)
-                        .map_err(|source| StoreError::Unusable {
-                            path: venv_root.clone(),
-                            source,
-                        })?;
+                    private_dir(&venv_root)?;
                     created_root = true;
                 }
                 Err(error)
@@ -446,25 +438,14 @@ impl Store {
     /// hands to bwrap (`/etc/passwd`, a seccomp filter), written once (content-addressed,
     /// renamed into place when complete) and reused by every launch that needs the same.
     pub fn small_file(&self, name: &str, contents: &[u8]) -> Result<PathBuf, StoreError> {
-        use sha2::Digest;
-        let digest: String = sha2::Sha256::digest(contents)[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = short_hash(contents);
         let root = self.home.join("files");
         let dir = root.join(format!("{digest}-{name}"));
         let file = dir.join(name);
         if file.is_file() {
             return Ok(file);
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)
-            .map_err(|source| StoreError::Unusable {
-                path: root.clone(),
-                source,
-            })?;
+        private_dir(&root)?;
         let tmp = root.join(format!(".tmp-{digest}-{name}-{}", std::process::id()));
         tree::remove(&tmp).ok();
         let written =
@@ -495,23 +476,34 @@ impl Store {
         kind: &str,
         dirs: &[&Path],
     ) -> Result<PathBuf, StoreError> {
-        use sha2::Digest;
         use std::os::unix::ffi::OsStrExt;
-        let digest: String = sha2::Sha256::digest(workspace.as_os_str().as_bytes())[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = short_hash(workspace.as_os_str().as_bytes());
         let state = self.home.join("state").join(digest).join(kind);
         for dir in dirs {
-            let dir = state.join(dir);
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|source| StoreError::Unusable { path: dir, source })?;
+            private_dir(&state.join(dir))?;
         }
         Ok(state)
     }
+}
+
+/// Creates `dir` and its missing parents mode 0700: the store holds fsEntries' contents and
+/// the user's kept homes and venvs, which may be private.
+fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StoreError::Unusable {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// The first 64 bits of the sha256 of `bytes`, in hex: names for small content-addressed
+/// things (the venv key, which must be stable across versions, has its own encoding).
+fn short_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    key::hex(&sha2::Sha256::digest(bytes)[..8])
 }
 
 /// Reads `<dir>/meta.json`.

@@ -50,14 +50,7 @@ impl Setup {
 
     /// `bash -c SCRIPT` on the host, as the same user, in the workspace, with the same HOME.
     fn host(&self, script: &str) -> Command {
-        let mut command = match self.who {
-            As::Me => Command::new("bash"),
-            As::Nobody => {
-                let mut command = Command::new("setpriv");
-                command.args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"]);
-                command
-            }
-        };
+        let mut command = command_as(self.who, "bash");
         command
             .args(["-c", script])
             .current_dir(self.workspace.path())
@@ -84,14 +77,7 @@ fn in_terminal(setup: &Setup, argv: &[&str]) -> Output {
         .iter()
         .map(|word| format!("'{}'", word.replace('\'', "'\\''")))
         .collect();
-    let mut command = match setup.who {
-        As::Me => Command::new("script"),
-        As::Nobody => {
-            let mut command = Command::new("setpriv");
-            command.args(["--reuid=65534", "--regid=65534", "--clear-groups", "script"]);
-            command
-        }
-    };
+    let mut command = command_as(setup.who, "script");
     command
         .args(["-qec", &line.join(" "), "/dev/null"])
         .current_dir(setup.workspace.path())

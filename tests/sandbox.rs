@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    As, Paude, TestDir, fails_with, hand_over, ok, shared_home, text, users, venv_entries, write,
+    As, Paude, TestDir, command_as, fails_with, hand_over, ok, shared_home, text, users,
+    venv_entries, write,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -660,14 +661,7 @@ fn python_venvs_are_shadowed_and_can_be_kept() {
         let workspace = TestDir::new(who);
         hand_over(who, workspace.path());
         let host_python = |script: &str| {
-            let mut command = match who {
-                As::Me => std::process::Command::new("bash"),
-                As::Nobody => {
-                    let mut c = std::process::Command::new("setpriv");
-                    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"]);
-                    c
-                }
-            };
+            let mut command = command_as(who, "bash");
             command.args(["-c", script]).current_dir(workspace.path());
             ok(&command.output().expect("bash"))
         };

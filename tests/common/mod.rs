@@ -139,18 +139,7 @@ impl Paude {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let binary = env!("CARGO_BIN_EXE_paude");
-        let mut command = match self.who {
-            As::Me => Command::new(binary),
-            As::Nobody => {
-                // setpriv execs paude: the child's pid is paude's.
-                let mut command = Command::new("setpriv");
-                command
-                    .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-                    .arg(binary);
-                command
-            }
-        };
+        let mut command = command_as(self.who, env!("CARGO_BIN_EXE_paude"));
         command
             .args(args)
             .current_dir(&self.cwd)
@@ -170,6 +159,21 @@ impl Paude {
     /// The `PAUDE_HOME` this invocation uses.
     pub fn paude_home(&self) -> PathBuf {
         self.home.join(".paude")
+    }
+}
+
+/// `program` run as `who`: itself, or through `setpriv` as uid/gid 65534 (setpriv execs the
+/// program, so the child's pid is the program's).
+pub fn command_as(who: As, program: impl AsRef<OsStr>) -> Command {
+    match who {
+        As::Me => Command::new(program),
+        As::Nobody => {
+            let mut command = Command::new("setpriv");
+            command
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(program);
+            command
+        }
     }
 }
 

@@ -137,6 +137,16 @@ impl std::fmt::Display for UsernsRefusal {
     }
 }
 
+/// The descriptors this process has open, from `/proc/self/fd`. The list includes the one
+/// that read the directory, already closed when the list is returned: callers must take a
+/// failure on it (EBADF) in stride.
+pub fn open_descriptors() -> std::io::Result<Vec<std::os::fd::RawFd>> {
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
 /// The value of a sysctl file under `/proc/sys`, trimmed; `None` when the kernel has no such
 /// setting (or it cannot be read).
 pub fn read_sysctl(path: &str) -> Option<String> {

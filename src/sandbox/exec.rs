@@ -29,11 +29,7 @@ pub fn exec(program: &OsStr, args: &[OsString], inherit: &[BorrowedFd<'_>]) -> s
 
 /// Marks every open descriptor above 2, except `keep`, close-on-exec.
 fn close_on_exec_all_but(keep: &[RawFd]) -> std::io::Result<()> {
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in open {
+    for fd in crate::host::open_descriptors()? {
         if fd <= 2 || keep.contains(&fd) {
             continue;
         }

@@ -178,13 +178,7 @@ fn hold(lock: RawFd, pipe: RawFd) -> ! {
         rustix::stdio::dup2_stdout(&null).ok();
         rustix::stdio::dup2_stderr(&null).ok();
     }
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in open {
+    for fd in crate::host::open_descriptors().unwrap_or_default() {
         if fd > 2 && fd != lock && fd != pipe {
             // SAFETY: nothing in this process uses these descriptors any more. The one that
             // listed the directory is closed already: `close` then fails with EBADF, which

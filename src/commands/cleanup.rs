@@ -10,7 +10,7 @@
 use super::{ago, rfc3339, status};
 use crate::cli::CleanupArgs;
 use crate::host::HostFacts;
-use crate::store::prune::{self, LeftoverKind, LeftoverOutcome, Verdict};
+use crate::store::prune::{self, LeftoverOutcome, Verdict};
 use crate::store::{Store, human_bytes};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -141,10 +141,7 @@ pub fn run(args: CleanupArgs, host: &HostFacts) -> Result<ExitCode> {
                 report.freed_bytes += size.exclusive;
                 report.leftovers.push(LeftoverRemoved {
                     path: leftover.path.clone(),
-                    kind: match leftover.kind {
-                        LeftoverKind::Build => "build",
-                        LeftoverKind::Removal => "removal",
-                    },
+                    kind: leftover.kind.name(),
                     freed_bytes: size.exclusive,
                 });
             }

@@ -8,7 +8,7 @@ use super::{ago, rfc3339, warn};
 use crate::cli::ListArgs;
 use crate::host::HostFacts;
 use crate::packages::PackageId;
-use crate::store::prune::{self, LeftoverKind, VenvInfo};
+use crate::store::prune::{self, VenvInfo};
 use crate::store::{Store, human_bytes, tree};
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -99,10 +99,7 @@ pub fn run(args: ListArgs, host: &HostFacts) -> Result<ExitCode> {
             let size = tree::size(&leftover.path);
             LeftoverJson {
                 path: leftover.path.clone(),
-                kind: match leftover.kind {
-                    LeftoverKind::Build => "build",
-                    LeftoverKind::Removal => "removal",
-                },
+                kind: leftover.kind.name(),
                 running: prune::leftover_running(&store, leftover),
                 size_bytes: size.as_ref().ok().map(|size| size.total),
                 error: size.err().map(|error| error.to_string()),
@@ -127,14 +124,7 @@ pub fn run(args: ListArgs, host: &HostFacts) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for venv in &venvs {
-        for problem in [
-            venv.meta.as_ref().err(),
-            venv.size.as_ref().err(),
-            venv.in_use.as_ref().err(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for problem in venv.problems() {
             warn(&format!("environment {}: {problem}", venv.key));
         }
     }
@@ -175,15 +165,7 @@ pub fn run(args: ListArgs, host: &HostFacts) -> Result<ExitCode> {
 
 fn venv_json(venv: &VenvInfo) -> VenvJson {
     let meta = venv.meta.as_ref().ok();
-    let errors: Vec<&str> = [
-        venv.meta.as_ref().err(),
-        venv.size.as_ref().err(),
-        venv.in_use.as_ref().err(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(String::as_str)
-    .collect();
+    let errors: Vec<&str> = venv.problems().collect();
     VenvJson {
         key: venv.key.to_string(),
         path: venv.dir.clone(),

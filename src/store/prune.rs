@@ -45,6 +45,16 @@ pub enum LeftoverKind {
     Removal,
 }
 
+impl LeftoverKind {
+    /// How the JSON documents name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LeftoverKind::Build => "build",
+            LeftoverKind::Removal => "removal",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Leftover {
     pub path: PathBuf,
@@ -151,6 +161,20 @@ pub struct VenvInfo {
     pub in_use: Result<bool, String>,
 }
 
+impl VenvInfo {
+    /// What could not be read about it (its meta.json, its size, its lock).
+    pub fn problems(&self) -> impl Iterator<Item = &str> {
+        [
+            self.meta.as_ref().err(),
+            self.size.as_ref().err(),
+            self.in_use.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+    }
+}
+
 /// Describes a venv the scan found.
 pub fn info(store: &Store, venv: &VenvEntry) -> VenvInfo {
     VenvInfo {
@@ -166,7 +190,24 @@ pub fn info(store: &Store, venv: &VenvEntry) -> VenvInfo {
 
 /// Whether a sandbox (or a build or removal) holds the key's lock now.
 pub fn in_use(store: &Store, key: &VenvKey) -> io::Result<bool> {
-    let Some(lock) = KeyLock::open(&store.lock_path(key), false)? else {
+    held(&store.lock_path(key))
+}
+
+/// Whether the build or removal that made a leftover is still running: its key's lock, or
+/// the cleanup lock, is held.
+pub fn leftover_running(store: &Store, leftover: &Leftover) -> bool {
+    let lock = match (leftover.kind, &leftover.key) {
+        (LeftoverKind::Build, Some(key)) => store.lock_path(key),
+        (LeftoverKind::Removal, _) => store.venv_root().join(CLEANUP_LOCK),
+        (LeftoverKind::Build, None) => return false,
+    };
+    held(&lock).unwrap_or(false)
+}
+
+/// Whether someone holds the lock file at `path`: an exclusive attempt that is let go at once
+/// (a missing file is held by nobody).
+fn held(path: &Path) -> io::Result<bool> {
+    let Some(lock) = KeyLock::open(path, false)? else {
         return Ok(false);
     };
     match lock.attempt(true)? {
@@ -178,20 +219,28 @@ pub fn in_use(store: &Store, key: &VenvKey) -> io::Result<bool> {
     }
 }
 
-/// Whether the build or removal that made a leftover is still running: its key's lock, or
-/// the cleanup lock, is held.
-pub fn leftover_running(store: &Store, leftover: &Leftover) -> bool {
-    match (leftover.kind, &leftover.key) {
-        (LeftoverKind::Build, Some(key)) => in_use(store, key).unwrap_or(false),
-        (LeftoverKind::Removal, _) => {
-            let path = store.venv_root().join(CLEANUP_LOCK);
-            matches!(
-                KeyLock::open(&path, false).map(|lock| lock.map(|lock| lock.attempt(true))),
-                Ok(Some(Ok(Attempt::Busy)))
-            )
-        }
-        (LeftoverKind::Build, None) => false,
+/// An exclusive attempt on a lock file, without waiting.
+enum Exclusive {
+    /// Taken; `None` when there is no lock file and none was to be created (nobody holds it).
+    Taken(Option<KeyLock>),
+    /// Someone holds it.
+    Busy,
+    /// Taken, but the file was unlinked or replaced since it was opened: it guards nothing.
+    Replaced,
+}
+
+/// Tries the lock file at `path` exclusively, creating it when `create` is set.
+fn try_exclusive(path: &Path, create: bool) -> Result<Exclusive, StoreError> {
+    let Some(lock) = KeyLock::open(path, create).map_err(io_error("opening", path))? else {
+        return Ok(Exclusive::Taken(None));
+    };
+    if lock.attempt(true).map_err(io_error("locking", path))? == Attempt::Busy {
+        return Ok(Exclusive::Busy);
     }
+    if !lock.is_current().map_err(io_error("checking", path))? {
+        return Ok(Exclusive::Replaced);
+    }
+    Ok(Exclusive::Taken(Some(lock)))
 }
 
 /// What happened to one venv in a cleanup.
@@ -264,28 +313,18 @@ pub fn remove_venv(
     keep: &dyn Fn(Option<SystemTime>) -> bool,
     dry_run: bool,
 ) -> Result<Outcome, StoreError> {
-    let lock_path = store.lock_path(key);
     // A dry run creates nothing: without a lock file, nobody holds the lock.
-    let lock = KeyLock::open(&lock_path, !dry_run).map_err(io_error("opening", &lock_path))?;
-    if let Some(lock) = &lock {
-        if lock
-            .attempt(true)
-            .map_err(io_error("locking", &lock_path))?
-            == Attempt::Busy
-        {
-            // Reported, not decided on: reading it without the lock is fine.
+    let lock = match try_exclusive(&store.lock_path(key), !dry_run)? {
+        Exclusive::Taken(lock) => lock,
+        // Reported, not decided on: reading it without the lock is fine.
+        Exclusive::Busy => {
             return Ok(Outcome {
                 verdict: Verdict::InUse,
                 last_used: last_used(&store.venv_dir(key)),
             });
         }
-        if !lock
-            .is_current()
-            .map_err(io_error("checking", &lock_path))?
-        {
-            return Ok(Verdict::Gone.into());
-        }
-    }
+        Exclusive::Replaced => return Ok(Verdict::Gone.into()),
+    };
     let dir = store.venv_dir(key);
     if dir.symlink_metadata().is_err() {
         if let Some(lock) = &lock
@@ -314,7 +353,7 @@ pub fn remove_venv(
     tree::remove(&aside).map_err(io_error("removing", &aside))?;
     std::fs::rename(&dir, &aside).map_err(io_error("moving aside", &dir))?;
     if let Some(lock) = lock {
-        lock.unlink().map_err(io_error("removing", &lock_path))?;
+        lock.unlink().map_err(io_error("removing", lock.path()))?;
     }
     let size = tree::remove(&aside).map_err(io_error("removing", &aside))?;
     Ok(outcome(Verdict::Removed(size)))
@@ -329,27 +368,11 @@ pub fn remove_leftover(
 ) -> Result<LeftoverOutcome, StoreError> {
     let path = &leftover.path;
     let lock = match (leftover.kind, &leftover.key) {
-        (LeftoverKind::Build, Some(key)) => {
-            let lock_path = store.lock_path(key);
-            let lock =
-                KeyLock::open(&lock_path, !dry_run).map_err(io_error("opening", &lock_path))?;
-            if let Some(lock) = &lock {
-                if lock
-                    .attempt(true)
-                    .map_err(io_error("locking", &lock_path))?
-                    == Attempt::Busy
-                {
-                    return Ok(LeftoverOutcome::Running);
-                }
-                if !lock
-                    .is_current()
-                    .map_err(io_error("checking", &lock_path))?
-                {
-                    return Ok(LeftoverOutcome::Skipped);
-                }
-            }
-            lock
-        }
+        (LeftoverKind::Build, Some(key)) => match try_exclusive(&store.lock_path(key), !dry_run)? {
+            Exclusive::Taken(lock) => lock,
+            Exclusive::Busy => return Ok(LeftoverOutcome::Running),
+            Exclusive::Replaced => return Ok(LeftoverOutcome::Skipped),
+        },
         _ => None,
     };
     if dry_run {
@@ -371,18 +394,10 @@ pub fn remove_leftover(
 /// Removes the lock file of a key with neither a venv nor a build, unless someone holds it.
 pub fn remove_orphan_lock(store: &Store, key: &VenvKey) -> Result<bool, StoreError> {
     let lock_path = store.lock_path(key);
-    let Some(lock) = KeyLock::open(&lock_path, false).map_err(io_error("opening", &lock_path))?
-    else {
+    let Exclusive::Taken(Some(lock)) = try_exclusive(&lock_path, false)? else {
         return Ok(false);
     };
-    if lock
-        .attempt(true)
-        .map_err(io_error("locking", &lock_path))?
-        == Attempt::Busy
-        || !lock
-            .is_current()
-            .map_err(io_error("checking", &lock_path))?
-        || store.venv_dir(key).symlink_metadata().is_ok()
+    if store.venv_dir(key).symlink_metadata().is_ok()
         || !build_leftovers(&store.venv_root(), key).is_empty()
     {
         return Ok(false);

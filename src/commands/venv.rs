@@ -7,16 +7,22 @@ use super::{ExitError, status, warn};
 use crate::cli::VenvArgs;
 use crate::host::HostFacts;
 use crate::manifest::{self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount};
-use crate::packages::{Provider, dpkg::Dpkg};
+use crate::packages::{
+    Closure, PackageError, Provider,
+    dpkg::{self, Dpkg},
+};
 use crate::sandbox::identity::User;
 use crate::sandbox::plan::{self, CommandLookup, PlanInput};
 use crate::sandbox::{bwrap, exec, seccomp, workspace};
+use crate::store::cache::{self, Cache, Stamp};
 use crate::store::{self, BuildSpec, Store};
 use anyhow::{Context, Result, bail};
+use std::cell::OnceCell;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 /// The name of a workspace's own manifest.
 pub const WORKSPACE_MANIFEST: &str = "paude.jsonnet";
@@ -30,10 +36,13 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
              cd into a project directory first"
         );
     }
+    let began = SystemTime::now();
+    let cache = Cache::new(&host.paude_home);
+    // What this launch learns for the caches is written only once its input passed every check.
+    let mut learned = Vec::new();
     let source = manifest_source(&args, &workspace)?;
     let options = load_options(&args, host)?;
-    let loaded = manifest::load(&source, &options)?;
-    let mut manifest = loaded.manifest;
+    let mut manifest = load_manifest(&cache, &source, &options, began, &mut learned)?;
     let mounts = checked_mounts(&manifest)?;
     if let HomeMode::Bind(source) = &manifest.home
         && !source.is_dir()
@@ -51,34 +60,33 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         bail!("{reason}");
     }
 
-    let provider = Dpkg::from_env(
-        host.var("DPKG_ROOT").map(|v| v.as_os_str()),
-        host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()),
-    )
-    .context("opening the dpkg database")?;
-    let closure = provider.resolve(&manifest.packages)?;
+    let packages = Packages::new(host);
+    let closure = packages.closure(&cache, &manifest.packages, began, &mut learned)?;
     for missing in &closure.missing {
         warn(&format!(
             "{} depends on `{}`, which is not installed; continuing without it",
             missing.required_by, missing.relation
         ));
     }
-    let key = store::key::key(&closure, &manifest.fs_entries, provider.source_root());
+    let key = store::key::key(&closure, &manifest.fs_entries, &packages.root);
     let venvs = workspace::venvs_to_shadow(&workspace, &manifest.venv, &mut |w| warn(&w));
 
     let store = Store::new(host.paude_home.clone());
+    for entry in learned {
+        cache.write(entry);
+    }
     let spec = BuildSpec {
-        provider: provider.name(),
+        provider: dpkg::NAME,
         requested: &manifest.packages,
         closure: &closure,
-        source_root: provider.source_root(),
+        source_root: &packages.root,
         fs_entries: &manifest.fs_entries,
     };
     let lease = store.acquire(
         &key,
         &spec,
         &mut || {
-            let export_plan = provider.export_plan(&closure)?;
+            let export_plan = packages.provider()?.export_plan(&closure)?;
             for warning in &export_plan.warnings {
                 warn(warning);
             }
@@ -220,6 +228,129 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         );
     }
     Err(error).with_context(|| format!("running {}", bwrap_path.display()))
+}
+
+/// The manifest, evaluated, or taken from the cache while none of its inputs changed (the
+/// files it read, the paths its imports looked for in vain, the `-e` text, `-J`, ext and tla
+/// values, and paude itself). Validation runs either way; a valid manifest's evaluation is
+/// added to `learned`.
+fn load_manifest(
+    cache: &Cache,
+    source: &ManifestSource,
+    options: &LoadOptions,
+    began: SystemTime,
+    learned: &mut Vec<cache::Prepared>,
+) -> Result<Manifest> {
+    use std::os::unix::ffi::OsStrExt;
+    let pairs = |pairs: &[(String, String)]| -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (name, value) in pairs {
+            for text in [name, value] {
+                bytes.extend((text.len() as u64).to_le_bytes());
+                bytes.extend(text.as_bytes());
+            }
+        }
+        bytes
+    };
+    let key = || {
+        let (kind, text): (&[u8], &[u8]) = match source {
+            ManifestSource::Code(code) => (b"code", code.as_bytes()),
+            ManifestSource::File(path) => (b"file", path.as_os_str().as_bytes()),
+            ManifestSource::Default => (b"default", b""),
+        };
+        cache::Key::new("manifest")
+            .field(kind)
+            .field(text)
+            .field(options.cwd.as_os_str().as_bytes())
+            .fields(options.jpath.iter().map(|dir| dir.as_os_str().as_bytes()))
+            .field(&pairs(&options.ext_str))
+            .field(&pairs(&options.ext_code))
+            .field(&pairs(&options.tla_str))
+            .field(&pairs(&options.tla_code))
+    };
+    if let Some(value) = cache.get::<serde_json::Value>(key()) {
+        return Ok(manifest::validate(&value)?);
+    }
+    let evaluated = manifest::eval::evaluate(source, options)?;
+    let manifest = manifest::validate(&evaluated.value)?;
+    // Stamped after evaluating: a file changed meanwhile has a fresh ctime and is not cached.
+    let read = evaluated.files_read.iter().map(|path| (path, true));
+    let probed = evaluated.not_found.iter().map(|path| (path, false));
+    let stamps: Option<Vec<Stamp>> = read
+        .chain(probed)
+        .map(|(path, exists)| {
+            Stamp::of(path)
+                .ok()
+                .filter(|stamp| stamp.seen.is_some() == exists)
+        })
+        .collect();
+    if let Some(stamps) = stamps {
+        learned.extend(cache.prepare(key(), stamps, began, &evaluated.value));
+    }
+    Ok(manifest)
+}
+
+/// The host's package database: where it is, and the provider, opened only when needed (a
+/// cache miss, a build).
+struct Packages {
+    /// The root the packages' files are copied from (`DPKG_ROOT`, default `/`).
+    root: PathBuf,
+    admindir: PathBuf,
+    provider: OnceCell<Dpkg>,
+}
+
+impl Packages {
+    fn new(host: &HostFacts) -> Packages {
+        let (root, admindir) = dpkg::paths_from_env(
+            host.var("DPKG_ROOT").map(|v| v.as_os_str()),
+            host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()),
+        );
+        Packages {
+            root,
+            admindir,
+            provider: OnceCell::new(),
+        }
+    }
+
+    fn provider(&self) -> Result<&Dpkg, PackageError> {
+        if let Some(provider) = self.provider.get() {
+            return Ok(provider);
+        }
+        let opened = Dpkg::open(&self.root, &self.admindir)?;
+        Ok(self.provider.get_or_init(|| opened))
+    }
+
+    /// The closure of `requested`, from the cache while the database files are unchanged.
+    fn closure(
+        &self,
+        cache: &Cache,
+        requested: &[String],
+        began: SystemTime,
+        learned: &mut Vec<cache::Prepared>,
+    ) -> Result<Closure> {
+        use std::os::unix::ffi::OsStrExt;
+        let key = || {
+            cache::Key::new("closure")
+                .field(dpkg::NAME.as_bytes())
+                .field(self.root.as_os_str().as_bytes())
+                .field(self.admindir.as_os_str().as_bytes())
+                .fields(requested.iter().map(|name| name.as_bytes()))
+        };
+        if let Some(closure) = cache.get::<Closure>(key()) {
+            return Ok(closure);
+        }
+        let provider = self.provider().context("opening the dpkg database")?;
+        let closure = provider.resolve(requested)?;
+        let stamps: Result<Vec<Stamp>, _> = provider
+            .database_files()
+            .iter()
+            .map(|path| Stamp::of(path))
+            .collect();
+        if let Ok(stamps) = stamps {
+            learned.extend(cache.prepare(key(), stamps, began, &closure));
+        }
+        Ok(closure)
+    }
 }
 
 /// Why the command cannot run, with the exit status `env` and `podman run` give for it.

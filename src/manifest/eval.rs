@@ -101,6 +101,9 @@ pub struct Loaded {
     /// Every file read from disk, absolute, in the order first read: the manifest file (if
     /// any) and each import. The embedded library is not listed: it changes only with paude.
     pub files_read: Vec<PathBuf>,
+    /// Paths an import looked for and did not find, before the place it was found: creating
+    /// one of them changes what the manifest evaluates to.
+    pub not_found: Vec<PathBuf>,
 }
 
 /// A manifest evaluated to JSON but not yet validated.
@@ -110,15 +113,22 @@ pub struct Evaluated {
     pub value: serde_json::Value,
     /// As [`Loaded::files_read`].
     pub files_read: Vec<PathBuf>,
+    /// As [`Loaded::not_found`].
+    pub not_found: Vec<PathBuf>,
 }
 
 /// Evaluates and validates a manifest.
 pub fn load(source: &ManifestSource, options: &LoadOptions) -> Result<Loaded, ManifestError> {
-    let Evaluated { value, files_read } = evaluate(source, options)?;
+    let Evaluated {
+        value,
+        files_read,
+        not_found,
+    } = evaluate(source, options)?;
     let manifest = validate(&value)?;
     Ok(Loaded {
         manifest,
         files_read,
+        not_found,
     })
 }
 
@@ -130,11 +140,13 @@ pub fn evaluate(
 ) -> Result<Evaluated, ManifestError> {
     let cwd = absolute(&options.cwd);
     let files_read = Rc::new(RefCell::new(Vec::new()));
+    let not_found = Rc::new(RefCell::new(Vec::new()));
     let resolver = Resolver {
         cwd: cwd.clone(),
         jpath: options.jpath.iter().map(|dir| cwd.join(dir)).collect(),
         preloaded: RefCell::new(HashMap::new()),
         files_read: files_read.clone(),
+        not_found: not_found.clone(),
     };
 
     let main = match source {
@@ -176,7 +188,12 @@ pub fn evaluate(
     jrsonnet_gcmodule::collect_thread_cycles();
     let value = value?;
     let files_read = files_read.borrow().clone();
-    Ok(Evaluated { value, files_read })
+    let not_found = not_found.borrow().clone();
+    Ok(Evaluated {
+        value,
+        files_read,
+        not_found,
+    })
 }
 
 /// Runs the program at `main` with a fresh jrsonnet state and converts the result to JSON.
@@ -365,14 +382,20 @@ struct Resolver {
     preloaded: RefCell<HashMap<PathBuf, Vec<u8>>>,
     /// Shared with `evaluate`, which returns it.
     files_read: Rc<RefCell<Vec<PathBuf>>>,
+    /// Shared with `evaluate`, which returns it.
+    not_found: Rc<RefCell<Vec<PathBuf>>>,
 }
 
 impl Resolver {
     fn record(&self, path: &Path) {
-        let mut files = self.files_read.borrow_mut();
-        if !files.iter().any(|known| known == path) {
-            files.push(path.to_path_buf());
-        }
+        add_once(&self.files_read, path);
+    }
+}
+
+fn add_once(list: &RefCell<Vec<PathBuf>>, path: &Path) {
+    let mut paths = list.borrow_mut();
+    if !paths.iter().any(|known| known == path) {
+        paths.push(path.to_path_buf());
     }
 }
 
@@ -412,7 +435,12 @@ impl ImportResolver for Resolver {
                     ))
                     .into());
                 }
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::NotFound
+                        || error.kind() == std::io::ErrorKind::NotADirectory =>
+                {
+                    add_once(&self.not_found, &candidate);
+                }
                 Err(error) => {
                     return Err(ErrorKind::ImportCallbackError(format!(
                         "cannot import {}: {error}",

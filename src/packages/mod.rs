@@ -30,7 +30,7 @@ impl std::fmt::Display for PackageId {
 }
 
 /// The requested packages plus everything they need at run time, sorted by (name, arch).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Closure {
     pub packages: Vec<PackageId>,
     /// Dependencies that the database names but that are not installed (a host whose package
@@ -39,7 +39,7 @@ pub struct Closure {
 }
 
 /// A dependency that no installed package satisfies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MissingDependency {
     /// The package that declares the dependency.
     pub required_by: String,

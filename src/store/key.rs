@@ -93,8 +93,7 @@ pub fn key(closure: &Closure, fs_entries: &[FsEntry], source_root: &std::path::P
         }
     }
     encoder.bytes(rootpath::bytes(source_root));
-    let digest = encoder.hasher.finalize();
-    VenvKey(hex(&digest)[..KEY_HEX_DIGITS].to_string())
+    VenvKey(encoder.hex(KEY_HEX_DIGITS))
 }
 
 /// Lowercase hex of `bytes`.
@@ -102,25 +101,32 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// Feeds fixed-width little-endian integers and length-prefixed byte strings to the hash.
+/// Feeds fixed-width little-endian integers and length-prefixed byte strings to the hash, so
+/// that no two different sequences of fields encode to the same bytes.
 #[derive(Default)]
-struct Encoder {
+pub(crate) struct Encoder {
     hasher: Sha256,
 }
 
 impl Encoder {
-    fn u8(&mut self, value: u8) {
+    pub(crate) fn u8(&mut self, value: u8) {
         self.hasher.update([value]);
     }
-    fn u32(&mut self, value: u32) {
+    pub(crate) fn u32(&mut self, value: u32) {
         self.hasher.update(value.to_le_bytes());
     }
-    fn u64(&mut self, value: u64) {
+    pub(crate) fn u64(&mut self, value: u64) {
         self.hasher.update(value.to_le_bytes());
     }
-    fn bytes(&mut self, value: &[u8]) {
+    pub(crate) fn bytes(&mut self, value: &[u8]) {
         self.u64(value.len() as u64);
         self.hasher.update(value);
+    }
+    /// The first `digits` hex digits of the digest.
+    pub(crate) fn hex(self, digits: usize) -> String {
+        let mut text = hex(&self.hasher.finalize());
+        text.truncate(digits);
+        text
     }
 }
 

@@ -81,14 +81,43 @@ impl KeyLock {
     /// documentation. This process's own descriptor is closed.
     pub fn hold_while_open(self) -> io::Result<OwnedFd> {
         let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        // SAFETY: paude never starts a thread, so the child is a full copy of a
-        // single-threaded process and may run ordinary code; `hold` never returns into the
-        // caller (it ends with `_exit`), so nothing of the parent's state is used twice.
-        match unsafe { libc::fork() } {
-            -1 => Err(io::Error::last_os_error()),
-            0 => hold(self.file.as_raw_fd(), read.as_raw_fd()),
-            _ => Ok(write),
+        let lock = self.file.as_raw_fd();
+        let pipe = read.as_raw_fd();
+        // The holder keeps only the lock and the read end: not the terminal, not a pipe the
+        // caller reads paude's output from, not the write end (or it would never see EOF).
+        let close: Vec<RawFd> = crate::host::open_descriptors()?
+            .into_iter()
+            .filter(|&fd| fd > 2 && fd != lock && fd != pipe)
+            .collect();
+        // The holder shares this process's memory (CLONE_VM) instead of copying it: a copy
+        // costs a page-table copy and a copy-on-write fault for every page either side then
+        // touches, a few hundred microseconds of every launch. So it runs on a stack of its
+        // own, reads only `Holder`, and makes only raw system calls (no allocation, no lock,
+        // no errno). Both are leaked: this process execs bwrap next, and the holder keeps the
+        // old address space alive by itself.
+        let holder: &'static Holder = Box::leak(Box::new(Holder {
+            pipe,
+            close: close.leak(),
+        }));
+        let stack: &'static mut [u8] = vec![0u8; HOLDER_STACK].leak();
+        // The stack grows down from its end, which must be 16-byte aligned.
+        let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+        // SAFETY: `holder_main` touches only `holder` and its own stack, both leaked and never
+        // written again by this process; without CLONE_FILES the holder gets its own copy of
+        // the descriptor table; without CLONE_THREAD it is a process of its own, which an exec
+        // of this one does not end. SIGCHLD makes it a child like any other.
+        let pid = unsafe {
+            libc::clone(
+                holder_main,
+                top as *mut libc::c_void,
+                libc::CLONE_VM | libc::SIGCHLD,
+                holder as *const Holder as *mut libc::c_void,
+            )
+        };
+        if pid == -1 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(write)
     }
 
     /// Takes the lock shared, waiting for an exclusive holder; `waiting` is called once if
@@ -161,16 +190,27 @@ impl KeyLock {
     }
 }
 
-/// The holder: keeps `lock` open until `pipe` reports end of file, then exits.
-fn hold(lock: RawFd, pipe: RawFd) -> ! {
-    // `ps` and `top` show it as what it is. SAFETY: PR_SET_NAME reads a NUL-terminated string
-    // of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"paude-lock".as_ptr()) };
-    // Its own session: Ctrl-C, Ctrl-\\ and hang-ups at paude's terminal do not reach it.
+/// The holder's stack: its code needs a few hundred bytes.
+const HOLDER_STACK: usize = 64 * 1024;
+
+/// What the holder needs, prepared by [`KeyLock::hold_while_open`].
+struct Holder {
+    pipe: RawFd,
+    /// Descriptors to close: every one but the standard three, the lock and the pipe.
+    close: &'static [RawFd],
+}
+
+/// The holder: keeps the lock open until the pipe reports end of file, then exits. It runs in the
+/// launch's address space (see [`KeyLock::hold_while_open`]): raw system calls only.
+extern "C" fn holder_main(argument: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: the argument is the leaked `Holder` that `hold_while_open` passed.
+    let holder = unsafe { &*(argument as *const Holder) };
+    // `ps` and `top` show it as what it is.
+    rustix::thread::set_name(c"paude-lock").ok();
+    // Its own session: Ctrl-C, Ctrl-\ and hang-ups at paude's terminal do not reach it.
     rustix::process::setsid().ok();
-    // Keep nothing else: not the terminal, not a pipe the caller reads paude's output from.
     if let Ok(null) = rustix::fs::open(
-        "/dev/null",
+        c"/dev/null",
         rustix::fs::OFlags::RDWR,
         rustix::fs::Mode::empty(),
     ) {
@@ -178,16 +218,13 @@ fn hold(lock: RawFd, pipe: RawFd) -> ! {
         rustix::stdio::dup2_stdout(&null).ok();
         rustix::stdio::dup2_stderr(&null).ok();
     }
-    for fd in crate::host::open_descriptors().unwrap_or_default() {
-        if fd > 2 && fd != lock && fd != pipe {
-            // SAFETY: nothing in this process uses these descriptors any more. The one that
-            // listed the directory is closed already: `close` then fails with EBADF, which
-            // is harmless (and why this is not rustix's `close`, which asserts on it).
-            unsafe { libc::close(fd) };
-        }
+    for &fd in holder.close {
+        // SAFETY: these are this process's copies of descriptors it does not use. One may be
+        // closed already (the one that listed them): `try_close` reports that, harmlessly.
+        unsafe { rustix::io::try_close(fd) }.ok();
     }
     // SAFETY: `pipe` is the read end created for this holder, open in this process.
-    let pipe = unsafe { BorrowedFd::borrow_raw(pipe) };
+    let pipe = unsafe { BorrowedFd::borrow_raw(holder.pipe) };
     let mut buffer = [0u8; 64];
     loop {
         match rustix::io::read(pipe, &mut buffer) {
@@ -197,9 +234,8 @@ fn hold(lock: RawFd, pipe: RawFd) -> ! {
             _ => break,
         }
     }
-    // SAFETY: `_exit` ends the process without running the parent's atexit handlers or
-    // flushing its buffers, which belong to the parent.
-    unsafe { libc::_exit(0) }
+    // Returning ends the holder (the C library's clone calls exit) and releases the lock.
+    0
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 //!   and builds a fresh one; it never sees a half-deleted tree.
 //! - A published tree is never modified.
 
+pub mod cache;
 pub mod export;
 pub mod key;
 pub mod lock;

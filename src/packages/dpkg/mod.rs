@@ -29,6 +29,9 @@ use self::files::{Diversions, TopLevelLinks};
 use self::resolve::Database;
 use super::{Closure, ExportEntry, ExportPlan, PackageError, PackageId, Provider};
 
+/// The provider's name, in `meta.json` and messages.
+pub const NAME: &str = "dpkg";
+
 /// The root and the admin directory dpkg uses, given the values of `DPKG_ROOT` (default `/`)
 /// and `DPKG_ADMINDIR` (default `$DPKG_ROOT/var/lib/dpkg`); empty values count as unset.
 pub fn paths_from_env(
@@ -197,7 +200,7 @@ impl Dpkg {
 
 impl Provider for Dpkg {
     fn name(&self) -> &'static str {
-        "dpkg"
+        NAME
     }
 
     fn resolve(&self, requested: &[String]) -> Result<Closure, PackageError> {
@@ -255,11 +258,17 @@ impl Provider for Dpkg {
     /// `status`, `updates/`, `diversions` and `alternatives/`: what `resolve` and the
     /// alternatives depend on. The `.list` files change only together with `status`.
     fn database_files(&self) -> Vec<PathBuf> {
-        ["status", "updates", "diversions", "alternatives"]
-            .iter()
-            .map(|name| self.admindir.join(name))
-            .collect()
+        database_files(&self.admindir)
     }
+}
+
+/// The files of the database in `admindir` that [`Provider::database_files`] names: known
+/// without loading the database, so a cache can be checked before it is read.
+pub fn database_files(admindir: &Path) -> Vec<PathBuf> {
+    ["status", "updates", "diversions", "alternatives"]
+        .iter()
+        .map(|name| admindir.join(name))
+        .collect()
 }
 
 fn parse_error(path: &Path, error: ParseError) -> PackageError {

@@ -1,0 +1,306 @@
+//! Launch caches: results a launch would otherwise recompute every time (the evaluated
+//! manifest, the package closure), kept under `$PAUDE_HOME/cache` and reused while the files
+//! they were computed from are unchanged.
+//!
+//! ```text
+//! $PAUDE_HOME/cache/<build>/<kind>/<key>.json   {"stamps": [...], "value": ...}
+//! ```
+//!
+//! - `<build>` names the paude binary (its file's device, inode, size and mtime): a new or
+//!   rebuilt paude starts with empty caches, so a change of Jsonnet semantics, of the embedded
+//!   library or of the closure rules can never serve an old answer. `paude cleanup` removes
+//!   the directories of other builds.
+//! - `<key>` hashes every input that is not a file: the manifest's path or `-e` text, the
+//!   `-J`, ext and tla values, the requested packages, the database's location.
+//! - The stamps are the files the result was computed from, and the paths that were looked for
+//!   and not found (an import found in the second `-J` directory changes when a file of that
+//!   name appears in the first). A stamp is the device, inode, size, mtime and ctime of the
+//!   path, or its absence. An entry is used only when every stamp is what it was.
+//!
+//! Invariant: an entry is never written from a file that might change without changing its
+//! stamp. A write in the same clock tick as the read could leave mtime, ctime and size as they
+//! were, so an entry is written only when every file's ctime is [`SETTLE`] older than the
+//! moment the computation began (ctime, unlike mtime, cannot be set back by a program); until
+//! then the result is recomputed on every launch. Entries are written by rename, whole, and a
+//! cache that cannot be read or written is the same as an empty one: it never fails a launch.
+
+use super::{key::Encoder, private_dir};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How old every input's ctime must be before a result computed from it is cached: above the
+/// coarsest timestamp granularity of common file systems (two seconds).
+pub const SETTLE: Duration = Duration::from_millis(2500);
+
+/// Version of the entries' format and of the keys' encoding.
+const FORMAT: u32 = 1;
+
+/// What a path looked like: enough to tell that it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+/// A path and what it looked like (`None`: it did not exist).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub path: PathBuf,
+    pub seen: Option<Seen>,
+}
+
+impl Stamp {
+    /// Stamps `path` as the kernel resolves it (following links, as a read does).
+    pub fn of(path: &Path) -> io::Result<Stamp> {
+        let seen = match std::fs::metadata(path) {
+            Ok(meta) => Some(Seen {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                mode: meta.mode(),
+                size: meta.size(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
+            }),
+            Err(error)
+                if error.kind() == io::ErrorKind::NotFound
+                    || error.kind() == io::ErrorKind::NotADirectory =>
+            {
+                None
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Stamp {
+            path: path.to_path_buf(),
+            seen,
+        })
+    }
+
+    /// Whether the path is still as stamped.
+    fn holds(&self) -> bool {
+        Stamp::of(&self.path).is_ok_and(|now| now.seen == self.seen)
+    }
+
+    /// Whether the path changed last at least [`SETTLE`] before `began` (an absent path has
+    /// nothing to settle: creating it changes its stamp).
+    fn settled(&self, began: SystemTime) -> bool {
+        let Some(seen) = &self.seen else { return true };
+        let Some(limit) = began
+            .checked_sub(SETTLE)
+            .and_then(|limit| limit.duration_since(UNIX_EPOCH).ok())
+        else {
+            return false;
+        };
+        let ctime = i128::from(seen.ctime.0) * 1_000_000_000 + i128::from(seen.ctime.1);
+        ctime < limit.as_nanos() as i128
+    }
+}
+
+/// A cache entry ready to be written.
+#[derive(Debug)]
+pub struct Prepared {
+    path: PathBuf,
+    text: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry<T> {
+    stamps: Vec<Stamp>,
+    value: T,
+}
+
+/// The launch caches of one store and one paude build.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    /// `$PAUDE_HOME/cache/<build>`; `None` when this binary cannot be identified (no `/proc`),
+    /// which disables caching.
+    dir: Option<PathBuf>,
+}
+
+/// A cache key under construction: the non-file inputs of a result.
+pub struct Key {
+    kind: &'static str,
+    encoder: Encoder,
+}
+
+impl Key {
+    /// A key for results of `kind` (a directory name: "manifest", "closure").
+    pub fn new(kind: &'static str) -> Key {
+        let mut encoder = Encoder::default();
+        encoder.bytes(b"paude-cache");
+        encoder.u32(FORMAT);
+        encoder.bytes(kind.as_bytes());
+        Key { kind, encoder }
+    }
+
+    /// Adds a field.
+    pub fn field(mut self, bytes: &[u8]) -> Key {
+        self.encoder.bytes(bytes);
+        self
+    }
+
+    /// Adds a list of fields, with its length.
+    pub fn fields<'a>(mut self, items: impl ExactSizeIterator<Item = &'a [u8]>) -> Key {
+        self.encoder.u64(items.len() as u64);
+        for item in items {
+            self.encoder.bytes(item);
+        }
+        self
+    }
+}
+
+impl Cache {
+    /// The caches under `$PAUDE_HOME/cache` for the running binary.
+    pub fn new(paude_home: &Path) -> Cache {
+        Cache {
+            dir: build_id().map(|id| paude_home.join("cache").join(id)),
+        }
+    }
+
+    /// `$PAUDE_HOME/cache`.
+    pub fn root(paude_home: &Path) -> PathBuf {
+        paude_home.join("cache")
+    }
+
+    /// The running build's directory name, if it can be identified.
+    pub fn current_build(&self) -> Option<&std::ffi::OsStr> {
+        self.dir.as_deref().and_then(Path::file_name)
+    }
+
+    fn path(&self, key: Key) -> Option<PathBuf> {
+        let kind = key.kind;
+        Some(
+            self.dir
+                .as_ref()?
+                .join(kind)
+                .join(format!("{}.json", key.encoder.hex(32))),
+        )
+    }
+
+    /// The cached value for `key`, if there is one and every file it came from is unchanged.
+    pub fn get<T: DeserializeOwned>(&self, key: Key) -> Option<T> {
+        let path = self.path(key)?;
+        let text = std::fs::read(&path).ok()?;
+        let entry: Entry<T> = serde_json::from_slice(&text).ok()?;
+        entry.stamps.iter().all(Stamp::holds).then_some(entry.value)
+    }
+
+    /// Keeps `value` for `key`, computed from `stamps` by work that began at `began`; does
+    /// nothing if a stamp has not settled or the cache cannot be written.
+    pub fn put<T: Serialize>(&self, key: Key, stamps: Vec<Stamp>, began: SystemTime, value: &T) {
+        if let Some(entry) = self.prepare(key, stamps, began, value) {
+            self.write(entry);
+        }
+    }
+
+    /// An entry to [`Cache::write`] later: a launch keeps what it learned until its input has
+    /// passed every check, so that bad input writes nothing to the store. `None` when the
+    /// value cannot be cached (a stamp has not settled, no build identity).
+    pub fn prepare<T: Serialize>(
+        &self,
+        key: Key,
+        stamps: Vec<Stamp>,
+        began: SystemTime,
+        value: &T,
+    ) -> Option<Prepared> {
+        if !stamps.iter().all(|stamp| stamp.settled(began)) {
+            return None;
+        }
+        let path = self.path(key)?;
+        let text = serde_json::to_vec(&Entry { stamps, value }).ok()?;
+        Some(Prepared { path, text })
+    }
+
+    /// Writes a prepared entry; a failure leaves the cache as it was.
+    pub fn write(&self, entry: Prepared) {
+        let Prepared { path, text } = entry;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        if private_dir(dir).is_err() {
+            return;
+        }
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        if std::fs::write(&tmp, text).is_err() || std::fs::rename(&tmp, &path).is_err() {
+            std::fs::remove_file(&tmp).ok();
+        }
+    }
+}
+
+/// Names the running binary by its file's identity: any reinstall or rebuild changes it.
+fn build_id() -> Option<String> {
+    let meta = std::fs::metadata("/proc/self/exe").ok()?;
+    let mut encoder = Encoder::default();
+    encoder.bytes(env!("CARGO_PKG_VERSION").as_bytes());
+    for value in [
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() as u64,
+        meta.mtime_nsec() as u64,
+    ] {
+        encoder.u64(value);
+    }
+    Some(encoder.hex(16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn old_enough() -> SystemTime {
+        SystemTime::now() + SETTLE + Duration::from_secs(1)
+    }
+
+    #[test]
+    fn a_value_is_served_while_its_stamps_hold() {
+        let home = tempfile::tempdir().unwrap();
+        let input = home.path().join("input");
+        let absent = home.path().join("absent");
+        std::fs::write(&input, "one").unwrap();
+        let cache = Cache::new(home.path());
+        let key = || Key::new("test").field(b"a");
+        let stamps = vec![Stamp::of(&input).unwrap(), Stamp::of(&absent).unwrap()];
+        cache.put(key(), stamps, old_enough(), &42u32);
+        assert_eq!(cache.get::<u32>(key()), Some(42));
+        assert_eq!(cache.get::<u32>(Key::new("test").field(b"b")), None);
+        // A path that was looked for and not found appears: the value is stale.
+        std::fs::write(&absent, "").unwrap();
+        assert_eq!(cache.get::<u32>(key()), None);
+        std::fs::remove_file(&absent).unwrap();
+        assert_eq!(cache.get::<u32>(key()), Some(42));
+        // The input is rewritten with content of the same size.
+        std::fs::write(&input, "two").unwrap();
+        assert_eq!(cache.get::<u32>(key()), None);
+    }
+
+    #[test]
+    fn unsettled_inputs_are_not_cached() {
+        let home = tempfile::tempdir().unwrap();
+        let input = home.path().join("input");
+        std::fs::write(&input, "just written").unwrap();
+        let cache = Cache::new(home.path());
+        let stamps = vec![Stamp::of(&input).unwrap()];
+        cache.put(Key::new("test"), stamps, SystemTime::now(), &1u32);
+        assert_eq!(cache.get::<u32>(Key::new("test")), None);
+        assert!(!Cache::root(home.path()).exists());
+    }
+
+    #[test]
+    fn fields_are_delimited() {
+        let cache = Cache::new(Path::new("/nonexistent"));
+        let one = cache.path(Key::new("k").field(b"ab").field(b"c"));
+        let two = cache.path(Key::new("k").field(b"a").field(b"bc"));
+        assert_ne!(one, two);
+    }
+}

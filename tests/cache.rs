@@ -1,0 +1,179 @@
+//! The launch caches with the real binary: an evaluated manifest and a package closure are
+//! reused on a cache hit, and dropped as soon as one of their inputs changes (an imported file,
+//! a file appearing earlier on the import path, the package database).
+//!
+//! A result is cached only once its inputs are older than the cache's settle time (2.5 s, see
+//! `store::cache`), so each test writes its inputs, waits that long once, and then proves a
+//! hit by editing the cached entry: a launch that shows the edit was served from the cache.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longer than the cache's settle time.
+const SETTLE: Duration = Duration::from_millis(2700);
+
+/// The cache entries of `kind` under a `PAUDE_HOME`.
+fn entries(paude_home: &Path, kind: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for build in std::fs::read_dir(paude_home.join("cache"))
+        .into_iter()
+        .flatten()
+    {
+        let dir = build.expect("entry").path().join(kind);
+        for entry in std::fs::read_dir(dir).into_iter().flatten() {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "json") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Rewrites the one cache entry of `kind`, replacing `from` by `to` in its text.
+fn tamper(paude_home: &Path, kind: &str, from: &str, to: &str) {
+    let found = entries(paude_home, kind);
+    assert_eq!(found.len(), 1, "{kind} entries: {found:?}");
+    let text = std::fs::read_to_string(&found[0]).expect("read");
+    assert!(text.contains(from), "{from:?} not in {text}");
+    std::fs::write(&found[0], text.replace(from, to)).expect("write");
+}
+
+#[test]
+fn an_evaluated_manifest_is_reused_until_an_input_changes() {
+    require_bwrap!();
+    let who = As::Me;
+    let home = TestDir::new(who);
+    let workspace = TestDir::new(who);
+    let library = TestDir::new(who);
+    std::fs::create_dir(workspace.path().join(".git")).expect("mkdir");
+    write(
+        &workspace.path().join("paude.jsonnet"),
+        r#"local lib = import "mark.libsonnet";
+{ packages: ["dash"], envSet: { MARK: lib.mark } }
+"#,
+    );
+    let imported = library.path().join("mark.libsonnet");
+    write(&imported, r#"{ mark: "one" }"#);
+    let paude = Paude::new(who, home.path(), workspace.path());
+    let library_dir = library.path().to_str().expect("utf-8").to_string();
+    let mark = || {
+        let output = paude.run([
+            "venv",
+            "-J",
+            &library_dir,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo $MARK",
+        ]);
+        ok(&output).trim().to_string()
+    };
+    std::thread::sleep(SETTLE);
+
+    assert_eq!(mark(), "one");
+    let paude_home = paude.paude_home();
+    assert_eq!(entries(&paude_home, "manifest").len(), 1);
+    // Served from the cache: the edited entry is what the sandbox sees.
+    tamper(&paude_home, "manifest", "\"one\"", "\"cached\"");
+    assert_eq!(mark(), "cached");
+    // The imported file changes, even to text of the same size: evaluated again.
+    write(&imported, r#"{ mark: "two" }"#);
+    assert_eq!(mark(), "two");
+    // A file of the same name appears in the importing file's directory, which is searched
+    // before -J: the import now resolves there.
+    write(
+        &workspace.path().join("mark.libsonnet"),
+        r#"{ mark: "near" }"#,
+    );
+    assert_eq!(mark(), "near");
+    // Other -J values are other inputs: a different key, evaluated on its own.
+    let output = paude.run(["venv", "--", "/bin/sh", "-c", "echo $MARK"]);
+    assert_eq!(ok(&output).trim(), "near");
+}
+
+#[test]
+fn a_closure_is_reused_until_the_package_database_changes() {
+    require_bwrap!();
+    let who = As::Me;
+    let home = TestDir::new(who);
+    let workspace = TestDir::new(who);
+    let root = TestDir::new(who);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dpkg/root");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", fixture.display()))
+        .arg(root.path())
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let status = root.path().join("var/lib/dpkg/status");
+    let paude = Paude::new(who, home.path(), workspace.path())
+        .env("DPKG_ROOT", root.path().to_str().expect("utf-8"));
+    // The fixture's files are not there, so the command is not found (127) once the
+    // environment is built: what matters here is the closure it was built from.
+    let launch = || {
+        let output = paude.run(["venv", "-e", r#"{packages: ["tar"]}"#, "--", "true"]);
+        assert_eq!(output.status.code(), Some(127), "{}", text(&output.stderr));
+    };
+    let tar_versions = || -> Vec<String> {
+        let output = paude.run(["list", "--json"]);
+        let list: Value = serde_json::from_str(&ok(&output)).expect("JSON");
+        let mut versions: Vec<String> = list["venvs"]
+            .as_array()
+            .expect("venvs")
+            .iter()
+            .flat_map(|venv| venv["closure"].as_array().expect("closure").clone())
+            .filter(|package| package["name"] == "tar")
+            .map(|package| package["version"].as_str().expect("version").to_string())
+            .collect();
+        versions.sort();
+        versions
+    };
+    std::thread::sleep(SETTLE);
+
+    launch();
+    assert_eq!(tar_versions(), ["1.34+dfsg-1.2"]);
+    let paude_home = paude.paude_home();
+    assert_eq!(entries(&paude_home, "closure").len(), 1);
+    // Served from the cache: the edited closure is what the next environment is built from.
+    tamper(&paude_home, "closure", "1.34+dfsg-1.2", "1.34+cached");
+    launch();
+    assert_eq!(tar_versions(), ["1.34+cached", "1.34+dfsg-1.2"]);
+    // An upgrade: dpkg writes a new status file and renames it into place.
+    let text = std::fs::read_to_string(&status).expect("status");
+    let upgraded = text.replace("Version: 1.34+dfsg-1.2", "Version: 1.35+dfsg-1");
+    assert_ne!(text, upgraded);
+    let new = root.path().join("var/lib/dpkg/status-new");
+    std::fs::write(&new, upgraded).expect("write");
+    std::fs::rename(&new, &status).expect("rename");
+    launch();
+    assert_eq!(
+        tar_versions(),
+        ["1.34+cached", "1.34+dfsg-1.2", "1.35+dfsg-1"]
+    );
+}
+
+#[test]
+fn bad_input_caches_nothing() {
+    require_bwrap!();
+    let who = As::Me;
+    let home = TestDir::new(who);
+    let workspace = TestDir::new(who);
+    let paude = Paude::new(who, home.path(), workspace.path());
+    std::thread::sleep(SETTLE);
+    // Evaluates and resolves, then fails on a missing mount source: nothing is written.
+    let output = paude.run([
+        "venv",
+        "-e",
+        r#"{packages: ["dash"], mounts: [{type: "bind", source: "/nonexistent/src", target: "/src"}]}"#,
+        "--",
+        "true",
+    ]);
+    fails_with(&output, 125, "mounts[0].source");
+    assert!(!paude.paude_home().exists());
+}

@@ -19,6 +19,8 @@ pub struct HostFacts {
     /// The whole environment paude was started with.
     pub env: Vec<(OsString, OsString)>,
     pub stdin_is_terminal: bool,
+    /// Whether progress can be drawn in place.
+    pub stderr_is_terminal: bool,
     /// `$PAUDE_HOME`, default `$HOME/.paude`.
     pub paude_home: PathBuf,
 }
@@ -58,6 +60,7 @@ impl HostFacts {
             gid: rustix::process::getgid().as_raw(),
             cwd,
             stdin_is_terminal: std::io::stdin().is_terminal(),
+            stderr_is_terminal: std::io::stderr().is_terminal(),
             paude_home,
             env,
         })

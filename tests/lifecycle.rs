@@ -199,8 +199,17 @@ fn cleanup_ages_venvs_by_last_use_not_build_time() {
         assert_eq!(names(&report, "removed"), vec![stale.clone()], "{report:#}");
         assert_eq!(names(&report, "kept"), vec![recent.clone()], "{report:#}");
         assert_eq!(report["kept"][0]["reason"], "recently-used");
+        // The two share every package: removing one frees its own directories and links,
+        // while the package store keeps what the other still holds.
+        let removed = &report["removed"][0];
+        let freed = removed["freedBytes"].as_u64().unwrap();
         assert!(
-            report["freedBytes"].as_u64().unwrap() > 1_000_000,
+            freed > 0 && freed < removed["sizeBytes"].as_u64().unwrap() / 4,
+            "{report:#}"
+        );
+        assert_eq!(report["packages"]["removed"], Value::Array(vec![]));
+        assert!(
+            report["packages"]["inUse"].as_u64().unwrap() >= 10,
             "{report:#}"
         );
         assert_eq!(report["failed"], Value::Array(vec![]));
@@ -214,6 +223,24 @@ fn cleanup_ages_venvs_by_last_use_not_build_time() {
         ok(&launch(&paude, "yesterday", "exit 0"));
         let report = json(&paude.run(["cleanup", "--max-age-days", "1", "--json"]));
         assert_eq!(names(&report, "kept"), vec![recent.clone()]);
+
+        // The last environment goes: so do its packages, and the store is empty.
+        let report = json(&paude.run(["cleanup", "--json"]));
+        assert_eq!(names(&report, "removed"), vec![recent.clone()]);
+        let packages = report["packages"]["removed"].as_array().unwrap();
+        assert!(packages.len() >= 10, "{report:#}");
+        let package_bytes: u64 = packages
+            .iter()
+            .map(|p| p["freedBytes"].as_u64().unwrap())
+            .sum();
+        assert!(package_bytes > 10_000_000, "{report:#}");
+        assert_eq!(report["packages"]["inUse"], 0);
+        let store = paude.paude_home().join("pkg");
+        let left: Vec<_> = std::fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [".lock"], "{left:?}");
     }
 }
 
@@ -302,8 +329,9 @@ fn a_dry_run_changes_nothing_and_json_is_one_document() {
         report.starts_with(&format!("would remove {key}  ")),
         "{report}"
     );
+    // The environment's packages go with it: no other environment holds them.
     assert!(
-        report.contains("would remove 1 environment, freeing "),
+        report.contains("would remove 1 environment, ") && report.contains(" packages, freeing "),
         "{report}"
     );
     let document = json(&paude.run(["cleanup", "--max-age-days", "0", "--dry-run", "--json"]));

@@ -194,7 +194,7 @@ fn second_launch_reuses_the_rootfs() {
         let first = paude.run(["venv", "--", "true"]);
         ok(&first);
         assert!(
-            text(&first.stderr).contains("building environment"),
+            text(&first.stderr).contains("built environment"),
             "{who:?}: {}",
             text(&first.stderr)
         );

@@ -1,4 +1,5 @@
-//! `paude cleanup`: remove venvs not used recently, and leftovers of killed builds.
+//! `paude cleanup`: remove venvs not used recently, the package store's entries no venv uses
+//! any more, and leftovers of killed builds.
 //!
 //! One cleanup runs at a time (the store's cleanup lock). Each venv is decided under its own
 //! lock (see [`crate::store::prune`]): in use → kept, used within the cut-off → kept, else
@@ -10,8 +11,11 @@
 use super::{ago, rfc3339, status};
 use crate::cli::CleanupArgs;
 use crate::host::HostFacts;
+use crate::store::cache::Cache;
+use crate::store::lock::Attempt;
+use crate::store::packages::{self, PackageStore};
 use crate::store::prune::{self, LeftoverOutcome, Verdict};
-use crate::store::{Store, human_bytes};
+use crate::store::{Store, human_bytes, tree};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,6 +38,10 @@ struct CleanupDocument {
     kept: Vec<Kept>,
     /// Leftovers of interrupted builds and removals that were removed.
     leftovers: Vec<LeftoverRemoved>,
+    /// The package store: entries no environment holds any more.
+    packages: PackagesPruned,
+    /// Launch caches of other paude builds.
+    caches: Vec<LeftoverRemoved>,
     /// What could not be done.
     failed: Vec<Failed>,
     /// Bytes freed (in a dry run: that would be).
@@ -66,6 +74,24 @@ struct LeftoverRemoved {
     path: PathBuf,
     /// `build` or `removal`.
     kind: &'static str,
+    freed_bytes: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PackagesPruned {
+    /// Entries removed (in a dry run: that would be), each named `<name>_<version>_<arch>-<hash>`.
+    removed: Vec<PackageRemoved>,
+    /// Entries kept because environments hold them.
+    in_use: usize,
+    /// The store was left alone because a build was using it.
+    busy: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PackageRemoved {
+    name: String,
     freed_bytes: u64,
 }
 
@@ -168,6 +194,8 @@ pub fn run(args: CleanupArgs, host: &HostFacts) -> Result<ExitCode> {
             }
         }
     }
+    prune_packages(host, &store, args.dry_run, &mut report);
+    prune_caches(host, args.dry_run, &mut report);
 
     let mut stdout = std::io::stdout().lock();
     let text = if args.json {
@@ -196,6 +224,155 @@ pub fn run(args: CleanupArgs, host: &HostFacts) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the package store's entries that no environment holds (after the environments'
+/// removal, so that what they alone held goes too), and the leftovers of interrupted
+/// unpackings. Done only while no build uses the store; a dry run predicts from the
+/// references the environments it would remove hold.
+fn prune_packages(host: &HostFacts, store: &Store, dry_run: bool, report: &mut CleanupDocument) {
+    let packages = PackageStore::new(&host.paude_home);
+    if !packages.root().exists() {
+        return;
+    }
+    let mut fail = |path: &std::path::Path, error: anyhow::Error| {
+        report.failed.push(Failed {
+            path: path.to_path_buf(),
+            error: format!("{error:#}"),
+        })
+    };
+    let lock = match packages.lock() {
+        Ok(lock) => lock,
+        Err(error) => return fail(packages.root(), error.into()),
+    };
+    match lock.attempt(true) {
+        Ok(Attempt::Locked) => {}
+        Ok(Attempt::Busy) => {
+            report.packages.busy = true;
+            return;
+        }
+        Err(error) => return fail(lock.path(), error.into()),
+    }
+    // A dry run changes nothing, so it need not keep builds waiting while it measures.
+    if dry_run {
+        lock.unlock().ok();
+    }
+    let found = match packages.scan() {
+        Ok(found) => found,
+        Err(error) => return fail(packages.root(), error.into()),
+    };
+    // References that go with what this cleanup removes (already gone unless a dry run).
+    let mut going: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    if dry_run {
+        let removed = report
+            .removed
+            .iter()
+            .map(|venv| store.venv_root().join(&venv.key));
+        let leftovers = report
+            .leftovers
+            .iter()
+            .map(|leftover| leftover.path.clone());
+        for dir in removed.chain(leftovers) {
+            for name in packages::references_of(&dir) {
+                *going.entry(name).or_default() += 1;
+            }
+        }
+    }
+    for entry in &found.entries {
+        let held = entry
+            .references
+            .map(|n| n.saturating_sub(going.get(&entry.name).copied().unwrap_or(0)))
+            .unwrap_or(0);
+        if held > 0 {
+            report.packages.in_use += 1;
+            continue;
+        }
+        let freed = if dry_run {
+            tree::size(&entry.dir).map(|size| size.total)
+        } else {
+            packages
+                .remove(entry)
+                .map(|size| size.exclusive)
+                .map_err(|error| std::io::Error::other(format!("{:#}", anyhow::Error::from(error))))
+        };
+        match freed {
+            Ok(bytes) => {
+                report.freed_bytes += bytes;
+                report.packages.removed.push(PackageRemoved {
+                    name: entry.name.clone(),
+                    freed_bytes: bytes,
+                });
+            }
+            Err(error) => fail(&entry.dir, error.into()),
+        }
+    }
+    // Under the exclusive lock every unpacking is a dead one.
+    for leftover in &found.leftovers {
+        let freed = if dry_run {
+            tree::size(leftover).map(|size| size.total)
+        } else {
+            tree::remove(leftover).map(|size| size.exclusive)
+        };
+        match freed {
+            Ok(bytes) => {
+                report.freed_bytes += bytes;
+                let name = leftover
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned());
+                report.leftovers.push(LeftoverRemoved {
+                    path: leftover.clone(),
+                    kind: if name.is_some_and(|n| n.starts_with(packages::REMOVAL_PREFIX)) {
+                        "removal"
+                    } else {
+                        "build"
+                    },
+                    freed_bytes: bytes,
+                });
+            }
+            Err(error) => fail(leftover, error.into()),
+        }
+    }
+    if !dry_run {
+        lock.unlock().ok();
+    }
+}
+
+/// Removes the launch caches of other paude builds (a rebuilt or upgraded paude starts with
+/// caches of its own; see [`crate::store::cache`]).
+fn prune_caches(host: &HostFacts, dry_run: bool, report: &mut CleanupDocument) {
+    let cache = Cache::new(&host.paude_home);
+    let Some(current) = cache.current_build() else {
+        return;
+    };
+    let root = Cache::root(&host.paude_home);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name() == current {
+            continue;
+        }
+        let path = entry.path();
+        let freed = if dry_run {
+            tree::size(&path).map(|size| size.total)
+        } else {
+            tree::remove(&path).map(|size| size.exclusive)
+        };
+        match freed {
+            Ok(bytes) => {
+                report.freed_bytes += bytes;
+                report.caches.push(LeftoverRemoved {
+                    path,
+                    kind: "cache",
+                    freed_bytes: bytes,
+                });
+            }
+            Err(error) => report.failed.push(Failed {
+                path,
+                error: error.to_string(),
+            }),
+        }
+    }
 }
 
 /// The human report: one line per venv or leftover, then a summary.
@@ -240,6 +417,28 @@ fn human(report: &CleanupDocument, now: SystemTime) -> String {
             leftover.kind
         ));
     }
+    if !report.packages.removed.is_empty() {
+        let bytes: u64 = report.packages.removed.iter().map(|p| p.freed_bytes).sum();
+        out.push_str(&format!(
+            "{removed} {} that no environment uses from the package store  {}\n",
+            if report.packages.removed.len() == 1 {
+                "1 package".to_string()
+            } else {
+                format!("{} packages", report.packages.removed.len())
+            },
+            human_bytes(bytes)
+        ));
+    }
+    if report.packages.busy {
+        out.push_str("kept the package store as it is: a build is using it\n");
+    }
+    for cache in &report.caches {
+        out.push_str(&format!(
+            "{removed} {}  {}  (caches of another paude build)\n",
+            cache.path.display(),
+            human_bytes(cache.freed_bytes)
+        ));
+    }
     let in_use = report.kept.iter().filter(|k| k.reason == "in-use").count();
     let recent = report
         .kept
@@ -248,6 +447,12 @@ fn human(report: &CleanupDocument, now: SystemTime) -> String {
         .count();
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let mut summary = format!("{removed} {}", plural(report.removed.len(), "environment"));
+    if !report.packages.removed.is_empty() {
+        summary.push_str(&format!(
+            ", {}",
+            plural(report.packages.removed.len(), "package")
+        ));
+    }
     if !report.leftovers.is_empty() {
         summary.push_str(&format!(
             " and {}",
@@ -340,6 +545,7 @@ mod tests {
             leftovers: vec![],
             failed: vec![],
             freed_bytes: 2 << 20,
+            ..CleanupDocument::default()
         };
         let text = human(&report, now);
         assert_eq!(

@@ -8,6 +8,7 @@ use super::{ago, rfc3339, warn};
 use crate::cli::ListArgs;
 use crate::host::HostFacts;
 use crate::packages::PackageId;
+use crate::store::packages::PackageStore;
 use crate::store::prune::{self, VenvInfo};
 use crate::store::{Store, human_bytes, tree};
 use anyhow::{Context, Result};
@@ -28,8 +29,24 @@ struct ListDocument {
     /// Most recently used first.
     venvs: Vec<VenvJson>,
     leftovers: Vec<LeftoverJson>,
-    /// Bytes on disk of everything above.
+    /// The package store the environments' files are linked from.
+    packages: PackagesJson,
+    /// Bytes on disk of everything above, each file once.
     total_bytes: u64,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PackagesJson {
+    /// `$PAUDE_HOME/pkg`.
+    path: PathBuf,
+    /// Unpacked packages.
+    count: usize,
+    /// Of those, the ones no environment uses (`paude cleanup` removes them).
+    unused: usize,
+    /// Bytes on disk; `null` when they could not be measured (see `error`).
+    size_bytes: Option<u64>,
+    error: Option<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -106,16 +123,33 @@ pub fn run(args: ListArgs, host: &HostFacts) -> Result<ExitCode> {
             }
         })
         .collect();
+    let package_store = PackageStore::new(&host.paude_home);
+    let found = package_store.scan()?;
+    let package_size = tree::size(package_store.root());
+    let packages = PackagesJson {
+        path: package_store.root().to_path_buf(),
+        count: found.entries.len(),
+        unused: found
+            .entries
+            .iter()
+            .filter(|entry| entry.references.unwrap_or(0) == 0)
+            .count(),
+        size_bytes: package_size.as_ref().ok().map(|size| size.total),
+        error: package_size.as_ref().err().map(|error| error.to_string()),
+    };
     let document = ListDocument {
         version: JSON_VERSION,
         store: store.venv_root(),
         venvs: venvs.iter().map(venv_json).collect(),
+        // An environment's files are the package store's: counted there, once.
         total_bytes: venvs
             .iter()
-            .filter_map(|v| v.size.as_ref().ok().map(|s| s.total))
+            .filter_map(|v| v.size.as_ref().ok().map(|s| s.exclusive))
             .chain(leftovers.iter().filter_map(|l| l.size_bytes))
+            .chain(packages.size_bytes)
             .sum(),
         leftovers,
+        packages,
     };
     let mut stdout = std::io::stdout().lock();
     if args.json {
@@ -135,11 +169,18 @@ pub fn run(args: ListArgs, host: &HostFacts) -> Result<ExitCode> {
             .write_all(table(&venvs, SystemTime::now()).as_bytes())
             .context("writing to stdout")?;
         eprintln!(
-            "paude: {} environment{}, {} in {}",
+            "paude: {} environment{} and {} package{} in the package store ({} used by none), {} in {}",
             venvs.len(),
             if venvs.len() == 1 { "" } else { "s" },
+            document.packages.count,
+            if document.packages.count == 1 {
+                ""
+            } else {
+                "s"
+            },
+            document.packages.unused,
             human_bytes(document.total_bytes),
-            store.venv_root().display()
+            host.paude_home.display()
         );
     }
     let (running, dead): (Vec<_>, Vec<_>) = document.leftovers.iter().partition(|l| l.running);

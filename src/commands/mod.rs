@@ -27,6 +27,75 @@ pub fn warn(message: &str) {
 }
 
 /// `2026-11-22T09:30:00Z`: a time in UTC as RFC 3339, for JSON output.
+/// How a build reports to the user: on a terminal, a progress line redrawn in place (packages
+/// and bytes unpacked, and an estimate of the time left) under the status lines; elsewhere
+/// (a log, a pipe, a CI job) only the status lines, so a build leaves a single summary line.
+pub struct BuildReport {
+    terminal: bool,
+    /// Whether a progress line is on the screen, to be cleared before the next line.
+    drawn: bool,
+}
+
+impl BuildReport {
+    pub fn new(stderr_is_terminal: bool) -> BuildReport {
+        BuildReport {
+            terminal: stderr_is_terminal,
+            drawn: false,
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.drawn {
+            // Carriage return, then erase the line.
+            eprint!("\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+}
+
+impl crate::store::Report for BuildReport {
+    fn line(&mut self, text: &str) {
+        self.clear();
+        status(text);
+    }
+
+    fn wants_progress(&self) -> bool {
+        self.terminal
+    }
+
+    fn progress(&mut self, progress: &crate::store::packages::Progress) {
+        if !self.terminal {
+            return;
+        }
+        use crate::store::human_bytes;
+        let bytes = if progress.bytes_total > 0 {
+            format!(
+                "{} of about {}",
+                human_bytes(progress.bytes_done),
+                human_bytes(progress.bytes_total)
+            )
+        } else {
+            human_bytes(progress.bytes_done)
+        };
+        let left = match progress.remaining() {
+            Some(left) => format!(", about {}s left", left.as_secs() + 1),
+            None => String::new(),
+        };
+        // Kept short: a line longer than the terminal wraps, and then is not redrawn in place.
+        eprint!(
+            "\r\x1b[2Kpaude: unpacking packages {}/{}, {bytes}{left}",
+            progress.packages_done, progress.packages_total
+        );
+        self.drawn = true;
+    }
+}
+
+impl Drop for BuildReport {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 pub fn rfc3339(time: SystemTime) -> String {
     let seconds = match time.duration_since(UNIX_EPOCH) {
         Ok(since) => since.as_secs() as i64,

@@ -3,7 +3,7 @@
 //! Every check that can fail on bad input (the manifest, mount sources, packages, bwrap, the
 //! workspace) runs before the store is touched, so a bad input leaves nothing in the cache.
 
-use super::{ExitError, status, warn};
+use super::{BuildReport, ExitError, status, warn};
 use crate::cli::VenvArgs;
 use crate::host::HostFacts;
 use crate::manifest::{self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount};
@@ -92,7 +92,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
             }
             Ok(export_plan)
         },
-        &mut |line| status(line),
+        &mut BuildReport::new(host.stderr_is_terminal),
     )?;
     let rootfs = &lease.rootfs;
     let meta = store.meta(rootfs)?;

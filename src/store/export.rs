@@ -23,7 +23,7 @@
 //! created exclusively, so a link planted in the tree cannot redirect a write.
 
 use crate::manifest::FsEntry;
-use crate::packages::{Alternative, ExportPlan};
+use crate::packages::Alternative;
 use crate::rootpath;
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -31,6 +31,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Default mount targets that must exist in the tree because their parent (`/etc`) is bound
 /// read-only from it.
@@ -86,24 +87,41 @@ fn fail<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> E
     }
 }
 
-/// Exports `plan` from `source_root` into the empty directory `dest`, then applies `fs_entries`.
-pub fn export(
-    plan: &ExportPlan,
+/// Unpacks one package: copies `paths` (the package's planned paths, in order) from
+/// `source_root` into the empty directory `dest`, at the places the host resolves them to
+/// (step 2 of the module documentation). `copied` counts the bytes copied, for progress.
+pub fn unpack(
+    paths: &[PathBuf],
     source_root: &Path,
+    dest: &Path,
+    copied: &AtomicU64,
+) -> Result<ExportStats, ExportError> {
+    let mut exporter = Exporter::new(source_root, dest);
+    exporter.copied = Some(copied);
+    for path in paths {
+        exporter.entry(path)?;
+    }
+    Ok(exporter.stats)
+}
+
+/// Assembles a rootfs in the empty directory `dest` from unpacked packages (`trees`, in
+/// closure order; an earlier package's file wins over a later one's at the same place), by
+/// hard links, so that every environment holding a package shares its files: steps 1 and 3–5
+/// of the module documentation around linking the trees. The returned statistics count
+/// what was linked and made here; the caller adds what the packages' unpacking counted.
+pub fn assemble(
+    trees: &[PathBuf],
+    source_root: &Path,
+    alternatives: &[Alternative],
     fs_entries: &[FsEntry],
     dest: &Path,
 ) -> Result<ExportStats, ExportError> {
-    let mut exporter = Exporter {
-        source: source_root,
-        dest,
-        stats: ExportStats::default(),
-        placed: HashSet::new(),
-    };
+    let mut exporter = Exporter::new(source_root, dest);
     exporter.merged_usr_links()?;
-    for entry in &plan.entries {
-        exporter.entry(&entry.path)?;
+    for tree in trees {
+        exporter.link_tree(tree, Path::new("/"))?;
     }
-    for alternative in &plan.alternatives {
+    for alternative in alternatives {
         exporter.alternative(alternative)?;
     }
     for file in MOUNT_POINT_FILES {
@@ -126,11 +144,87 @@ struct Exporter<'a> {
     source: &'a Path,
     dest: &'a Path,
     stats: ExportStats,
-    /// Resolved paths already placed in the tree (two packages may list one directory).
+    /// Resolved paths already placed in the tree (a package may list a path twice).
     placed: HashSet<PathBuf>,
+    /// Bytes copied so far, shared with whoever shows progress.
+    copied: Option<&'a AtomicU64>,
 }
 
-impl Exporter<'_> {
+impl<'a> Exporter<'a> {
+    fn new(source: &'a Path, dest: &'a Path) -> Exporter<'a> {
+        Exporter {
+            source,
+            dest,
+            stats: ExportStats::default(),
+            placed: HashSet::new(),
+            copied: None,
+        }
+    }
+
+    /// Step 2 of an assembly: links every entry of the unpacked tree `from` (whose place in
+    /// the rootfs is `place`) into the tree. Directories are made, with the unpacked one's
+    /// mode, when the tree lacks them; files and links are hard links. Whatever an earlier
+    /// package put at a place stays; a place where the tree has a non-directory and `from` a
+    /// directory (the host changed between two unpackings) is left out and counted missing.
+    fn link_tree(&mut self, from: &Path, place: &Path) -> Result<(), ExportError> {
+        let entries = fs::read_dir(from).map_err(fail("listing", from))?;
+        for entry in entries {
+            let entry = entry.map_err(fail("listing", from))?;
+            let kind = entry
+                .file_type()
+                .map_err(fail("inspecting", &entry.path()))?;
+            let inner = place.join(entry.file_name());
+            let target = rootpath::under(self.dest, &inner);
+            if kind.is_dir() {
+                match fs::symlink_metadata(&target) {
+                    Ok(meta) if meta.is_dir() => {}
+                    Ok(_) => {
+                        self.stats.missing += 1;
+                        continue;
+                    }
+                    Err(_) => {
+                        let meta = entry
+                            .metadata()
+                            .map_err(fail("inspecting", &entry.path()))?;
+                        self.make_dir(&target, meta.permissions().mode() & 0o7777)?;
+                    }
+                }
+                self.link_tree(&entry.path(), &inner)?;
+                continue;
+            }
+            match fs::hard_link(entry.path(), &target) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+                // Too many links to one inode (a file shared by very many environments on a
+                // file system with a low limit): this tree gets a copy of its own.
+                Err(error) if error.raw_os_error() == Some(libc::EMLINK) => {
+                    let mut from =
+                        fs::File::open(entry.path()).map_err(fail("opening", &entry.path()))?;
+                    let mode = entry
+                        .metadata()
+                        .map_err(fail("inspecting", &entry.path()))?
+                        .permissions()
+                        .mode()
+                        & 0o777;
+                    write_new(&target, mode, Contents::File(&mut from), None)?;
+                }
+                Err(error) => {
+                    return Err(ExportError::Io {
+                        action: "linking",
+                        path: target,
+                        source: error,
+                    });
+                }
+            }
+            if kind.is_symlink() {
+                self.stats.symlinks += 1;
+            } else {
+                self.stats.files += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Step 1: top-level links of the source root that point into `usr/` (merged /usr).
     fn merged_usr_links(&mut self) -> Result<(), ExportError> {
         let entries = std::fs::read_dir(self.source).map_err(fail("listing", self.source))?;
@@ -222,7 +316,7 @@ impl Exporter<'_> {
                 }
             };
             let mode = meta.permissions().mode() & 0o777;
-            let bytes = write_new(&target, mode, &mut from)?;
+            let bytes = write_new(&target, mode, Contents::File(&mut from), self.copied)?;
             self.stats.files += 1;
             self.stats.bytes += bytes;
         }
@@ -403,7 +497,7 @@ impl Exporter<'_> {
                 self.make_dir(&target, *mode)?;
             }
             FsEntry::File { mode, contents, .. } => {
-                write_new(&target, *mode, &mut contents.as_bytes())?;
+                write_new(&target, *mode, Contents::Bytes(contents.as_bytes()), None)?;
                 self.stats.files += 1;
             }
             FsEntry::Symlink { target: link, .. } => {
@@ -415,20 +509,63 @@ impl Exporter<'_> {
     }
 }
 
-/// Writes a new regular file at `target` (replacing a file or link there) with what `from`
-/// yields, and gives it `mode`. `create_new` refuses to write through anything already there.
-/// Generic, so that a `File` source keeps std's `copy_file_range` (reflink-capable) path.
-fn write_new<R: io::Read>(target: &Path, mode: u32, from: &mut R) -> Result<u64, ExportError> {
+/// What a new file is made of.
+enum Contents<'a> {
+    Bytes(&'a [u8]),
+    /// A file of the source root, copied by reflink where the file system can share blocks
+    /// (btrfs, XFS), else by `copy_file_range` (in the kernel, no round trip through paude).
+    File(&'a mut fs::File),
+}
+
+/// Set once a reflink failed because the file systems cannot do it: not tried again.
+static NO_REFLINK: AtomicBool = AtomicBool::new(false);
+
+/// Writes a new regular file at `target` (replacing a file or link there) with `contents`,
+/// and gives it `mode`. `create_new` refuses to write through anything already there.
+/// `copied`, when given, grows by the bytes written.
+fn write_new(
+    target: &Path,
+    mode: u32,
+    contents: Contents<'_>,
+    copied: Option<&AtomicU64>,
+) -> Result<u64, ExportError> {
     remove_non_dir(target)?;
     let mut to = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(target)
         .map_err(fail("creating", target))?;
-    let bytes = io::copy(from, &mut to).map_err(fail("writing", target))?;
+    let bytes = match contents {
+        Contents::Bytes(bytes) => {
+            io::Write::write_all(&mut to, bytes).map_err(fail("writing", target))?;
+            bytes.len() as u64
+        }
+        Contents::File(from) => reflink_or_copy(from, &mut to).map_err(fail("writing", target))?,
+    };
     to.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(fail("setting the mode of", target))?;
+    if let Some(copied) = copied {
+        copied.fetch_add(bytes, Ordering::Relaxed);
+    }
     Ok(bytes)
+}
+
+fn reflink_or_copy(from: &mut fs::File, to: &mut fs::File) -> io::Result<u64> {
+    if !NO_REFLINK.load(Ordering::Relaxed) {
+        match rustix::fs::ioctl_ficlone(&*to, &*from) {
+            Ok(()) => return Ok(from.metadata()?.len()),
+            // Not this file system, not across two, or not this kind of file: copy instead.
+            Err(
+                rustix::io::Errno::OPNOTSUPP
+                | rustix::io::Errno::XDEV
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::NOTTY
+                | rustix::io::Errno::PERM,
+            ) => NO_REFLINK.store(true, Ordering::Relaxed),
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    io::copy(from, to)
 }
 
 /// Removes a file or link at `path` (not a directory); absent is fine.
@@ -503,8 +640,40 @@ fn library_dirs(dest: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packages::{AlternativeChoice, ExportEntry};
+    use crate::packages::{AlternativeChoice, ExportEntry, ExportPlan};
     use std::os::unix::fs::MetadataExt;
+
+    /// What a build does: each package unpacked into a tree of its own, then the rootfs
+    /// assembled from the trees, with the statistics added up as the store adds them.
+    fn export(
+        plan: &ExportPlan,
+        source: &Path,
+        fs_entries: &[FsEntry],
+        dest: &Path,
+    ) -> Result<ExportStats, ExportError> {
+        let unpacked = tempfile::tempdir().unwrap();
+        let mut packages: std::collections::BTreeMap<usize, Vec<PathBuf>> = Default::default();
+        for entry in &plan.entries {
+            packages
+                .entry(entry.package)
+                .or_default()
+                .push(entry.path.clone());
+        }
+        let (mut trees, mut counted) = (Vec::new(), Vec::new());
+        for (package, paths) in packages {
+            let tree = unpacked.path().join(package.to_string());
+            std::fs::create_dir(&tree).unwrap();
+            counted.push(unpack(&paths, source, &tree, &AtomicU64::new(0))?);
+            trees.push(tree);
+        }
+        let mut stats = assemble(&trees, source, &plan.alternatives, fs_entries, dest)?;
+        for package in counted {
+            stats.bytes += package.bytes;
+            stats.missing += package.missing;
+            stats.unreadable.extend(package.unreadable);
+        }
+        Ok(stats)
+    }
 
     /// A small source root: merged /usr, a set-uid program, an unreadable-to-nobody file is
     /// not portable to create as root, so only readable files here.

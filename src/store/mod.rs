@@ -29,6 +29,7 @@ pub mod cache;
 pub mod export;
 pub mod key;
 pub mod lock;
+pub mod packages;
 pub mod prune;
 pub mod tree;
 
@@ -37,6 +38,8 @@ use crate::packages::{Closure, ExportPlan, PackageError, PackageId};
 use export::ExportStats;
 pub use key::VenvKey;
 use lock::KeyLock;
+use packages::PackageStore;
+pub use packages::Report;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
@@ -186,14 +189,14 @@ impl Store {
 
     /// Returns the published tree of `key` with its shared lock held, building the tree
     /// first when there is none. The build runs at most once at a time per key, under the
-    /// key's exclusive lock; `export_plan` is called only then. `progress` receives status
+    /// key's exclusive lock; `export_plan` is called only then. `report` receives status
     /// lines for stderr. A failed build leaves the store as it found it.
     pub fn acquire(
         &self,
         key: &VenvKey,
         spec: &BuildSpec<'_>,
         export_plan: &mut dyn FnMut() -> Result<ExportPlan, PackageError>,
-        progress: &mut dyn FnMut(&str),
+        report: &mut dyn Report,
     ) -> Result<Lease, StoreError> {
         let venv_root = self.venv_root();
         // What this call creates, it removes again if the build fails (when still empty).
@@ -220,7 +223,7 @@ impl Store {
             }
             let lock = self.open_lock(&lock_path)?;
             lock.shared(&mut || {
-                progress(&format!(
+                report.line(&format!(
                     "waiting for environment {key}: another paude is building or removing it"
                 ))
             })
@@ -240,7 +243,7 @@ impl Store {
             // Nothing published: become the builder, or wait for the one there is.
             lock.unlock().map_err(io_error("unlocking", &lock_path))?;
             lock.exclusive(&mut || {
-                progress(&format!(
+                report.line(&format!(
                     "waiting for another paude that is building environment {key}"
                 ))
             })
@@ -252,7 +255,7 @@ impl Store {
                 continue;
             }
             if self.lookup(key).is_none() {
-                if let Err(error) = self.build_locked(key, spec, export_plan, progress) {
+                if let Err(error) = self.build_locked(key, spec, export_plan, report) {
                     // Waiters see the lock file gone and start over (and fail the same way,
                     // each with its own message).
                     lock.unlink().ok();
@@ -334,7 +337,7 @@ impl Store {
         key: &VenvKey,
         spec: &BuildSpec<'_>,
         export_plan: &mut dyn FnMut() -> Result<ExportPlan, PackageError>,
-        progress: &mut dyn FnMut(&str),
+        report: &mut dyn Report,
     ) -> Result<(), StoreError> {
         let venv_root = self.venv_root();
         // Under the exclusive lock, any other build directory of this key is a dead build's,
@@ -348,19 +351,25 @@ impl Store {
             tree::remove(&dir).map_err(io_error("removing the incomplete", &dir))?;
         }
         let plan = export_plan()?;
-        progress(&format!(
-            "building environment {key} from {} packages ({} requested)",
-            spec.closure.packages.len(),
-            spec.requested.len()
-        ));
         let started = std::time::Instant::now();
         let tmp = venv_root.join(format!(
             "{}{key}-{}",
             prune::BUILD_PREFIX,
             std::process::id()
         ));
-        let stats = match self.build(key, spec, &plan, &tmp) {
-            Ok(stats) => stats,
+        // The package store is held shared from before its entries are looked up until the
+        // new tree holds its references to them.
+        let packages = PackageStore::new(&self.home);
+        let store_lock = packages.lock()?;
+        store_lock
+            .shared(&mut || {
+                report.line("waiting for paude cleanup to finish with the package store")
+            })
+            .map_err(io_error("locking", store_lock.path()))?;
+        let built = self.build(key, spec, &plan, &packages, &tmp, report);
+        store_lock.unlock().ok();
+        let (stats, unpacked) = match built {
+            Ok(built) => built,
             Err(error) => {
                 tree::remove(&tmp).ok();
                 return Err(error);
@@ -374,9 +383,14 @@ impl Store {
                 source: error,
             });
         }
-        progress(&format!(
-            "built environment {key}: {} packages, {} files, {} in {:.1}s",
-            spec.closure.packages.len(),
+        let count = spec.closure.packages.len();
+        report.line(&format!(
+            "built environment {key}: {count} packages ({}), {} files, {} in {:.1}s",
+            match unpacked {
+                0 => "all from the package store".to_string(),
+                n if n == count => "all unpacked now".to_string(),
+                n => format!("{n} unpacked now, {} from the package store", count - n),
+            },
             stats.files,
             human_bytes(stats.bytes),
             started.elapsed().as_secs_f64()
@@ -384,16 +398,58 @@ impl Store {
         Ok(())
     }
 
+    /// Builds the tree in `tmp`: the closure's packages from the package store (unpacked
+    /// first where missing), then what the environment adds. Returns the tree's statistics
+    /// and how many packages were unpacked.
     fn build(
         &self,
         key: &VenvKey,
         spec: &BuildSpec<'_>,
         plan: &ExportPlan,
+        packages: &PackageStore,
         tmp: &Path,
-    ) -> Result<ExportStats, StoreError> {
+        report: &mut dyn Report,
+    ) -> Result<(ExportStats, usize), StoreError> {
+        let mut wanted: Vec<packages::Wanted<'_>> = spec
+            .closure
+            .packages
+            .iter()
+            .map(|id| packages::Wanted {
+                id,
+                paths: Vec::new(),
+            })
+            .collect();
+        for entry in &plan.entries {
+            if let Some(package) = wanted.get_mut(entry.package) {
+                package.paths.push(entry.path.clone());
+            }
+        }
+        let entries = packages.ensure(&wanted, spec.source_root, report)?;
+        // References first: from here on, the entries count this tree as a user.
+        let refs = tmp.join(packages::REFS);
+        std::fs::create_dir_all(&refs).map_err(io_error("creating", &refs))?;
+        for entry in &entries {
+            let link = refs.join(&entry.name);
+            std::fs::hard_link(entry.dir.join(packages::REF), &link)
+                .map_err(io_error("linking", &link))?;
+        }
         let rootfs = tmp.join("rootfs");
-        std::fs::create_dir_all(&rootfs).map_err(io_error("creating", &rootfs))?;
-        let stats = export::export(plan, spec.source_root, spec.fs_entries, &rootfs)?;
+        std::fs::create_dir(&rootfs).map_err(io_error("creating", &rootfs))?;
+        let trees: Vec<PathBuf> = entries.iter().map(packages::Entry::tree).collect();
+        let mut stats = export::assemble(
+            &trees,
+            spec.source_root,
+            &plan.alternatives,
+            spec.fs_entries,
+            &rootfs,
+        )?;
+        for entry in &entries {
+            stats.bytes += entry.stats.bytes;
+            stats.missing += entry.stats.missing;
+            stats
+                .unreadable
+                .extend(entry.stats.unreadable.iter().cloned());
+        }
         let meta = Meta {
             format: META_FORMAT,
             key: key.to_string(),
@@ -412,7 +468,8 @@ impl Store {
         std::fs::write(&meta_path, text + "\n").map_err(io_error("writing", &meta_path))?;
         let last_used = tmp.join("last-used");
         std::fs::write(&last_used, b"").map_err(io_error("writing", &last_used))?;
-        Ok(stats)
+        let unpacked = entries.iter().filter(|entry| entry.unpacked).count();
+        Ok((stats, unpacked))
     }
 
     /// Reads `venv/<key>/meta.json`.

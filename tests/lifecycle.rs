@@ -741,3 +741,56 @@ fn a_failed_build_racing_another_launch_reports_its_own_error_in_both() {
         venv_entries(&paude.home)
     );
 }
+
+#[test]
+fn environments_share_their_packages_files_through_the_package_store() {
+    require_bwrap!();
+    use std::os::unix::fs::MetadataExt;
+    for who in users() {
+        let (_home, _workspace, paude) = setup(who);
+        let first = launch(&paude, "first", "exit 0");
+        let stderr = text(&first.stderr);
+        assert!(stderr.contains("(all unpacked now)"), "{who:?}: {stderr}");
+        let second = launch(&paude, "second", "exit 0");
+        let stderr = text(&second.stderr);
+        assert!(
+            stderr.contains("(all from the package store)"),
+            "{who:?}: {stderr}"
+        );
+        // One inode for dash in both trees and in the package store.
+        let venvs = paude.paude_home().join("venv");
+        let dash = |key: &str| {
+            std::fs::metadata(venvs.join(key).join("rootfs/usr/bin/dash")).expect("dash")
+        };
+        let (a, b) = (
+            dash(&key_of(&paude, "first")),
+            dash(&key_of(&paude, "second")),
+        );
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{who:?}");
+        assert!(a.nlink() >= 3, "{who:?}: {} links", a.nlink());
+        // Shared means read-only inside: nothing in a sandbox may change a shared file.
+        let output = launch(
+            &paude,
+            "second",
+            "chmod 0777 /usr/bin/dash || echo x >> /usr/bin/dash || exit 0; exit 1",
+        );
+        ok(&output);
+        assert_eq!(dash(&key_of(&paude, "first")).mode() & 0o7777, 0o755);
+
+        // While a build uses the package store, cleanup leaves it alone.
+        let lock = std::fs::File::open(paude.paude_home().join("pkg/.lock")).expect("lock");
+        lock.lock_shared().expect("flock");
+        let report = json(&paude.run(["cleanup", "--json"]));
+        assert_eq!(names(&report, "removed").len(), 2, "{report:#}");
+        assert_eq!(report["packages"]["busy"], true, "{report:#}");
+        assert_eq!(report["packages"]["removed"], Value::Array(vec![]));
+        lock.unlock().expect("unlock");
+        drop(lock);
+        let report = json(&paude.run(["cleanup", "--json"]));
+        assert_eq!(report["packages"]["busy"], false, "{report:#}");
+        let removed = report["packages"]["removed"].as_array().expect("removed");
+        assert!(removed.len() >= 10, "{report:#}");
+        let list = json(&paude.run(["list", "--json"]));
+        assert_eq!(list["packages"]["count"], 0, "{list:#}");
+    }
+}

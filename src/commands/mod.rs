@@ -78,8 +78,10 @@ impl crate::store::Report for BuildReport {
             human_bytes(progress.bytes_done)
         };
         let left = match progress.remaining() {
-            Some(left) => format!(", about {}s left", left.as_secs() + 1),
-            None => String::new(),
+            Some(left) if left.as_secs_f64() >= 0.5 => {
+                format!(", about {:.0}s left", left.as_secs_f64())
+            }
+            _ => String::new(),
         };
         // Kept short: a line longer than the terminal wraps, and then is not redrawn in place.
         eprint!(

@@ -4,7 +4,7 @@
 //! - **exclusive** to build the tree, or to delete it.
 //!
 //! A sandbox outlives paude, which becomes bwrap through exec. Right before the exec, the
-//! launch forks a *holder* ([`KeyLock::hold_while_open`]): a tiny process, in a session of its
+//! launch starts a *holder* ([`KeyLock::hold_while_open`]): a tiny process, in a session of its
 //! own, that keeps the locked descriptor until the write end of a pipe is closed everywhere.
 //! bwrap gets that write end with `--sync-fd`; its pid 1 inside the sandbox keeps it until the
 //! last sandboxed process has exited, and closes it in the sandboxed command before exec. So

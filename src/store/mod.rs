@@ -2,12 +2,15 @@
 //!
 //! ```text
 //! $PAUDE_HOME/venv/<key>/rootfs/      the tree; read-only once published
+//! $PAUDE_HOME/venv/<key>/refs/        links to the package-store entries it is made of
 //! $PAUDE_HOME/venv/<key>/meta.json    what it was built from
 //! $PAUDE_HOME/venv/<key>/last-used    mtime = last launch; cleanup ages by it
 //! $PAUDE_HOME/venv/<key>.lock         flock: shared while used, exclusive to build or delete
 //! $PAUDE_HOME/venv/.tmp-<key>-<pid>   a build in progress (or the leftover of a dead one)
 //! $PAUDE_HOME/venv/.del-<key>-<pid>   a removal in progress (or the leftover of a dead one)
 //! $PAUDE_HOME/venv/.cleanup.lock      flock: one cleanup at a time
+//! $PAUDE_HOME/pkg/                    the package store ([`packages`])
+//! $PAUDE_HOME/cache/                  launch caches ([`cache`])
 //! ```
 //!
 //! Invariants:

@@ -277,24 +277,24 @@ impl PackageStore {
                     }
                 });
             }
-            // This thread shows progress until the workers are through (or one failed and
-            // the others finished what they had).
-            let show = report.wants_progress();
+            // On a terminal, this thread shows progress until the workers are through (or one
+            // failed and the others finished what they had); else it just waits for them.
+            if !report.wants_progress() {
+                return;
+            }
             loop {
                 let finished = done.load(Ordering::Relaxed);
-                if show {
-                    report.progress(&Progress {
-                        packages_done: finished,
-                        packages_total: todo.len(),
-                        bytes_done: copied.load(Ordering::Relaxed),
-                        bytes_total,
-                        elapsed: started.elapsed(),
-                    });
-                }
+                report.progress(&Progress {
+                    packages_done: finished,
+                    packages_total: todo.len(),
+                    bytes_done: copied.load(Ordering::Relaxed),
+                    bytes_total,
+                    elapsed: started.elapsed(),
+                });
                 if finished >= todo.len() || failed.load(Ordering::Relaxed) {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(if show { 100 } else { 20 }));
+                std::thread::sleep(Duration::from_millis(100));
             }
         });
         let results = results.into_inner().unwrap_or_default();

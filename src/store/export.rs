@@ -196,17 +196,10 @@ impl<'a> Exporter<'a> {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
                 // Too many links to one inode (a file shared by very many environments on a
-                // file system with a low limit): this tree gets a copy of its own.
-                Err(error) if error.raw_os_error() == Some(libc::EMLINK) => {
-                    let mut from =
-                        fs::File::open(entry.path()).map_err(fail("opening", &entry.path()))?;
-                    let mode = entry
-                        .metadata()
-                        .map_err(fail("inspecting", &entry.path()))?
-                        .permissions()
-                        .mode()
-                        & 0o777;
-                    write_new(&target, mode, Contents::File(&mut from), None)?;
+                // file system with a low limit), or the package store on another file system
+                // than the tree: this tree gets a copy of its own.
+                Err(error) if matches!(error.raw_os_error(), Some(libc::EMLINK | libc::EXDEV)) => {
+                    self.copy_entry(&entry.path(), kind.is_symlink(), &target)?;
                 }
                 Err(error) => {
                     return Err(ExportError::Io {
@@ -245,6 +238,22 @@ impl<'a> Exporter<'a> {
             self.stats.symlinks += 1;
         }
         Ok(())
+    }
+
+    /// Copies an unpacked file or link to `target` (where a hard link cannot be made).
+    fn copy_entry(&mut self, from: &Path, is_link: bool, target: &Path) -> Result<(), ExportError> {
+        if is_link {
+            let link = fs::read_link(from).map_err(fail("reading the link", from))?;
+            return self.replace_with(target, |path| symlink(&link, path));
+        }
+        let mut file = fs::File::open(from).map_err(fail("opening", from))?;
+        let mode = file
+            .metadata()
+            .map_err(fail("inspecting", from))?
+            .permissions()
+            .mode()
+            & 0o777;
+        write_new(target, mode, Contents::File(&mut file), None).map(|_| ())
     }
 
     /// Step 2: one planned path.
@@ -803,6 +812,49 @@ mod tests {
             stats.library_dirs,
             vec!["/lib/x86_64-linux-gnu".to_string()]
         );
+    }
+
+    #[test]
+    fn assembled_trees_link_the_unpacked_files_and_the_first_package_wins() {
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        for (tree, text) in [(one.path(), "one"), (two.path(), "two")] {
+            std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+            std::fs::write(tree.join("usr/bin/shared"), text).unwrap();
+            symlink("shared", tree.join("usr/bin/link")).unwrap();
+        }
+        std::fs::write(two.path().join("usr/bin/only-two"), "2").unwrap();
+        std::fs::set_permissions(
+            two.path().join("usr/bin"),
+            fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+        let source = source();
+        let dest = tempfile::tempdir().unwrap();
+        let trees = [one.path().to_path_buf(), two.path().to_path_buf()];
+        let stats = assemble(&trees, source.path(), &[], &[], dest.path()).unwrap();
+        let d = dest.path();
+        assert_eq!(
+            std::fs::read_to_string(d.join("usr/bin/shared")).unwrap(),
+            "one"
+        );
+        let linked = std::fs::metadata(d.join("usr/bin/shared")).unwrap();
+        let unpacked = std::fs::metadata(one.path().join("usr/bin/shared")).unwrap();
+        assert_eq!(linked.ino(), unpacked.ino());
+        assert_eq!(
+            std::fs::read_to_string(d.join("usr/bin/only-two")).unwrap(),
+            "2"
+        );
+        assert_eq!(
+            std::fs::read_link(d.join("usr/bin/link")).unwrap(),
+            PathBuf::from("shared")
+        );
+        // The first package's directory, with its mode, is the one the tree has.
+        assert_eq!(
+            std::fs::metadata(d.join("usr/bin")).unwrap().mode() & 0o7777,
+            0o755
+        );
+        assert_eq!((stats.files, stats.symlinks), (2, 1 + 2));
     }
 
     #[test]

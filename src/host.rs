@@ -137,6 +137,21 @@ impl std::fmt::Display for UsernsRefusal {
     }
 }
 
+/// Whether close_range(2) (Linux 5.9) is there for paude: asked to close a range above any
+/// descriptor a process can have, which closes nothing. A kernel without it, or a seccomp
+/// filter that refuses it, says no.
+pub fn has_close_range() -> bool {
+    // SAFETY: no descriptor can be numbered this high, so nothing is closed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            libc::c_uint::MAX,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        ) == 0
+    }
+}
+
 /// The descriptors this process has open, from `/proc/self/fd`. The list includes the one
 /// that read the directory, already closed when the list is returned: callers must take a
 /// failure on it (EBADF) in stride.

@@ -5,7 +5,6 @@
 
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -57,7 +56,8 @@ impl HostFacts {
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
             cwd,
-            stdin_is_terminal: std::io::stdin().is_terminal(),
+            // The descriptor itself, not `std::io::stdin()`, which would set up a buffer.
+            stdin_is_terminal: rustix::termios::isatty(rustix::stdio::stdin()),
             paude_home,
             env,
         })
@@ -87,11 +87,17 @@ impl HostFacts {
             .var("PATH")
             .cloned()
             .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        // A directory listed twice (shell profiles often add one again) is looked in once.
+        let mut tried: Vec<&[u8]> = Vec::new();
         for dir in search
             .as_bytes()
             .split(|b| *b == b':')
             .filter(|d| !d.is_empty())
         {
+            if tried.contains(&dir) {
+                continue;
+            }
+            tried.push(dir);
             let candidate = Path::new(std::ffi::OsStr::from_bytes(dir)).join("bwrap");
             if is_executable(&candidate) {
                 return Ok(candidate);
@@ -162,12 +168,19 @@ pub fn open_descriptors() -> std::io::Result<Vec<std::os::fd::RawFd>> {
         .collect())
 }
 
-/// The value of a sysctl file under `/proc/sys`, trimmed; `None` when the kernel has no such
-/// setting (or it cannot be read).
+/// The value of a short sysctl file under `/proc/sys` (a number, a word), trimmed; `None` when
+/// the kernel has no such setting, or it cannot be read, or it is longer than that.
 pub fn read_sysctl(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
+    use std::io::Read;
+    // One read: /proc gives a sysctl's text whole at the first read (a generic whole-file read
+    // would also ask for the size, which /proc does not know, and read again to see the end).
+    let mut buffer = [0u8; 64];
+    let read = std::fs::File::open(path).ok()?.read(&mut buffer).ok()?;
+    if read == buffer.len() {
+        return None;
+    }
+    let text = std::str::from_utf8(&buffer[..read]).ok()?;
+    Some(text.trim().to_string())
 }
 
 /// The refusal that the sysctls `read` returns imply for a process of `uid`, if any. The

@@ -5,7 +5,6 @@
 
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -59,8 +58,9 @@ impl HostFacts {
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
             cwd,
-            stdin_is_terminal: std::io::stdin().is_terminal(),
-            stderr_is_terminal: std::io::stderr().is_terminal(),
+            // The descriptors themselves, not `std::io::stdin()`, which would set up a buffer.
+            stdin_is_terminal: rustix::termios::isatty(rustix::stdio::stdin()),
+            stderr_is_terminal: rustix::termios::isatty(rustix::stdio::stderr()),
             paude_home,
             env,
         })
@@ -90,11 +90,17 @@ impl HostFacts {
             .var("PATH")
             .cloned()
             .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        // A directory listed twice (shell profiles often add one again) is looked in once.
+        let mut tried: Vec<&[u8]> = Vec::new();
         for dir in search
             .as_bytes()
             .split(|b| *b == b':')
             .filter(|d| !d.is_empty())
         {
+            if tried.contains(&dir) {
+                continue;
+            }
+            tried.push(dir);
             let candidate = Path::new(std::ffi::OsStr::from_bytes(dir)).join("bwrap");
             if is_executable(&candidate) {
                 return Ok(candidate);
@@ -140,6 +146,21 @@ impl std::fmt::Display for UsernsRefusal {
     }
 }
 
+/// Whether close_range(2) (Linux 5.9) is there for paude: asked to close a range above any
+/// descriptor a process can have, which closes nothing. A kernel without it, or a seccomp
+/// filter that refuses it, says no.
+pub fn has_close_range() -> bool {
+    // SAFETY: no descriptor can be numbered this high, so nothing is closed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            libc::c_uint::MAX,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        ) == 0
+    }
+}
+
 /// The descriptors this process has open, from `/proc/self/fd`. The list includes the one
 /// that read the directory, already closed when the list is returned: callers must take a
 /// failure on it (EBADF) in stride.
@@ -150,12 +171,19 @@ pub fn open_descriptors() -> std::io::Result<Vec<std::os::fd::RawFd>> {
         .collect())
 }
 
-/// The value of a sysctl file under `/proc/sys`, trimmed; `None` when the kernel has no such
-/// setting (or it cannot be read).
+/// The value of a short sysctl file under `/proc/sys` (a number, a word), trimmed; `None` when
+/// the kernel has no such setting, or it cannot be read, or it is longer than that.
 pub fn read_sysctl(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
+    use std::io::Read;
+    // One read: /proc gives a sysctl's text whole at the first read (a generic whole-file read
+    // would also ask for the size, which /proc does not know, and read again to see the end).
+    let mut buffer = [0u8; 64];
+    let read = std::fs::File::open(path).ok()?.read(&mut buffer).ok()?;
+    if read == buffer.len() {
+        return None;
+    }
+    let text = std::str::from_utf8(&buffer[..read]).ok()?;
+    Some(text.trim().to_string())
 }
 
 /// The refusal that the sysctls `read` returns imply for a process of `uid`, if any. The

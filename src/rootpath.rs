@@ -40,10 +40,43 @@ impl Resolved {
     }
 }
 
+/// What resolution needs to know of one path in the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A symbolic link, and its target as written.
+    Link(PathBuf),
+    Directory,
+    /// Anything else that exists.
+    File,
+}
+
+/// The entry at `path` on disk (not following a link at the end); `None` when there is none.
+pub fn entry(path: &Path) -> io::Result<Option<Entry>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            Ok(Some(Entry::Link(std::fs::read_link(path)?)))
+        }
+        Ok(meta) if meta.is_dir() => Ok(Some(Entry::Directory)),
+        Ok(_) => Ok(Some(Entry::File)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Resolves `path` (absolute) inside `root`, following every symbolic link that exists,
 /// including the last component. Components past the first missing one are kept as written
 /// (with `.` removed and `..` applied lexically).
 pub fn resolve(root: &Path, path: &Path) -> io::Result<Resolved> {
+    resolve_with(root, path, &mut entry)
+}
+
+/// [`resolve`], learning each path's entry from `look` instead of the disk: a caller that looks
+/// at the same tree many times answers again from what it has seen.
+pub fn resolve_with(
+    root: &Path,
+    path: &Path,
+    look: &mut dyn FnMut(&Path) -> io::Result<Option<Entry>>,
+) -> io::Result<Resolved> {
     let mut done: Vec<OsString> = Vec::new();
     let mut todo: Vec<OsString> = components_reversed(path);
     let mut links = 0;
@@ -55,8 +88,8 @@ pub fn resolve(root: &Path, path: &Path) -> io::Result<Resolved> {
         let mut candidate = root.to_path_buf();
         candidate.extend(&done);
         candidate.push(&name);
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
+        match look(&candidate) {
+            Ok(Some(Entry::Link(target))) => {
                 links += 1;
                 if links > MAX_LINKS {
                     return Err(io::Error::other(format!(
@@ -65,14 +98,13 @@ pub fn resolve(root: &Path, path: &Path) -> io::Result<Resolved> {
                         root.display()
                     )));
                 }
-                let target = std::fs::read_link(&candidate)?;
                 if target.is_absolute() {
                     done.clear();
                 }
                 todo.extend(components_reversed(&target));
             }
-            Ok(_) => done.push(name),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            Ok(Some(_)) => done.push(name),
+            Ok(None) => {
                 // Existence stops here; the rest is appended as written.
                 let existing = done.len();
                 done.push(name);
@@ -233,6 +265,25 @@ mod tests {
         let dir = tree();
         let error = resolve(dir.path(), Path::new("/usr/bin/tool/x")).unwrap_err();
         assert!(error.to_string().contains("not a directory"), "{error}");
+    }
+
+    #[test]
+    fn a_caller_can_answer_for_the_disk() {
+        // No tree on disk: /bin -> usr/bin, and /usr/bin holds nothing yet.
+        let mut asked = Vec::new();
+        let got = resolve_with(Path::new("/r"), Path::new("/bin/tool"), &mut |path| {
+            asked.push(path.to_path_buf());
+            Ok(match path.to_str().unwrap() {
+                "/r/bin" => Some(Entry::Link("usr/bin".into())),
+                "/r/usr" | "/r/usr/bin" => Some(Entry::Directory),
+                _ => None,
+            })
+        })
+        .unwrap();
+        assert_eq!(got.path, PathBuf::from("/usr/bin/tool"));
+        assert_eq!(got.existing, 2);
+        let asked: Vec<&str> = asked.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(asked, ["/r/bin", "/r/usr", "/r/usr/bin", "/r/usr/bin/tool"]);
     }
 
     #[test]

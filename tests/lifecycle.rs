@@ -79,14 +79,28 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Starts a sandbox of `tag` that waits on its stdin; returns once it runs.
+/// Starts a sandbox of `tag` that waits on its stdin; returns once it runs. paude gets
+/// descriptor 7 open on `/dev/zero` without close-on-exec, as a careless caller would leave it.
 fn start_sandbox(paude: &Paude, tag: &str, marker: &str) -> Child {
-    let child = paude
-        .command(["venv", "-e", &manifest(tag), "--", "/bin/sh", "-c"])
+    use std::os::unix::process::CommandExt;
+    let mut command = paude.command(["venv", "-e", &manifest(tag), "--", "/bin/sh", "-c"]);
+    command
         .arg(format!(": > {marker}; read line"))
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn paude");
+        .stdin(Stdio::piped());
+    // SAFETY: open, dup2 and close are async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let zero = libc::open(c"/dev/zero".as_ptr(), libc::O_RDONLY);
+            if zero == -1 || libc::dup2(zero, 7) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if zero != 7 {
+                libc::close(zero);
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("spawn paude");
     let marker = paude.workspace.join(marker);
     wait_for("the sandbox to start", || marker.exists());
     child
@@ -104,6 +118,19 @@ fn processes_holding(path: &Path) -> Vec<u32> {
                 .any(|fd| std::fs::read_link(fd.path()).ok().as_deref() == Some(path))
         })
         .collect()
+}
+
+/// Where each descriptor of `pid` leads, sorted.
+fn descriptors(pid: u32) -> Vec<String> {
+    let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.display().to_string())
+        .collect();
+    targets.sort();
+    targets
 }
 
 /// The command line of `pid`, its arguments separated by spaces.
@@ -294,6 +321,22 @@ fn a_running_sandbox_keeps_its_venv_after_paude_has_exec_ed() {
                 "{holder}, in the sandbox, holds the lock"
             );
         }
+        // The holder keeps the lock and the read end of its pipe, its standard descriptors
+        // lead nowhere, and nothing else of paude's stays open in it: not the caller's
+        // descriptor 7, not the pipe's write end (or it would never see the sandbox end).
+        assert_eq!(holders.len(), 1, "{holders:?}");
+        let open = descriptors(holders[0]);
+        assert_eq!(open.len(), 5, "{open:?}");
+        assert_eq!(
+            open.iter().filter(|target| *target == "/dev/null").count(),
+            3,
+            "{open:?}"
+        );
+        assert!(open.contains(&lock.display().to_string()), "{open:?}");
+        assert!(
+            open.iter().any(|target| target.starts_with("pipe:")),
+            "{open:?}"
+        );
 
         // The sandbox ends: the lock goes with it.
         sandbox.kill().expect("kill");

@@ -152,6 +152,39 @@ fn exit_status_passes_through() {
 }
 
 #[test]
+fn closed_standard_descriptors_reach_the_sandbox_as_dev_null() {
+    require_bwrap!();
+    use std::os::unix::process::CommandExt;
+    for who in users() {
+        let (_workspace, paude) = small_workspace(who);
+        // paude's caller closed stdin and stdout: paude reopens them on /dev/null before it
+        // opens anything, so no file of its own (the store's lock, a cache entry) gets one of
+        // their numbers and reaches the sandboxed command as its stdin or stdout.
+        let mut command = paude.command([
+            "venv",
+            "--",
+            "bash",
+            "-c",
+            "readlink /proc/$$/fd/0 /proc/$$/fd/1 >&2; :",
+        ]);
+        // SAFETY: close is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::close(0);
+                libc::close(1);
+                Ok(())
+            });
+        }
+        let out = command.output().expect("running paude");
+        assert!(out.status.success(), "{who:?}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.ends_with("\n/dev/null\n/dev/null\n") || stderr == "/dev/null\n/dev/null\n",
+            "{who:?}: {stderr}"
+        );
+    }
+}
+#[test]
 fn host_python_venv_is_shadowed() {
     require_bwrap!();
     for who in users() {

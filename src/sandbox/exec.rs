@@ -2,21 +2,20 @@
 //!
 //! No supervisor process stays behind: the sandboxed command's exit status is bwrap's, which
 //! is paude's. bwrap passes every descriptor it inherits on to the sandboxed command, so
-//! before the exec every descriptor above 2 is marked close-on-exec except those in
-//! `inherit`: descriptors paude's own caller leaked to it (a shell's `exec 3<secret`, an
-//! editor's or agent's pipes) never reach the sandbox. Rust opens paude's own descriptors
-//! close-on-exec already.
+//! before the exec every descriptor above 2 is marked close-on-exec, and then the flag is
+//! cleared on those in `inherit` alone: descriptors paude's own caller leaked to it (a shell's
+//! `exec 3<secret`, an editor's or agent's pipes) never reach the sandbox. Rust opens paude's
+//! own descriptors close-on-exec already.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 /// Replaces this process with `program args`, letting only 0-2 and `inherit` survive the
 /// exec. Returns only on failure.
 pub fn exec(program: &OsStr, args: &[OsString], inherit: &[BorrowedFd<'_>]) -> std::io::Error {
-    let keep: Vec<RawFd> = inherit.iter().map(|fd| fd.as_raw_fd()).collect();
-    if let Err(error) = close_on_exec_all_but(&keep) {
+    if let Err(error) = close_on_exec_above_stderr() {
         return error;
     }
     for fd in inherit {
@@ -27,10 +26,23 @@ pub fn exec(program: &OsStr, args: &[OsString], inherit: &[BorrowedFd<'_>]) -> s
     Command::new(program).args(args).exec()
 }
 
-/// Marks every open descriptor above 2, except `keep`, close-on-exec.
-fn close_on_exec_all_but(keep: &[RawFd]) -> std::io::Result<()> {
+/// Marks every open descriptor above 2 close-on-exec: in one close_range(2) call where the
+/// kernel has `CLOSE_RANGE_CLOEXEC` (Linux 5.11), else one by one from `/proc/self/fd`.
+fn close_on_exec_above_stderr() -> std::io::Result<()> {
+    // SAFETY: marking descriptors close-on-exec changes nothing before the exec.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if marked == 0 {
+        return Ok(());
+    }
     for fd in crate::host::open_descriptors()? {
-        if fd <= 2 || keep.contains(&fd) {
+        if fd <= 2 {
             continue;
         }
         // SAFETY: the descriptor is only borrowed for the fcntl; one that was closed in the

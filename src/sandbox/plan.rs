@@ -27,7 +27,8 @@
 
 use crate::manifest::{HomeMode, Manifest, Mount, MountKind};
 use crate::rootpath;
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -138,11 +139,13 @@ struct Logical {
 
 /// Makes the plan. See the module documentation for the mount order.
 pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
-    let logical = logical_mounts(input);
-    let (mounts, views) = mount_ops(input.rootfs, &logical, input.host_has)?;
+    let host = HostPaths::new(input.host_has);
+    let mut rootfs = RootfsReader::new(input.rootfs);
+    let logical = logical_mounts(input, &host);
+    let (mounts, views) = mount_ops(&mut rootfs, &logical, &host)?;
     let env = environment(input)?;
     let command = if input.command.is_empty() {
-        vec![shell(input.rootfs, &views, &env)?]
+        vec![shell(&mut rootfs, &views, &env)?]
     } else {
         input.command.to_vec()
     };
@@ -180,7 +183,101 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     })
 }
 
-fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
+/// Which host paths exist, asked of [`PlanInput::host_has`] once per path (a protected path is
+/// asked about again as a mount point). Keyed by the path's bytes, which compare faster than
+/// components hash.
+struct HostPaths<'a> {
+    has: &'a dyn Fn(&Path) -> bool,
+    seen: RefCell<BTreeMap<OsString, bool>>,
+}
+
+impl<'a> HostPaths<'a> {
+    fn new(has: &'a dyn Fn(&Path) -> bool) -> HostPaths<'a> {
+        HostPaths {
+            has,
+            seen: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    fn has(&self, path: &Path) -> bool {
+        if let Some(&known) = self.seen.borrow().get(path.as_os_str()) {
+            return known;
+        }
+        let has = (self.has)(path);
+        self.seen.borrow_mut().insert(path.into(), has);
+        has
+    }
+}
+
+/// The published rootfs, as the planner reads it. A published tree never changes, so each path
+/// in it is looked at once per plan; and the listing of a directory, which a split needs
+/// anyway, answers for the entries in it: resolving `/etc` or `/tmp` costs no lookup of its own.
+struct RootfsReader<'a> {
+    root: &'a Path,
+    /// What was learned of each path (a host path, inside the rootfs), by its bytes.
+    seen: BTreeMap<OsString, Option<rootpath::Entry>>,
+    /// The listings made, by directory (inside).
+    listed: BTreeMap<OsString, Vec<(OsString, std::fs::FileType)>>,
+}
+
+impl<'a> RootfsReader<'a> {
+    fn new(root: &'a Path) -> RootfsReader<'a> {
+        RootfsReader {
+            root,
+            seen: BTreeMap::new(),
+            listed: BTreeMap::new(),
+        }
+    }
+
+    /// The entry at a host path inside the rootfs.
+    fn entry(&mut self, path: &Path) -> std::io::Result<Option<rootpath::Entry>> {
+        if let Some(known) = self.seen.get(path.as_os_str()) {
+            return Ok(known.clone());
+        }
+        let entry = rootpath::entry(path)?;
+        self.seen.insert(path.into(), entry.clone());
+        Ok(entry)
+    }
+
+    /// `path` (inside) resolved in the rootfs; see [`rootpath::resolve`].
+    fn resolve(&mut self, path: &Path) -> std::io::Result<rootpath::Resolved> {
+        let root = self.root;
+        rootpath::resolve_with(root, path, &mut |candidate| self.entry(candidate))
+    }
+
+    /// The entries of `directory` (inside), sorted by name. What each is is kept for later
+    /// lookups, except links, whose targets a listing does not give.
+    fn list(&mut self, directory: &Path) -> Result<&[(OsString, std::fs::FileType)], PlanError> {
+        if self.listed.contains_key(directory.as_os_str()) {
+            return Ok(&self.listed[directory.as_os_str()]);
+        }
+        let outside = rootpath::under(self.root, directory);
+        let mut children: Vec<(OsString, std::fs::FileType)> = std::fs::read_dir(&outside)
+            .map_err(|error| {
+                PlanError(format!(
+                    "reading the environment's {}: {error}",
+                    outside.display()
+                ))
+            })?
+            .flatten()
+            .filter_map(|entry| entry.file_type().ok().map(|kind| (entry.file_name(), kind)))
+            .collect();
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, kind) in &children {
+            let entry = if kind.is_symlink() {
+                continue;
+            } else if kind.is_dir() {
+                rootpath::Entry::Directory
+            } else {
+                rootpath::Entry::File
+            };
+            self.seen.insert(outside.join(name).into(), Some(entry));
+        }
+        Ok(self.listed.entry(directory.into()).or_insert(children))
+    }
+}
+
+fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Vec<Logical> {
     let user_targets: BTreeSet<&Path> = input
         .mounts
         .iter()
@@ -205,7 +302,7 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
                 continue;
             }
             if let Some(source) = source
-                && !(input.host_has)(Path::new(source))
+                && !host.has(Path::new(source))
             {
                 continue;
             }
@@ -281,7 +378,7 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
     // missing one is not created on the host).
     for (index, path) in input.manifest.protect.iter().enumerate() {
         let full = input.workspace.join(path);
-        if (input.host_has)(&full) {
+        if host.has(&full) {
             out.push(Logical {
                 kind: MountKind::RoBind,
                 source: Some(full.clone()),
@@ -315,7 +412,7 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
         .collect();
     for (source, target) in writable {
         if let Ok(rest) = input.paude_home.strip_prefix(&source)
-            && (input.host_has)(input.paude_home)
+            && host.has(input.paude_home)
         {
             out.push(Logical {
                 kind: MountKind::RoBind,
@@ -335,15 +432,16 @@ fn logical_mounts(input: &PlanInput<'_>) -> Vec<Logical> {
 type MountPlan = (Vec<MountOp>, Vec<(PathBuf, View)>);
 
 fn mount_ops(
-    rootfs: &Path,
+    rootfs: &mut RootfsReader<'_>,
     logical: &[Logical],
-    host_has: &dyn Fn(&Path) -> bool,
+    host: &HostPaths<'_>,
 ) -> Result<MountPlan, PlanError> {
     // Each split directory, with the index of the last logical mount that needs a mount point
     // made in it: it is remounted read-only right after that mount, so a later mount at or
     // above it is neither made read-only nor left without its remount target.
-    let mut splits: std::collections::BTreeMap<PathBuf, usize> =
-        std::collections::BTreeMap::from([(PathBuf::from("/"), usize::MAX)]);
+    let mut splits: BTreeMap<PathBuf, usize> = BTreeMap::from([(PathBuf::from("/"), usize::MAX)]);
+    // `/` is always split; listed first, it answers for the top-level mount targets.
+    rootfs.list(Path::new("/"))?;
     let mut views: Vec<(PathBuf, View)> = Vec::new();
     for (index, mount) in logical.iter().enumerate() {
         let covering = |path: &Path| {
@@ -356,7 +454,7 @@ fn mount_ops(
         let target = match covering(&mount.target) {
             Some(_) => mount.target.clone(),
             None => {
-                let resolved = rootpath::resolve(rootfs, &mount.target).map_err(|error| {
+                let resolved = rootfs.resolve(&mount.target).map_err(|error| {
                     PlanError(format!(
                         "{} {}: {error}",
                         mount.label,
@@ -384,7 +482,7 @@ fn mount_ops(
         if let Some((above, View::Host(source))) = covering(&target) {
             let rest = target.strip_prefix(&above).unwrap_or(Path::new(""));
             let on_host = source.join(rest);
-            if !host_has(&on_host) {
+            if !host.has(&on_host) {
                 return Err(PlanError(format!(
                     "{} {}: it does not exist in {} ({} on the host), and bwrap would create it \
                      there; create it yourself, or choose another target",
@@ -414,26 +512,15 @@ fn mount_ops(
                 target: (*split).clone(),
             });
         }
-        let directory = rootpath::under(rootfs, split);
-        let mut children: Vec<(OsString, std::fs::FileType)> = std::fs::read_dir(&directory)
-            .map_err(|error| {
-                PlanError(format!(
-                    "reading the environment's {}: {error}",
-                    directory.display()
-                ))
-            })?
-            .flatten()
-            .filter_map(|entry| entry.file_type().ok().map(|kind| (entry.file_name(), kind)))
-            .collect();
-        children.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, kind) in children {
-            let inside = split.join(&name);
+        let directory = rootpath::under(rootfs.root, split);
+        for (name, kind) in rootfs.list(split)? {
+            let inside = split.join(name);
             // A child that a mount replaces whole, or that is split itself, needs no bind:
             // bwrap creates its mount point in the tmpfs.
             if splits.contains_key(&inside) || views.iter().any(|(target, _)| *target == inside) {
                 continue;
             }
-            let source = directory.join(&name);
+            let source = directory.join(name);
             if kind.is_symlink() {
                 let link = std::fs::read_link(&source)
                     .map_err(|error| PlanError(format!("reading {}: {error}", source.display())))?;
@@ -560,37 +647,54 @@ fn environment(input: &PlanInput<'_>) -> Result<Vec<(OsString, OsString)>, PlanE
     Ok(env.vars)
 }
 
+/// Where a path inside the sandbox is found from outside.
+enum Location {
+    /// A host path, through a bind.
+    Host(PathBuf),
+    /// A path in the rootfs, with what is there (`None`: nothing).
+    Rootfs(PathBuf, Option<rootpath::Entry>),
+    /// In a place paude does not look into (`/proc`, `/dev`, a tmpfs).
+    Unknown,
+}
+
 /// Where `path` (inside the sandbox) is found from outside, following the plan's mounts.
-pub fn locate(rootfs: &Path, views: &[(PathBuf, View)], path: &Path) -> Option<PathBuf> {
+fn locate(rootfs: &mut RootfsReader<'_>, views: &[(PathBuf, View)], path: &Path) -> Location {
     match views
         .iter()
         .rev()
         .find(|(target, _)| rootpath::is_within(path, target))
     {
-        Some((target, View::Host(source))) => {
-            let rest = path.strip_prefix(target).ok()?;
-            Some(if rest.as_os_str().is_empty() {
-                source.clone()
-            } else {
-                source.join(rest)
-            })
-        }
-        Some(_) => None,
+        Some((target, View::Host(source))) => match path.strip_prefix(target) {
+            Ok(rest) if rest.as_os_str().is_empty() => Location::Host(source.clone()),
+            Ok(rest) => Location::Host(source.join(rest)),
+            Err(_) => Location::Unknown,
+        },
+        Some(_) => Location::Unknown,
         None => {
-            let resolved = rootpath::resolve(rootfs, path).ok()?;
-            let inside = rootpath::under(rootfs, &resolved.path);
+            let Ok(resolved) = rootfs.resolve(path) else {
+                return Location::Unknown;
+            };
             // A link into a mounted path (say /etc/x -> /tmp/y) leaves the rootfs.
             if views
                 .iter()
                 .any(|(target, _)| rootpath::is_within(&resolved.path, target))
             {
                 return if resolved.path == path {
-                    None
+                    Location::Unknown
                 } else {
                     locate(rootfs, views, &resolved.path)
                 };
             }
-            Some(inside)
+            let inside = rootpath::under(rootfs.root, &resolved.path);
+            if !resolved.exists() {
+                return Location::Rootfs(inside, None);
+            }
+            // Resolving looked at the whole path, so this is an answer already seen; and it
+            // followed every link, so what is there is not a link.
+            match rootfs.entry(&inside) {
+                Ok(entry) => Location::Rootfs(inside, entry),
+                Err(_) => Location::Unknown,
+            }
         }
     }
 }
@@ -614,7 +718,13 @@ pub enum CommandLookup {
 /// Looks the plan's command up the way `execvp` inside will.
 pub fn lookup_command(plan: &Plan) -> CommandLookup {
     match plan.command.first() {
-        Some(command) => lookup(&plan.rootfs, &plan.views, &plan.env, &plan.chdir, command),
+        Some(command) => lookup(
+            &mut RootfsReader::new(&plan.rootfs),
+            &plan.views,
+            &plan.env,
+            &plan.chdir,
+            command,
+        ),
         None => CommandLookup::NotFound,
     }
 }
@@ -622,7 +732,7 @@ pub fn lookup_command(plan: &Plan) -> CommandLookup {
 /// A name with a `/` is taken relative to `chdir`, any other through the environment's
 /// `PATH`; the first executable candidate wins, as in `execvp`.
 fn lookup(
-    rootfs: &Path,
+    rootfs: &mut RootfsReader<'_>,
     views: &[(PathBuf, View)],
     env: &[(OsString, OsString)],
     chdir: &Path,
@@ -644,47 +754,56 @@ fn lookup(
     };
     let mut refused = None;
     for candidate in candidates {
-        let Some(outside) = locate(rootfs, views, &candidate) else {
-            // In /proc, /dev or a tmpfs: paude cannot tell, bwrap will.
-            if views
-                .iter()
-                .any(|(t, v)| *v == View::Opaque && rootpath::is_within(&candidate, t))
-            {
-                return CommandLookup::Found;
-            }
-            continue;
-        };
-        match std::fs::metadata(&outside) {
-            Ok(meta) if meta.is_dir() => {
-                refused = refused.or(Some(CommandLookup::IsDirectory(candidate)));
-            }
-            Ok(_) if rustix::fs::access(&outside, rustix::fs::Access::EXEC_OK).is_err() => {
-                refused = refused.or(Some(CommandLookup::NotExecutable(candidate)));
-            }
-            Ok(_) => {
-                // The kernel runs a `#!` script's interpreter: look that up too, once.
-                if let Some(interpreter) = shebang(&outside)
-                    && interpreter.is_absolute()
-                    && !command_exists(rootfs, views, &interpreter)
+        let (outside, is_dir) = match locate(rootfs, views, &candidate) {
+            Location::Unknown => {
+                // In /proc, /dev or a tmpfs: paude cannot tell, bwrap will.
+                if views
+                    .iter()
+                    .any(|(t, v)| *v == View::Opaque && rootpath::is_within(&candidate, t))
                 {
-                    return CommandLookup::BadInterpreter {
-                        script: candidate,
-                        interpreter,
-                    };
+                    return CommandLookup::Found;
                 }
-                return CommandLookup::Found;
+                continue;
             }
-            Err(_) => {}
+            Location::Rootfs(_, None) => continue,
+            Location::Rootfs(outside, Some(entry)) => {
+                let is_dir = entry == rootpath::Entry::Directory;
+                (outside, is_dir)
+            }
+            Location::Host(outside) => match std::fs::metadata(&outside) {
+                Ok(meta) => (outside, meta.is_dir()),
+                Err(_) => continue,
+            },
+        };
+        if is_dir {
+            refused = refused.or(Some(CommandLookup::IsDirectory(candidate)));
+        } else if rustix::fs::access(&outside, rustix::fs::Access::EXEC_OK).is_err() {
+            refused = refused.or(Some(CommandLookup::NotExecutable(candidate)));
+        } else {
+            // The kernel runs a `#!` script's interpreter: look that up too, once.
+            if let Some(interpreter) = shebang(&outside)
+                && interpreter.is_absolute()
+                && !command_exists(rootfs, views, &interpreter)
+            {
+                return CommandLookup::BadInterpreter {
+                    script: candidate,
+                    interpreter,
+                };
+            }
+            return CommandLookup::Found;
         }
     }
     refused.unwrap_or(CommandLookup::NotFound)
 }
 
 /// Whether an absolute path names an executable file inside (no script check).
-fn command_exists(rootfs: &Path, views: &[(PathBuf, View)], path: &Path) -> bool {
+fn command_exists(rootfs: &mut RootfsReader<'_>, views: &[(PathBuf, View)], path: &Path) -> bool {
     match locate(rootfs, views, path) {
-        Some(outside) => rustix::fs::access(&outside, rustix::fs::Access::EXEC_OK).is_ok(),
-        None => true,
+        Location::Host(outside) | Location::Rootfs(outside, Some(_)) => {
+            rustix::fs::access(&outside, rustix::fs::Access::EXEC_OK).is_ok()
+        }
+        Location::Rootfs(_, None) => false,
+        Location::Unknown => true,
     }
 }
 
@@ -704,7 +823,7 @@ fn shebang(file: &Path) -> Option<PathBuf> {
 
 /// The interactive shell: `bash` when the environment has it, else `/bin/sh`.
 fn shell(
-    rootfs: &Path,
+    rootfs: &mut RootfsReader<'_>,
     views: &[(PathBuf, View)],
     env: &[(OsString, OsString)],
 ) -> Result<OsString, PlanError> {

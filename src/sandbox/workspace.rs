@@ -27,7 +27,12 @@ pub fn outside_git_dirs(workspace: &Path) -> Vec<PathBuf> {
         let value = text.lines().next()?.strip_prefix(prefix)?.trim();
         (!value.is_empty()).then(|| PathBuf::from(value))
     };
-    let Some(gitdir) = read_pointer(&workspace.join(".git"), "gitdir:") else {
+    let dot_git = workspace.join(".git");
+    // Usually a directory (or nothing): one stat says so, where reading it would take four calls.
+    if !dot_git.is_file() {
+        return Vec::new();
+    }
+    let Some(gitdir) = read_pointer(&dot_git, "gitdir:") else {
         return Vec::new();
     };
     let gitdir = workspace.join(gitdir);

@@ -21,7 +21,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -81,14 +81,20 @@ impl KeyLock {
     /// documentation. This process's own descriptor is closed.
     pub fn hold_while_open(self) -> io::Result<OwnedFd> {
         let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let lock = self.file.as_raw_fd();
-        let pipe = read.as_raw_fd();
+        let keep = [self.file.as_raw_fd(), read.as_raw_fd()];
         // The holder keeps only the lock and the read end: not the terminal, not a pipe the
         // caller reads paude's output from, not the write end (or it would never see EOF).
-        let close: Vec<RawFd> = crate::host::open_descriptors()?
-            .into_iter()
-            .filter(|&fd| fd > 2 && fd != lock && fd != pipe)
-            .collect();
+        // Where the kernel has close_range(2) it closes the others by ranges; elsewhere it
+        // closes the ones listed here, since it cannot list them itself without allocating.
+        let close = if crate::host::has_close_range() {
+            Close::AllBut(keep)
+        } else {
+            let listed: Vec<RawFd> = crate::host::open_descriptors()?
+                .into_iter()
+                .filter(|fd| *fd > 2 && !keep.contains(fd))
+                .collect();
+            Close::These(listed.leak())
+        };
         // The holder shares this process's memory (CLONE_VM) instead of copying it: a copy
         // costs a page-table copy and a copy-on-write fault for every page either side then
         // touches, a few hundred microseconds of every launch. So it runs on a stack of its
@@ -96,12 +102,27 @@ impl KeyLock {
         // no errno). Both are leaked: this process execs bwrap next, and the holder keeps the
         // old address space alive by itself.
         let holder: &'static Holder = Box::leak(Box::new(Holder {
-            pipe,
-            close: close.leak(),
+            pipe: read.as_raw_fd(),
+            close,
         }));
-        let stack: &'static mut [u8] = vec![0u8; HOLDER_STACK].leak();
-        // The stack grows down from its end, which must be 16-byte aligned.
-        let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+        // A fresh mapping rather than a zeroed allocation, which would fault in every page of
+        // it here: the kernel gives the holder the pages its stack actually reaches.
+        // SAFETY: an anonymous private mapping at an address the kernel chooses aliases nothing.
+        let stack = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                HOLDER_STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if stack == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // The stack grows down from its end, which is page-aligned, as it must be (16 bytes).
+        let top = stack as usize + HOLDER_STACK;
         // SAFETY: `holder_main` touches only `holder` and its own stack, both leaked and never
         // written again by this process; without CLONE_FILES the holder gets its own copy of
         // the descriptor table; without CLONE_THREAD it is a process of its own, which an exec
@@ -196,8 +217,17 @@ const HOLDER_STACK: usize = 64 * 1024;
 /// What the holder needs, prepared by [`KeyLock::hold_while_open`].
 struct Holder {
     pipe: RawFd,
-    /// Descriptors to close: every one but the standard three, the lock and the pipe.
-    close: &'static [RawFd],
+    /// The descriptors it closes.
+    close: Close,
+}
+
+/// Which descriptors the holder closes: every one but the standard three, the lock and the
+/// pipe's read end.
+enum Close {
+    /// By ranges around these two, with close_range(2) (Linux 5.9).
+    AllBut([RawFd; 2]),
+    /// These, listed before it started (older kernels).
+    These(&'static [RawFd]),
 }
 
 /// The holder: keeps the lock open until the pipe reports end of file, then exits. It runs in the
@@ -217,11 +247,20 @@ extern "C" fn holder_main(argument: *mut libc::c_void) -> libc::c_int {
         rustix::stdio::dup2_stdin(&null).ok();
         rustix::stdio::dup2_stdout(&null).ok();
         rustix::stdio::dup2_stderr(&null).ok();
+        // SAFETY: the descriptor was just opened here and is not used again; closed raw, as
+        // dropping it would close it through the C library.
+        unsafe { rustix::io::try_close(null.into_raw_fd()) }.ok();
     }
-    for &fd in holder.close {
-        // SAFETY: these are this process's copies of descriptors it does not use. One may be
-        // closed already (the one that listed them): `try_close` reports that, harmlessly.
-        unsafe { rustix::io::try_close(fd) }.ok();
+    match holder.close {
+        Close::AllBut(keep) => close_all_above_stderr_but(keep),
+        Close::These(list) => {
+            for &fd in list {
+                // SAFETY: these are this process's copies of descriptors it does not use. One
+                // may be closed already (the one that listed them): `try_close` reports that,
+                // harmlessly.
+                unsafe { rustix::io::try_close(fd) }.ok();
+            }
+        }
     }
     // SAFETY: `pipe` is the read end created for this holder, open in this process.
     let pipe = unsafe { BorrowedFd::borrow_raw(holder.pipe) };
@@ -236,6 +275,27 @@ extern "C" fn holder_main(argument: *mut libc::c_void) -> libc::c_int {
     }
     // Returning ends the holder (the C library's clone calls exit) and releases the lock.
     0
+}
+
+/// Closes every descriptor above 2 but `keep`, in at most three close_range(2) calls. Each
+/// range is well formed and no flag is set, so the call cannot fail once
+/// [`crate::host::has_close_range`] has found it; the C library's wrapper writes errno only on
+/// failure, so the holder's rule holds.
+fn close_all_above_stderr_but(keep: [RawFd; 2]) {
+    let close_range = |first: libc::c_uint, last: libc::c_uint| {
+        // SAFETY: the holder uses none of the descriptors in the range.
+        unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+    };
+    let (low, high) = (keep[0].min(keep[1]), keep[0].max(keep[1]));
+    let mut first: libc::c_uint = 3;
+    for kept in [low, high] {
+        let kept = kept as libc::c_uint;
+        if kept > first {
+            close_range(first, kept - 1);
+        }
+        first = first.max(kept + 1);
+    }
+    close_range(first, libc::c_uint::MAX);
 }
 
 #[cfg(test)]

@@ -837,3 +837,46 @@ fn environments_share_their_packages_files_through_the_package_store() {
         assert_eq!(list["packages"]["count"], 0, "{list:#}");
     }
 }
+
+#[test]
+fn a_build_shows_progress_on_a_terminal_and_one_line_elsewhere() {
+    require_bwrap!();
+    let (home, workspace, paude) = setup(As::Me);
+    // Not a terminal: the build leaves exactly one line, its summary.
+    let output = launch(&paude, "log", "exit 0");
+    let lines: Vec<String> = text(&output.stderr).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("paude: built environment "),
+        "{lines:?}"
+    );
+    assert!(
+        lines[0].contains(" packages (all unpacked now), "),
+        "{lines:?}"
+    );
+
+    // A terminal (through `script`): the progress line is drawn and redrawn in place, then
+    // cleared before the summary. A fresh store, so that packages are unpacked again.
+    let store = home.path().join("other-store");
+    let line = format!(
+        "{} venv -e '{}' -- /bin/sh -c 'exit 0'",
+        env!("CARGO_BIN_EXE_paude"),
+        manifest("terminal")
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(workspace.path())
+        .env("HOME", home.path())
+        .env("PAUDE_HOME", &store)
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let shown = text(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains("\r\x1b[2Kpaude: unpacking packages 0/"),
+        "{shown:?}"
+    );
+    let last = shown.rsplit("\r\x1b[2K").next().unwrap_or("");
+    assert!(last.starts_with("paude: built environment "), "{shown:?}");
+}

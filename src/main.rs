@@ -10,8 +10,9 @@
 //! a sizeable part of what paude spends before it becomes bwrap. The rest of that start-up
 //! paude does itself, in [`main`]: descriptors 0-2 are made open (on /dev/null where the
 //! caller closed one), SIGPIPE is ignored (writing to a closed pipe is an error, not death),
-//! a panic exits with 101, and stdout is flushed before returning. A stack overflow still
-//! stops at the kernel's guard gap, as a plain SIGSEGV instead of Rust's message.
+//! a panic exits with 101, and stdout is flushed before returning. What differs: a stack
+//! overflow stops at the kernel's guard gap as a plain SIGSEGV instead of Rust's message, and
+//! a panic message names the thread `<unnamed>` instead of `main`.
 
 // The test build of this binary runs the test harness's `main` (it has no tests of its own).
 #![cfg_attr(not(test), no_main)]

@@ -59,6 +59,36 @@ pub struct TestDir {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for TestDir {
+    /// Removes the directory even where a test made parts of it read-only (a tree with an
+    /// fsEntry directory of mode 0555, say), which `TempDir` alone would leave behind.
+    fn drop(&mut self) {
+        remove_tree(self.dir.path());
+    }
+}
+
+/// Removes `path`, first giving its owner rwx on every directory in it; errors are ignored
+/// (this is cleanup after a test).
+pub fn remove_tree(path: &Path) {
+    fn open_up(path: &Path) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if !meta.is_dir() {
+            return;
+        }
+        let mode = meta.permissions().mode();
+        if mode & 0o700 != 0o700 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o700)).ok();
+        }
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            open_up(&entry.path());
+        }
+    }
+    open_up(path);
+    std::fs::remove_dir_all(path).ok();
+}
+
 impl TestDir {
     pub fn new(who: As) -> TestDir {
         let dir = tempfile::Builder::new()
@@ -253,9 +283,25 @@ pub fn hand_over(who: As, dir: &Path) {
 
 /// A `PAUDE_HOME` parent shared by the tests of one user, so that one environment is built
 /// once per test binary and per user (the store's lock makes concurrent first builds safe).
+/// Statics are never dropped, so these are removed when the test binary exits.
 pub fn shared_home(who: As) -> &'static Path {
     static ME: OnceLock<TestDir> = OnceLock::new();
     static NOBODY_HOME: OnceLock<TestDir> = OnceLock::new();
+    extern "C" fn remove_shared_homes() {
+        for cell in [&ME, &NOBODY_HOME] {
+            if let Some(dir) = cell.get() {
+                remove_tree(dir.path());
+            }
+        }
+    }
     let cell = if who == As::Me { &ME } else { &NOBODY_HOME };
-    cell.get_or_init(|| TestDir::new(who)).path()
+    cell.get_or_init(|| {
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
+        // SAFETY: the handler only removes files; it runs once, when the process exits.
+        REGISTERED.call_once(|| unsafe {
+            libc::atexit(remove_shared_homes);
+        });
+        TestDir::new(who)
+    })
+    .path()
 }

@@ -308,11 +308,7 @@ fn prune_packages(host: &HostFacts, store: &Store, dry_run: bool, report: &mut C
     }
     // Under the exclusive lock every unpacking is a dead one.
     for leftover in &found.leftovers {
-        let freed = if dry_run {
-            tree::size(leftover).map(|size| size.total)
-        } else {
-            tree::remove(leftover).map(|size| size.exclusive)
-        };
+        let freed = remove_or_measure(leftover, dry_run);
         match freed {
             Ok(bytes) => {
                 report.freed_bytes += bytes;
@@ -337,6 +333,16 @@ fn prune_packages(host: &HostFacts, store: &Store, dry_run: bool, report: &mut C
     }
 }
 
+/// Removes the tree at `path` and returns the bytes that freed; in a dry run, returns what
+/// removing it would free, supposing whatever shares its files goes too.
+fn remove_or_measure(path: &std::path::Path, dry_run: bool) -> std::io::Result<u64> {
+    if dry_run {
+        tree::size(path).map(|size| size.total)
+    } else {
+        tree::remove(path).map(|size| size.exclusive)
+    }
+}
+
 /// Removes the launch caches of other paude builds (a rebuilt or upgraded paude starts with
 /// caches of its own; see [`crate::store::cache`]).
 fn prune_caches(host: &HostFacts, dry_run: bool, report: &mut CleanupDocument) {
@@ -353,11 +359,7 @@ fn prune_caches(host: &HostFacts, dry_run: bool, report: &mut CleanupDocument) {
             continue;
         }
         let path = entry.path();
-        let freed = if dry_run {
-            tree::size(&path).map(|size| size.total)
-        } else {
-            tree::remove(&path).map(|size| size.exclusive)
-        };
+        let freed = remove_or_measure(&path, dry_run);
         match freed {
             Ok(bytes) => {
                 report.freed_bytes += bytes;

@@ -242,16 +242,6 @@ fn load_manifest(
     learned: &mut Vec<cache::Prepared>,
 ) -> Result<Manifest> {
     use std::os::unix::ffi::OsStrExt;
-    let pairs = |pairs: &[(String, String)]| -> Vec<u8> {
-        let mut bytes = Vec::new();
-        for (name, value) in pairs {
-            for text in [name, value] {
-                bytes.extend((text.len() as u64).to_le_bytes());
-                bytes.extend(text.as_bytes());
-            }
-        }
-        bytes
-    };
     let key = || {
         let (kind, text): (&[u8], &[u8]) = match source {
             ManifestSource::Code(code) => (b"code", code.as_bytes()),
@@ -263,19 +253,18 @@ fn load_manifest(
             .field(text)
             .field(options.cwd.as_os_str().as_bytes())
             .fields(options.jpath.iter().map(|dir| dir.as_os_str().as_bytes()))
-            .field(&pairs(&options.ext_str))
-            .field(&pairs(&options.ext_code))
-            .field(&pairs(&options.tla_str))
-            .field(&pairs(&options.tla_code))
+            .pairs(&options.ext_str)
+            .pairs(&options.ext_code)
+            .pairs(&options.tla_str)
+            .pairs(&options.tla_code)
     };
     if let Some(value) = cache.get::<serde_json::Value>(key()) {
         return Ok(manifest::validate(&value)?);
     }
-    let evaluated = manifest::eval::evaluate(source, options)?;
-    let manifest = manifest::validate(&evaluated.value)?;
+    let loaded = manifest::load(source, options)?;
     // Stamped after evaluating: a file changed meanwhile has a fresh ctime and is not cached.
-    let read = evaluated.files_read.iter().map(|path| (path, true));
-    let probed = evaluated.not_found.iter().map(|path| (path, false));
+    let read = loaded.files_read.iter().map(|path| (path, true));
+    let probed = loaded.not_found.iter().map(|path| (path, false));
     let stamps: Option<Vec<Stamp>> = read
         .chain(probed)
         .map(|(path, exists)| {
@@ -285,9 +274,9 @@ fn load_manifest(
         })
         .collect();
     if let Some(stamps) = stamps {
-        learned.extend(cache.prepare(key(), stamps, began, &evaluated.value));
+        learned.extend(cache.prepare(key(), stamps, began, &loaded.value));
     }
-    Ok(manifest)
+    Ok(loaded.manifest)
 }
 
 /// The host's package database: where it is, and the provider, opened only when needed (a

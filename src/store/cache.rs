@@ -145,6 +145,16 @@ impl Key {
         self
     }
 
+    /// Adds a list of name and value pairs (`--ext-str NAME=VALUE`, ...), with its length.
+    pub fn pairs(mut self, pairs: &[(String, String)]) -> Key {
+        self.encoder.u64(pairs.len() as u64);
+        for (name, value) in pairs {
+            self.encoder.bytes(name.as_bytes());
+            self.encoder.bytes(value.as_bytes());
+        }
+        self
+    }
+
     /// Adds a list of fields, with its length.
     pub fn fields<'a>(mut self, items: impl ExactSizeIterator<Item = &'a [u8]>) -> Key {
         self.encoder.u64(items.len() as u64);
@@ -159,7 +169,7 @@ impl Cache {
     /// The caches under `$PAUDE_HOME/cache` for the running binary.
     pub fn new(paude_home: &Path) -> Cache {
         Cache {
-            dir: build_id().map(|id| paude_home.join("cache").join(id)),
+            dir: build_id().map(|id| Cache::root(paude_home).join(id)),
         }
     }
 
@@ -189,14 +199,6 @@ impl Cache {
         let text = std::fs::read(&path).ok()?;
         let entry: Entry<T> = serde_json::from_slice(&text).ok()?;
         entry.stamps.iter().all(Stamp::holds).then_some(entry.value)
-    }
-
-    /// Keeps `value` for `key`, computed from `stamps` by work that began at `began`; does
-    /// nothing if a stamp has not settled or the cache cannot be written.
-    pub fn put<T: Serialize>(&self, key: Key, stamps: Vec<Stamp>, began: SystemTime, value: &T) {
-        if let Some(entry) = self.prepare(key, stamps, began, value) {
-            self.write(entry);
-        }
     }
 
     /// An entry to [`Cache::write`] later: a launch keeps what it learned until its input has
@@ -258,6 +260,13 @@ fn build_id() -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Prepares and writes at once, as a launch does once its input passed every check.
+    fn put(cache: &Cache, key: Key, stamps: Vec<Stamp>, began: SystemTime, value: &u32) {
+        if let Some(entry) = cache.prepare(key, stamps, began, value) {
+            cache.write(entry);
+        }
+    }
+
     fn old_enough() -> SystemTime {
         SystemTime::now() + SETTLE + Duration::from_secs(1)
     }
@@ -271,7 +280,7 @@ mod tests {
         let cache = Cache::new(home.path());
         let key = || Key::new("test").field(b"a");
         let stamps = vec![Stamp::of(&input).unwrap(), Stamp::of(&absent).unwrap()];
-        cache.put(key(), stamps, old_enough(), &42u32);
+        put(&cache, key(), stamps, old_enough(), &42);
         assert_eq!(cache.get::<u32>(key()), Some(42));
         assert_eq!(cache.get::<u32>(Key::new("test").field(b"b")), None);
         // A path that was looked for and not found appears: the value is stale.
@@ -291,7 +300,7 @@ mod tests {
         std::fs::write(&input, "just written").unwrap();
         let cache = Cache::new(home.path());
         let stamps = vec![Stamp::of(&input).unwrap()];
-        cache.put(Key::new("test"), stamps, SystemTime::now(), &1u32);
+        put(&cache, Key::new("test"), stamps, SystemTime::now(), &1);
         assert_eq!(cache.get::<u32>(Key::new("test")), None);
         assert!(!Cache::root(home.path()).exists());
     }

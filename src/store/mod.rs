@@ -463,12 +463,7 @@ impl Store {
             fs_entries: fs_entries_json(spec.fs_entries),
             stats: stats.clone(),
         };
-        let meta_path = tmp.join("meta.json");
-        let text = serde_json::to_string_pretty(&meta).map_err(|e| StoreError::Meta {
-            path: meta_path.clone(),
-            message: e.to_string(),
-        })?;
-        std::fs::write(&meta_path, text + "\n").map_err(io_error("writing", &meta_path))?;
+        write_json(&tmp.join("meta.json"), &meta)?;
         let last_used = tmp.join("last-used");
         std::fs::write(&last_used, b"").map_err(io_error("writing", &last_used))?;
         let unpacked = entries.iter().filter(|entry| entry.unpacked).count();
@@ -570,11 +565,33 @@ fn short_hash(bytes: &[u8]) -> String {
 /// Reads `<dir>/meta.json`.
 pub fn read_meta(dir: &Path) -> Result<Meta, StoreError> {
     let path = dir.join("meta.json");
-    let text = std::fs::read_to_string(&path).map_err(io_error("reading", &path))?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Meta {
-        path,
-        message: e.to_string(),
-    })
+    read_json(&path)?.ok_or_else(|| io_error("reading", &path)(io::ErrorKind::NotFound.into()))
+}
+
+/// Reads and decodes a JSON file of the store (`meta.json` of a venv or a package-store
+/// entry); `None` when it does not exist.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error("reading", path)(error)),
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|error| StoreError::Meta {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })
+}
+
+/// Writes `value` as a JSON file of the store.
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(|error| StoreError::Meta {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    })?;
+    text.push(b'\n');
+    std::fs::write(path, text).map_err(io_error("writing", path))
 }
 
 fn fs_entries_json(entries: &[FsEntry]) -> serde_json::Value {

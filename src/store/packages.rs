@@ -31,10 +31,10 @@
 
 use super::export::{self, ExportStats};
 use super::lock::KeyLock;
-use super::{StoreError, io_error, private_dir, tree};
+use super::{StoreError, io_error, private_dir, read_json, tree, write_json};
 use crate::packages::PackageId;
+use crate::rootpath;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -132,10 +132,10 @@ impl PackageStore {
         let mut encoder = super::key::Encoder::default();
         encoder.bytes(b"paude-package");
         encoder.u32(super::key::EXPORT_VERSION);
-        encoder.bytes(source_root.as_os_str().as_bytes());
+        encoder.bytes(rootpath::bytes(source_root));
         encoder.u64(paths.len() as u64);
         for path in paths {
-            encoder.bytes(path.as_os_str().as_bytes());
+            encoder.bytes(rootpath::bytes(path));
         }
         // Names and architectures are [a-z0-9.+-]; versions add `:` and `~`, which are fine
         // in a file name. A `/` cannot occur, but is replaced should a database have one.
@@ -189,7 +189,7 @@ impl PackageStore {
             } else {
                 0
             };
-            let unpacked = self.unpack_all(
+            for (index, entry) in self.unpack_all(
                 wanted,
                 &names,
                 &todo,
@@ -197,8 +197,7 @@ impl PackageStore {
                 bytes_total,
                 started,
                 report,
-            )?;
-            for (index, entry) in todo.into_iter().zip(unpacked) {
+            )? {
                 entries[index] = Some(entry);
             }
         }
@@ -208,17 +207,9 @@ impl PackageStore {
     /// The published entry `name`, if there is one.
     fn present(&self, name: &str) -> Result<Option<Entry>, StoreError> {
         let dir = self.root.join(name);
-        let meta = dir.join("meta.json");
-        let text = match std::fs::read(&meta) {
-            Ok(text) => text,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(io_error("reading", &meta)(error)),
+        let Some(stats) = read_json::<ExportStats>(&dir.join("meta.json"))? else {
+            return Ok(None);
         };
-        let stats: ExportStats =
-            serde_json::from_slice(&text).map_err(|error| StoreError::Meta {
-                path: meta,
-                message: error.to_string(),
-            })?;
         Ok(Some(Entry {
             dir,
             name: name.to_string(),
@@ -237,7 +228,7 @@ impl PackageStore {
         bytes_total: u64,
         started: Instant,
         report: &mut dyn Report,
-    ) -> Result<Vec<Entry>, StoreError> {
+    ) -> Result<Vec<(usize, Entry)>, StoreError> {
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -247,8 +238,8 @@ impl PackageStore {
         let done = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let copied = AtomicU64::new(0);
-        let results: Mutex<Vec<Option<Result<Entry, StoreError>>>> =
-            Mutex::new((0..todo.len()).map(|_| None).collect());
+        // Each unpacked package with its index in `wanted`, in the order they finished.
+        let results: Mutex<Vec<(usize, Result<Entry, StoreError>)>> = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for worker in 0..workers {
                 let (next, done, failed, copied, results) =
@@ -271,7 +262,7 @@ impl PackageStore {
                             failed.store(true, Ordering::Relaxed);
                         }
                         if let Ok(mut results) = results.lock() {
-                            results[slot] = Some(result);
+                            results.push((index, result));
                         }
                         done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -297,17 +288,13 @@ impl PackageStore {
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        let results = results.into_inner().unwrap_or_default();
-        let mut entries = Vec::with_capacity(results.len());
-        for result in results {
-            match result {
-                Some(Ok(entry)) => entries.push(entry),
-                Some(Err(error)) => return Err(error),
-                // A worker stopped after another's failure: that failure is reported.
-                None => continue,
-            }
-        }
-        Ok(entries)
+        // After a failure the workers stop taking packages: the first failure is reported.
+        results
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .into_iter()
+            .map(|(index, result)| result.map(|entry| (index, entry)))
+            .collect()
     }
 
     /// Unpacks one package and publishes it; another build may have published it first.
@@ -328,12 +315,7 @@ impl PackageStore {
             let tree_dir = tmp.join("tree");
             std::fs::create_dir_all(&tree_dir).map_err(io_error("creating", &tree_dir))?;
             let stats = export::unpack(paths, source_root, &tree_dir, copied)?;
-            let meta = tmp.join("meta.json");
-            let text = serde_json::to_vec(&stats).map_err(|error| StoreError::Meta {
-                path: meta.clone(),
-                message: error.to_string(),
-            })?;
-            std::fs::write(&meta, text).map_err(io_error("writing", &meta))?;
+            write_json(&tmp.join("meta.json"), &stats)?;
             let reference = tmp.join(REF);
             std::fs::write(&reference, b"").map_err(io_error("writing", &reference))?;
             Ok(stats)

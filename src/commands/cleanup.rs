@@ -288,12 +288,14 @@ fn prune_packages(host: &HostFacts, store: &Store, dry_run: bool, report: &mut C
             continue;
         }
         let freed = if dry_run {
-            tree::size(&entry.dir).map(|size| size.total)
+            tree::size(&entry.dir)
+                .map(|size| size.total)
+                .map_err(anyhow::Error::from)
         } else {
             packages
                 .remove(entry)
                 .map(|size| size.exclusive)
-                .map_err(|error| std::io::Error::other(format!("{:#}", anyhow::Error::from(error))))
+                .map_err(anyhow::Error::from)
         };
         match freed {
             Ok(bytes) => {
@@ -303,7 +305,7 @@ fn prune_packages(host: &HostFacts, store: &Store, dry_run: bool, report: &mut C
                     freed_bytes: bytes,
                 });
             }
-            Err(error) => fail(&entry.dir, error.into()),
+            Err(error) => fail(&entry.dir, error),
         }
     }
     // Under the exclusive lock every unpacking is a dead one.

@@ -151,14 +151,18 @@ impl std::fmt::Display for UsernsRefusal {
 /// filter that refuses it, says no.
 pub fn has_close_range() -> bool {
     // SAFETY: no descriptor can be numbered this high, so nothing is closed.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            libc::c_uint::MAX,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        ) == 0
-    }
+    unsafe { close_range(libc::c_uint::MAX, libc::c_uint::MAX, 0) }
+}
+
+/// close_range(2): closes the descriptors `first..=last` (or, with `CLOSE_RANGE_CLOEXEC`,
+/// marks them close-on-exec); whether the kernel did. A raw system call: the C library's
+/// wrapper writes errno only when it fails, which the lock holder relies on.
+///
+/// # Safety
+/// Nothing in this process may use a descriptor in the range after it is closed.
+pub unsafe fn close_range(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) -> bool {
+    // SAFETY: the caller vouches for the range.
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) == 0 }
 }
 
 /// The descriptors this process has open, from `/proc/self/fd`. The list includes the one

@@ -30,15 +30,7 @@ pub fn exec(program: &OsStr, args: &[OsString], inherit: &[BorrowedFd<'_>]) -> s
 /// kernel has `CLOSE_RANGE_CLOEXEC` (Linux 5.11), else one by one from `/proc/self/fd`.
 fn close_on_exec_above_stderr() -> std::io::Result<()> {
     // SAFETY: marking descriptors close-on-exec changes nothing before the exec.
-    let marked = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if marked == 0 {
+    if unsafe { crate::host::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) } {
         return Ok(());
     }
     for fd in crate::host::open_descriptors()? {

@@ -284,7 +284,7 @@ extern "C" fn holder_main(argument: *mut libc::c_void) -> libc::c_int {
 fn close_all_above_stderr_but(keep: [RawFd; 2]) {
     let close_range = |first: libc::c_uint, last: libc::c_uint| {
         // SAFETY: the holder uses none of the descriptors in the range.
-        unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+        unsafe { crate::host::close_range(first, last, 0) };
     };
     let (low, high) = (keep[0].min(keep[1]), keep[0].max(keep[1]));
     let mut first: libc::c_uint = 3;

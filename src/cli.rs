@@ -88,7 +88,7 @@ pub struct CleanupArgs {
 }
 
 /// `paude venv`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, PartialEq, Eq, Args)]
 #[command(after_help = "\
 Manifest: -e ARG, else -f FILE, else paude.jsonnet at the workspace root, else the built-in \
 default (bash, coreutils, git, dash).
@@ -135,6 +135,105 @@ pub struct VenvArgs {
     pub command: Vec<OsString>,
 }
 
+/// One of `paude venv`'s options, as [`quick_venv_args`] knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VenvOption {
+    Exec,
+    File,
+    Jpath,
+    ExtStr,
+    ExtCode,
+    TlaStr,
+    TlaCode,
+    DryRun,
+}
+
+/// `paude venv`'s options: short name, long name, which field. A test holds this table to the
+/// clap definitions above, name for name, so the two cannot drift apart.
+const VENV_OPTIONS: [(Option<char>, &str, VenvOption); 8] = [
+    (Some('e'), "exec", VenvOption::Exec),
+    (Some('f'), "file", VenvOption::File),
+    (Some('J'), "jpath", VenvOption::Jpath),
+    (Some('V'), "ext-str", VenvOption::ExtStr),
+    (None, "ext-code", VenvOption::ExtCode),
+    (Some('A'), "tla-str", VenvOption::TlaStr),
+    (None, "tla-code", VenvOption::TlaCode),
+    (None, "dry-run", VenvOption::DryRun),
+];
+
+/// `paude venv`'s arguments read without clap, for the command lines a launch usually has:
+/// `venv`, then options each given as `-x VALUE`, `--long VALUE` or `--long=VALUE`, then
+/// `--` and the command. Anything else (help, an unknown or repeated option, `-e` with `-f`,
+/// a value that starts with `-` or is empty or not UTF-8 where a string is wanted, an argument
+/// before `--`) gives `None`, and clap parses the line and says what is wrong.
+///
+/// Why not clap alone: building clap's whole command tree and parsing with it costs a launch
+/// about 0.15 ms, a tenth of what paude adds to bwrap's own start-up; this costs microseconds.
+/// Where it answers, the answer is clap's (a test compares the two on every form above).
+pub fn quick_venv_args(args: &[OsString]) -> Option<VenvArgs> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut rest = args.get(1..)?.iter();
+    if rest.next()?.as_bytes() != b"venv" {
+        return None;
+    }
+    let mut venv = VenvArgs::default();
+    while let Some(arg) = rest.next() {
+        let bytes = arg.as_bytes();
+        if bytes == b"--" {
+            venv.command = rest.cloned().collect();
+            break;
+        }
+        let (option, attached) = if let Some(long) = bytes.strip_prefix(b"--") {
+            let (name, value) = match long.iter().position(|b| *b == b'=') {
+                Some(at) => (&long[..at], Some(&long[at + 1..])),
+                None => (long, None),
+            };
+            let (_, _, option) = VENV_OPTIONS
+                .iter()
+                .find(|(_, long, _)| long.as_bytes() == name)?;
+            (*option, value)
+        } else {
+            let [b'-', short] = bytes else { return None };
+            let (_, _, option) = VENV_OPTIONS
+                .iter()
+                .find(|(letter, _, _)| *letter == Some(char::from(*short)))?;
+            (*option, None)
+        };
+        if option == VenvOption::DryRun {
+            if venv.dry_run || attached.is_some() {
+                return None;
+            }
+            venv.dry_run = true;
+            continue;
+        }
+        let value = match attached {
+            Some(value) => value,
+            None => rest.next()?.as_bytes(),
+        };
+        if value.is_empty() || value[0] == b'-' {
+            return None;
+        }
+        let text = || std::str::from_utf8(value).ok().map(str::to_owned);
+        match option {
+            VenvOption::Exec if venv.exec.is_none() && venv.file.is_none() => {
+                venv.exec = Some(text()?);
+            }
+            VenvOption::File if venv.file.is_none() && venv.exec.is_none() => {
+                venv.file = Some(PathBuf::from(std::ffi::OsStr::from_bytes(value)));
+            }
+            VenvOption::Jpath => venv
+                .jpath
+                .push(PathBuf::from(std::ffi::OsStr::from_bytes(value))),
+            VenvOption::ExtStr => venv.ext_str.push(text()?),
+            VenvOption::ExtCode => venv.ext_code.push(text()?),
+            VenvOption::TlaStr => venv.tla_str.push(text()?),
+            VenvOption::TlaCode => venv.tla_code.push(text()?),
+            VenvOption::Exec | VenvOption::File | VenvOption::DryRun => return None,
+        }
+    }
+    Some(venv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +267,128 @@ mod tests {
         assert_eq!(
             args.command,
             vec![OsString::from("git"), "-C".into(), "x".into()]
+        );
+    }
+
+    /// The quick reader knows exactly clap's `venv` options, with the same short names, and
+    /// takes a value exactly where clap does.
+    #[test]
+    fn quick_venv_options_are_clap_venv_options() {
+        let cli = Cli::command();
+        let venv = cli.find_subcommand("venv").unwrap();
+        let mut from_clap: Vec<(Option<char>, String, bool)> = venv
+            .get_arguments()
+            .filter_map(|arg| {
+                let long = arg.get_long()?;
+                (long != "help").then(|| {
+                    let takes_value = arg.get_action().takes_values();
+                    (arg.get_short(), long.to_string(), takes_value)
+                })
+            })
+            .collect();
+        let mut quick: Vec<(Option<char>, String, bool)> = VENV_OPTIONS
+            .iter()
+            .map(|(short, long, option)| (*short, long.to_string(), *option != VenvOption::DryRun))
+            .collect();
+        from_clap.sort();
+        quick.sort();
+        assert_eq!(quick, from_clap);
+    }
+
+    /// Every line the quick reader answers, clap answers the same; every line it declines is
+    /// one clap refuses, or one in a form it leaves to clap (an empty value, a short option
+    /// with its value attached).
+    #[test]
+    fn quick_venv_args_agree_with_clap() {
+        use std::os::unix::ffi::OsStringExt;
+        let left_to_clap: &[&[&str]] = &[&["-e", ""], &["--exec="], &["-ea"], &["-e=a"]];
+        let words: &[&[&str]] = &[
+            &[],
+            &["-e", "m.jsonnet"],
+            &["--exec", "{packages: []}"],
+            &["--exec={a: 1}"],
+            &["-f", "m.jsonnet"],
+            &["--file=m.jsonnet"],
+            &["-e", "a", "-f", "b"],
+            &["-e", "a", "-e", "b"],
+            &["-f", "a", "--file", "b"],
+            &["-J", "lib", "--jpath", "vendor", "--jpath=more"],
+            &["-V", "a=b", "--ext-str", "c", "--ext-str=d=e"],
+            &["--ext-code", "x=1+1", "--ext-code=y"],
+            &["-A", "n=v", "--tla-str", "m", "--tla-str=o=p"],
+            &["--tla-code", "t=true", "--tla-code=u"],
+            &["--dry-run"],
+            &["--dry-run", "--dry-run"],
+            &["--dry-run=yes"],
+            &["-e"],
+            &["-e", "-f"],
+            &["-e", "-x"],
+            &["-f", "--"],
+            &["-h"],
+            &["--help"],
+            &["--version"],
+            &["--nope"],
+            &["-x", "y"],
+            &["--ex", "a"],
+            &["true"],
+            &["-e", "a", "true"],
+            &["-"],
+        ];
+        let commands: &[&[&str]] = &[&[], &["--"], &["--", "git", "-C", "x", "--", "-e"]];
+        let mut lines: Vec<(Vec<OsString>, bool)> = Vec::new();
+        for (first, unusual) in words
+            .iter()
+            .map(|w| (w, false))
+            .chain(left_to_clap.iter().map(|w| (w, true)))
+        {
+            for second in [&[][..], &["-J", "j"], &["--dry-run"]] {
+                for command in commands {
+                    let line = ["paude", "venv"]
+                        .iter()
+                        .chain(first.iter())
+                        .chain(second.iter())
+                        .chain(command.iter())
+                        .map(OsString::from)
+                        .collect();
+                    lines.push((line, unusual));
+                }
+            }
+        }
+        let with_bytes = |words: &[&str], last: &[u8]| {
+            let mut line: Vec<OsString> = words.iter().map(OsString::from).collect();
+            line.push(OsString::from_vec(last.to_vec()));
+            line
+        };
+        lines.push((
+            with_bytes(&["paude", "venv", "-f"], b"m\xff.jsonnet"),
+            false,
+        ));
+        lines.push((with_bytes(&["paude", "venv", "-e"], b"\xff"), false));
+        lines.push((with_bytes(&["paude", "venv", "--"], b"\xff"), false));
+        for other in [
+            &["paude"][..],
+            &["paude", "list"],
+            &["paude", "--dry-run", "venv"],
+        ] {
+            lines.push((other.iter().map(OsString::from).collect(), false));
+        }
+        let mut answered = 0;
+        for (line, unusual) in &lines {
+            let clap = match Cli::try_parse_from(line).map(|cli| cli.command) {
+                Ok(Command::Venv(args)) => Some(args),
+                _ => None,
+            };
+            match quick_venv_args(line) {
+                Some(quick) => {
+                    answered += 1;
+                    assert_eq!(Some(quick), clap, "{line:?}");
+                }
+                None => assert!(clap.is_none() || *unusual, "declined {line:?}"),
+            }
+        }
+        assert!(
+            answered > 100,
+            "the quick reader answered only {answered} lines"
         );
     }
 

@@ -165,6 +165,65 @@ pub unsafe fn close_range(first: libc::c_uint, last: libc::c_uint, flags: libc::
     unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) == 0 }
 }
 
+/// The linker's build ID of the running program (`NT_GNU_BUILD_ID` in its `PT_NOTE`
+/// segments): a hash of the linked file, so any rebuild that changes the program changes it.
+/// Read from the program's own mapped headers, with no system call. `None` where the program
+/// was linked without one.
+pub fn own_build_id() -> Option<Vec<u8>> {
+    /// `NT_GNU_BUILD_ID`, in a note named "GNU".
+    const NT_GNU_BUILD_ID: u32 = 3;
+    unsafe extern "C" fn first_object(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        found: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid `info`, and `found` is the `Option` below.
+        let (info, found) = unsafe { (&*info, &mut *(found as *mut Option<Vec<u8>>)) };
+        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
+        let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
+        for header in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
+            let start = (info.dlpi_addr + header.p_vaddr) as *const u8;
+            // SAFETY: a PT_NOTE segment is mapped, `p_memsz` bytes from its address.
+            let notes = unsafe { std::slice::from_raw_parts(start, header.p_memsz as usize) };
+            *found = build_id_note(notes, NT_GNU_BUILD_ID);
+            if found.is_some() {
+                break;
+            }
+        }
+        // The first object is the program itself: stop there.
+        1
+    }
+    let mut found: Option<Vec<u8>> = None;
+    // SAFETY: the callback only reads the headers it is given and writes `found`.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(first_object),
+            &mut found as *mut _ as *mut libc::c_void,
+        )
+    };
+    found
+}
+
+/// The description of the first note of `kind` named "GNU" in an ELF note segment.
+fn build_id_note(mut notes: &[u8], kind: u32) -> Option<Vec<u8>> {
+    let word = |bytes: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    let padded = |length: u32| (length as usize).div_ceil(4) * 4;
+    while notes.len() >= 12 {
+        let (name_size, description_size, note_kind) =
+            (word(notes, 0)?, word(notes, 4)?, word(notes, 8)?);
+        let name = notes.get(12..12 + name_size as usize)?;
+        let description_at = 12 + padded(name_size);
+        let description = notes.get(description_at..description_at + description_size as usize)?;
+        if note_kind == kind && name == b"GNU\0" {
+            return Some(description.to_vec());
+        }
+        notes = notes.get(description_at + padded(description_size)..)?;
+    }
+    None
+}
+
 /// The descriptors this process has open, from `/proc/self/fd`. The list includes the one
 /// that read the directory, already closed when the list is returned: callers must take a
 /// failure on it (EBADF) in stride.
@@ -224,6 +283,40 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ELF note: sizes and kind, then the name and the description, each padded to 4.
+    fn note(name: &[u8], kind: u32, description: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for word in [name.len() as u32, description.len() as u32, kind] {
+            bytes.extend(word.to_ne_bytes());
+        }
+        for part in [name, description] {
+            bytes.extend(part);
+            bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+        }
+        bytes
+    }
+
+    #[test]
+    fn build_id_is_the_gnu_note_of_its_kind() {
+        let id = [0xab; 20];
+        let mut notes = note(b"GNU\0", 1, &[0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0]);
+        notes.extend(note(b"Xen\0", 3, &[1, 2, 3]));
+        notes.extend(note(b"GNU\0", 3, &id));
+        assert_eq!(build_id_note(&notes, 3), Some(id.to_vec()));
+        assert_eq!(build_id_note(&notes, 4), None);
+        // A truncated segment ends the search instead of reading past it.
+        assert_eq!(build_id_note(&notes[..notes.len() - 4], 3), None);
+        assert_eq!(build_id_note(&[], 3), None);
+    }
+
+    /// The project's build passes `--build-id`; the test binary has one, as paude does.
+    #[test]
+    fn own_build_id_is_read_from_memory() {
+        let id = own_build_id().expect("a build ID");
+        assert!(id.len() >= 8, "{id:?}");
+        assert_eq!(own_build_id(), Some(id));
+    }
 
     fn reader(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |path: &str| {

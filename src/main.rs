@@ -57,17 +57,24 @@ extern "C" fn main(argc: c_int, argv: *const *const std::ffi::c_char) -> c_int {
 }
 
 fn paude_main(args: Vec<OsString>) -> u8 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(error) if error.use_stderr() => {
-            // clap's text starts with "error: "; prefixed, it reads like every other failure.
-            eprint!("paude: {}", error.render());
-            return EXIT_PAUDE_FAILED;
-        }
-        Err(help_or_version) => {
-            help_or_version.print().ok();
-            return 0;
-        }
+    // A launch's usual command line is read without building clap's parser (see
+    // `quick_venv_args`); every other line, and every mistake, goes to clap.
+    let cli = match paude::cli::quick_venv_args(&args) {
+        Some(venv) => Cli {
+            command: Command::Venv(venv),
+        },
+        None => match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(error) if error.use_stderr() => {
+                // clap's text starts with "error: "; prefixed, it reads like every other failure.
+                eprint!("paude: {}", error.render());
+                return EXIT_PAUDE_FAILED;
+            }
+            Err(help_or_version) => {
+                help_or_version.print().ok();
+                return 0;
+            }
+        },
     };
     match run(cli) {
         Ok(code) => status_of(code),

@@ -239,11 +239,17 @@ impl Cache {
     }
 }
 
-/// Names the running binary by its file's identity: any reinstall or rebuild changes it.
+/// Names the running binary: by the linker's build ID, a hash of the linked program that any
+/// rebuild changes, read from memory; else by its file's identity, which any reinstall or
+/// rebuild changes too.
 fn build_id() -> Option<String> {
-    let meta = std::fs::metadata("/proc/self/exe").ok()?;
     let mut encoder = Encoder::default();
     encoder.bytes(env!("CARGO_PKG_VERSION").as_bytes());
+    if let Some(id) = crate::host::own_build_id() {
+        encoder.bytes(&id);
+        return Some(encoder.hex(16));
+    }
+    let meta = std::fs::metadata("/proc/self/exe").ok()?;
     for value in [
         meta.dev(),
         meta.ino(),

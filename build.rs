@@ -1,0 +1,58 @@
+//! Lays out a release build's warm path together: the functions a launch on a cache hit runs
+//! are listed, in `link/warm-path.symbols`, for the linker to place side by side.
+//!
+//! Why: on a hit, a good part of what paude adds to bwrap's own start-up is the kernel mapping
+//! the program's pages as they are first run, sixteen pages around each one touched. Scattered
+//! over 4 MiB of code, the warm path maps about 2 MiB of it; laid out together, a third of
+//! that (see BENCHMARKS.md). `scripts/warm-path-symbols` writes the list.
+//!
+//! GNU ld takes no symbol ordering file (LLD does), so it is passed only where rustc links with LLD by
+//! default (x86-64 Linux with glibc, from Rust 1.90) and no other linker was configured. A
+//! symbol the list names that the build does not have (a toolchain or dependency update
+//! changes the hashes in names) is skipped silently; the script rewrites the list.
+
+use std::env;
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=link/warm-path.symbols");
+    println!("cargo::rerun-if-env-changed=RUSTC_LINKER");
+    let Ok(manifest_dir) = env::var("CARGO_MANIFEST_DIR") else {
+        return;
+    };
+    let list = Path::new(&manifest_dir).join("link/warm-path.symbols");
+    let release = env::var("PROFILE").is_ok_and(|profile| profile == "release");
+    let target = env::var("TARGET").unwrap_or_default();
+    if !release || target != "x86_64-unknown-linux-gnu" || !list.is_file() {
+        return;
+    }
+    // A linker named in the configuration may be any linker.
+    if env::var_os("RUSTC_LINKER").is_some() {
+        return;
+    }
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if flags.split('\x1f').any(|flag| flag.contains("linker")) {
+        return;
+    }
+    if rustc_minor_version().is_none_or(|minor| minor < 90) {
+        return;
+    }
+    println!(
+        "cargo::rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+        list.display()
+    );
+    println!("cargo::rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+}
+
+/// The minor version of the rustc building this crate (`rustc 1.95.0 (…)` gives 95).
+fn rustc_minor_version() -> Option<u32> {
+    let rustc = env::var_os("RUSTC")?;
+    let output = Command::new(rustc).arg("--version").output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let version = text.split_whitespace().nth(1)?;
+    let mut parts = version.split('.');
+    (parts.next()? == "1").then_some(())?;
+    parts.next()?.parse().ok()
+}

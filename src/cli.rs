@@ -168,7 +168,7 @@ const VENV_OPTIONS: [(Option<char>, &str, VenvOption); 8] = [
 /// before `--`) gives `None`, and clap parses the line and says what is wrong.
 ///
 /// Why not clap alone: building clap's whole command tree and parsing with it costs a launch
-/// about 0.15 ms, a tenth of what paude adds to bwrap's own start-up; this costs microseconds.
+/// about 0.13 ms, a tenth of what paude adds to bwrap's own start-up; this costs microseconds.
 /// Where it answers, the answer is clap's (a test compares the two on every form above).
 pub fn quick_venv_args(args: &[OsString]) -> Option<VenvArgs> {
     use std::os::unix::ffi::OsStrExt;

@@ -185,7 +185,9 @@ pub fn own_build_id() -> Option<Vec<u8>> {
             let start = (info.dlpi_addr + header.p_vaddr) as *const u8;
             // SAFETY: a PT_NOTE segment is mapped, `p_memsz` bytes from its address.
             let notes = unsafe { std::slice::from_raw_parts(start, header.p_memsz as usize) };
-            *found = build_id_note(notes, NT_GNU_BUILD_ID);
+            // Notes are padded to the segment's alignment: 4, or 8 in some 64-bit segments.
+            let align = (header.p_align as usize).max(4);
+            *found = build_id_note(notes, align, NT_GNU_BUILD_ID);
             if found.is_some() {
                 break;
             }
@@ -204,22 +206,25 @@ pub fn own_build_id() -> Option<Vec<u8>> {
     found
 }
 
-/// The description of the first note of `kind` named "GNU" in an ELF note segment.
-fn build_id_note(mut notes: &[u8], kind: u32) -> Option<Vec<u8>> {
+/// The description of the first note of `kind` named "GNU" in an ELF note segment whose
+/// names and descriptions are padded to `align` bytes.
+fn build_id_note(mut notes: &[u8], align: usize, kind: u32) -> Option<Vec<u8>> {
     let word = |bytes: &[u8], at: usize| -> Option<u32> {
         Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
     };
-    let padded = |length: u32| (length as usize).div_ceil(4) * 4;
+    // Offsets from the note's start, rounded up to the alignment.
+    let aligned = |offset: usize| offset.div_ceil(align) * align;
     while notes.len() >= 12 {
         let (name_size, description_size, note_kind) =
             (word(notes, 0)?, word(notes, 4)?, word(notes, 8)?);
         let name = notes.get(12..12 + name_size as usize)?;
-        let description_at = 12 + padded(name_size);
-        let description = notes.get(description_at..description_at + description_size as usize)?;
+        let description_at = aligned(12 + name_size as usize);
+        let description_end = description_at + description_size as usize;
+        let description = notes.get(description_at..description_end)?;
         if note_kind == kind && name == b"GNU\0" {
             return Some(description.to_vec());
         }
-        notes = notes.get(description_at + padded(description_size)..)?;
+        notes = notes.get(aligned(description_end)..)?;
     }
     None
 }
@@ -284,15 +289,15 @@ fn is_executable(path: &Path) -> bool {
 mod tests {
     use super::*;
 
-    /// An ELF note: sizes and kind, then the name and the description, each padded to 4.
-    fn note(name: &[u8], kind: u32, description: &[u8]) -> Vec<u8> {
+    /// An ELF note: sizes and kind, then the name and the description, each padded to `align`.
+    fn note(align: usize, name: &[u8], kind: u32, description: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::new();
         for word in [name.len() as u32, description.len() as u32, kind] {
             bytes.extend(word.to_ne_bytes());
         }
         for part in [name, description] {
             bytes.extend(part);
-            bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+            bytes.resize(bytes.len().div_ceil(align) * align, 0);
         }
         bytes
     }
@@ -300,14 +305,18 @@ mod tests {
     #[test]
     fn build_id_is_the_gnu_note_of_its_kind() {
         let id = [0xab; 20];
-        let mut notes = note(b"GNU\0", 1, &[0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0]);
-        notes.extend(note(b"Xen\0", 3, &[1, 2, 3]));
-        notes.extend(note(b"GNU\0", 3, &id));
-        assert_eq!(build_id_note(&notes, 3), Some(id.to_vec()));
-        assert_eq!(build_id_note(&notes, 4), None);
-        // A truncated segment ends the search instead of reading past it.
-        assert_eq!(build_id_note(&notes[..notes.len() - 4], 3), None);
-        assert_eq!(build_id_note(&[], 3), None);
+        for align in [4, 8] {
+            let mut notes = note(align, b"GNU\0", 1, &[0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0]);
+            notes.extend(note(align, b"Xen\0", 3, &[1, 2, 3]));
+            notes.extend(note(align, b"GNU\0", 3, &id));
+            assert_eq!(build_id_note(&notes, align, 3), Some(id.to_vec()));
+            assert_eq!(build_id_note(&notes, align, 4), None);
+            // A segment that ends inside the description ends the search instead of reading
+            // past it (the last 4 bytes may be padding; 9 reach into the description).
+            let truncated = &notes[..notes.len() - 9];
+            assert_eq!(build_id_note(truncated, align, 3), None);
+        }
+        assert_eq!(build_id_note(&[], 4, 3), None);
     }
 
     /// The project's build passes `--build-id`; the test binary has one, as paude does.

@@ -3,6 +3,7 @@
 //! Facts are gathered once, up front, and passed down as plain data, so every later decision
 //! is a function of its inputs (STYLE.md, "gather host facts once").
 
+use crate::probe::Probes;
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -74,8 +75,11 @@ impl HostFacts {
             .map(|(_, value)| value)
     }
 
-    /// The bwrap to run: `$PAUDE_BWRAP` if set, else `bwrap` found through `PATH`.
-    pub fn bwrap(&self) -> Result<PathBuf> {
+    /// The bwrap to run: `$PAUDE_BWRAP` if set, else `bwrap` found through `PATH`: the first
+    /// file this user may execute.
+    pub fn bwrap(&self, probes: &Probes) -> Result<PathBuf> {
+        let is_executable =
+            |path: &Path| probes.kind(path, true).is_file() && probes.executable(path);
         if let Some(path) = self.var("PAUDE_BWRAP").filter(|v| !v.is_empty()) {
             let path = PathBuf::from(path);
             if is_executable(&path) {
@@ -276,13 +280,6 @@ pub fn refusal_from_sysctls(
         });
     }
     None
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

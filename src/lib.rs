@@ -20,6 +20,7 @@ pub mod commands;
 pub mod host;
 pub mod manifest;
 pub mod packages;
+pub mod probe;
 pub mod rootpath;
 pub mod sandbox;
 pub mod store;

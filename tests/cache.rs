@@ -1,6 +1,8 @@
 //! The launch caches with the real binary: an evaluated manifest and a package closure are
 //! reused on a cache hit, and dropped as soon as one of their inputs changes (an imported file,
-//! a file appearing earlier on the import path, the package database).
+//! a file appearing earlier on the import path, the package database); a launch record serves
+//! the same launch again until any answer it depended on changes (a venv, a `.git`, a mount
+//! source, a script's permissions).
 //!
 //! A result is cached only once its inputs are older than the cache's settle time (2.5 s, see
 //! `store::cache`), so each test writes its inputs, waits that long once, and then proves a
@@ -43,6 +45,48 @@ fn tamper(paude_home: &Path, kind: &str, from: &str, to: &str) {
     std::fs::write(&found[0], text.replace(from, to)).expect("write");
 }
 
+/// The launch records under a `PAUDE_HOME`.
+fn records(paude_home: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for build in std::fs::read_dir(paude_home.join("cache"))
+        .into_iter()
+        .flatten()
+    {
+        let dir = build.expect("entry").path().join("launch");
+        for entry in std::fs::read_dir(dir).into_iter().flatten() {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "rec") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Removes every launch record.
+fn forget_launches(paude_home: &Path) {
+    for record in records(paude_home) {
+        std::fs::remove_file(record).expect("remove");
+    }
+}
+
+/// Rewrites every launch record, replacing `from` by `to` (of the same length, so that the
+/// record stays well-formed); returns how many records held `from`.
+fn tamper_records(paude_home: &Path, from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len());
+    let mut changed = 0;
+    for record in records(paude_home) {
+        let mut bytes = std::fs::read(&record).expect("read");
+        let Some(at) = bytes.windows(from.len()).position(|w| w == from) else {
+            continue;
+        };
+        bytes[at..at + from.len()].copy_from_slice(to);
+        std::fs::write(&record, bytes).expect("write");
+        changed += 1;
+    }
+    changed
+}
+
 #[test]
 fn an_evaluated_manifest_is_reused_until_an_input_changes() {
     require_bwrap!();
@@ -78,8 +122,10 @@ fn an_evaluated_manifest_is_reused_until_an_input_changes() {
     assert_eq!(mark(), "one");
     let paude_home = paude.paude_home();
     assert_eq!(entries(&paude_home, "manifest").len(), 1);
-    // Served from the cache: the edited entry is what the sandbox sees.
+    // Served from the cache: the edited entry is what the sandbox sees (once the launch's
+    // own record, which would answer first, is gone).
     tamper(&paude_home, "manifest", "\"one\"", "\"cached\"");
+    forget_launches(&paude_home);
     assert_eq!(mark(), "cached");
     // The imported file changes, even to text of the same size: evaluated again.
     write(&imported, r#"{ mark: "two" }"#);
@@ -176,4 +222,126 @@ fn bad_input_caches_nothing() {
     ]);
     fails_with(&output, 125, "mounts[0].source");
     assert!(!paude.paude_home().exists());
+}
+
+/// A launch record answers for the same launch, says what the launch said, and is given up as
+/// soon as any answer it was built from changes: the workspace's `.git` above the current
+/// directory, a venv appearing or going, an optional mount source appearing. What it serves is
+/// what working it out again gives.
+#[test]
+fn a_launch_record_is_reused_until_an_answer_changes() {
+    require_bwrap!();
+    for who in users() {
+        let home = TestDir::new(who);
+        let workspace = TestDir::new(who);
+        let sub = workspace.path().join("sub");
+        let optional = workspace.path().join("optional");
+        std::fs::create_dir(&sub).expect("mkdir");
+        let manifest = workspace.path().join("m.jsonnet");
+        write(
+            &manifest,
+            &format!(
+                r#"{{ packages: ["dash", "coreutils"], mounts: [{{ type: "bind", source: "{}", target: "/opt/data", optional: true }}] }}"#,
+                optional.display()
+            ),
+        );
+        hand_over(who, workspace.path());
+        let paude = Paude::new(who, home.path(), workspace.path()).cwd(&sub);
+        let manifest = manifest.to_str().expect("utf-8").to_string();
+        let dry = || {
+            let output = paude.run(["venv", "-f", &manifest, "--dry-run", "--", "true"]);
+            (ok(&output), text(&output.stderr))
+        };
+        std::thread::sleep(SETTLE);
+
+        // No `.git` anywhere: the workspace is the current directory.
+        let (first, _) = dry();
+        let paude_home = paude.paude_home();
+        assert_eq!(records(&paude_home).len(), 1, "{who:?}");
+        assert!(first.contains(&format!("--bind {} {}", sub.display(), sub.display())));
+        // Served from the record: an edit of the record shows.
+        assert_eq!(
+            tamper_records(&paude_home, b"--unshare-user", b"--unshare-USER"),
+            1
+        );
+        let (served, _) = dry();
+        assert!(served.contains("--unshare-USER"), "{who:?}: {served}");
+        // What a record serves is what working it out gives.
+        assert_eq!(
+            tamper_records(&paude_home, b"--unshare-USER", b"--unshare-user"),
+            1
+        );
+        let (served, said) = dry();
+        forget_launches(&paude_home);
+        assert_eq!(dry(), (served.clone(), said));
+        assert_eq!(served, first);
+
+        // A `.git` above: the workspace becomes its directory.
+        std::fs::create_dir(workspace.path().join(".git")).expect("mkdir");
+        let (line, _) = dry();
+        let root = workspace.path().display();
+        assert!(
+            line.contains(&format!("--bind {root} {root}")),
+            "{who:?}: {line}"
+        );
+        // A venv appears at the workspace's top level: shadowed, and said so on every launch,
+        // the one that works it out and the one its record serves.
+        std::fs::create_dir(workspace.path().join(".venv")).expect("mkdir");
+        write(&workspace.path().join(".venv/pyvenv.cfg"), "home = /usr\n");
+        for _ in 0..2 {
+            let (line, said) = dry();
+            assert!(
+                line.contains(&format!("--tmpfs {root}/.venv")),
+                "{who:?}: {line}"
+            );
+            assert!(
+                said.contains("shadowing the host's venv"),
+                "{who:?}: {said}"
+            );
+        }
+        // It stops being a venv: no longer shadowed.
+        std::fs::remove_file(workspace.path().join(".venv/pyvenv.cfg")).expect("rm");
+        let (line, said) = dry();
+        assert!(!line.contains(".venv"), "{who:?}: {line}");
+        assert!(!said.contains("shadowing"), "{who:?}: {said}");
+        // The optional mount's source appears: bound.
+        std::fs::create_dir(&optional).expect("mkdir");
+        hand_over(who, &optional);
+        let (line, _) = dry();
+        assert!(
+            line.contains(&format!("--bind {} /opt/data", optional.display())),
+            "{who:?}: {line}"
+        );
+    }
+}
+
+/// One record serves a command with any arguments, which reach the sandbox as given; and a
+/// script that stops being executable is refused (126), never run from a stale record.
+#[test]
+fn a_record_serves_every_argument_list_and_no_stale_permission() {
+    require_bwrap!();
+    let who = As::Me;
+    let home = TestDir::new(who);
+    let workspace = TestDir::new(who);
+    std::fs::create_dir(workspace.path().join(".git")).expect("mkdir");
+    write(
+        &workspace.path().join("paude.jsonnet"),
+        r#"{ packages: ["dash", "coreutils"] }"#,
+    );
+    let script = workspace.path().join("say.sh");
+    write(&script, "#!/bin/sh\necho \"said $*\"\n");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let paude = Paude::new(who, home.path(), workspace.path());
+    std::thread::sleep(SETTLE);
+
+    for words in [["a", "b"], ["c d", "-e"]] {
+        let output = paude.run(["venv", "--", "./say.sh", words[0], words[1]]);
+        assert_eq!(ok(&output), format!("said {} {}\n", words[0], words[1]));
+    }
+    assert_eq!(records(&paude.paude_home()).len(), 1);
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let output = paude.run(["venv", "--", "./say.sh", "x", "y"]);
+    fails_with(&output, 126, "not executable");
 }

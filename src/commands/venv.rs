@@ -11,11 +11,13 @@ use crate::packages::{
     Closure, PackageError, Provider,
     dpkg::{self, Dpkg},
 };
+use crate::probe::{Kind, Probes};
 use crate::sandbox::identity::User;
 use crate::sandbox::plan::{self, CommandLookup, PlanInput};
 use crate::sandbox::{bwrap, exec, seccomp, workspace};
 use crate::store::cache::{self, Cache, Stamp};
-use crate::store::{self, BuildSpec, Store};
+use crate::store::record::{self, Launch, Line};
+use crate::store::{self, BuildSpec, Lease, Store};
 use anyhow::{Context, Result, bail};
 use std::cell::OnceCell;
 use std::io::Write;
@@ -28,24 +30,165 @@ use std::time::SystemTime;
 pub const WORKSPACE_MANIFEST: &str = "paude.jsonnet";
 
 /// Runs `paude venv`; returns only for `--dry-run` or on failure.
+///
+/// A launch whose record (see `store::record`) matches its inputs, and whose every check
+/// still holds, goes straight to [`finish`]; any other works everything out ([`work_out`])
+/// and leaves a record for the next.
 pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
-    let workspace = workspace::find_root(&host.cwd);
+    let began = SystemTime::now();
+    let cache = Cache::new(&host.paude_home);
+    let store = Store::new(host.paude_home.clone());
+    let inputs = record_inputs(&args, host);
+    if let Some(record) = record::read(&cache, &inputs)
+        && record.holds()
+    {
+        // The kernel's settings are not files, so no record answers for them.
+        if let Some(reason) = host.userns_refusal() {
+            bail!("{reason}");
+        }
+        // A cleanup may have removed the environment since: then it is built again below.
+        if let Ok(Some(lease)) = store.lease(&record.launch.venv) {
+            for line in &record.launch.lines {
+                Said::again(line);
+            }
+            return finish(&record.launch, lease, &store, &args);
+        }
+    }
+    let probes = Probes::new();
+    let (launch, lease) = work_out(&args, host, &cache, &store, &probes, began)?;
+    if let Some(checks) = probes.settled(began)
+        && let Some(entry) = record::prepare(&cache, &inputs, &checks, &launch)
+    {
+        cache.write(entry);
+    }
+    finish(&launch, lease, &store, &args)
+}
+
+/// The inputs of a launch that are not files, for its record: every `venv` option, the
+/// command's first word (the launch appends the others as given), and every host fact.
+fn record_inputs(args: &VenvArgs, host: &HostFacts) -> record::Inputs {
+    use std::os::unix::ffi::OsStrExt;
+    // Named field by field, so that a new option or host fact does not compile until it is
+    // considered here.
+    let VenvArgs {
+        exec,
+        file,
+        jpath,
+        ext_str,
+        ext_code,
+        tla_str,
+        tla_code,
+        dry_run,
+        command,
+    } = args;
+    let HostFacts {
+        uid,
+        gid,
+        cwd,
+        env,
+        stdin_is_terminal,
+        stderr_is_terminal,
+        paude_home,
+    } = host;
+    let mut inputs = record::Inputs::default();
+    for optional in [
+        exec.as_deref().map(str::as_bytes),
+        file.as_deref().map(|path| path.as_os_str().as_bytes()),
+        command.first().map(|word| word.as_bytes()),
+    ] {
+        inputs.u64(u64::from(optional.is_some()));
+        inputs.bytes(optional.unwrap_or_default());
+    }
+    inputs.u64(jpath.len() as u64);
+    for dir in jpath {
+        inputs.bytes(dir.as_os_str().as_bytes());
+    }
+    for values in [ext_str, ext_code, tla_str, tla_code] {
+        inputs.u64(values.len() as u64);
+        for value in values {
+            inputs.bytes(value.as_bytes());
+        }
+    }
+    inputs.u64(env.len() as u64);
+    for (name, value) in env {
+        inputs.bytes(name.as_bytes()).bytes(value.as_bytes());
+    }
+    inputs
+        .bytes(cwd.as_os_str().as_bytes())
+        .bytes(paude_home.as_os_str().as_bytes());
+    for number in [
+        u64::from(*dry_run),
+        u64::from(*uid),
+        u64::from(*gid),
+        u64::from(*stdin_is_terminal),
+        u64::from(*stderr_is_terminal),
+    ] {
+        inputs.u64(number);
+    }
+    inputs
+}
+
+/// The lines a launch says on stderr before it runs bwrap, kept for its record. (What a
+/// build says is not kept: the next launch has nothing to build.)
+#[derive(Default)]
+struct Said {
+    lines: Vec<Line>,
+}
+
+impl Said {
+    fn status(&mut self, text: String) {
+        status(&text);
+        self.lines.push(Line {
+            warning: false,
+            text,
+        });
+    }
+
+    fn warn(&mut self, text: String) {
+        warn(&text);
+        self.lines.push(Line {
+            warning: true,
+            text,
+        });
+    }
+
+    /// Says a recorded line again.
+    fn again(line: &Line) {
+        if line.warning {
+            warn(&line.text);
+        } else {
+            status(&line.text);
+        }
+    }
+}
+
+/// Everything a launch works out before it runs bwrap, asking the host through `probes`:
+/// the manifest, the closure, the environment (built if missing, and held by its lock), the
+/// workspace, the plan.
+fn work_out(
+    args: &VenvArgs,
+    host: &HostFacts,
+    cache: &Cache,
+    store: &Store,
+    probes: &Probes,
+    began: SystemTime,
+) -> Result<(Launch, Lease)> {
+    let workspace = workspace::find_root(&host.cwd, probes);
     if workspace == Path::new("/") {
         bail!(
             "the workspace would be / (the current directory is / or / is a git repository); \
              cd into a project directory first"
         );
     }
-    let began = SystemTime::now();
-    let cache = Cache::new(&host.paude_home);
+    let mut said = Said::default();
     // What this launch learns for the caches is written only once its input passed every check.
     let mut learned = Vec::new();
-    let source = manifest_source(&args, &workspace)?;
-    let options = load_options(&args, host)?;
-    let mut manifest = load_manifest(&cache, &source, &options, began, &mut learned)?;
-    let mounts = checked_mounts(&manifest)?;
+    let source = manifest_source(args, &workspace, probes)?;
+    let options = load_options(args, host)?;
+    let mut manifest = load_manifest(cache, &source, &options, began, &mut learned, probes)?;
+    let mounts = checked_mounts(&manifest, probes, &mut said)?;
     if let HomeMode::Bind(source) = &manifest.home
-        && !source.is_dir()
+        && !probes.kind(source, true).is_dir()
     {
         bail!(manifest::ManifestError::Field {
             field: "home".into(),
@@ -55,23 +198,23 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
             ),
         });
     }
-    let bwrap_path = host.bwrap()?;
+    let bwrap_path = host.bwrap(probes)?;
     if let Some(reason) = host.userns_refusal() {
         bail!("{reason}");
     }
 
     let packages = Packages::new(host);
-    let closure = packages.closure(&cache, &manifest.packages, began, &mut learned)?;
+    let closure = packages.closure(cache, &manifest.packages, began, &mut learned, probes)?;
     for missing in &closure.missing {
-        warn(&format!(
+        said.warn(format!(
             "{} depends on `{}`, which is not installed; continuing without it",
             missing.required_by, missing.relation
         ));
     }
     let key = store::key::key(&closure, &manifest.fs_entries, &packages.root);
-    let venvs = workspace::venvs_to_shadow(&workspace, &manifest.venv, &mut |w| warn(&w));
+    let venvs =
+        workspace::venvs_to_shadow(&workspace, &manifest.venv, &mut |w| said.warn(w), probes);
 
-    let store = Store::new(host.paude_home.clone());
     for entry in learned {
         cache.write(entry);
     }
@@ -104,37 +247,49 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         ));
     }
 
+    let read_text = |path: &str| {
+        String::from_utf8(probes.read(Path::new(path)).unwrap_or_default()).unwrap_or_default()
+    };
     let user = User::from_databases(
         host.uid,
         host.gid,
-        &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
-        &std::fs::read_to_string("/etc/group").unwrap_or_default(),
+        &read_text("/etc/passwd"),
+        &read_text("/etc/group"),
         host.var("USER").and_then(|v| v.to_str()),
         host.var("HOME").map(Path::new),
     );
+    // The store's trees never change; files and directories outside them may go.
+    let kept = |path: PathBuf| {
+        probes.kind(&path, true);
+        path
+    };
     let shell = if rootfs.path.join("bin/bash").exists() {
         "/bin/bash"
     } else {
         "/bin/sh"
     };
-    let passwd = store.small_file("passwd", user.passwd(shell).as_bytes())?;
-    let group = store.small_file("group", user.group().as_bytes())?;
+    let passwd = kept(store.small_file("passwd", user.passwd(shell).as_bytes())?);
+    let group = kept(store.small_file("group", user.group().as_bytes())?);
     let venv_state = if manifest.venv_persist && !venvs.is_empty() {
         let relative: Vec<&Path> = venvs
             .iter()
             .map(|venv| venv.strip_prefix(&workspace).unwrap_or(venv))
             .collect();
-        Some(store.workspace_state(&workspace, "venvs", &relative)?)
+        let state = store.workspace_state(&workspace, "venvs", &relative)?;
+        for dir in &relative {
+            kept(state.join(dir));
+        }
+        Some(state)
     } else {
         None
     };
     // `home: "persist"` is this workspace's own home directory in the store.
     if manifest.home == HomeMode::Persist {
         let home = store.workspace_state(&workspace, "home", &[Path::new("")])?;
-        manifest.home = HomeMode::Bind(home);
+        manifest.home = HomeMode::Bind(kept(home));
     }
     for venv in &venvs {
-        status(&format!(
+        said.status(format!(
             "shadowing the host's venv {} with {}",
             venv.display(),
             match &venv_state {
@@ -148,7 +303,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
             }
         ));
     }
-    let host_has = |path: &Path| path.exists();
+    let host_has = |path: &Path| probes.exists(path);
     let input = PlanInput {
         manifest: &manifest,
         mounts: &mounts,
@@ -159,19 +314,20 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         cwd: &host.cwd,
         venvs: &venvs,
         venv_state: venv_state.as_deref(),
-        git_dirs: &workspace::outside_git_dirs(&workspace),
+        git_dirs: &workspace::outside_git_dirs(&workspace, probes),
         host_env: &host.env,
         host_has: &host_has,
+        probes,
         stdin_is_terminal: host.stdin_is_terminal,
         home: Some(&user.home),
         identity: Some((&passwd, &group)),
         command: &args.command,
     };
-    let mut plan = plan::plan(&input)?;
+    let plan = plan::plan(&input)?;
     for warning in &plan.warnings {
-        warn(warning);
+        said.warn(warning.clone());
     }
-    if let Some(refusal) = command_refusal(plan::lookup_command(&plan), &plan.command[0]) {
+    if let Some(refusal) = command_refusal(plan::lookup_command(&plan, probes), &plan.command[0]) {
         return Err(refusal.into());
     }
     // A run that keeps the terminal (no --new-session) gets the terminal-injection filter.
@@ -179,22 +335,46 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         None
     } else {
         match seccomp::terminal_injection_filter() {
-            Some(bytes) => Some(store.small_file("tty-filter.bpf", &bytes)?),
+            Some(bytes) => Some(kept(store.small_file("tty-filter.bpf", &bytes)?)),
             None => {
-                warn(
+                said.warn(
                     "no terminal-injection filter for this CPU: a program in the sandbox could \
-                     type into your terminal; run paude with stdin not a terminal to detach it",
+                     type into your terminal; run paude with stdin not a terminal to detach it"
+                        .into(),
                 );
                 None
             }
         }
     };
+    let (mut argv, descriptors_at) = bwrap::render_without_descriptors(&plan);
+    // The command's words after the first are not part of the record: `finish` appends them.
+    argv.truncate(argv.len() - args.command.len().saturating_sub(1));
+    let launch = Launch {
+        venv: key,
+        lines: said.lines,
+        bwrap: bwrap_path,
+        argv,
+        descriptors_at,
+        filter,
+    };
+    Ok((launch, lease))
+}
+
+/// Runs the launch worked out (or recorded): prints the bwrap line for `--dry-run`, else
+/// marks the environment used, hands its lock to the holder and execs bwrap.
+fn finish(launch: &Launch, lease: Lease, store: &Store, args: &VenvArgs) -> Result<ExitCode> {
+    let argv = |keep_open: Option<i32>, seccomp: Option<i32>| {
+        let mut argv = launch.argv.clone();
+        let at = launch.descriptors_at;
+        argv.splice(at..at, bwrap::descriptor_options(keep_open, seccomp));
+        argv.extend(args.command.iter().skip(1).cloned());
+        argv
+    };
     if args.dry_run {
         // The printed line reads the filter from descriptor 3, redirected from its file.
-        plan.seccomp_fd = filter.as_ref().map(|_| 3);
-        let argv = bwrap::render(&plan);
-        let mut line = bwrap::command_line(bwrap_path.as_os_str(), &argv);
-        if let Some(filter) = &filter {
+        let argv = argv(None, launch.filter.as_ref().map(|_| 3));
+        let mut line = bwrap::command_line(launch.bwrap.as_os_str(), &argv);
+        if let Some(filter) = &launch.filter {
             line.extend_from_slice(b" 3<");
             line.extend(bwrap::shell_quote(filter.as_os_str()));
         }
@@ -204,22 +384,25 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
             .context("writing to stdout")?;
         return Ok(ExitCode::SUCCESS);
     }
-    let filter = filter
+    let filter = launch
+        .filter
+        .as_ref()
         .map(|path| {
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))
         })
         .transpose()?;
-    plan.seccomp_fd = filter.as_ref().map(|file| file.as_raw_fd());
-    store.touch(rootfs)?;
+    store.touch(&lease.rootfs)?;
     // From here the lock is kept by a holder process until the sandbox ends.
     let keep_open = lease
         .hold_while_open()
         .context("starting the process that keeps the environment's lock")?;
-    plan.keep_open = Some(keep_open.as_raw_fd());
-    let argv = bwrap::render(&plan);
+    let argv = argv(
+        Some(keep_open.as_raw_fd()),
+        filter.as_ref().map(|file| file.as_raw_fd()),
+    );
     let mut inherit = vec![keep_open.as_fd()];
     inherit.extend(filter.as_ref().map(|file| file.as_fd()));
-    let error = exec::exec(bwrap_path.as_os_str(), &argv, &inherit);
+    let error = exec::exec(launch.bwrap.as_os_str(), &argv, &inherit);
     if error.raw_os_error() == Some(rustix::io::Errno::TOOBIG.raw_os_error()) {
         let bytes: usize = argv.iter().map(|arg| arg.len() + 1).sum();
         bail!(
@@ -227,7 +410,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
              shrink large `envSet` values or pass them through `envKeep`, or use fewer mounts"
         );
     }
-    Err(error).with_context(|| format!("running {}", bwrap_path.display()))
+    Err(error).with_context(|| format!("running {}", launch.bwrap.display()))
 }
 
 /// The manifest, evaluated, or taken from the cache while none of its inputs changed (the
@@ -240,6 +423,7 @@ fn load_manifest(
     options: &LoadOptions,
     began: SystemTime,
     learned: &mut Vec<cache::Prepared>,
+    probes: &Probes,
 ) -> Result<Manifest> {
     use std::os::unix::ffi::OsStrExt;
     let key = || {
@@ -258,7 +442,8 @@ fn load_manifest(
             .pairs(&options.tla_str)
             .pairs(&options.tla_code)
     };
-    if let Some(value) = cache.get::<serde_json::Value>(key()) {
+    if let Some((value, stamps)) = cache.get_stamped::<serde_json::Value>(key()) {
+        probes.absorb(stamps);
         return Ok(manifest::validate(&value)?);
     }
     let loaded = manifest::load(source, options)?;
@@ -273,8 +458,12 @@ fn load_manifest(
                 .filter(|stamp| stamp.seen.is_some() == exists)
         })
         .collect();
-    if let Some(stamps) = stamps {
-        learned.extend(cache.prepare(key(), stamps, began, &loaded.value));
+    match stamps {
+        Some(stamps) => {
+            probes.absorb(stamps.iter().cloned());
+            learned.extend(cache.prepare(key(), stamps, began, &loaded.value));
+        }
+        None => probes.give_up(),
     }
     Ok(loaded.manifest)
 }
@@ -316,6 +505,7 @@ impl Packages {
         requested: &[String],
         began: SystemTime,
         learned: &mut Vec<cache::Prepared>,
+        probes: &Probes,
     ) -> Result<Closure> {
         use std::os::unix::ffi::OsStrExt;
         let key = || {
@@ -325,7 +515,8 @@ impl Packages {
                 .field(self.admindir.as_os_str().as_bytes())
                 .fields(requested.iter().map(|name| name.as_bytes()))
         };
-        if let Some(closure) = cache.get::<Closure>(key()) {
+        if let Some((closure, stamps)) = cache.get_stamped::<Closure>(key()) {
+            probes.absorb(stamps);
             return Ok(closure);
         }
         let provider = self.provider().context("opening the dpkg database")?;
@@ -335,8 +526,12 @@ impl Packages {
             .iter()
             .map(|path| Stamp::of(path))
             .collect();
-        if let Ok(stamps) = stamps {
-            learned.extend(cache.prepare(key(), stamps, began, &closure));
+        match stamps {
+            Ok(stamps) => {
+                probes.absorb(stamps.iter().cloned());
+                learned.extend(cache.prepare(key(), stamps, began, &closure));
+            }
+            Err(_) => probes.give_up(),
         }
         Ok(closure)
     }
@@ -381,40 +576,41 @@ fn command_refusal(lookup: CommandLookup, command: &std::ffi::OsStr) -> Option<E
 }
 
 /// Which manifest to evaluate: `-e`, `-f`, the workspace's `paude.jsonnet`, or the default.
-fn manifest_source(args: &VenvArgs, workspace: &Path) -> Result<ManifestSource> {
+fn manifest_source(args: &VenvArgs, workspace: &Path, probes: &Probes) -> Result<ManifestSource> {
     if let Some(file) = &args.file {
-        return match std::fs::metadata(file) {
-            Ok(meta) if meta.is_file() => Ok(ManifestSource::File(file.clone())),
-            Ok(_) => bail!(
+        return match probes.kind(file, true) {
+            Kind::File => Ok(ManifestSource::File(file.clone())),
+            Kind::Error(errno) => Err(std::io::Error::from_raw_os_error(errno))
+                .with_context(|| format!("-f {}", file.display())),
+            _ => bail!(
                 "-f {}: not a file (a manifest is a Jsonnet file)",
                 file.display()
             ),
-            Err(error) => Err(error).with_context(|| format!("-f {}", file.display())),
         };
     }
     if let Some(text) = &args.exec {
         // `-e m.jsonnet` with an existing file means the file, as users expect; anything
         // else is Jsonnet code (a file name that does not exist fails as code, loudly).
         let path = Path::new(text);
-        if !text.contains('\n') && path.is_file() {
+        if !text.contains('\n') && probes.kind(path, true).is_file() {
             return Ok(ManifestSource::File(path.to_path_buf()));
         }
         return Ok(ManifestSource::Code(text.clone()));
     }
     let own = workspace.join(WORKSPACE_MANIFEST);
-    match std::fs::metadata(&own) {
-        Ok(meta) if meta.is_file() => Ok(ManifestSource::File(own)),
-        Ok(_) => bail!(
+    match probes.kind(&own, true) {
+        Kind::File => Ok(ManifestSource::File(own)),
+        kind if kind.exists() => bail!(
             "the workspace manifest {} is not a file; make it one, or remove it to use the built-in default",
             own.display()
         ),
         // A dangling link is a broken manifest, not an absent one: say so rather than
         // silently running something else.
-        Err(_) if own.symlink_metadata().is_ok() => bail!(
+        _ if probes.kind(&own, false).exists() => bail!(
             "the workspace manifest {} is a link to a missing file; fix the link, or remove it",
             own.display()
         ),
-        Err(_) => Ok(ManifestSource::Default),
+        _ => Ok(ManifestSource::Default),
     }
 }
 
@@ -449,7 +645,11 @@ fn load_options(args: &VenvArgs, host: &HostFacts) -> Result<LoadOptions> {
 /// The manifest's mounts with optional ones whose source is missing dropped. A missing
 /// non-optional source is an error naming the field; so is one this user cannot reach, since
 /// bwrap would fail on it anyway (an optional one is skipped with a warning).
-fn checked_mounts(manifest: &Manifest) -> Result<Vec<(usize, Mount)>> {
+fn checked_mounts(
+    manifest: &Manifest,
+    probes: &Probes,
+    said: &mut Said,
+) -> Result<Vec<(usize, Mount)>> {
     let mut out = Vec::new();
     for (index, mount) in manifest.mounts.iter().enumerate() {
         let Some(source) = &mount.source else {
@@ -458,29 +658,29 @@ fn checked_mounts(manifest: &Manifest) -> Result<Vec<(usize, Mount)>> {
         };
         let field = format!("mounts[{index}].source");
         // `metadata` follows links, as bwrap will: a dangling link is a missing source.
-        let problem = match std::fs::metadata(source) {
-            Ok(_) => None,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some(format!(
+        let problem = match probes.kind(source, true).error() {
+            None => None,
+            Some(error) if error.kind() == std::io::ErrorKind::NotFound => Some(format!(
                 "{} does not exist on this host{}; create it, or mark the mount `optional: true`",
                 source.display(),
-                if source.is_symlink() {
+                if probes.kind(source, false) == Kind::Link {
                     " (it is a link to a missing path)"
                 } else {
                     ""
                 }
             )),
-            Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
+            Some(error) if error.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
                 "{} cannot be reached by this user (permission denied on a directory above it); \
                  bind something this user can read, or mark the mount `optional: true`",
                 source.display()
             )),
-            Err(error) => Some(format!("{}: {error}", source.display())),
+            Some(error) => Some(format!("{}: {error}", source.display())),
         };
         match problem {
             None => out.push((index, mount.clone())),
             Some(message) if mount.optional => {
-                if source.symlink_metadata().is_ok() {
-                    warn(&format!("skipping optional mount {field}: {message}"));
+                if probes.kind(source, false).exists() {
+                    said.warn(format!("skipping optional mount {field}: {message}"));
                 }
             }
             Some(message) => bail!(manifest::ManifestError::Field { field, message }),

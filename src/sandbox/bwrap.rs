@@ -25,6 +25,25 @@ use std::os::unix::ffi::OsStrExt;
 
 /// bwrap's arguments for `plan` (without the program name).
 pub fn render(plan: &Plan) -> Vec<OsString> {
+    let (mut args, at) = render_without_descriptors(plan);
+    args.splice(at..at, descriptor_options(plan.keep_open, plan.seccomp_fd));
+    args
+}
+
+/// `--sync-fd` and `--seccomp` with their descriptors, as [`render`] places them.
+pub fn descriptor_options(keep_open: Option<i32>, seccomp: Option<i32>) -> Vec<OsString> {
+    let mut args = Vec::new();
+    for (option, fd) in [("--sync-fd", keep_open), ("--seccomp", seccomp)] {
+        if let Some(fd) = fd {
+            args.extend([option.into(), fd.to_string().into()]);
+        }
+    }
+    args
+}
+
+/// bwrap's arguments for `plan` without the descriptor options, and where they go: a launch
+/// record keeps these, since the descriptors' numbers are the launch's own.
+pub fn render_without_descriptors(plan: &Plan) -> (Vec<OsString>, usize) {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|item| item.to_os_string()));
     for flag in [
@@ -41,12 +60,8 @@ pub fn render(plan: &Plan) -> Vec<OsString> {
     }
     push(&["--die-with-parent".as_ref()]);
     push(&["--cap-drop".as_ref(), "ALL".as_ref()]);
-    if let Some(fd) = plan.keep_open {
-        push(&["--sync-fd".as_ref(), fd.to_string().as_ref()]);
-    }
-    if let Some(fd) = plan.seccomp_fd {
-        push(&["--seccomp".as_ref(), fd.to_string().as_ref()]);
-    }
+    let descriptors_at = args.len();
+    let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|item| item.to_os_string()));
     if plan.new_session {
         push(&["--new-session".as_ref()]);
     }
@@ -79,7 +94,7 @@ pub fn render(plan: &Plan) -> Vec<OsString> {
     for word in &plan.command {
         push(&[word]);
     }
-    args
+    (args, descriptors_at)
 }
 
 /// One shell word for `word`: as is when it is plain, else single-quoted (with `'` written as

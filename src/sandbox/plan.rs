@@ -26,6 +26,7 @@
 //! rootfs first, so a target through a link (`/bin/x`) lands where the link leads.
 
 use crate::manifest::{HomeMode, Manifest, Mount, MountKind};
+use crate::probe::{Kind, Probes};
 use crate::rootpath;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -113,8 +114,11 @@ pub struct PlanInput<'a> {
     /// submodules), bound read-write after it.
     pub git_dirs: &'a [PathBuf],
     pub host_env: &'a [(OsString, OsString)],
-    /// Which default-mount sources exist on the host (`/etc/resolv.conf`, `/etc/hosts`).
+    /// Which host paths exist: default-mount sources (`/etc/resolv.conf`, `/etc/hosts`),
+    /// protected paths, mount points inside host binds.
     pub host_has: &'a dyn Fn(&Path) -> bool,
+    /// What else the plan asks of the host: where the shell is, when there is no command.
+    pub probes: &'a Probes,
     pub stdin_is_terminal: bool,
     /// The user's home path on the host, which is `HOME` inside (none: no home is set up).
     pub home: Option<&'a Path>,
@@ -145,7 +149,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let (mounts, views) = mount_ops(&mut rootfs, &logical, &host)?;
     let env = environment(input)?;
     let command = if input.command.is_empty() {
-        vec![shell(&mut rootfs, &views, &env)?]
+        vec![shell(&mut rootfs, &views, &env, input.probes)?]
     } else {
         input.command.to_vec()
     };
@@ -715,8 +719,10 @@ pub enum CommandLookup {
     },
 }
 
-/// Looks the plan's command up the way `execvp` inside will.
-pub fn lookup_command(plan: &Plan) -> CommandLookup {
+/// Looks the plan's command up the way `execvp` inside will. Host paths (a command in the
+/// workspace, a bound directory) and every permission are asked through `probes`; the rootfs
+/// never changes.
+pub fn lookup_command(plan: &Plan, probes: &Probes) -> CommandLookup {
     match plan.command.first() {
         Some(command) => lookup(
             &mut RootfsReader::new(&plan.rootfs),
@@ -724,6 +730,7 @@ pub fn lookup_command(plan: &Plan) -> CommandLookup {
             &plan.env,
             &plan.chdir,
             command,
+            probes,
         ),
         None => CommandLookup::NotFound,
     }
@@ -737,6 +744,7 @@ fn lookup(
     env: &[(OsString, OsString)],
     chdir: &Path,
     command: &OsStr,
+    probes: &Probes,
 ) -> CommandLookup {
     let candidates: Vec<PathBuf> = if command.as_bytes().contains(&b'/') {
         vec![chdir.join(command)]
@@ -754,7 +762,7 @@ fn lookup(
     };
     let mut refused = None;
     for candidate in candidates {
-        let (outside, is_dir) = match locate(rootfs, views, &candidate) {
+        let (outside, is_dir, on_host) = match locate(rootfs, views, &candidate) {
             Location::Unknown => {
                 // In /proc, /dev or a tmpfs: paude cannot tell, bwrap will.
                 if views
@@ -768,22 +776,22 @@ fn lookup(
             Location::Rootfs(_, None) => continue,
             Location::Rootfs(outside, Some(entry)) => {
                 let is_dir = entry == rootpath::Entry::Directory;
-                (outside, is_dir)
+                (outside, is_dir, false)
             }
-            Location::Host(outside) => match std::fs::metadata(&outside) {
-                Ok(meta) => (outside, meta.is_dir()),
-                Err(_) => continue,
+            Location::Host(outside) => match probes.kind(&outside, true) {
+                Kind::Error(_) => continue,
+                kind => (outside, kind.is_dir(), true),
             },
         };
         if is_dir {
             refused = refused.or(Some(CommandLookup::IsDirectory(candidate)));
-        } else if rustix::fs::access(&outside, rustix::fs::Access::EXEC_OK).is_err() {
+        } else if !probes.executable(&outside) {
             refused = refused.or(Some(CommandLookup::NotExecutable(candidate)));
         } else {
             // The kernel runs a `#!` script's interpreter: look that up too, once.
-            if let Some(interpreter) = shebang(&outside)
+            if let Some(interpreter) = shebang(&outside, on_host.then_some(probes))
                 && interpreter.is_absolute()
-                && !command_exists(rootfs, views, &interpreter)
+                && !command_exists(rootfs, views, &interpreter, probes)
             {
                 return CommandLookup::BadInterpreter {
                     script: candidate,
@@ -797,19 +805,26 @@ fn lookup(
 }
 
 /// Whether an absolute path names an executable file inside (no script check).
-fn command_exists(rootfs: &mut RootfsReader<'_>, views: &[(PathBuf, View)], path: &Path) -> bool {
+fn command_exists(
+    rootfs: &mut RootfsReader<'_>,
+    views: &[(PathBuf, View)],
+    path: &Path,
+    probes: &Probes,
+) -> bool {
     match locate(rootfs, views, path) {
-        Location::Host(outside) | Location::Rootfs(outside, Some(_)) => {
-            rustix::fs::access(&outside, rustix::fs::Access::EXEC_OK).is_ok()
-        }
+        Location::Host(outside) | Location::Rootfs(outside, Some(_)) => probes.executable(&outside),
         Location::Rootfs(_, None) => false,
         Location::Unknown => true,
     }
 }
 
-/// The interpreter named by a `#!` line, if the file starts with one.
-fn shebang(file: &Path) -> Option<PathBuf> {
+/// The interpreter named by a `#!` line, if the file starts with one. A host file is read
+/// through `probes`; one in the rootfs never changes.
+fn shebang(file: &Path, probes: Option<&Probes>) -> Option<PathBuf> {
     use std::io::Read;
+    if let Some(probes) = probes {
+        probes.stamp(file)?;
+    }
     let mut head = [0u8; 256];
     let mut opened = std::fs::File::open(file).ok()?;
     let read = opened.read(&mut head).ok()?;
@@ -826,9 +841,17 @@ fn shell(
     rootfs: &mut RootfsReader<'_>,
     views: &[(PathBuf, View)],
     env: &[(OsString, OsString)],
+    probes: &Probes,
 ) -> Result<OsString, PlanError> {
     for candidate in ["bash", "/bin/sh"] {
-        if lookup(rootfs, views, env, Path::new("/"), OsStr::new(candidate)) == CommandLookup::Found
+        if lookup(
+            rootfs,
+            views,
+            env,
+            Path::new("/"),
+            OsStr::new(candidate),
+            probes,
+        ) == CommandLookup::Found
         {
             return Ok(candidate.into());
         }
@@ -924,6 +947,7 @@ mod tests {
             host_has: &|path: &Path| {
                 path != Path::new("/etc/resolv.conf") && !path.to_string_lossy().contains("missing")
             },
+            probes: &Probes::new(),
             stdin_is_terminal: false,
             home: None,
             identity: None,
@@ -1071,7 +1095,9 @@ mod tests {
     fn commands_are_looked_up_as_execvp_will() {
         let rootfs = rootfs();
         let m = manifest();
-        let lookup = |command: &[&str]| lookup_command(&make(&m, &[], rootfs.path(), command));
+        let lookup = |command: &[&str]| {
+            lookup_command(&make(&m, &[], rootfs.path(), command), &Probes::new())
+        };
         assert_eq!(lookup(&["bash"]), CommandLookup::Found);
         assert_eq!(lookup(&["/bin/bash"]), CommandLookup::Found);
         assert_eq!(lookup(&["git"]), CommandLookup::NotFound);
@@ -1251,6 +1277,7 @@ mod tests {
             git_dirs: &[],
             host_env: &[],
             host_has: &|_: &Path| true,
+            probes: &Probes::new(),
             stdin_is_terminal: true,
             home: None,
             identity: None,

@@ -83,13 +83,13 @@ impl Stamp {
     }
 
     /// Whether the path is still as stamped.
-    fn holds(&self) -> bool {
+    pub(crate) fn holds(&self) -> bool {
         Stamp::of(&self.path).is_ok_and(|now| now.seen == self.seen)
     }
 
     /// Whether the path changed last at least [`SETTLE`] before `began` (an absent path has
     /// nothing to settle: creating it changes its stamp).
-    fn settled(&self, began: SystemTime) -> bool {
+    pub(crate) fn settled(&self, began: SystemTime) -> bool {
         let Some(seen) = &self.seen else { return true };
         let Some(limit) = began
             .checked_sub(SETTLE)
@@ -107,6 +107,13 @@ impl Stamp {
 pub struct Prepared {
     path: PathBuf,
     text: Vec<u8>,
+}
+
+impl Prepared {
+    /// `bytes` to be written whole at `path` (from [`Cache::file`]).
+    pub(crate) fn raw(path: PathBuf, bytes: Vec<u8>) -> Prepared {
+        Prepared { path, text: bytes }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -195,10 +202,25 @@ impl Cache {
 
     /// The cached value for `key`, if there is one and every file it came from is unchanged.
     pub fn get<T: DeserializeOwned>(&self, key: Key) -> Option<T> {
+        self.get_stamped(key).map(|(value, _)| value)
+    }
+
+    /// [`Cache::get`], with the stamps that were checked.
+    pub fn get_stamped<T: DeserializeOwned>(&self, key: Key) -> Option<(T, Vec<Stamp>)> {
         let path = self.path(key)?;
         let text = std::fs::read(&path).ok()?;
         let entry: Entry<T> = serde_json::from_slice(&text).ok()?;
-        entry.stamps.iter().all(Stamp::holds).then_some(entry.value)
+        entry
+            .stamps
+            .iter()
+            .all(Stamp::holds)
+            .then_some((entry.value, entry.stamps))
+    }
+
+    /// `<build>/<kind>/<name>`, a file of this build's caches that is not a JSON entry (a
+    /// launch record); `None` when caching is off.
+    pub(crate) fn file(&self, kind: &str, name: &str) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.join(kind).join(name))
     }
 
     /// An entry to [`Cache::write`] later: a launch keeps what it learned until its input has

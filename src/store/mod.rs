@@ -34,6 +34,7 @@ pub mod key;
 pub mod lock;
 pub mod packages;
 pub mod prune;
+pub mod record;
 pub mod tree;
 
 use crate::manifest::FsEntry;
@@ -285,6 +286,20 @@ impl Store {
                 });
             }
         }
+    }
+
+    /// The published tree of `key` with its shared lock held, if it is there and nothing
+    /// holds the lock exclusively at this moment; `None` otherwise, without waiting or
+    /// creating anything. A launch whose record names the tree takes it this way, and
+    /// otherwise goes through [`Store::acquire`], which waits, says why and builds.
+    pub fn lease(&self, key: &VenvKey) -> io::Result<Option<Lease>> {
+        let Some(lock) = KeyLock::open(&self.lock_path(key), false)? else {
+            return Ok(None);
+        };
+        if lock.attempt(false)? == lock::Attempt::Busy || !lock.is_current()? {
+            return Ok(None);
+        }
+        Ok(self.lookup(key).map(|rootfs| Lease { rootfs, lock }))
     }
 
     /// Opens (creating) a lock file under `venv/`, creating `venv/` (mode 0700) when it is

@@ -80,7 +80,7 @@ impl HostFacts {
     pub fn bwrap(&self, probes: &Probes) -> Result<PathBuf> {
         let is_executable =
             |path: &Path| probes.kind(path, true).is_file() && probes.executable(path);
-        if let Some(path) = self.var("PAUDE_BWRAP").filter(|v| !v.is_empty()) {
+        if let Some(path) = probes.var(self, "PAUDE_BWRAP").filter(|v| !v.is_empty()) {
             let path = PathBuf::from(path);
             if is_executable(&path) {
                 return Ok(path);
@@ -90,8 +90,8 @@ impl HostFacts {
                 path.display()
             );
         }
-        let search = self
-            .var("PATH")
+        let search = probes
+            .var(self, "PATH")
             .cloned()
             .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
         // A directory listed twice (shell profiles often add one again) is looked in once.

@@ -16,6 +16,7 @@
 //! same size and times. The times of a file read are trusted only once they are older than the
 //! caches' settle time ([`Probes::settled`]), as in `store::cache`.
 
+use crate::host::HostFacts;
 use crate::store::cache::Stamp;
 use std::cell::RefCell;
 use std::ffi::OsString;
@@ -103,6 +104,14 @@ pub enum Check {
         path: PathBuf,
         names: Option<Vec<OsString>>,
     },
+    /// An environment variable's value, or its absence. A launch reads the few it needs
+    /// (`PATH`, `HOME`, the manifest's `envKeep`, ...) through [`Probes::var`], so that a
+    /// variable it never looked at (a shell's `_`, a benchmark tool's padding) does not stand
+    /// between it and its record.
+    Env {
+        name: OsString,
+        value: Option<OsString>,
+    },
 }
 
 impl Check {
@@ -114,6 +123,7 @@ impl Check {
             Check::Executable { path, allowed } => executable(path) == *allowed,
             Check::Real { path, real } => std::fs::canonicalize(path).ok() == *real,
             Check::Subdirectories { path, names } => subdirectories(path) == *names,
+            Check::Env { name, value } => std::env::var_os(name) == *value,
         }
     }
 }
@@ -214,6 +224,16 @@ impl Probes {
             names: names.clone(),
         });
         names
+    }
+
+    /// The value of a host variable (from `host`, which holds this process's environment).
+    pub fn var<'h>(&self, host: &'h HostFacts, name: &str) -> Option<&'h OsString> {
+        let value = host.var(name);
+        self.record(Check::Env {
+            name: name.into(),
+            value: value.cloned(),
+        });
+        value
     }
 
     /// Adds stamps a launch cache checked (the files a manifest or a closure came from).

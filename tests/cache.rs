@@ -70,14 +70,15 @@ fn forget_launches(paude_home: &Path) {
     }
 }
 
-/// Rewrites every launch record, replacing `from` by `to` (of the same length, so that the
-/// record stays well-formed); returns how many records held `from`.
+/// Rewrites every launch record, replacing the last `from` by `to` (of the same length, so
+/// that the record stays well-formed): the last is in the bwrap arguments, which come after
+/// the checks. Returns how many records held `from`.
 fn tamper_records(paude_home: &Path, from: &[u8], to: &[u8]) -> usize {
     assert_eq!(from.len(), to.len());
     let mut changed = 0;
     for record in records(paude_home) {
         let mut bytes = std::fs::read(&record).expect("read");
-        let Some(at) = bytes.windows(from.len()).position(|w| w == from) else {
+        let Some(at) = bytes.windows(from.len()).rposition(|w| w == from) else {
             continue;
         };
         bytes[at..at + from.len()].copy_from_slice(to);
@@ -315,10 +316,12 @@ fn a_launch_record_is_reused_until_an_answer_changes() {
     }
 }
 
-/// One record serves a command with any arguments, which reach the sandbox as given; and a
-/// script that stops being executable is refused (126), never run from a stale record.
+/// One record serves a command with any arguments, which reach the sandbox as given, and
+/// whatever the variables the launch never reads; a variable it keeps (`envKeep`) changing is
+/// seen; and a script that stops being executable is refused (126), never run from a stale
+/// record.
 #[test]
-fn a_record_serves_every_argument_list_and_no_stale_permission() {
+fn a_record_serves_every_argument_list_and_no_stale_answer() {
     require_bwrap!();
     let who = As::Me;
     let home = TestDir::new(who);
@@ -326,22 +329,39 @@ fn a_record_serves_every_argument_list_and_no_stale_permission() {
     std::fs::create_dir(workspace.path().join(".git")).expect("mkdir");
     write(
         &workspace.path().join("paude.jsonnet"),
-        r#"{ packages: ["dash", "coreutils"] }"#,
+        r#"{ packages: ["dash", "coreutils"], envKeep: ["GREETING"] }"#,
     );
     let script = workspace.path().join("say.sh");
-    write(&script, "#!/bin/sh\necho \"said $*\"\n");
+    write(&script, "#!/bin/sh\necho \"$GREETING $*\"\n");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    let paude = Paude::new(who, home.path(), workspace.path());
+    let paude = |greeting: &str, unrelated: &str| {
+        Paude::new(who, home.path(), workspace.path())
+            .env("GREETING", greeting)
+            .env("UNRELATED", unrelated)
+    };
     std::thread::sleep(SETTLE);
 
-    for words in [["a", "b"], ["c d", "-e"]] {
-        let output = paude.run(["venv", "--", "./say.sh", words[0], words[1]]);
-        assert_eq!(ok(&output), format!("said {} {}\n", words[0], words[1]));
+    for (unrelated, words) in [("1", ["a", "b"]), ("2", ["c d", "-e"])] {
+        let output = paude("hello", unrelated).run(["venv", "--", "./say.sh", words[0], words[1]]);
+        assert_eq!(ok(&output), format!("hello {} {}\n", words[0], words[1]));
     }
-    assert_eq!(records(&paude.paude_home()).len(), 1);
+    let paude_home = paude("", "").paude_home();
+    assert_eq!(records(&paude_home).len(), 1);
+    // Served from the record, whatever UNRELATED says: an edit of the record shows.
+    assert_eq!(tamper_records(&paude_home, b"hello", b"HELLO"), 1);
+    let output = paude("hello", "3").run(["venv", "--", "./say.sh", "x"]);
+    assert_eq!(ok(&output), "HELLO x\n");
+    // Another command name, or --dry-run, is a launch of its own.
+    let output = paude("hello", "3").run(["venv", "--", "sh", "-c", "echo $GREETING"]);
+    assert_eq!(ok(&output), "hello\n");
+    let output = paude("hello", "3").run(["venv", "--dry-run", "--", "./say.sh"]);
+    assert!(ok(&output).contains("GREETING hello"));
+    // The kept variable changes: its new value reaches the sandbox.
+    let output = paude("bye", "4").run(["venv", "--", "./say.sh", "x"]);
+    assert_eq!(ok(&output), "bye x\n");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .expect("chmod");
-    let output = paude.run(["venv", "--", "./say.sh", "x", "y"]);
+    let output = paude("bye", "4").run(["venv", "--", "./say.sh", "x"]);
     fails_with(&output, 126, "not executable");
 }

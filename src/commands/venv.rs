@@ -20,6 +20,7 @@ use crate::store::record::{self, Launch, Line};
 use crate::store::{self, BuildSpec, Lease, Store};
 use anyhow::{Context, Result, bail};
 use std::cell::OnceCell;
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
@@ -65,7 +66,8 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
 }
 
 /// The inputs of a launch that are not files, for its record: every `venv` option, the
-/// command's first word (the launch appends the others as given), and every host fact.
+/// command's first word (the launch appends the others as given), and every host fact but
+/// the environment, whose variables the launch reads through its probes (see `Check::Env`).
 fn record_inputs(args: &VenvArgs, host: &HostFacts) -> record::Inputs {
     use std::os::unix::ffi::OsStrExt;
     // Named field by field, so that a new option or host fact does not compile until it is
@@ -85,7 +87,7 @@ fn record_inputs(args: &VenvArgs, host: &HostFacts) -> record::Inputs {
         uid,
         gid,
         cwd,
-        env,
+        env: _,
         stdin_is_terminal,
         stderr_is_terminal,
         paude_home,
@@ -108,10 +110,6 @@ fn record_inputs(args: &VenvArgs, host: &HostFacts) -> record::Inputs {
         for value in values {
             inputs.bytes(value.as_bytes());
         }
-    }
-    inputs.u64(env.len() as u64);
-    for (name, value) in env {
-        inputs.bytes(name.as_bytes()).bytes(value.as_bytes());
     }
     inputs
         .bytes(cwd.as_os_str().as_bytes())
@@ -184,7 +182,7 @@ fn work_out(
     // What this launch learns for the caches is written only once its input passed every check.
     let mut learned = Vec::new();
     let source = manifest_source(args, &workspace, probes)?;
-    let options = load_options(args, host)?;
+    let options = load_options(args, host, probes)?;
     let mut manifest = load_manifest(cache, &source, &options, began, &mut learned, probes)?;
     let mounts = checked_mounts(&manifest, probes, &mut said)?;
     if let HomeMode::Bind(source) = &manifest.home
@@ -203,7 +201,7 @@ fn work_out(
         bail!("{reason}");
     }
 
-    let packages = Packages::new(host);
+    let packages = Packages::new(host, probes);
     let closure = packages.closure(cache, &manifest.packages, began, &mut learned, probes)?;
     for missing in &closure.missing {
         said.warn(format!(
@@ -255,8 +253,8 @@ fn work_out(
         host.gid,
         &read_text("/etc/passwd"),
         &read_text("/etc/group"),
-        host.var("USER").and_then(|v| v.to_str()),
-        host.var("HOME").map(Path::new),
+        probes.var(host, "USER").and_then(|v| v.to_str()),
+        probes.var(host, "HOME").map(Path::new),
     );
     // The store's trees never change; files and directories outside them may go.
     let kept = |path: PathBuf| {
@@ -304,6 +302,12 @@ fn work_out(
         ));
     }
     let host_has = |path: &Path| probes.exists(path);
+    // The plan reads the host's variables that `envKeep` names, and no others.
+    let kept_env: Vec<(OsString, OsString)> = manifest
+        .env_keep
+        .iter()
+        .filter_map(|name| Some((name.into(), probes.var(host, name)?.clone())))
+        .collect();
     let input = PlanInput {
         manifest: &manifest,
         mounts: &mounts,
@@ -315,7 +319,7 @@ fn work_out(
         venvs: &venvs,
         venv_state: venv_state.as_deref(),
         git_dirs: &workspace::outside_git_dirs(&workspace, probes),
-        host_env: &host.env,
+        host_env: &kept_env,
         host_has: &host_has,
         probes,
         stdin_is_terminal: host.stdin_is_terminal,
@@ -478,10 +482,10 @@ struct Packages {
 }
 
 impl Packages {
-    fn new(host: &HostFacts) -> Packages {
+    fn new(host: &HostFacts, probes: &Probes) -> Packages {
         let (root, admindir) = dpkg::paths_from_env(
-            host.var("DPKG_ROOT").map(|v| v.as_os_str()),
-            host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()),
+            probes.var(host, "DPKG_ROOT").map(|v| v.as_os_str()),
+            probes.var(host, "DPKG_ADMINDIR").map(|v| v.as_os_str()),
         );
         Packages {
             root,
@@ -614,7 +618,7 @@ fn manifest_source(args: &VenvArgs, workspace: &Path, probes: &Probes) -> Result
     }
 }
 
-fn load_options(args: &VenvArgs, host: &HostFacts) -> Result<LoadOptions> {
+fn load_options(args: &VenvArgs, host: &HostFacts, probes: &Probes) -> Result<LoadOptions> {
     let pairs = |values: &[String], flag: &str| -> Result<Vec<(String, String)>> {
         values
             .iter()
@@ -623,7 +627,7 @@ fn load_options(args: &VenvArgs, host: &HostFacts) -> Result<LoadOptions> {
                     Ok((name.to_string(), value.to_string()))
                 }
                 Some(_) => bail!("{flag} {value}: the name before `=` is empty"),
-                None => match host.var(value).and_then(|v| v.to_str()) {
+                None => match probes.var(host, value).and_then(|v| v.to_str()) {
                     Some(from_env) => Ok((value.clone(), from_env.to_string())),
                     None => bail!(
                         "{flag} {value}: no `=VALUE` given and ${value} is not set (or not UTF-8)"

@@ -173,6 +173,17 @@ fn encode(writer: &mut Writer, checks: &[Check], launch: &Launch) {
                 writer.path(path);
                 writer.optional_path(real.as_deref());
             }
+            Check::Env { name, value } => {
+                writer.u8(6);
+                writer.bytes(name.as_bytes());
+                match value {
+                    None => writer.u8(0),
+                    Some(value) => {
+                        writer.u8(1);
+                        writer.bytes(value.as_bytes());
+                    }
+                }
+            }
             Check::Subdirectories { path, names } => {
                 writer.u8(5);
                 writer.path(path);
@@ -261,6 +272,10 @@ fn decode(reader: &mut Reader<'_>) -> Option<Record> {
                 };
                 Check::Subdirectories { path, names }
             }
+            6 => Check::Env {
+                name: path.into_os_string(),
+                value: reader.optional_path()?.map(PathBuf::into_os_string),
+            },
             _ => return None,
         });
     }
@@ -453,6 +468,14 @@ mod tests {
             Check::Subdirectories {
                 path: "/unreadable".into(),
                 names: None,
+            },
+            Check::Env {
+                name: "PATH".into(),
+                value: Some("/usr/bin:/bin".into()),
+            },
+            Check::Env {
+                name: "PAUDE_BWRAP".into(),
+                value: None,
             },
         ];
         let launch = Launch {

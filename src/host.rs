@@ -18,6 +18,8 @@ pub struct HostFacts {
     pub cwd: PathBuf,
     /// The whole environment paude was started with.
     pub env: Vec<(OsString, OsString)>,
+    /// The supplementary group ids.
+    pub groups: Vec<u32>,
     pub stdin_is_terminal: bool,
     /// Whether progress can be drawn in place.
     pub stderr_is_terminal: bool,
@@ -58,6 +60,11 @@ impl HostFacts {
         Ok(HostFacts {
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
+            groups: rustix::process::getgroups()
+                .context("reading this process's groups")?
+                .into_iter()
+                .map(|gid| gid.as_raw())
+                .collect(),
             cwd,
             // The descriptors themselves, not `std::io::stdin()`, which would set up a buffer.
             stdin_is_terminal: rustix::termios::isatty(rustix::stdio::stdin()),

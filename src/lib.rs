@@ -13,7 +13,11 @@
 //! ```
 //!
 //! Everything up to `render` is data in, data out; the host is touched only at the edges
-//! (`host`, the package database, `store`, and the single exec site).
+//! (`host`, `probe`, the package database, `store`, and the single exec site).
+//!
+//! A launch leaves a record of its result and of every question it asked the host on the way
+//! (`probe`, `store::record`); the same launch again asks the questions again and, when every
+//! answer is the same, goes from argv straight to the exec.
 
 pub mod cli;
 pub mod commands;

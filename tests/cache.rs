@@ -313,6 +313,18 @@ fn a_launch_record_is_reused_until_an_answer_changes() {
             line.contains(&format!("--bind {} /opt/data", optional.display())),
             "{who:?}: {line}"
         );
+        // The environment is removed and built again: a new tree, so the record (edited to
+        // show if it were used) is not.
+        assert_eq!(
+            tamper_records(&paude_home, b"--unshare-user", b"--unshare-USER"),
+            1
+        );
+        let output = paude.run(["cleanup", "--venvs", "--max-age-days", "0"]);
+        ok(&output);
+        // Another launch (not a --dry-run: other inputs, another record) builds it again.
+        ok(&paude.run(["venv", "-f", &manifest, "--", "true"]));
+        let (line, _) = dry();
+        assert!(!line.contains("--unshare-USER"), "{who:?}: {line}");
     }
 }
 
@@ -364,4 +376,44 @@ fn a_record_serves_every_argument_list_and_no_stale_answer() {
         .expect("chmod");
     let output = paude("bye", "4").run(["venv", "--", "./say.sh", "x"]);
     fails_with(&output, 126, "not executable");
+}
+
+/// The store stays read-only inside the sandbox when the workspace holds it, also when
+/// `PAUDE_HOME` names it through a link: a sandbox that could write there could write the
+/// launch record of the next launch.
+#[test]
+fn the_store_is_read_only_inside_also_through_a_link() {
+    require_bwrap!();
+    for who in users() {
+        let home = TestDir::new(who);
+        let workspace = TestDir::new(who);
+        let links = TestDir::new(who);
+        std::fs::create_dir(workspace.path().join(".git")).expect("mkdir");
+        let link = links.path().join("link");
+        std::os::unix::fs::symlink(workspace.path(), &link).expect("symlink");
+        let store = link.join(".paude");
+        let paude = Paude::new(who, home.path(), workspace.path())
+            .env("PAUDE_HOME", store.to_str().expect("utf-8"));
+        let inside = workspace.path().join(".paude/cache/written-inside");
+        let output = paude.run([
+            "venv",
+            "-e",
+            r#"{ packages: ["dash", "coreutils"] }"#,
+            "--",
+            "touch",
+            inside.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{who:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            text(&output.stderr).contains("Read-only file system"),
+            "{who:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(!inside.exists());
+    }
 }

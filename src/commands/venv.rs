@@ -12,6 +12,7 @@ use crate::packages::{
     dpkg::{self, Dpkg},
 };
 use crate::probe::{Kind, Probes};
+use crate::rootpath;
 use crate::sandbox::identity::User;
 use crate::sandbox::plan::{self, CommandLookup, PlanInput};
 use crate::sandbox::{bwrap, exec, seccomp, workspace};
@@ -47,8 +48,11 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         if let Some(reason) = host.userns_refusal() {
             bail!("{reason}");
         }
-        // A cleanup may have removed the environment since: then it is built again below.
-        if let Ok(Some(lease)) = store.lease(&record.launch.venv) {
+        // A cleanup may have removed the environment since (then it is built again below), or
+        // removed it and another launch built it again: a new tree, worked out afresh.
+        if let Ok(Some(lease)) = store.lease(&record.launch.venv)
+            && record.launch.tree.holds()
+        {
             for line in &record.launch.lines {
                 Said::again(line);
             }
@@ -88,6 +92,7 @@ fn record_inputs(args: &VenvArgs, host: &HostFacts) -> record::Inputs {
         gid,
         cwd,
         env: _,
+        groups,
         stdin_is_terminal,
         stderr_is_terminal,
         paude_home,
@@ -110,6 +115,11 @@ fn record_inputs(args: &VenvArgs, host: &HostFacts) -> record::Inputs {
         for value in values {
             inputs.bytes(value.as_bytes());
         }
+    }
+    // The supplementary groups decide, with the ids, which files the launch could read.
+    inputs.u64(groups.len() as u64);
+    for group in groups {
+        inputs.u64(u64::from(*group));
     }
     inputs
         .bytes(cwd.as_os_str().as_bytes())
@@ -237,6 +247,13 @@ fn work_out(
     )?;
     let rootfs = &lease.rootfs;
     let meta = store.meta(rootfs)?;
+    let tree = Stamp::of(&rootfs.dir.join("meta.json")).unwrap_or_else(|_| {
+        probes.give_up();
+        Stamp {
+            path: rootfs.dir.join("meta.json"),
+            seen: None,
+        }
+    });
     if rootfs.built && !meta.stats.unreadable.is_empty() {
         warn(&format!(
             "{} of the closure's files are not readable by this user and were left out (first: {})",
@@ -261,11 +278,10 @@ fn work_out(
         probes.kind(&path, true);
         path
     };
-    let shell = if rootfs.path.join("bin/bash").exists() {
-        "/bin/bash"
-    } else {
-        "/bin/sh"
-    };
+    // Resolved inside the tree, as the sandbox will see it (a link in it may point anywhere).
+    let has_bash = rootpath::resolve(&rootfs.path, Path::new("/bin/bash"))
+        .is_ok_and(|resolved| resolved.exists());
+    let shell = if has_bash { "/bin/bash" } else { "/bin/sh" };
     let passwd = kept(store.small_file("passwd", user.passwd(shell).as_bytes())?);
     let group = kept(store.small_file("group", user.group().as_bytes())?);
     let venv_state = if manifest.venv_persist && !venvs.is_empty() {
@@ -302,6 +318,7 @@ fn work_out(
         ));
     }
     let host_has = |path: &Path| probes.exists(path);
+    let real_path = |path: &Path| probes.canonicalize(path).ok();
     // The plan reads the host's variables that `envKeep` names, and no others.
     let kept_env: Vec<(OsString, OsString)> = manifest
         .env_keep
@@ -321,6 +338,7 @@ fn work_out(
         git_dirs: &workspace::outside_git_dirs(&workspace, probes),
         host_env: &kept_env,
         host_has: &host_has,
+        real_path: &real_path,
         probes,
         stdin_is_terminal: host.stdin_is_terminal,
         home: Some(&user.home),
@@ -360,6 +378,7 @@ fn work_out(
         argv,
         descriptors_at,
         filter,
+        tree,
     };
     Ok((launch, lease))
 }

@@ -117,6 +117,9 @@ pub struct PlanInput<'a> {
     /// Which host paths exist: default-mount sources (`/etc/resolv.conf`, `/etc/hosts`),
     /// protected paths, mount points inside host binds.
     pub host_has: &'a dyn Fn(&Path) -> bool,
+    /// A host path with every link resolved, if it exists: the store's protection compares
+    /// real paths, since `$PAUDE_HOME` or a bind's source may be reached through a link.
+    pub real_path: &'a dyn Fn(&Path) -> Option<PathBuf>,
     /// What else the plan asks of the host: where the shell is, when there is no command.
     pub probes: &'a Probes,
     pub stdin_is_terminal: bool,
@@ -407,20 +410,23 @@ fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Vec<Logical> {
         }
     }));
     // The store must never be writable inside: a sandbox that could change a published tree
-    // would change every later environment built from it. It is reachable when it lies inside
-    // the workspace (a home directory used as one) or inside a read-write bind.
+    // would change every later environment built from it, and one that could write a launch
+    // record would choose what the next launch runs. It is reachable when it lies inside the
+    // workspace (a home directory used as one) or inside a read-write bind, also when either
+    // is reached through a link, so real paths are compared.
     let writable: Vec<(PathBuf, PathBuf)> = out
         .iter()
         .filter(|m| matches!(m.kind, MountKind::Bind | MountKind::DevBind))
         .filter_map(|m| Some((m.source.clone()?, m.target.clone())))
         .collect();
+    let store = (input.real_path)(input.paude_home);
     for (source, target) in writable {
-        if let Ok(rest) = input.paude_home.strip_prefix(&source)
-            && host.has(input.paude_home)
-        {
+        let Some(store) = &store else { break };
+        let source = (input.real_path)(&source).unwrap_or(source);
+        if let Ok(rest) = store.strip_prefix(&source) {
             out.push(Logical {
                 kind: MountKind::RoBind,
-                source: Some(input.paude_home.to_path_buf()),
+                source: Some(store.clone()),
                 target: if rest.as_os_str().is_empty() {
                     target
                 } else {
@@ -947,6 +953,11 @@ mod tests {
             host_has: &|path: &Path| {
                 path != Path::new("/etc/resolv.conf") && !path.to_string_lossy().contains("missing")
             },
+            // `/home/link` is a link to `/w`.
+            real_path: &|path: &Path| {
+                let text = path.to_string_lossy();
+                (!text.contains("missing")).then(|| text.replace("/home/link", "/w").into())
+            },
             probes: &Probes::new(),
             stdin_is_terminal: false,
             home: None,
@@ -1189,6 +1200,21 @@ mod tests {
             args.contains("--bind /w /w --tmpfs /w/.venv --ro-bind /w/.paude /w/.paude"),
             "{args}"
         );
+        // Also when PAUDE_HOME is named through a link to the workspace.
+        let plan = make_in(
+            &manifest(),
+            &[],
+            rootfs.path(),
+            &["true"],
+            "/w",
+            "/home/link/.paude",
+        )
+        .unwrap();
+        let args = ops(&plan).join(" ");
+        assert!(
+            args.contains("--bind /w /w --tmpfs /w/.venv --ro-bind /w/.paude /w/.paude"),
+            "{args}"
+        );
         // Also through a user's read-write bind, at the path it has inside.
         let mounts = vec![mount(MountKind::Bind, Some("/home/u"), "/mnt/home")];
         let plan = make_in(
@@ -1277,6 +1303,7 @@ mod tests {
             git_dirs: &[],
             host_env: &[],
             host_has: &|_: &Path| true,
+            real_path: &|path: &Path| Some(path.to_path_buf()),
             probes: &Probes::new(),
             stdin_is_terminal: true,
             home: None,

@@ -1,12 +1,14 @@
 //! Launch caches: results a launch would otherwise recompute every time (the evaluated
 //! manifest, the package closure), kept under `$PAUDE_HOME/cache` and reused while the files
-//! they were computed from are unchanged.
+//! they were computed from are unchanged. A launch record (`super::record`), which answers for
+//! a whole launch, lives beside them; these serve the launches it does not.
 //!
 //! ```text
 //! $PAUDE_HOME/cache/<build>/<kind>/<key>.json   {"stamps": [...], "value": ...}
 //! ```
 //!
-//! - `<build>` names the paude binary (its file's device, inode, size and mtime): a new or
+//! - `<build>` names the paude binary (the linker's build ID, else its file's device, inode,
+//!   size and mtime): a new or
 //!   rebuilt paude starts with empty caches, so a change of Jsonnet semantics, of the embedded
 //!   library or of the closure rules can never serve an old answer. `paude cleanup` removes
 //!   the directories of other builds.

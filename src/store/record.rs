@@ -57,6 +57,11 @@ pub struct Launch {
     pub descriptors_at: usize,
     /// The terminal-injection filter to hand to bwrap, if the run keeps the terminal.
     pub filter: Option<PathBuf>,
+    /// The environment's `meta.json` as this launch saw it. A key names the same packages,
+    /// but a cleanup and a rebuild make a new tree (files this user could read, the host's
+    /// links), whose meta.json is a new file: a record is used only with the tree it was
+    /// worked out for, checked once the tree's lock is held.
+    pub tree: Stamp,
 }
 
 /// A record as read: its checks and its launch.
@@ -149,19 +154,7 @@ fn encode(writer: &mut Writer, checks: &[Check], launch: &Launch) {
             }
             Check::Same(stamp) => {
                 writer.u8(2);
-                writer.path(&stamp.path);
-                match &stamp.seen {
-                    None => writer.u8(0),
-                    Some(seen) => {
-                        writer.u8(1);
-                        for value in [seen.dev, seen.ino, u64::from(seen.mode), seen.size] {
-                            writer.u64(value);
-                        }
-                        for value in [seen.mtime.0, seen.mtime.1, seen.ctime.0, seen.ctime.1] {
-                            writer.u64(value as u64);
-                        }
-                    }
-                }
+                writer.stamp(stamp);
             }
             Check::Executable { path, allowed } => {
                 writer.u8(3);
@@ -213,13 +206,20 @@ fn encode(writer: &mut Writer, checks: &[Check], launch: &Launch) {
     }
     writer.u64(launch.descriptors_at as u64);
     writer.optional_path(launch.filter.as_deref());
+    writer.stamp(&launch.tree);
 }
 
 fn decode(reader: &mut Reader<'_>) -> Option<Record> {
-    let count = reader.count()?;
+    // A check is at least a tag and a path's length; a line a flag and a length; a name or
+    // an argument a length.
+    let count = reader.count(9)?;
     let mut checks = Vec::with_capacity(count);
     for _ in 0..count {
         let tag = reader.u8()?;
+        if tag == 2 {
+            checks.push(Check::Same(reader.stamp()?));
+            continue;
+        }
         let path = reader.path()?;
         checks.push(match tag {
             1 => {
@@ -234,23 +234,6 @@ fn decode(reader: &mut Reader<'_>) -> Option<Record> {
                 };
                 Check::Kind { path, follow, kind }
             }
-            2 => {
-                let seen = if reader.flag()? {
-                    let [dev, ino, mode, size] = reader.u64s()?;
-                    let [mtime, mtime_nsec, ctime, ctime_nsec] = reader.u64s()?.map(|v| v as i64);
-                    Some(Seen {
-                        dev,
-                        ino,
-                        mode: u32::try_from(mode).ok()?,
-                        size,
-                        mtime: (mtime, mtime_nsec),
-                        ctime: (ctime, ctime_nsec),
-                    })
-                } else {
-                    None
-                };
-                Check::Same(Stamp { path, seen })
-            }
             3 => Check::Executable {
                 path,
                 allowed: reader.flag()?,
@@ -261,7 +244,7 @@ fn decode(reader: &mut Reader<'_>) -> Option<Record> {
             },
             5 => {
                 let names = if reader.flag()? {
-                    let count = reader.count()?;
+                    let count = reader.count(8)?;
                     let mut names = Vec::with_capacity(count);
                     for _ in 0..count {
                         names.push(OsString::from_vec(reader.bytes()?.to_vec()));
@@ -280,7 +263,7 @@ fn decode(reader: &mut Reader<'_>) -> Option<Record> {
         });
     }
     let venv = VenvKey::parse(std::str::from_utf8(reader.bytes()?).ok()?)?;
-    let count = reader.count()?;
+    let count = reader.count(9)?;
     let mut lines = Vec::with_capacity(count);
     for _ in 0..count {
         let warning = reader.flag()?;
@@ -288,7 +271,7 @@ fn decode(reader: &mut Reader<'_>) -> Option<Record> {
         lines.push(Line { warning, text });
     }
     let bwrap = reader.path()?;
-    let count = reader.count()?;
+    let count = reader.count(8)?;
     let mut argv = Vec::with_capacity(count);
     for _ in 0..count {
         argv.push(OsString::from_vec(reader.bytes()?.to_vec()));
@@ -298,6 +281,7 @@ fn decode(reader: &mut Reader<'_>) -> Option<Record> {
         return None;
     }
     let filter = reader.optional_path()?;
+    let tree = reader.stamp()?;
     Some(Record {
         checks,
         launch: Launch {
@@ -307,6 +291,7 @@ fn decode(reader: &mut Reader<'_>) -> Option<Record> {
             argv,
             descriptors_at,
             filter,
+            tree,
         },
     })
 }
@@ -335,6 +320,22 @@ impl Writer {
 
     fn path(&mut self, path: &Path) {
         self.bytes(path.as_os_str().as_bytes());
+    }
+
+    fn stamp(&mut self, stamp: &Stamp) {
+        self.path(&stamp.path);
+        match &stamp.seen {
+            None => self.u8(0),
+            Some(seen) => {
+                self.u8(1);
+                for value in [seen.dev, seen.ino, u64::from(seen.mode), seen.size] {
+                    self.u64(value);
+                }
+                for value in [seen.mtime.0, seen.mtime.1, seen.ctime.0, seen.ctime.1] {
+                    self.u64(value as u64);
+                }
+            }
+        }
     }
 
     fn optional_path(&mut self, path: Option<&Path>) {
@@ -391,12 +392,12 @@ impl<'a> Reader<'a> {
         Some(values)
     }
 
-    /// A count of items that follow, each at least one byte long: no bigger than what is
-    /// left, so a corrupt count cannot make a huge allocation.
-    fn count(&mut self) -> Option<usize> {
+    /// A count of items that follow, each at least `least` bytes long: no more than what is
+    /// left can hold, so a corrupt count cannot make an allocation much larger than the file.
+    fn count(&mut self, least: usize) -> Option<usize> {
         usize::try_from(self.u64()?)
             .ok()
-            .filter(|count| *count <= self.rest.len())
+            .filter(|count| count.saturating_mul(least) <= self.rest.len())
     }
 
     fn bytes(&mut self) -> Option<&'a [u8]> {
@@ -406,6 +407,25 @@ impl<'a> Reader<'a> {
 
     fn path(&mut self) -> Option<PathBuf> {
         Some(PathBuf::from(OsString::from_vec(self.bytes()?.to_vec())))
+    }
+
+    fn stamp(&mut self) -> Option<Stamp> {
+        let path = self.path()?;
+        let seen = if self.flag()? {
+            let [dev, ino, mode, size] = self.u64s()?;
+            let [mtime, mtime_nsec, ctime, ctime_nsec] = self.u64s()?.map(|v| v as i64);
+            Some(Seen {
+                dev,
+                ino,
+                mode: u32::try_from(mode).ok()?,
+                size,
+                mtime: (mtime, mtime_nsec),
+                ctime: (ctime, ctime_nsec),
+            })
+        } else {
+            None
+        };
+        Some(Stamp { path, seen })
     }
 
     fn optional_path(&mut self) -> Option<Option<PathBuf>> {
@@ -488,6 +508,10 @@ mod tests {
             argv: vec!["--unshare-user".into(), odd.into_os_string(), "--".into()],
             descriptors_at: 1,
             filter: None,
+            tree: Stamp {
+                path: "/s/venv/0123456789abcdef0123456789abcdef/meta.json".into(),
+                seen: None,
+            },
         };
         (checks, launch)
     }
@@ -529,7 +553,7 @@ mod tests {
         longer.push(0);
         std::fs::write(&path, &longer).unwrap();
         assert_eq!(read(&cache, &inputs("a")), None);
-        // A huge count does not allocate.
+        // A huge count is refused before anything is allocated.
         let mut corrupt = whole;
         let counted = MAGIC.len() + 4 + 8 + inputs("a").0.0.len();
         corrupt[counted..counted + 8].copy_from_slice(&u64::MAX.to_le_bytes());

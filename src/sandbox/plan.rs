@@ -1186,35 +1186,16 @@ mod tests {
     #[test]
     fn the_store_stays_read_only_when_the_workspace_holds_it() {
         let rootfs = rootfs();
-        let plan = make_in(
-            &manifest(),
-            &[],
-            rootfs.path(),
-            &["true"],
-            "/w",
-            "/w/.paude",
-        )
-        .unwrap();
-        let args = ops(&plan).join(" ");
-        assert!(
-            args.contains("--bind /w /w --tmpfs /w/.venv --ro-bind /w/.paude /w/.paude"),
-            "{args}"
-        );
         // Also when PAUDE_HOME is named through a link to the workspace.
-        let plan = make_in(
-            &manifest(),
-            &[],
-            rootfs.path(),
-            &["true"],
-            "/w",
-            "/home/link/.paude",
-        )
-        .unwrap();
-        let args = ops(&plan).join(" ");
-        assert!(
-            args.contains("--bind /w /w --tmpfs /w/.venv --ro-bind /w/.paude /w/.paude"),
-            "{args}"
-        );
+        for paude_home in ["/w/.paude", "/home/link/.paude"] {
+            let plan =
+                make_in(&manifest(), &[], rootfs.path(), &["true"], "/w", paude_home).unwrap();
+            let args = ops(&plan).join(" ");
+            assert!(
+                args.contains("--bind /w /w --tmpfs /w/.venv --ro-bind /w/.paude /w/.paude"),
+                "{paude_home}: {args}"
+            );
+        }
         // Also through a user's read-write bind, at the path it has inside.
         let mounts = vec![mount(MountKind::Bind, Some("/home/u"), "/mnt/home")];
         let plan = make_in(

@@ -18,8 +18,8 @@ use std::time::Duration;
 /// Longer than the cache's settle time.
 const SETTLE: Duration = Duration::from_millis(2700);
 
-/// The cache entries of `kind` under a `PAUDE_HOME`.
-fn entries(paude_home: &Path, kind: &str) -> Vec<PathBuf> {
+/// The files of `kind` ending in `.extension` under a `PAUDE_HOME`'s caches, of every build.
+fn cache_files(paude_home: &Path, kind: &str, extension: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for build in std::fs::read_dir(paude_home.join("cache"))
         .into_iter()
@@ -28,12 +28,17 @@ fn entries(paude_home: &Path, kind: &str) -> Vec<PathBuf> {
         let dir = build.expect("entry").path().join(kind);
         for entry in std::fs::read_dir(dir).into_iter().flatten() {
             let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "json") {
+            if path.extension().is_some_and(|e| e == extension) {
                 found.push(path);
             }
         }
     }
     found
+}
+
+/// The cache entries of `kind` under a `PAUDE_HOME`.
+fn entries(paude_home: &Path, kind: &str) -> Vec<PathBuf> {
+    cache_files(paude_home, kind, "json")
 }
 
 /// Rewrites the one cache entry of `kind`, replacing `from` by `to` in its text.
@@ -47,20 +52,7 @@ fn tamper(paude_home: &Path, kind: &str, from: &str, to: &str) {
 
 /// The launch records under a `PAUDE_HOME`.
 fn records(paude_home: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for build in std::fs::read_dir(paude_home.join("cache"))
-        .into_iter()
-        .flatten()
-    {
-        let dir = build.expect("entry").path().join("launch");
-        for entry in std::fs::read_dir(dir).into_iter().flatten() {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "rec") {
-                found.push(path);
-            }
-        }
-    }
-    found
+    cache_files(paude_home, "launch", "rec")
 }
 
 /// Removes every launch record.

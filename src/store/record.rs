@@ -169,13 +169,7 @@ fn encode(writer: &mut Writer, checks: &[Check], launch: &Launch) {
             Check::Env { name, value } => {
                 writer.u8(6);
                 writer.bytes(name.as_bytes());
-                match value {
-                    None => writer.u8(0),
-                    Some(value) => {
-                        writer.u8(1);
-                        writer.bytes(value.as_bytes());
-                    }
-                }
+                writer.optional(value.as_ref().map(|value| value.as_bytes()));
             }
             Check::Subdirectories { path, names } => {
                 writer.u8(5);
@@ -247,7 +241,7 @@ fn decode(reader: &mut Reader<'_>) -> Option<Record> {
                     let count = reader.count(8)?;
                     let mut names = Vec::with_capacity(count);
                     for _ in 0..count {
-                        names.push(OsString::from_vec(reader.bytes()?.to_vec()));
+                        names.push(reader.os_string()?);
                     }
                     Some(names)
                 } else {
@@ -257,7 +251,7 @@ fn decode(reader: &mut Reader<'_>) -> Option<Record> {
             }
             6 => Check::Env {
                 name: path.into_os_string(),
-                value: reader.optional_path()?.map(PathBuf::into_os_string),
+                value: reader.optional_os_string()?,
             },
             _ => return None,
         });
@@ -274,7 +268,7 @@ fn decode(reader: &mut Reader<'_>) -> Option<Record> {
     let count = reader.count(8)?;
     let mut argv = Vec::with_capacity(count);
     for _ in 0..count {
-        argv.push(OsString::from_vec(reader.bytes()?.to_vec()));
+        argv.push(reader.os_string()?);
     }
     let descriptors_at = usize::try_from(reader.u64()?).ok()?;
     if descriptors_at > argv.len() {
@@ -338,14 +332,16 @@ impl Writer {
         }
     }
 
-    fn optional_path(&mut self, path: Option<&Path>) {
-        match path {
-            None => self.u8(0),
-            Some(path) => {
-                self.u8(1);
-                self.path(path);
-            }
+    /// A flag, then the bytes when there are some.
+    fn optional(&mut self, bytes: Option<&[u8]>) {
+        self.u8(u8::from(bytes.is_some()));
+        if let Some(bytes) = bytes {
+            self.bytes(bytes);
         }
+    }
+
+    fn optional_path(&mut self, path: Option<&Path>) {
+        self.optional(path.map(|path| path.as_os_str().as_bytes()));
     }
 }
 
@@ -405,8 +401,12 @@ impl<'a> Reader<'a> {
         self.take(length)
     }
 
+    fn os_string(&mut self) -> Option<OsString> {
+        Some(OsString::from_vec(self.bytes()?.to_vec()))
+    }
+
     fn path(&mut self) -> Option<PathBuf> {
-        Some(PathBuf::from(OsString::from_vec(self.bytes()?.to_vec())))
+        self.os_string().map(PathBuf::from)
     }
 
     fn stamp(&mut self) -> Option<Stamp> {
@@ -428,12 +428,17 @@ impl<'a> Reader<'a> {
         Some(Stamp { path, seen })
     }
 
-    fn optional_path(&mut self) -> Option<Option<PathBuf>> {
+    /// What [`Writer::optional`] wrote, as a string of bytes.
+    fn optional_os_string(&mut self) -> Option<Option<OsString>> {
         if self.flag()? {
-            Some(Some(self.path()?))
+            Some(Some(self.os_string()?))
         } else {
             Some(None)
         }
+    }
+
+    fn optional_path(&mut self) -> Option<Option<PathBuf>> {
+        Some(self.optional_os_string()?.map(PathBuf::from))
     }
 }
 

@@ -23,6 +23,7 @@ fn main() {
     let Ok(manifest_dir) = env::var("CARGO_MANIFEST_DIR") else {
         return;
     };
+    front_entry();
     let list = Path::new(&manifest_dir).join("link/warm-path.symbols");
     let release = env::var("PROFILE").is_ok_and(|profile| profile == "release");
     let target = env::var("TARGET").unwrap_or_default();
@@ -45,6 +46,21 @@ fn main() {
         list.display()
     );
     println!("cargo::rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+}
+
+/// On x86-64 Linux, paude's entry point is the launch front's (`main.rs`), which runs before
+/// the C library starts; the C library's string functions, which compiled code calls by name,
+/// reach it through wrappers that use plain versions while the front runs.
+fn front_entry() {
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if arch != "x86_64" || os != "linux" {
+        return;
+    }
+    println!("cargo::rustc-link-arg-bin=paude=-Wl,-e,paude_entry");
+    for function in ["memcpy", "memmove", "memset", "memcmp", "bcmp", "strlen"] {
+        println!("cargo::rustc-link-arg-bin=paude=-Wl,--wrap={function}");
+    }
 }
 
 /// The minor version of the rustc building this crate (`rustc 1.95.0 (…)` gives 95).

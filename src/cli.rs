@@ -137,7 +137,7 @@ pub struct VenvArgs {
 
 /// One of `paude venv`'s options, as [`quick_venv_args`] knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum VenvOption {
+pub enum VenvOption {
     Exec,
     File,
     Jpath,
@@ -172,16 +172,45 @@ const VENV_OPTIONS: [(Option<char>, &str, VenvOption); 8] = [
 /// Where it answers, the answer is clap's (a test compares the two on every form above).
 pub fn quick_venv_args(args: &[OsString]) -> Option<VenvArgs> {
     use std::os::unix::ffi::OsStrExt;
-    let mut rest = args.get(1..)?.iter();
-    if rest.next()?.as_bytes() != b"venv" {
+    let mut venv = VenvArgs::default();
+    let words = args.iter().map(|arg| arg.as_bytes());
+    let own = walk_venv_args(words, &mut |option, value| {
+        let text = || std::str::from_utf8(value).ok().map(str::to_owned);
+        let path = || PathBuf::from(std::ffi::OsStr::from_bytes(value));
+        match option {
+            VenvOption::Exec => venv.exec = text(),
+            VenvOption::File => venv.file = Some(path()),
+            VenvOption::Jpath => venv.jpath.push(path()),
+            VenvOption::ExtStr => venv.ext_str.extend(text()),
+            VenvOption::ExtCode => venv.ext_code.extend(text()),
+            VenvOption::TlaStr => venv.tla_str.extend(text()),
+            VenvOption::TlaCode => venv.tla_code.extend(text()),
+            VenvOption::DryRun => venv.dry_run = true,
+        }
+    })?;
+    venv.command = args[own..].to_vec();
+    Some(venv)
+}
+
+/// Walks a `paude venv` command line (`argv[0]` first) as [`quick_venv_args`] reads it,
+/// calling `visit` with each option and its value (empty for `--dry-run`); the number of
+/// words before the command (through `--`), or `None` where clap must read the line.
+/// Allocates nothing: the launch front reads its command line with it before the C library
+/// has started, so that a launch record is found by the same words the full program wrote it
+/// for.
+pub fn walk_venv_args<'a>(
+    words: impl Iterator<Item = &'a [u8]>,
+    visit: &mut dyn FnMut(VenvOption, &'a [u8]),
+) -> Option<usize> {
+    let mut rest = words.enumerate().skip(1);
+    if rest.next()?.1 != b"venv" {
         return None;
     }
-    let mut venv = VenvArgs::default();
-    while let Some(arg) = rest.next() {
-        let bytes = arg.as_bytes();
+    let (mut manifest, mut dry_run, mut consumed) = (false, false, 2);
+    while let Some((at, bytes)) = rest.next() {
+        consumed = at + 1;
         if bytes == b"--" {
-            venv.command = rest.cloned().collect();
-            break;
+            return Some(at + 1);
         }
         let (option, attached) = if let Some(long) = bytes.strip_prefix(b"--") {
             let (name, value) = match long.iter().position(|b| *b == b'=') {
@@ -200,38 +229,39 @@ pub fn quick_venv_args(args: &[OsString]) -> Option<VenvArgs> {
             (*option, None)
         };
         if option == VenvOption::DryRun {
-            if venv.dry_run || attached.is_some() {
+            if dry_run || attached.is_some() {
                 return None;
             }
-            venv.dry_run = true;
+            dry_run = true;
+            visit(option, b"");
             continue;
         }
         let value = match attached {
             Some(value) => value,
-            None => rest.next()?.as_bytes(),
+            None => {
+                let (at, value) = rest.next()?;
+                consumed = at + 1;
+                value
+            }
         };
         if value.is_empty() || value[0] == b'-' {
             return None;
         }
-        let text = || std::str::from_utf8(value).ok().map(str::to_owned);
-        match option {
-            VenvOption::Exec if venv.exec.is_none() && venv.file.is_none() => {
-                venv.exec = Some(text()?);
-            }
-            VenvOption::File if venv.file.is_none() && venv.exec.is_none() => {
-                venv.file = Some(PathBuf::from(std::ffi::OsStr::from_bytes(value)));
-            }
-            VenvOption::Jpath => venv
-                .jpath
-                .push(PathBuf::from(std::ffi::OsStr::from_bytes(value))),
-            VenvOption::ExtStr => venv.ext_str.push(text()?),
-            VenvOption::ExtCode => venv.ext_code.push(text()?),
-            VenvOption::TlaStr => venv.tla_str.push(text()?),
-            VenvOption::TlaCode => venv.tla_code.push(text()?),
-            VenvOption::Exec | VenvOption::File | VenvOption::DryRun => return None,
+        let text = !matches!(option, VenvOption::File | VenvOption::Jpath);
+        if text && core::str::from_utf8(value).is_err() {
+            return None;
         }
+        if matches!(option, VenvOption::Exec | VenvOption::File) {
+            // One manifest: `-e` or `-f`, once.
+            if manifest {
+                return None;
+            }
+            manifest = true;
+        }
+        visit(option, value);
     }
-    Some(venv)
+    // No `--`: no command, an interactive shell; every word was the launch's own.
+    Some(consumed)
 }
 
 #[cfg(test)]

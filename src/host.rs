@@ -162,64 +162,50 @@ impl std::fmt::Display for UsernsRefusal {
 /// filter that refuses it, says no.
 pub fn has_close_range() -> bool {
     // SAFETY: no descriptor can be numbered this high, so nothing is closed.
-    unsafe { close_range(libc::c_uint::MAX, libc::c_uint::MAX, 0) }
-}
-
-/// close_range(2): closes the descriptors `first..=last` (or, with `CLOSE_RANGE_CLOEXEC`,
-/// marks them close-on-exec); whether the kernel did. A raw system call: the C library's
-/// wrapper writes errno only when it fails, which the lock holder relies on.
-///
-/// # Safety
-/// Nothing in this process may use a descriptor in the range after it is closed.
-pub unsafe fn close_range(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) -> bool {
-    // SAFETY: the caller vouches for the range.
-    unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) == 0 }
+    unsafe { crate::bare::close_range(u32::MAX, u32::MAX, 0) }
 }
 
 /// The linker's build ID of the running program (`NT_GNU_BUILD_ID` in its `PT_NOTE`
 /// segments): a hash of the linked file, so any rebuild that changes the program changes it.
-/// Read from the program's own mapped headers, with no system call. `None` where the program
-/// was linked without one.
-pub fn own_build_id() -> Option<Vec<u8>> {
+/// Read from the program's own mapped headers (found through the linker's `__ehdr_start`),
+/// with no system call and nothing from the C library: the launch front reads it before the C
+/// library has started. `None` where the program was linked without one.
+pub fn own_build_id() -> Option<&'static [u8]> {
     /// `NT_GNU_BUILD_ID`, in a note named "GNU".
     const NT_GNU_BUILD_ID: u32 = 3;
-    unsafe extern "C" fn first_object(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        found: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: dl_iterate_phdr passes a valid `info`, and `found` is the `Option` below.
-        let (info, found) = unsafe { (&*info, &mut *(found as *mut Option<Vec<u8>>)) };
-        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
-        let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
-        for header in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
-            let start = (info.dlpi_addr + header.p_vaddr) as *const u8;
-            // SAFETY: a PT_NOTE segment is mapped, `p_memsz` bytes from its address.
-            let notes = unsafe { std::slice::from_raw_parts(start, header.p_memsz as usize) };
-            // Notes are padded to the segment's alignment: 4, or 8 in some 64-bit segments.
-            let align = (header.p_align as usize).max(4);
-            *found = build_id_note(notes, align, NT_GNU_BUILD_ID);
-            if found.is_some() {
-                break;
-            }
-        }
-        // The first object is the program itself: stop there.
-        1
+    unsafe extern "C" {
+        /// The program's ELF header, mapped with the first loaded segment.
+        static __ehdr_start: libc::Elf64_Ehdr;
     }
-    let mut found: Option<Vec<u8>> = None;
-    // SAFETY: the callback only reads the headers it is given and writes `found`.
+    // SAFETY: the linker defines `__ehdr_start` at the program's ELF header, and the program
+    // headers it points to are mapped with it (the first segment, which also holds the notes).
     unsafe {
-        libc::dl_iterate_phdr(
-            Some(first_object),
-            &mut found as *mut _ as *mut libc::c_void,
-        )
-    };
-    found
+        let header = &raw const __ehdr_start;
+        let headers = std::slice::from_raw_parts(
+            (header as *const u8).add((*header).e_phoff as usize) as *const libc::Elf64_Phdr,
+            usize::from((*header).e_phnum),
+        );
+        // Where the program was loaded: the header's address less its address in the file's
+        // layout (the first segment's, which starts at offset 0).
+        let first = headers
+            .iter()
+            .find(|h| h.p_type == libc::PT_LOAD && h.p_offset == 0)?;
+        let bias = (header as usize).wrapping_sub(first.p_vaddr as usize);
+        headers
+            .iter()
+            .filter(|h| h.p_type == libc::PT_NOTE)
+            .find_map(|h| {
+                let start = bias.wrapping_add(h.p_vaddr as usize) as *const u8;
+                let notes = std::slice::from_raw_parts(start, h.p_memsz as usize);
+                // Notes are padded to the segment's alignment: 4, or 8 in some segments.
+                build_id_note(notes, (h.p_align as usize).max(4), NT_GNU_BUILD_ID)
+            })
+    }
 }
 
 /// The description of the first note of `kind` named "GNU" in an ELF note segment whose
 /// names and descriptions are padded to `align` bytes.
-fn build_id_note(mut notes: &[u8], align: usize, kind: u32) -> Option<Vec<u8>> {
+fn build_id_note(mut notes: &[u8], align: usize, kind: u32) -> Option<&[u8]> {
     let word = |bytes: &[u8], at: usize| -> Option<u32> {
         Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
     };
@@ -233,7 +219,7 @@ fn build_id_note(mut notes: &[u8], align: usize, kind: u32) -> Option<Vec<u8>> {
         let description_end = description_at + description_size as usize;
         let description = notes.get(description_at..description_end)?;
         if note_kind == kind && name == b"GNU\0" {
-            return Some(description.to_vec());
+            return Some(description);
         }
         notes = notes.get(aligned(description_end)..)?;
     }
@@ -251,42 +237,65 @@ pub fn open_descriptors() -> std::io::Result<Vec<std::os::fd::RawFd>> {
 }
 
 /// The value of a short sysctl file under `/proc/sys` (a number, a word), trimmed; `None` when
-/// the kernel has no such setting, or it cannot be read, or it is longer than that.
-pub fn read_sysctl(path: &str) -> Option<String> {
-    use std::io::Read;
-    // One read: /proc gives a sysctl's text whole at the first read (a generic whole-file read
-    // would also ask for the size, which /proc does not know, and read again to see the end).
-    let mut buffer = [0u8; 64];
-    let read = std::fs::File::open(path).ok()?.read(&mut buffer).ok()?;
-    if read == buffer.len() {
-        return None;
-    }
-    let text = std::str::from_utf8(&buffer[..read]).ok()?;
-    Some(text.trim().to_string())
+/// the kernel has no such setting, or it cannot be read, or it is longer than that. One read:
+/// /proc gives a sysctl's text whole at the first read. Raw system calls into a buffer of its
+/// own; `out` receives the text, so that the launch front can ask before the C library has
+/// started.
+pub fn sysctl_text<'o>(path: &str, out: &'o mut [u8; 64]) -> Option<&'o str> {
+    use rustix::fs::{Mode, OFlags};
+    let path = crate::bare::CPath::new(&[path.as_bytes()])?;
+    let file = crate::bare::open(path.as_cstr(), OFlags::RDONLY, Mode::empty()).ok()?;
+    let read = rustix::io::read(&file, &mut *out).ok()?;
+    let text = out.get(..read).filter(|_| read < 64)?;
+    std::str::from_utf8(text.trim_ascii()).ok()
 }
 
-/// The refusal that the sysctls `read` returns imply for a process of `uid`, if any. The
-/// AppArmor restriction is not one: a profile may let bwrap through, which only trying tells.
+/// [`sysctl_text`], owned.
+pub fn read_sysctl(path: &str) -> Option<String> {
+    sysctl_text(path, &mut [0; 64]).map(str::to_string)
+}
+
+/// A sysctl set to refuse user namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsernsSysctl {
+    MaxUserNamespaces,
+    UnprivilegedUsernsClone,
+}
+
+/// The sysctl, if any, that refuses a process of `uid` user namespaces, given `read` saying
+/// whether one reads `0`.
+/// The AppArmor restriction is not one: a profile may let bwrap through, which only trying
+/// tells.
+pub fn refusing_sysctl(uid: u32, read: &dyn Fn(&str) -> Option<bool>) -> Option<UsernsSysctl> {
+    if read(MAX_USER_NAMESPACES) == Some(true) {
+        Some(UsernsSysctl::MaxUserNamespaces)
+    } else if uid != 0 && read(UNPRIVILEGED_USERNS_CLONE) == Some(true) {
+        Some(UsernsSysctl::UnprivilegedUsernsClone)
+    } else {
+        None
+    }
+}
+
+/// The refusal that the sysctls `read` returns imply for a process of `uid`, if any.
 pub fn refusal_from_sysctls(
     uid: u32,
     read: &dyn Fn(&str) -> Option<String>,
 ) -> Option<UsernsRefusal> {
-    if read(MAX_USER_NAMESPACES).as_deref() == Some("0") {
-        return Some(UsernsRefusal {
-            reason: "user namespaces are disabled on this host (user.max_user_namespaces = 0)"
-                .into(),
-            fix: "enable them with `sudo sysctl -w user.max_user_namespaces=15000`".into(),
-        });
-    }
-    if uid != 0 && read(UNPRIVILEGED_USERNS_CLONE).as_deref() == Some("0") {
-        return Some(UsernsRefusal {
-            reason: "unprivileged user namespaces are disabled on this host \
+    Some(
+        match refusing_sysctl(uid, &|path| Some(read(path)? == "0"))? {
+            UsernsSysctl::MaxUserNamespaces => UsernsRefusal {
+                reason: "user namespaces are disabled on this host (user.max_user_namespaces = 0)"
+                    .into(),
+                fix: "enable them with `sudo sysctl -w user.max_user_namespaces=15000`".into(),
+            },
+            UsernsSysctl::UnprivilegedUsernsClone => UsernsRefusal {
+                reason: "unprivileged user namespaces are disabled on this host \
                      (kernel.unprivileged_userns_clone = 0)"
-                .into(),
-            fix: "enable them with `sudo sysctl -w kernel.unprivileged_userns_clone=1`".into(),
-        });
-    }
-    None
+                    .into(),
+                fix: "enable them with `sudo sysctl -w kernel.unprivileged_userns_clone=1`".into(),
+            },
+        },
+    )
 }
 
 #[cfg(test)]
@@ -313,7 +322,7 @@ mod tests {
             let mut notes = note(align, b"GNU\0", 1, &[0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0]);
             notes.extend(note(align, b"Xen\0", 3, &[1, 2, 3]));
             notes.extend(note(align, b"GNU\0", 3, &id));
-            assert_eq!(build_id_note(&notes, align, 3), Some(id.to_vec()));
+            assert_eq!(build_id_note(&notes, align, 3), Some(&id[..]));
             assert_eq!(build_id_note(&notes, align, 4), None);
             // A segment that ends inside the description ends the search instead of reading
             // past it (the last 4 bytes may be padding; 9 reach into the description).

@@ -19,8 +19,10 @@
 //! (`probe`, `store::record`); the same launch again asks the questions again and, when every
 //! answer is the same, goes from argv straight to the exec.
 
+pub mod bare;
 pub mod cli;
 pub mod commands;
+pub mod front;
 pub mod host;
 pub mod manifest;
 pub mod packages;

@@ -38,8 +38,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// What is at `path`, following links when `follow` is set.
-    pub fn of(path: &Path, follow: bool) -> Kind {
+    /// What is at `path`, following links when `follow` is set. (Given a `&CStr`, nothing
+    /// is allocated: the launch front asks this before the C library has started.)
+    pub fn of<P: rustix::path::Arg>(path: P, follow: bool) -> Kind {
         let result = if follow {
             rustix::fs::stat(path)
         } else {
@@ -121,7 +122,7 @@ impl Check {
             Check::Kind { path, follow, kind } => Kind::of(path, *follow) == *kind,
             Check::Same(stamp) => stamp.holds(),
             Check::Executable { path, allowed } => executable(path) == *allowed,
-            Check::Real { path, real } => std::fs::canonicalize(path).ok() == *real,
+            Check::Real { path, real } => real_path(path).ok() == *real,
             Check::Subdirectories { path, names } => subdirectories(path) == *names,
             Check::Env { name, value } => std::env::var_os(name) == *value,
         }
@@ -172,7 +173,7 @@ impl Probes {
     pub fn stamp(&self, path: &Path) -> Option<crate::store::cache::Seen> {
         match Stamp::of(path) {
             Ok(stamp) => {
-                let seen = stamp.seen.clone();
+                let seen = stamp.seen;
                 self.record(Check::Same(stamp));
                 seen
             }
@@ -208,7 +209,7 @@ impl Probes {
 
     /// `path` with every link resolved.
     pub fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
-        let real = std::fs::canonicalize(path);
+        let real = real_path(path);
         self.record(Check::Real {
             path: path.to_path_buf(),
             real: real.as_ref().ok().cloned(),
@@ -261,19 +262,30 @@ impl Probes {
 }
 
 fn subdirectories(path: &Path) -> Option<Vec<OsString>> {
-    let mut names: Vec<OsString> = std::fs::read_dir(path)
-        .ok()?
-        .flatten()
-        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
-        .map(|entry| entry.file_name())
-        .collect();
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut names: Vec<OsString> = Vec::new();
+    crate::bare::subdirectories(&path, &mut |name| {
+        names.push(std::ffi::OsStr::from_bytes(name).to_os_string())
+    })
+    .ok()?;
     names.sort();
     Some(names)
 }
 
 /// `access(path, X_OK)` for this process's user and groups.
-fn executable(path: &Path) -> bool {
+pub fn executable<P: rustix::path::Arg>(path: P) -> bool {
     rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
+}
+
+/// `path` with every link resolved (see `bare::real_path`, which the launch front asks too).
+fn real_path(path: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let not_found = || io::Error::from(io::ErrorKind::NotFound);
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| not_found())?;
+    let mut out = [0; crate::bare::PATH_MAX];
+    let real = crate::bare::real_path(&path, &mut out).ok_or_else(not_found)?;
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(real)))
 }
 
 #[cfg(test)]
@@ -340,7 +352,7 @@ mod tests {
         let below = file.join("below");
         assert_eq!(Kind::of(&below, true), Kind::Error(libc::ENOTDIR));
         assert_eq!(
-            Kind::of(&dir.path().join("absent"), true),
+            Kind::of(dir.path().join("absent"), true),
             Kind::Error(libc::ENOENT)
         );
         assert_eq!(

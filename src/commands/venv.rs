@@ -36,32 +36,14 @@ pub const WORKSPACE_MANIFEST: &str = "paude.jsonnet";
 /// A launch whose record (see `store::record`) matches its inputs, and whose every check
 /// still holds, goes straight to [`finish`]; any other works everything out ([`work_out`])
 /// and leaves a record for the next.
-pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
+pub fn run(args: VenvArgs, words: &[OsString], host: &HostFacts) -> Result<ExitCode> {
     let began = SystemTime::now();
     let cache = Cache::new(&host.paude_home);
     let store = Store::new(host.paude_home.clone());
-    let inputs = record_inputs(&args, host);
-    if let Some(record) = record::read(&cache, &inputs)
-        && record.holds()
-    {
-        // The kernel's settings are not files, so no record answers for them.
-        if let Some(reason) = host.userns_refusal() {
-            bail!("{reason}");
-        }
-        // A cleanup may have removed the environment since (then it is built again below), or
-        // removed it and another launch built it again: a new tree, worked out afresh.
-        if let Ok(Some(lease)) = store.lease(&record.launch.venv)
-            && record.launch.tree.holds()
-        {
-            for line in &record.launch.lines {
-                Said::again(line);
-            }
-            return finish(&record.launch, lease, &store, &args);
-        }
-    }
     let probes = Probes::new();
     let (launch, lease) = work_out(&args, host, &cache, &store, &probes, began)?;
-    if let Some(checks) = probes.settled(began)
+    if let Some(inputs) = record_inputs(words, host)
+        && let Some(checks) = probes.settled(began)
         && let Some(entry) = record::prepare(&cache, &inputs, &checks, &launch)
     {
         cache.write(entry);
@@ -69,24 +51,14 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     finish(&launch, lease, &store, &args)
 }
 
-/// The inputs of a launch that are not files, for its record: every `venv` option, the
-/// command's first word (the launch appends the others as given), and every host fact but
-/// the environment, whose variables the launch reads through its probes (see `Check::Env`).
-fn record_inputs(args: &VenvArgs, host: &HostFacts) -> record::Inputs {
+/// The inputs of a launch for its record (see `record::encode_inputs`), from its command
+/// line as given: `None` for a line only clap reads, which the front does not look up.
+fn record_inputs(words: &[OsString], host: &HostFacts) -> Option<record::Inputs> {
     use std::os::unix::ffi::OsStrExt;
-    // Named field by field, so that a new option or host fact does not compile until it is
-    // considered here.
-    let VenvArgs {
-        exec,
-        file,
-        jpath,
-        ext_str,
-        ext_code,
-        tla_str,
-        tla_code,
-        dry_run,
-        command,
-    } = args;
+    let words = words.iter().map(|word| word.as_bytes());
+    let own = crate::cli::walk_venv_args(words.clone(), &mut |_, _| {})?;
+    // Named field by field, so that a new host fact does not compile until it is considered
+    // here.
     let HostFacts {
         uid,
         gid,
@@ -97,43 +69,19 @@ fn record_inputs(args: &VenvArgs, host: &HostFacts) -> record::Inputs {
         stderr_is_terminal,
         paude_home,
     } = host;
+    let facts = record::Facts {
+        uid: *uid,
+        gid: *gid,
+        groups,
+        cwd: cwd.as_os_str().as_bytes(),
+        paude_home: paude_home.as_os_str().as_bytes(),
+        stdin_is_terminal: *stdin_is_terminal,
+        stderr_is_terminal: *stderr_is_terminal,
+    };
     let mut inputs = record::Inputs::default();
-    for optional in [
-        exec.as_deref().map(str::as_bytes),
-        file.as_deref().map(|path| path.as_os_str().as_bytes()),
-        command.first().map(|word| word.as_bytes()),
-    ] {
-        inputs.u64(u64::from(optional.is_some()));
-        inputs.bytes(optional.unwrap_or_default());
-    }
-    inputs.u64(jpath.len() as u64);
-    for dir in jpath {
-        inputs.bytes(dir.as_os_str().as_bytes());
-    }
-    for values in [ext_str, ext_code, tla_str, tla_code] {
-        inputs.u64(values.len() as u64);
-        for value in values {
-            inputs.bytes(value.as_bytes());
-        }
-    }
-    // The supplementary groups decide, with the ids, which files the launch could read.
-    inputs.u64(groups.len() as u64);
-    for group in groups {
-        inputs.u64(u64::from(*group));
-    }
-    inputs
-        .bytes(cwd.as_os_str().as_bytes())
-        .bytes(paude_home.as_os_str().as_bytes());
-    for number in [
-        u64::from(*dry_run),
-        u64::from(*uid),
-        u64::from(*gid),
-        u64::from(*stdin_is_terminal),
-        u64::from(*stderr_is_terminal),
-    ] {
-        inputs.u64(number);
-    }
-    inputs
+    // The words through `--`, and the command's first.
+    record::encode_inputs(&mut inputs.0, words, own, &facts);
+    Some(inputs)
 }
 
 /// The lines a launch says on stderr before it runs bwrap, kept for its record. (What a
@@ -158,15 +106,6 @@ impl Said {
             warning: true,
             text,
         });
-    }
-
-    /// Says a recorded line again.
-    fn again(line: &Line) {
-        if line.warning {
-            warn(&line.text);
-        } else {
-            status(&line.text);
-        }
     }
 }
 
@@ -386,6 +325,7 @@ fn work_out(
 /// Runs the launch worked out (or recorded): prints the bwrap line for `--dry-run`, else
 /// marks the environment used, hands its lock to the holder and execs bwrap.
 fn finish(launch: &Launch, lease: Lease, store: &Store, args: &VenvArgs) -> Result<ExitCode> {
+    use std::os::unix::ffi::OsStrExt;
     let argv = |keep_open: Option<i32>, seccomp: Option<i32>| {
         let mut argv = launch.argv.clone();
         let at = launch.descriptors_at;
@@ -396,12 +336,16 @@ fn finish(launch: &Launch, lease: Lease, store: &Store, args: &VenvArgs) -> Resu
     if args.dry_run {
         // The printed line reads the filter from descriptor 3, redirected from its file.
         let argv = argv(None, launch.filter.as_ref().map(|_| 3));
-        let mut line = bwrap::command_line(launch.bwrap.as_os_str(), &argv);
-        if let Some(filter) = &launch.filter {
-            line.extend_from_slice(b" 3<");
-            line.extend(bwrap::shell_quote(filter.as_os_str()));
-        }
-        line.push(b'\n');
+        let mut line = Vec::new();
+        bwrap::dry_run_line(
+            &mut line,
+            launch.bwrap.as_os_str().as_bytes(),
+            argv.iter().map(|arg| arg.as_bytes()),
+            launch
+                .filter
+                .as_ref()
+                .map(|path| path.as_os_str().as_bytes()),
+        );
         std::io::stdout()
             .write_all(&line)
             .context("writing to stdout")?;

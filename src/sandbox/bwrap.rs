@@ -20,6 +20,7 @@
 //! would mount the wrong path.
 
 use super::plan::{MountOp, Plan};
+use crate::bare::Sink;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
@@ -101,35 +102,68 @@ pub fn render_without_descriptors(plan: &Plan) -> (Vec<OsString>, usize) {
 /// `'\''`). Bytes that are not UTF-8 are kept: the line is meant for a POSIX shell, which takes
 /// bytes.
 pub fn shell_quote(word: &OsStr) -> Vec<u8> {
-    let bytes = word.as_bytes();
-    let plain = !bytes.is_empty()
-        && bytes
+    let mut out = Vec::new();
+    quote_into(&mut out, word.as_bytes());
+    out
+}
+
+/// [`shell_quote`] into `sink`, allocating nothing (the launch front prints `--dry-run`'s
+/// line with it before the C library has started).
+pub fn quote_into(sink: &mut dyn Sink, word: &[u8]) {
+    let plain = !word.is_empty()
+        && word
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(b));
     if plain {
-        return bytes.to_vec();
+        return sink.put(word);
     }
-    let mut out = Vec::with_capacity(bytes.len() + 2);
-    out.push(b'\'');
-    for byte in bytes {
-        if *byte == b'\'' {
-            out.extend_from_slice(b"'\\''");
-        } else {
-            out.push(*byte);
+    sink.put(b"'");
+    for piece in word.split_inclusive(|b| *b == b'\'') {
+        match piece.strip_suffix(b"'") {
+            Some(before) => {
+                sink.put(before);
+                sink.put(b"'\\''");
+            }
+            None => sink.put(piece),
         }
     }
-    out.push(b'\'');
-    out
+    sink.put(b"'");
 }
 
 /// The whole command line, shell-quoted, as `--dry-run` prints it.
 pub fn command_line(program: &OsStr, args: &[OsString]) -> Vec<u8> {
-    let mut line = shell_quote(program);
-    for arg in args {
-        line.push(b' ');
-        line.extend(shell_quote(arg));
-    }
+    let mut line = Vec::new();
+    quote_words(
+        &mut line,
+        program.as_bytes(),
+        args.iter().map(|arg| arg.as_bytes()),
+    );
     line
+}
+
+/// [`command_line`] into `sink`.
+pub fn quote_words<'a>(sink: &mut dyn Sink, program: &[u8], args: impl Iterator<Item = &'a [u8]>) {
+    quote_into(sink, program);
+    for arg in args {
+        sink.put(b" ");
+        quote_into(sink, arg);
+    }
+}
+
+/// The line `--dry-run` prints: the command line, its filter read from descriptor 3 (which
+/// the line redirects from the filter's file), and a newline.
+pub fn dry_run_line<'a>(
+    sink: &mut dyn Sink,
+    program: &[u8],
+    args: impl Iterator<Item = &'a [u8]>,
+    filter: Option<&[u8]>,
+) {
+    quote_words(sink, program, args);
+    if let Some(filter) = filter {
+        sink.put(b" 3<");
+        quote_into(sink, filter);
+    }
+    sink.put(b"\n");
 }
 
 #[cfg(test)]

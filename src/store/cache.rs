@@ -41,7 +41,7 @@ pub const SETTLE: Duration = Duration::from_millis(2500);
 const FORMAT: u32 = 1;
 
 /// What a path looked like: enough to tell that it changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
     pub dev: u64,
     pub ino: u64,
@@ -49,6 +49,26 @@ pub struct Seen {
     pub size: u64,
     pub mtime: (i64, i64),
     pub ctime: (i64, i64),
+}
+
+impl Seen {
+    /// What `path` looks like as the kernel resolves it (following links, as a read does);
+    /// `None` when nothing is there. (Given a `&CStr`, nothing is allocated: the launch front
+    /// asks this before the C library has started.)
+    pub fn of<P: rustix::path::Arg>(path: P) -> Result<Option<Seen>, rustix::io::Errno> {
+        match rustix::fs::stat(path) {
+            Ok(stat) => Ok(Some(Seen {
+                dev: stat.st_dev,
+                ino: stat.st_ino,
+                mode: stat.st_mode,
+                size: stat.st_size as u64,
+                mtime: (stat.st_mtime, stat.st_mtime_nsec as i64),
+                ctime: (stat.st_ctime, stat.st_ctime_nsec as i64),
+            })),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+            Err(errno) => Err(errno),
+        }
+    }
 }
 
 /// A path and what it looked like (`None`: it did not exist).
@@ -61,26 +81,9 @@ pub struct Stamp {
 impl Stamp {
     /// Stamps `path` as the kernel resolves it (following links, as a read does).
     pub fn of(path: &Path) -> io::Result<Stamp> {
-        let seen = match std::fs::metadata(path) {
-            Ok(meta) => Some(Seen {
-                dev: meta.dev(),
-                ino: meta.ino(),
-                mode: meta.mode(),
-                size: meta.size(),
-                mtime: (meta.mtime(), meta.mtime_nsec()),
-                ctime: (meta.ctime(), meta.ctime_nsec()),
-            }),
-            Err(error)
-                if error.kind() == io::ErrorKind::NotFound
-                    || error.kind() == io::ErrorKind::NotADirectory =>
-            {
-                None
-            }
-            Err(error) => return Err(error),
-        };
         Ok(Stamp {
             path: path.to_path_buf(),
-            seen,
+            seen: Seen::of(path)?,
         })
     }
 
@@ -267,12 +270,11 @@ impl Cache {
 /// rebuild changes, read from memory; else by its file's identity, which any reinstall or
 /// rebuild changes too.
 fn build_id() -> Option<String> {
+    if let Some(name) = crate::host::own_build_id().and_then(build_name) {
+        return Some(String::from_utf8_lossy(&name).into_owned());
+    }
     let mut encoder = Encoder::default();
     encoder.bytes(env!("CARGO_PKG_VERSION").as_bytes());
-    if let Some(id) = crate::host::own_build_id() {
-        encoder.bytes(&id);
-        return Some(encoder.hex(16));
-    }
     let meta = std::fs::metadata("/proc/self/exe").ok()?;
     for value in [
         meta.dev(),
@@ -284,6 +286,22 @@ fn build_id() -> Option<String> {
         encoder.u64(value);
     }
     Some(encoder.hex(16))
+}
+
+/// The directory name of a build with linker build ID `id`: `b` and the ID's first 16 bytes
+/// in hex (it is a hash already); `None` for an ID too short to tell builds apart. The launch
+/// front names it the same way before the C library has started.
+pub fn build_name(id: &[u8]) -> Option<[u8; 33]> {
+    if id.len() < 8 {
+        return None;
+    }
+    let mut name = [b'0'; 33];
+    name[0] = b'b';
+    for (at, byte) in id.iter().take(16).enumerate() {
+        name[1 + 2 * at] = b"0123456789abcdef"[usize::from(byte >> 4)];
+        name[2 + 2 * at] = b"0123456789abcdef"[usize::from(byte & 0xf)];
+    }
+    Some(name)
 }
 
 #[cfg(test)]

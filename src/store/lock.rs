@@ -95,49 +95,12 @@ impl KeyLock {
                 .collect();
             Close::These(listed.leak())
         };
-        // The holder shares this process's memory (CLONE_VM) instead of copying it: a copy
-        // costs a page-table copy and a copy-on-write fault for every page either side then
-        // touches, a few hundred microseconds of every launch. So it runs on a stack of its
-        // own, reads only `Holder`, and makes only raw system calls (no allocation, no lock,
-        // no errno). Both are leaked: this process execs bwrap next, and the holder keeps the
-        // old address space alive by itself.
         let holder: &'static Holder = Box::leak(Box::new(Holder {
             pipe: read.as_raw_fd(),
             close,
         }));
-        // A fresh mapping rather than a zeroed allocation, which would fault in every page of
-        // it here: the kernel gives the holder the pages its stack actually reaches.
-        // SAFETY: an anonymous private mapping at an address the kernel chooses aliases nothing.
-        let stack = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                HOLDER_STACK,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if stack == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // The stack grows down from its end, which is page-aligned, as it must be (16 bytes).
-        let top = stack as usize + HOLDER_STACK;
-        // SAFETY: `holder_main` touches only `holder` and its own stack, both leaked and never
-        // written again by this process; without CLONE_FILES the holder gets its own copy of
-        // the descriptor table; without CLONE_THREAD it is a process of its own, which an exec
-        // of this one does not end. SIGCHLD makes it a child like any other.
-        let pid = unsafe {
-            libc::clone(
-                holder_main,
-                top as *mut libc::c_void,
-                libc::CLONE_VM | libc::SIGCHLD,
-                holder as *const Holder as *mut libc::c_void,
-            )
-        };
-        if pid == -1 {
-            return Err(io::Error::last_os_error());
-        }
+        spawn_holder(holder)?;
+        // The holder has its own copies of the lock and the read end.
         Ok(write)
     }
 
@@ -214,16 +177,151 @@ impl KeyLock {
 /// The holder's stack: its code needs a few hundred bytes.
 const HOLDER_STACK: usize = 64 * 1024;
 
-/// What the holder needs, prepared by [`KeyLock::hold_while_open`].
-struct Holder {
-    pipe: RawFd,
+/// Starts the holder process for `holder` (see [`KeyLock::hold_while_open`]); also called by
+/// the launch front before the C library has started, so it makes raw system calls only.
+///
+/// The holder shares this process's memory (CLONE_VM) instead of copying it: a copy costs a
+/// page-table copy and a copy-on-write fault for every page either side then touches, a few
+/// hundred microseconds of every launch. So it runs on a stack of its own, reads only
+/// `Holder`, and makes only raw system calls (no allocation, no lock, no errno). Both are
+/// leaked: this process execs bwrap next, and the holder keeps the old address space alive by
+/// itself. Without CLONE_FILES the holder gets its own copy of the descriptor table; without
+/// CLONE_THREAD it is a process of its own, which an exec of this one does not end; SIGCHLD
+/// makes it a child like any other.
+pub(crate) fn spawn_holder(holder: &'static Holder) -> io::Result<()> {
+    use crate::bare::raw;
+    // A fresh mapping rather than a zeroed allocation, which would fault in every page of it
+    // here: the kernel gives the holder the pages its stack actually reaches.
+    // SAFETY: an anonymous private mapping at an address the kernel chooses aliases nothing.
+    let stack = unsafe {
+        raw::syscall(
+            raw::MMAP,
+            [
+                0,
+                HOLDER_STACK,
+                (libc::PROT_READ | libc::PROT_WRITE) as usize,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK) as usize,
+                usize::MAX,
+                0,
+            ],
+        )
+    };
+    if stack < 0 {
+        return Err(io::Error::from_raw_os_error(-stack as i32));
+    }
+    // The stack grows down from its end, which is page-aligned, as it must be (16 bytes).
+    let top = stack as usize + HOLDER_STACK;
+    // SAFETY: `holder_main` touches only `holder` and its own stack (see above).
+    let pid = unsafe {
+        clone_vm(
+            (libc::CLONE_VM | libc::SIGCHLD) as usize,
+            top,
+            holder_main,
+            holder as *const Holder as usize,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::from_raw_os_error(-pid as i32));
+    }
+    Ok(())
+}
+
+/// clone(2) with a new stack at `top`, the child running `main(argument)` and exiting with
+/// its result; the child's pid, or a negative errno.
+///
+/// # Safety
+/// `main` must run on the new stack alone and touch nothing the parent changes.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone_vm(
+    flags: usize,
+    top: usize,
+    main: extern "C" fn(usize) -> i32,
+    argument: usize,
+) -> isize {
+    let result: isize;
+    // SAFETY: the child pops `main` and its argument from its own stack, calls it with the
+    // stack aligned as the ABI wants, and exits; the parent returns the kernel's answer.
+    unsafe {
+        core::arch::asm!(
+            "sub rsi, 16",
+            "mov [rsi], {main}",
+            "mov [rsi + 8], {argument}",
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "pop rax",
+            "pop rdi",
+            "call rax",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            main = in(reg) main,
+            argument = in(reg) argument,
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone as isize => result,
+            in("rdi") flags,
+            inlateout("rsi") top => _,
+            in("rdx") 0usize,
+            in("r10") 0usize,
+            in("r8") 0usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    result
+}
+
+/// See the x86-64 version; elsewhere the C library's `clone`, which only runs once the C
+/// library has started.
+///
+/// # Safety
+/// `main` must run on the new stack alone and touch nothing the parent changes.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone_vm(
+    flags: usize,
+    top: usize,
+    main: extern "C" fn(usize) -> i32,
+    argument: usize,
+) -> isize {
+    extern "C" fn trampoline(argument: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `argument` is the pair below, leaked.
+        let (main, argument) =
+            unsafe { *(argument as *const (extern "C" fn(usize) -> i32, usize)) };
+        main(argument)
+    }
+    let pair = Box::leak(Box::new((main, argument)));
+    // SAFETY: as the caller vouches.
+    let pid = unsafe {
+        libc::clone(
+            trampoline,
+            top as *mut libc::c_void,
+            flags as libc::c_int,
+            pair as *mut _ as *mut libc::c_void,
+        )
+    };
+    if pid == -1 {
+        -(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO) as isize)
+    } else {
+        pid as isize
+    }
+}
+
+/// What the holder needs, prepared by [`KeyLock::hold_while_open`] (or the launch front).
+pub(crate) struct Holder {
+    /// The read end of the pipe whose end of file ends the holder.
+    pub(crate) pipe: RawFd,
     /// The descriptors it closes.
-    close: Close,
+    pub(crate) close: Close,
 }
 
 /// Which descriptors the holder closes: every one but the standard three, the lock and the
 /// pipe's read end.
-enum Close {
+pub(crate) enum Close {
     /// By ranges around these two, with close_range(2) (Linux 5.9).
     AllBut([RawFd; 2]),
     /// These, listed before it started (older kernels).
@@ -232,7 +330,7 @@ enum Close {
 
 /// The holder: keeps the lock open until the pipe reports end of file, then exits. It runs in the
 /// launch's address space (see [`KeyLock::hold_while_open`]): raw system calls only.
-extern "C" fn holder_main(argument: *mut libc::c_void) -> libc::c_int {
+extern "C" fn holder_main(argument: usize) -> i32 {
     // SAFETY: the argument is the leaked `Holder` that `hold_while_open` passed.
     let holder = unsafe { &*(argument as *const Holder) };
     // `ps` and `top` show it as what it is.
@@ -284,7 +382,7 @@ extern "C" fn holder_main(argument: *mut libc::c_void) -> libc::c_int {
 fn close_all_above_stderr_but(keep: [RawFd; 2]) {
     let close_range = |first: libc::c_uint, last: libc::c_uint| {
         // SAFETY: the holder uses none of the descriptors in the range.
-        unsafe { crate::host::close_range(first, last, 0) };
+        unsafe { crate::bare::close_range(first, last, 0) };
     };
     let (low, high) = (keep[0].min(keep[1]), keep[0].max(keep[1]));
     let mut first: libc::c_uint = 3;

@@ -6,10 +6,13 @@
 //! $PAUDE_HOME/cache/<build>/launch/<slot>.rec
 //! ```
 //!
-//! - A record's inputs are everything its launch depended on that is not a file: the `venv`
-//!   options, the current directory, the whole environment, the user and group ids, and
-//!   whether stdin and stderr are terminals (see `commands::venv`). A record is used only when
-//!   its inputs are byte for byte the launch's and every check still holds.
+//! - A record's inputs are everything its launch depended on that is neither a file nor an
+//!   environment variable (those are checks): the words of its command line up to the
+//!   command's first, the current directory, the user, group and supplementary group ids,
+//!   `PAUDE_HOME`, and whether stdin and stderr are terminals ([`encode_inputs`]). A record is
+//!   used only when its inputs are byte for byte the launch's and every check still holds.
+//! - Records are read by the launch front (`front`), before the C library has started, so the
+//!   reading side ([`walk`]) allocates nothing and hands out borrowed views.
 //! - Records live in [`SLOTS`] slots, named by a hash of their inputs: however many different
 //!   launches run, a build's records take at most that many files. Two inputs that share a
 //!   slot take turns (each replaces the other), which costs a miss, never a wrong answer.
@@ -22,10 +25,10 @@
 
 use super::cache::{Cache, Prepared, Seen, Stamp};
 use super::key::VenvKey;
+pub use crate::bare::Sink;
 use crate::probe::{Check, Kind};
 use std::ffi::OsString;
-use std::hash::{Hash, Hasher};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// How many records a build keeps at most.
@@ -33,7 +36,7 @@ pub const SLOTS: u64 = 1024;
 
 /// The first bytes of a record, with the format's version.
 const MAGIC: &[u8] = b"paude-launch-record\0";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// A line a launch said on stderr, said again when its record is used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,57 +67,249 @@ pub struct Launch {
     pub tree: Stamp,
 }
 
-/// A record as read: its checks and its launch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub checks: Vec<Check>,
-    pub launch: Launch,
+/// What a launch's record depends on besides its command line: the facts of the process that
+/// are neither files nor variables.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    /// The supplementary groups, which decide with the ids what the launch could read.
+    pub groups: &'a [u32],
+    pub cwd: &'a [u8],
+    pub paude_home: &'a [u8],
+    pub stdin_is_terminal: bool,
+    pub stderr_is_terminal: bool,
 }
 
-impl Record {
-    /// Whether every question, asked again, has the recorded answer.
-    pub fn holds(&self) -> bool {
-        self.checks.iter().all(Check::holds)
+/// Encodes a launch's inputs: `words` are its command line from `argv[0]`; the `own` words
+/// after `argv[0]` (`venv`, the options, `--`) count, and the command's first word. The
+/// command's other words are appended to the recorded bwrap line as given, and `argv[0]` is
+/// left out: how paude was named does not change what it does.
+pub fn encode_inputs<'a>(
+    sink: &mut dyn Sink,
+    words: impl Iterator<Item = &'a [u8]> + Clone,
+    own: usize,
+    facts: &Facts<'_>,
+) {
+    let counted = words.skip(1).take(own);
+    sink.u64(counted.clone().count() as u64);
+    for word in counted {
+        sink.bytes(word);
+    }
+    sink.u64(facts.groups.len() as u64);
+    for group in facts.groups {
+        sink.u64(u64::from(*group));
+    }
+    sink.bytes(facts.cwd);
+    sink.bytes(facts.paude_home);
+    for number in [
+        u64::from(facts.uid),
+        u64::from(facts.gid),
+        u64::from(facts.stdin_is_terminal),
+        u64::from(facts.stderr_is_terminal),
+    ] {
+        sink.u64(number);
     }
 }
 
-/// A launch's inputs, encoded: fields added in a fixed order, each length-prefixed.
+/// The file name of the slot a record of `inputs` goes in. FNV-1a: stable, and nothing but
+/// arithmetic (the front computes it before the C library has started).
+pub fn slot_name(inputs: &[u8]) -> [u8; 7] {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in inputs {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let slot = hash % SLOTS;
+    let digit = |shift: u64| b"0123456789abcdef"[((slot >> shift) & 0xf) as usize];
+    [digit(8), digit(4), digit(0), b'.', b'r', b'e', b'c']
+}
+
+/// A launch's inputs, encoded (see [`encode_inputs`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Inputs(Writer);
+pub struct Inputs(pub Vec<u8>);
 
 impl Inputs {
-    pub fn bytes(&mut self, bytes: &[u8]) -> &mut Inputs {
-        self.0.bytes(bytes);
-        self
-    }
-
-    pub fn u64(&mut self, value: u64) -> &mut Inputs {
-        self.0.u64(value);
-        self
-    }
-
     /// The file name of the slot these inputs go in.
     fn slot(&self) -> String {
-        // SipHash with fixed keys: stable for a build, which is all a slot needs (records
-        // live in their build's directory).
-        let mut hasher = std::hash::DefaultHasher::new();
-        self.0.0.hash(&mut hasher);
-        format!("{:03x}.rec", hasher.finish() % SLOTS)
+        String::from_utf8_lossy(&slot_name(&self.0)).into_owned()
     }
 }
 
-/// The record for `inputs`, if there is one (its checks are not asked here).
-pub fn read(cache: &Cache, inputs: &Inputs) -> Option<Record> {
-    let bytes = std::fs::read(cache.file("launch", &inputs.slot())?).ok()?;
-    let mut reader = Reader { rest: &bytes };
+/// One recorded question with its answer, as [`walk`] hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckView<'a> {
+    Kind {
+        path: &'a [u8],
+        follow: bool,
+        kind: Kind,
+    },
+    Same {
+        path: &'a [u8],
+        seen: Option<Seen>,
+    },
+    Executable {
+        path: &'a [u8],
+        allowed: bool,
+    },
+    Real {
+        path: &'a [u8],
+        real: Option<&'a [u8]>,
+    },
+    Subdirectories {
+        path: &'a [u8],
+        names: Option<List<'a>>,
+    },
+    Env {
+        name: &'a [u8],
+        value: Option<&'a [u8]>,
+    },
+}
+
+/// A recorded list of byte strings, each after a flag byte when the list is flagged
+/// (checked whole when the record was walked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct List<'a> {
+    count: usize,
+    flagged: bool,
+    encoded: &'a [u8],
+}
+
+impl<'a> List<'a> {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The strings, each with its flag (`false` in a list without flags).
+    pub fn flagged(&self) -> impl Iterator<Item = (bool, &'a [u8])> + Clone + use<'a> {
+        let mut reader = Reader { rest: self.encoded };
+        let flagged = self.flagged;
+        (0..self.count).map_while(move |_| {
+            let flag = if flagged { reader.flag()? } else { false };
+            Some((flag, reader.bytes()?))
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + Clone + use<'a> {
+        self.flagged().map(|(_, bytes)| bytes)
+    }
+
+    fn read(reader: &mut Reader<'a>, flagged: bool) -> Option<List<'a>> {
+        let count = reader.count(if flagged { 9 } else { 8 })?;
+        let start = reader.rest;
+        for _ in 0..count {
+            if flagged {
+                reader.flag()?;
+            }
+            reader.bytes()?;
+        }
+        let encoded = &start[..start.len() - reader.rest.len()];
+        Some(List {
+            count,
+            flagged,
+            encoded,
+        })
+    }
+}
+
+/// A recorded launch, as [`walk`] hands it out.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchView<'a> {
+    pub venv: &'a [u8],
+    /// The lines said, each flagged when it was a warning.
+    pub lines: List<'a>,
+    pub bwrap: &'a [u8],
+    pub argv: List<'a>,
+    pub descriptors_at: usize,
+    pub filter: Option<&'a [u8]>,
+    pub tree: (&'a [u8], Option<Seen>),
+}
+
+/// Reads a record for `inputs` from its bytes, handing each check to `check` in order and
+/// stopping at the first that does not hold; the launch when every check held. `None` for
+/// other inputs and for a record damaged anywhere. Allocates nothing.
+pub fn walk<'a>(
+    bytes: &'a [u8],
+    inputs: &[u8],
+    check: &mut dyn FnMut(CheckView<'a>) -> bool,
+) -> Option<LaunchView<'a>> {
+    let mut reader = Reader { rest: bytes };
     if reader.take(MAGIC.len())? != MAGIC || reader.u32()? != FORMAT {
         return None;
     }
-    if reader.bytes()? != inputs.0.0.as_slice() {
+    if reader.bytes()? != inputs {
         return None;
     }
-    let record = decode(&mut reader)?;
-    reader.rest.is_empty().then_some(record)
+    // A check is at least a tag and a path's length.
+    let count = reader.count(9)?;
+    for _ in 0..count {
+        let tag = reader.u8()?;
+        let path = reader.bytes()?;
+        let view = match tag {
+            1 => {
+                let follow = reader.flag()?;
+                let kind = match reader.u8()? {
+                    0 => Kind::File,
+                    1 => Kind::Dir,
+                    2 => Kind::Link,
+                    3 => Kind::Other,
+                    4 => Kind::Error(reader.u32()? as i32),
+                    _ => return None,
+                };
+                CheckView::Kind { path, follow, kind }
+            }
+            2 => CheckView::Same {
+                path,
+                seen: reader.seen()?,
+            },
+            3 => CheckView::Executable {
+                path,
+                allowed: reader.flag()?,
+            },
+            4 => CheckView::Real {
+                path,
+                real: reader.optional()?,
+            },
+            5 => CheckView::Subdirectories {
+                path,
+                names: if reader.flag()? {
+                    Some(List::read(&mut reader, false)?)
+                } else {
+                    None
+                },
+            },
+            6 => CheckView::Env {
+                name: path,
+                value: reader.optional()?,
+            },
+            _ => return None,
+        };
+        if !check(view) {
+            return None;
+        }
+    }
+    let venv = reader.bytes()?;
+    let lines = List::read(&mut reader, true)?;
+    let bwrap = reader.bytes()?;
+    let argv = List::read(&mut reader, false)?;
+    let descriptors_at = usize::try_from(reader.u64()?).ok()?;
+    if descriptors_at > argv.len() {
+        return None;
+    }
+    let filter = reader.optional()?;
+    let tree = (reader.bytes()?, reader.seen()?);
+    reader.rest.is_empty().then_some(LaunchView {
+        venv,
+        lines,
+        bwrap,
+        argv,
+        descriptors_at,
+        filter,
+        tree,
+    })
 }
 
 /// A record to write with [`Cache::write`]; `None` when caching is off.
@@ -128,7 +323,7 @@ pub fn prepare(
     let mut writer = Writer::default();
     writer.0.extend_from_slice(MAGIC);
     writer.u32(FORMAT);
-    writer.bytes(&inputs.0.0);
+    writer.bytes(&inputs.0);
     encode(&mut writer, checks, launch);
     Some(Prepared::raw(path, writer.0))
 }
@@ -203,93 +398,6 @@ fn encode(writer: &mut Writer, checks: &[Check], launch: &Launch) {
     writer.stamp(&launch.tree);
 }
 
-fn decode(reader: &mut Reader<'_>) -> Option<Record> {
-    // A check is at least a tag and a path's length; a line a flag and a length; a name or
-    // an argument a length.
-    let count = reader.count(9)?;
-    let mut checks = Vec::with_capacity(count);
-    for _ in 0..count {
-        let tag = reader.u8()?;
-        if tag == 2 {
-            checks.push(Check::Same(reader.stamp()?));
-            continue;
-        }
-        let path = reader.path()?;
-        checks.push(match tag {
-            1 => {
-                let follow = reader.flag()?;
-                let kind = match reader.u8()? {
-                    0 => Kind::File,
-                    1 => Kind::Dir,
-                    2 => Kind::Link,
-                    3 => Kind::Other,
-                    4 => Kind::Error(reader.u32()? as i32),
-                    _ => return None,
-                };
-                Check::Kind { path, follow, kind }
-            }
-            3 => Check::Executable {
-                path,
-                allowed: reader.flag()?,
-            },
-            4 => Check::Real {
-                path,
-                real: reader.optional_path()?,
-            },
-            5 => {
-                let names = if reader.flag()? {
-                    let count = reader.count(8)?;
-                    let mut names = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        names.push(reader.os_string()?);
-                    }
-                    Some(names)
-                } else {
-                    None
-                };
-                Check::Subdirectories { path, names }
-            }
-            6 => Check::Env {
-                name: path.into_os_string(),
-                value: reader.optional_os_string()?,
-            },
-            _ => return None,
-        });
-    }
-    let venv = VenvKey::parse(std::str::from_utf8(reader.bytes()?).ok()?)?;
-    let count = reader.count(9)?;
-    let mut lines = Vec::with_capacity(count);
-    for _ in 0..count {
-        let warning = reader.flag()?;
-        let text = String::from_utf8(reader.bytes()?.to_vec()).ok()?;
-        lines.push(Line { warning, text });
-    }
-    let bwrap = reader.path()?;
-    let count = reader.count(8)?;
-    let mut argv = Vec::with_capacity(count);
-    for _ in 0..count {
-        argv.push(reader.os_string()?);
-    }
-    let descriptors_at = usize::try_from(reader.u64()?).ok()?;
-    if descriptors_at > argv.len() {
-        return None;
-    }
-    let filter = reader.optional_path()?;
-    let tree = reader.stamp()?;
-    Some(Record {
-        checks,
-        launch: Launch {
-            venv,
-            lines,
-            bwrap,
-            argv,
-            descriptors_at,
-            filter,
-            tree,
-        },
-    })
-}
-
 /// Little-endian integers and length-prefixed byte strings.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Writer(Vec<u8>);
@@ -304,12 +412,11 @@ impl Writer {
     }
 
     fn u64(&mut self, value: u64) {
-        self.0.extend_from_slice(&value.to_le_bytes());
+        self.0.u64(value);
     }
 
     fn bytes(&mut self, bytes: &[u8]) {
-        self.u64(bytes.len() as u64);
-        self.0.extend_from_slice(bytes);
+        self.0.bytes(bytes);
     }
 
     fn path(&mut self, path: &Path) {
@@ -346,6 +453,7 @@ impl Writer {
 }
 
 /// Reads what [`Writer`] wrote; `None` at any truncation or bad value.
+#[derive(Clone)]
 struct Reader<'a> {
     rest: &'a [u8],
 }
@@ -389,7 +497,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A count of items that follow, each at least `least` bytes long: no more than what is
-    /// left can hold, so a corrupt count cannot make an allocation much larger than the file.
+    /// left can hold, so a corrupt count cannot make a walk take long.
     fn count(&mut self, least: usize) -> Option<usize> {
         usize::try_from(self.u64()?)
             .ok()
@@ -401,50 +509,37 @@ impl<'a> Reader<'a> {
         self.take(length)
     }
 
-    fn os_string(&mut self) -> Option<OsString> {
-        Some(OsString::from_vec(self.bytes()?.to_vec()))
+    /// What [`Writer::stamp`] wrote after the path.
+    fn seen(&mut self) -> Option<Option<Seen>> {
+        if !self.flag()? {
+            return Some(None);
+        }
+        let [dev, ino, mode, size] = self.u64s()?;
+        let [mtime, mtime_nsec, ctime, ctime_nsec] = self.u64s()?.map(|v| v as i64);
+        Some(Some(Seen {
+            dev,
+            ino,
+            mode: u32::try_from(mode).ok()?,
+            size,
+            mtime: (mtime, mtime_nsec),
+            ctime: (ctime, ctime_nsec),
+        }))
     }
 
-    fn path(&mut self) -> Option<PathBuf> {
-        self.os_string().map(PathBuf::from)
-    }
-
-    fn stamp(&mut self) -> Option<Stamp> {
-        let path = self.path()?;
-        let seen = if self.flag()? {
-            let [dev, ino, mode, size] = self.u64s()?;
-            let [mtime, mtime_nsec, ctime, ctime_nsec] = self.u64s()?.map(|v| v as i64);
-            Some(Seen {
-                dev,
-                ino,
-                mode: u32::try_from(mode).ok()?,
-                size,
-                mtime: (mtime, mtime_nsec),
-                ctime: (ctime, ctime_nsec),
-            })
-        } else {
-            None
-        };
-        Some(Stamp { path, seen })
-    }
-
-    /// What [`Writer::optional`] wrote, as a string of bytes.
-    fn optional_os_string(&mut self) -> Option<Option<OsString>> {
+    /// What [`Writer::optional`] wrote.
+    fn optional(&mut self) -> Option<Option<&'a [u8]>> {
         if self.flag()? {
-            Some(Some(self.os_string()?))
+            Some(Some(self.bytes()?))
         } else {
             Some(None)
         }
-    }
-
-    fn optional_path(&mut self) -> Option<Option<PathBuf>> {
-        Some(self.optional_os_string()?.map(PathBuf::from))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
 
     fn sample() -> (Vec<Check>, Launch) {
         let odd = PathBuf::from(OsString::from_vec(b"/tmp/not-utf8-\xff".to_vec()));
@@ -523,8 +618,72 @@ mod tests {
 
     fn inputs(text: &str) -> Inputs {
         let mut inputs = Inputs::default();
-        inputs.bytes(text.as_bytes()).u64(7);
+        inputs.0.bytes(text.as_bytes());
+        inputs.0.u64(7);
         inputs
+    }
+
+    /// The record for `inputs` as owned values, read through [`walk`] with every check taken
+    /// as holding.
+    fn read(cache: &Cache, inputs: &Inputs) -> Option<(Vec<Check>, Launch)> {
+        let bytes = std::fs::read(cache.file("launch", &inputs.slot())?).ok()?;
+        let os = |bytes: &[u8]| OsString::from_vec(bytes.to_vec());
+        let path = |bytes: &[u8]| PathBuf::from(os(bytes));
+        let mut checks = Vec::new();
+        let view = walk(&bytes, &inputs.0, &mut |check| {
+            checks.push(match check {
+                CheckView::Kind {
+                    path: p,
+                    follow,
+                    kind,
+                } => Check::Kind {
+                    path: path(p),
+                    follow,
+                    kind,
+                },
+                CheckView::Same { path: p, seen } => Check::Same(Stamp {
+                    path: path(p),
+                    seen,
+                }),
+                CheckView::Executable { path: p, allowed } => Check::Executable {
+                    path: path(p),
+                    allowed,
+                },
+                CheckView::Real { path: p, real } => Check::Real {
+                    path: path(p),
+                    real: real.map(path),
+                },
+                CheckView::Subdirectories { path: p, names } => Check::Subdirectories {
+                    path: path(p),
+                    names: names.map(|names| names.iter().map(os).collect()),
+                },
+                CheckView::Env { name, value } => Check::Env {
+                    name: os(name),
+                    value: value.map(os),
+                },
+            });
+            true
+        })?;
+        let launch = Launch {
+            venv: VenvKey::parse(std::str::from_utf8(view.venv).ok()?)?,
+            lines: view
+                .lines
+                .flagged()
+                .map(|(warning, text)| Line {
+                    warning,
+                    text: String::from_utf8(text.to_vec()).unwrap(),
+                })
+                .collect(),
+            bwrap: path(view.bwrap),
+            argv: view.argv.iter().map(os).collect(),
+            descriptors_at: view.descriptors_at,
+            filter: view.filter.map(path),
+            tree: Stamp {
+                path: path(view.tree.0),
+                seen: view.tree.1,
+            },
+        };
+        Some((checks, launch))
     }
 
     #[test]
@@ -534,9 +693,9 @@ mod tests {
         let (checks, launch) = sample();
         let prepared = prepare(&cache, &inputs("a"), &checks, &launch).unwrap();
         cache.write(prepared);
-        let record = read(&cache, &inputs("a")).expect("a record");
-        assert_eq!(record.checks, checks);
-        assert_eq!(record.launch, launch);
+        let (read_checks, read_launch) = read(&cache, &inputs("a")).expect("a record");
+        assert_eq!(read_checks, checks);
+        assert_eq!(read_launch, launch);
         // Other inputs, whatever their slot, find no record.
         assert_eq!(read(&cache, &inputs("b")), None);
     }
@@ -560,7 +719,7 @@ mod tests {
         assert_eq!(read(&cache, &inputs("a")), None);
         // A huge count is refused before anything is allocated.
         let mut corrupt = whole;
-        let counted = MAGIC.len() + 4 + 8 + inputs("a").0.0.len();
+        let counted = MAGIC.len() + 4 + 8 + inputs("a").0.len();
         corrupt[counted..counted + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         std::fs::write(&path, &corrupt).unwrap();
         assert_eq!(read(&cache, &inputs("a")), None);

@@ -409,3 +409,122 @@ fn the_store_is_read_only_inside_also_through_a_link() {
         assert!(!inside.exists());
     }
 }
+
+/// A launch that its record serves (the launch front) runs like one worked out: bwrap gets the
+/// lock's pipe and none of the descriptors paude's caller leaked to it, the environment counts
+/// as in use while the sandbox runs and not after, and a caller that closed a standard
+/// descriptor still gets its sandbox.
+#[test]
+fn a_launch_served_by_its_record_holds_the_lock_and_leaks_nothing() {
+    require_bwrap!();
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    for who in users() {
+        let home = TestDir::new(who);
+        let workspace = TestDir::new(who);
+        std::fs::create_dir(workspace.path().join(".git")).expect("mkdir");
+        hand_over(who, workspace.path());
+        let paude = Paude::new(who, home.path(), workspace.path());
+        let script =
+            r#"for f in /proc/$$/fd/*; do echo "fd ${f##*/}"; done; echo started; read line || :"#;
+        let args = [
+            "venv",
+            "-e",
+            r#"{packages: ["dash"]}"#,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ];
+        let in_use = || {
+            let list: Value =
+                serde_json::from_str(&ok(&paude.run(["list", "--json"]))).expect("JSON");
+            list["venvs"][0]["inUse"] == true
+        };
+        std::thread::sleep(SETTLE);
+        ok(&paude.run(args));
+        let paude_home = paude.paude_home();
+        assert_eq!(records(&paude_home).len(), 1, "{who:?}");
+        // bwrap takes an option twice as well as once: the edit shows which line ran.
+        assert_eq!(
+            tamper_records(&paude_home, b"--unshare-uts", b"--unshare-ipc"),
+            1
+        );
+
+        let mut command = paude.command(args);
+        command.stdin(Stdio::piped()).stdout(Stdio::piped());
+        // SAFETY: open and dup2 are async-signal-safe; the leaked descriptor is 7, not
+        // close-on-exec.
+        unsafe {
+            command.pre_exec(|| {
+                let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                libc::dup2(fd, 7);
+                Ok(())
+            });
+        }
+        let mut sandbox = command.spawn().expect("spawn");
+        let mut stdout = BufReader::new(sandbox.stdout.take().expect("stdout"));
+        let mut descriptors = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert_ne!(
+                stdout.read_line(&mut line).expect("read"),
+                0,
+                "{who:?}: no start"
+            );
+            match line.trim_end() {
+                "started" => break,
+                fd => descriptors.push(fd.to_string()),
+            }
+        }
+        // 0-2, and 3: the directory sh is listing.
+        assert_eq!(descriptors, ["fd 0", "fd 1", "fd 2", "fd 3"], "{who:?}");
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", sandbox.id())).expect("cmdline");
+        let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let count = |word: &[u8]| words.iter().filter(|w| **w == word).count();
+        assert_eq!(
+            (count(b"--unshare-ipc"), count(b"--unshare-uts")),
+            (2, 0),
+            "{who:?}: not served"
+        );
+        assert_eq!(count(b"--sync-fd"), 1, "{who:?}");
+        assert!(in_use(), "{who:?}: the lock is not held");
+        sandbox
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"\n")
+            .expect("write");
+        assert!(sandbox.wait().expect("wait").success(), "{who:?}");
+        // The holder sees the pipe's end and lets the lock go.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while in_use() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{who:?}: still in use"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        // The caller closed stdin: served all the same.
+        let mut command = paude.command([
+            "venv",
+            "-e",
+            r#"{packages: ["dash"]}"#,
+            "--",
+            "sh",
+            "-c",
+            "echo ran",
+        ]);
+        // SAFETY: close is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::close(0);
+                Ok(())
+            });
+        }
+        let output = command.output().expect("run");
+        assert_eq!(ok(&output), "ran\n", "{who:?}");
+    }
+}

@@ -58,6 +58,9 @@ fn front_entry() {
         return;
     }
     println!("cargo::rustc-link-arg-bin=paude=-Wl,-e,paude_entry");
+    // The entry point relocates the program itself and knows only the plain relocation
+    // table; a linker that would pack them otherwise is told not to.
+    println!("cargo::rustc-link-arg-bin=paude=-Wl,-z,nopack-relative-relocs");
     for function in ["memcpy", "memmove", "memset", "memcmp", "bcmp", "strlen"] {
         println!("cargo::rustc-link-arg-bin=paude=-Wl,--wrap={function}");
     }

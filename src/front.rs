@@ -11,9 +11,12 @@
 //! launch's facts, finds the record by the same inputs the full program wrote it under, asks
 //! every recorded question again ([`holds`]), takes the environment's lock without waiting,
 //! checks the tree, marks it used, starts the lock's holder, says the recorded lines and execs
-//! bwrap. Anything else, anywhere (another command, `--dry-run`, a closed standard descriptor,
-//! no record, a changed answer, a busy lock, a buffer too small), and it returns having
-//! changed nothing, and the full program starts as if the front were not there.
+//! bwrap (or, for `--dry-run`, prints the line). Anything else (another command, a closed
+//! standard descriptor, no record, a changed answer, a busy lock, a buffer too small), and it
+//! returns having changed nothing that matters (at most the environment's last-used time),
+//! and the full program starts as if the front were not there. Once the lock's holder runs,
+//! the front does not return: an exec that fails ends paude with its error, as the full
+//! program's would.
 //!
 //! Rules for code here, since the C library has not started: no allocation, no thread-local,
 //! no `std`, no panic; system calls through `rustix` (raw on Linux) or `bare`; the C library's
@@ -40,14 +43,15 @@ const POINTERS_MAX: usize = 8192;
 /// Supplementary groups at most (the kernel allows 65536; more goes to the full program).
 const GROUPS_MAX: usize = 1024;
 
-/// The front's memory: zero pages until used, in the program's `.bss`.
+/// The front's memory: zero pages until used, in the program's `.bss` (all zero, so that
+/// it takes no room in the file and a page the front writes is a fresh one).
 struct Space {
     record: [u8; RECORD_MAX],
     inputs: [u8; INPUTS_MAX],
     strings: [u8; STRINGS_MAX],
     pointers: [*const c_char; POINTERS_MAX],
     groups: [u32; GROUPS_MAX],
-    holder: Holder,
+    holder: core::mem::MaybeUninit<Holder>,
 }
 
 static mut SPACE: Space = Space {
@@ -56,10 +60,7 @@ static mut SPACE: Space = Space {
     strings: [0; STRINGS_MAX],
     pointers: [core::ptr::null(); POINTERS_MAX],
     groups: [0; GROUPS_MAX],
-    holder: Holder {
-        pipe: -1,
-        close: Close::AllBut([-1, -1]),
-    },
+    holder: core::mem::MaybeUninit::uninit(),
 };
 
 /// The process's arguments and environment as the kernel laid them out.
@@ -288,10 +289,14 @@ fn attempt(start: Start, space: &'static mut Space) -> Option<()> {
         let arguments = arguments(&launch, descriptors, rest);
         crate::sandbox::bwrap::dry_run_line(&mut line, launch.bwrap, arguments, launch.filter);
         let line = line.written()?;
+        // As in the full program, a closed pipe is an error to report, not a signal to die of.
+        ignore_sigpipe();
         for (warning, text) in launch.lines.flagged() {
             say(warning, text);
         }
-        write_all(rustix::stdio::stdout(), line);
+        if let Err(errno) = write_all(rustix::stdio::stdout(), line) {
+            fail(&[b"writing to stdout: "], errno);
+        }
         drop(lease);
         exit(0);
     }
@@ -333,8 +338,8 @@ fn read_whole<'b>(file: &Fd, buffer: &'b mut [u8]) -> Option<&'b [u8]> {
     }
 }
 
-/// The environment's lock taken shared without waiting, as `Store::lease` takes it: the lock
-/// file, still the one at its path, and the tree there.
+/// The environment's lock taken shared without waiting (where `Store::acquire` would wait,
+/// say why, or build): the lock file, still the one at its path, and the tree there.
 fn lease(venv: &CPath, key: &[u8]) -> Option<Fd> {
     let lock_name = CPath::new(&[key, b".lock"])?;
     let path = joined(venv.as_bytes(), &[lock_name.as_bytes()])?;
@@ -374,22 +379,16 @@ fn touch(path: &CPath) -> Option<()> {
 }
 
 /// Hands the lock to a holder, says the recorded lines and execs bwrap, as `finish` in
-/// `commands::venv` does; returns only if something failed (the holder then ends at once).
+/// `commands::venv` does; returns (having started nothing) only when it cannot get that far.
 fn exec(
     start: Start,
     own: usize,
     mut strings: Strings<'_>,
-    holder: &'static mut Holder,
+    holder: &'static mut core::mem::MaybeUninit<Holder>,
     launch: &LaunchView<'static>,
     lock: Fd,
     filter: Option<Fd>,
 ) -> Option<()> {
-    // Every descriptor the caller leaked to paude stays out of the sandbox (as in
-    // `sandbox::exec`); a kernel without close_range is left to the full program.
-    // SAFETY: marking descriptors close-on-exec changes nothing before the exec.
-    if !unsafe { bare::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } {
-        return None;
-    }
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok()?;
     let (read, write) = (Fd::from_owned(read), Fd::from_owned(write));
     let (mut keep_open, mut seccomp) = (Decimal::default(), Decimal::default());
@@ -409,15 +408,12 @@ fn exec(
     }
     strings.point(core::ptr::null())?;
 
-    *holder = Holder {
-        pipe: read.raw(),
-        close: Close::AllBut([lock.raw(), read.raw()]),
-    };
-    // The front's memory lives as long as the process, and nothing writes the holder's part
-    // again (the process execs next, or returns to the full program, which never reads it).
-    lock::spawn_holder(holder).ok()?;
-    // The holder has its own copies of the lock and the read end.
-    drop((lock, read));
+    // Every descriptor the caller leaked to paude stays out of the sandbox (as in
+    // `sandbox::exec`); a kernel without close_range is left to the full program.
+    // SAFETY: marking descriptors close-on-exec changes nothing before the exec.
+    if !unsafe { bare::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } {
+        return None;
+    }
     let mut inherit = [
         Some(write.as_fd()),
         filter.as_ref().map(|file| file.as_fd()),
@@ -425,13 +421,24 @@ fn exec(
     for fd in inherit.iter_mut().flatten() {
         rustix::io::fcntl_setfd(*fd, rustix::io::FdFlags::empty()).ok()?;
     }
+    // The front's memory lives as long as the process, and nothing writes the holder's part
+    // again: the process execs next, or ends.
+    let holder: &'static Holder = holder.write(Holder {
+        pipe: read.raw(),
+        close: Close::AllBut([lock.raw(), read.raw()]),
+    });
+    lock::spawn_holder(holder).ok()?;
+    // From here the front does not return: the holder, which shares this memory, would run
+    // beside the C library's start-up.
+    drop((lock, read));
+    ignore_sigpipe();
     for (warning, text) in launch.lines.flagged() {
         say(warning, text);
     }
     reset_signals();
     // SAFETY: the program and every argument are NUL-terminated strings, the arrays
     // null-terminated; the environment is the process's own.
-    unsafe {
+    let result = unsafe {
         bare::raw::syscall(
             bare::raw::EXECVE,
             [
@@ -444,7 +451,65 @@ fn exec(
             ],
         )
     };
-    None
+    let errno = rustix::io::Errno::from_raw_os_error(-result as i32);
+    if errno == rustix::io::Errno::TOOBIG {
+        let mut bytes = Decimal::default();
+        // As the full program counts: each argument with its NUL, the program not.
+        let length = (strings.used - launch.bwrap.len() - 1) as u64;
+        fail(
+            &[
+                b"the bwrap command line is too long for the kernel (",
+                bytes.of(length),
+                b" bytes of arguments); ",
+                crate::sandbox::exec::TOO_LONG_FIX.as_bytes(),
+            ],
+            errno,
+        );
+    }
+    // The write end closes with this process: the holder ends.
+    fail(&[b"running ", launch.bwrap, b": "], errno)
+}
+
+/// Ends paude as its full program ends on an error: `paude: error: `, the message's parts and
+/// the error as the standard library writes an `io::Error` (`Permission denied (os error
+/// 13)`) on stderr, then status 125. The too-long message names its fix instead.
+fn fail(parts: &[&[u8]], errno: rustix::io::Errno) -> ! {
+    let stderr = rustix::stdio::stderr();
+    let _ = write_all(stderr, b"paude: error: ");
+    for part in parts {
+        let _ = write_all(stderr, part);
+    }
+    if errno != rustix::io::Errno::TOOBIG {
+        let mut code = Decimal::default();
+        let code = code.of(errno.raw_os_error() as u64);
+        for part in [errno_text(errno), b" (os error ", code, b")"] {
+            let _ = write_all(stderr, part);
+        }
+    }
+    let _ = write_all(stderr, b"\n");
+    exit(125)
+}
+
+/// The C library's text for the errors an exec or a write can end with; the rest by number
+/// only.
+fn errno_text(errno: rustix::io::Errno) -> &'static [u8] {
+    use rustix::io::Errno;
+    match errno {
+        Errno::NOENT => b"No such file or directory",
+        Errno::ACCESS => b"Permission denied",
+        Errno::PERM => b"Operation not permitted",
+        Errno::NOEXEC => b"Exec format error",
+        Errno::NOMEM => b"Cannot allocate memory",
+        Errno::TXTBSY => b"Text file busy",
+        Errno::LOOP => b"Too many levels of symbolic links",
+        Errno::NOTDIR => b"Not a directory",
+        Errno::ISDIR => b"Is a directory",
+        Errno::IO => b"Input/output error",
+        Errno::PIPE => b"Broken pipe",
+        Errno::AGAIN => b"Resource temporarily unavailable",
+        Errno::NOSPC => b"No space left on device",
+        _ => b"Unknown error",
+    }
 }
 
 /// bwrap's arguments for a recorded launch: the recorded ones with the descriptor options at
@@ -519,30 +584,55 @@ fn say(warning: bool, text: &[u8]) {
     for part in [prefix, text, b"\n"] {
         sink.put(part);
     }
+    // A line that cannot be said does not stop the launch.
     let stderr = rustix::stdio::stderr();
-    match sink.written() {
+    let _ = match sink.written() {
         Some(line) => write_all(stderr, line),
-        None => {
-            for part in [prefix, text, b"\n"] {
-                write_all(stderr, part);
-            }
-        }
-    }
+        None => [prefix, text, b"\n"]
+            .into_iter()
+            .try_for_each(|part| write_all(stderr, part)),
+    };
 }
 
-fn write_all(fd: rustix::fd::BorrowedFd<'_>, mut bytes: &[u8]) {
+fn write_all(fd: rustix::fd::BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), rustix::io::Errno> {
     while !bytes.is_empty() {
         match rustix::io::write(fd, bytes) {
-            Ok(written) => bytes = &bytes[written..],
+            Ok(written) => bytes = bytes.get(written..).unwrap_or_default(),
             Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return,
+            Err(errno) => return Err(errno),
         }
     }
+    Ok(())
+}
+
+/// Ignores SIGPIPE, as the full program does from its start.
+fn ignore_sigpipe() {
+    sigpipe(1);
 }
 
 /// The signal state Rust's `Command::exec` gives a program, which the full program's launch
 /// uses: an empty signal mask and SIGPIPE's default action (the caller may have ignored it).
 fn reset_signals() {
+    sigpipe(0);
+    let empty: u64 = 0;
+    // SAFETY: an empty mask, of the size the kernel expects.
+    unsafe {
+        bare::raw::syscall(
+            libc::SYS_rt_sigprocmask as usize,
+            [
+                libc::SIG_SETMASK as usize,
+                &raw const empty as usize,
+                0,
+                8,
+                0,
+                0,
+            ],
+        );
+    }
+}
+
+/// Sets SIGPIPE's action: 0 the default, 1 ignore.
+fn sigpipe(action: usize) {
     /// The kernel's `struct sigaction` on x86-64 and the other 64-bit targets paude knows.
     #[repr(C)]
     struct SigAction {
@@ -551,31 +641,19 @@ fn reset_signals() {
         restorer: usize,
         mask: u64,
     }
-    let default = SigAction {
-        handler: 0,
+    let action = SigAction {
+        handler: action,
         flags: 0,
         restorer: 0,
         mask: 0,
     };
-    let empty: u64 = 0;
-    // SAFETY: SIG_DFL for SIGPIPE and an empty mask, each of the size the kernel expects.
+    // SAFETY: SIG_DFL or SIG_IGN, which need no handler code, of the size the kernel expects.
     unsafe {
         bare::raw::syscall(
             libc::SYS_rt_sigaction as usize,
             [
                 libc::SIGPIPE as usize,
-                &raw const default as usize,
-                0,
-                8,
-                0,
-                0,
-            ],
-        );
-        bare::raw::syscall(
-            libc::SYS_rt_sigprocmask as usize,
-            [
-                libc::SIG_SETMASK as usize,
-                &raw const empty as usize,
+                &raw const action as usize,
                 0,
                 8,
                 0,

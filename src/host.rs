@@ -88,7 +88,12 @@ impl HostFacts {
         let is_executable =
             |path: &Path| probes.kind(path, true).is_file() && probes.executable(path);
         if let Some(path) = probes.var(self, "PAUDE_BWRAP").filter(|v| !v.is_empty()) {
-            let path = PathBuf::from(path);
+            // A bare name is a file in the current directory, as checked here; `./` keeps the
+            // exec from searching PATH for it instead.
+            let path = match path.as_bytes().contains(&b'/') {
+                true => PathBuf::from(path),
+                false => Path::new(".").join(path),
+            };
             if is_executable(&path) {
                 return Ok(path);
             }

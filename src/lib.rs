@@ -17,7 +17,9 @@
 //!
 //! A launch leaves a record of its result and of every question it asked the host on the way
 //! (`probe`, `store::record`); the same launch again asks the questions again and, when every
-//! answer is the same, goes from argv straight to the exec.
+//! answer is the same, goes from argv straight to the exec: the launch front (`front`), which
+//! runs from the program's entry point, before the C library starts, with allocation-free
+//! system calls (`bare`).
 
 pub mod bare;
 pub mod cli;

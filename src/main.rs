@@ -101,26 +101,40 @@ mod entry {
         // ET_DYN: position-independent.
         "cmp word ptr [rdx + 16], 3",
         "jne 3f",
-        // No PT_INTERP among the program headers.
+        // No PT_INTERP among the program headers; r10 gets the address the first segment
+        // (the one at offset 0, with the ELF header) was linked at.
         "mov rax, [rdx + 32]",
         "add rax, rdx",
         "movzx ecx, word ptr [rdx + 56]",
+        "xor r10d, r10d",
         "1:",
         "test ecx, ecx",
         "jz 2f",
         "cmp dword ptr [rax], 3",
         "je 3f",
+        "cmp dword ptr [rax], 1",
+        "jne 8f",
+        "cmp qword ptr [rax + 8], 0",
+        "jne 8f",
+        "mov r10, [rax + 16]",
+        "8:",
         "add rax, 56",
         "dec ecx",
         "jmp 1b",
-        // DT_RELA (7) and DT_RELASZ (8) from the dynamic section, up to DT_NULL.
+        // The load base: where the header is less where it was linked.
         "2:",
+        "sub rdx, r10",
+        // DT_RELA (7) and DT_RELASZ (8) from the dynamic section, up to DT_NULL. Packed
+        // relative relocations (DT_RELR, 36), which build.rs tells the linker not to make,
+        // would leave pointers this code does not fix: then the front does not run.
         "xor r8d, r8d",
         "xor r9d, r9d",
         "4:",
         "mov rax, [rsi]",
         "test rax, rax",
         "jz 5f",
+        "cmp rax, 36",
+        "je 9f",
         "cmp rax, 7",
         "cmove r8, [rsi + 8]",
         "cmp rax, 8",
@@ -149,6 +163,7 @@ mod entry {
         "mov rdi, r12",
         "and rsp, -16",
         "call {front}",
+        "9:",
         "mov rsp, r12",
         "mov rdx, r13",
         "jmp _start",
@@ -163,12 +178,16 @@ mod entry {
 
     /// Runs the front; returns to `paude_entry` when the launch is the full program's.
     unsafe extern "C" fn front(stack: *const usize) {
+        use std::sync::atomic::compiler_fence;
         FRONT_RUNNING.store(true, Ordering::Relaxed);
+        // No call to a string function may be moved to either side of the flag's changes.
+        compiler_fence(Ordering::SeqCst);
         // SAFETY: the stack is the kernel's, as `paude_entry` found it; the front runs once,
         // first, alone.
         unsafe {
             paude::front::launch(paude::front::Start::from_stack(stack));
         }
+        compiler_fence(Ordering::SeqCst);
         FRONT_RUNNING.store(false, Ordering::Relaxed);
     }
 

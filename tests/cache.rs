@@ -412,8 +412,8 @@ fn the_store_is_read_only_inside_also_through_a_link() {
 
 /// A launch that its record serves (the launch front) runs like one worked out: bwrap gets the
 /// lock's pipe and none of the descriptors paude's caller leaked to it, the environment counts
-/// as in use while the sandbox runs and not after, and a caller that closed a standard
-/// descriptor still gets its sandbox.
+/// as in use while the sandbox runs and not after. (A caller that closed a standard
+/// descriptor is left to the full program, and gets its sandbox.)
 #[test]
 fn a_launch_served_by_its_record_holds_the_lock_and_leaks_nothing() {
     require_bwrap!();
@@ -507,7 +507,8 @@ fn a_launch_served_by_its_record_holds_the_lock_and_leaks_nothing() {
             std::thread::sleep(Duration::from_millis(50));
         }
 
-        // The caller closed stdin: served all the same.
+        // The caller closed stdin: the front leaves the launch to the full program, which
+        // opens /dev/null in its place first, and the sandbox runs all the same.
         let mut command = paude.command([
             "venv",
             "-e",

@@ -34,8 +34,8 @@ pub const WORKSPACE_MANIFEST: &str = "paude.jsonnet";
 /// Runs `paude venv`; returns only for `--dry-run` or on failure.
 ///
 /// A launch whose record (see `store::record`) matches its inputs, and whose every check
-/// still holds, goes straight to [`finish`]; any other works everything out ([`work_out`])
-/// and leaves a record for the next.
+/// still holds, never gets here: the launch front (`front`) serves it before the C library
+/// starts. This one works everything out ([`work_out`]) and leaves a record for the next.
 pub fn run(args: VenvArgs, words: &[OsString], host: &HostFacts) -> Result<ExitCode> {
     let began = SystemTime::now();
     let cache = Cache::new(&host.paude_home);
@@ -373,8 +373,8 @@ fn finish(launch: &Launch, lease: Lease, store: &Store, args: &VenvArgs) -> Resu
     if error.raw_os_error() == Some(rustix::io::Errno::TOOBIG.raw_os_error()) {
         let bytes: usize = argv.iter().map(|arg| arg.len() + 1).sum();
         bail!(
-            "the bwrap command line is too long for the kernel ({bytes} bytes of arguments); \
-             shrink large `envSet` values or pass them through `envKeep`, or use fewer mounts"
+            "the bwrap command line is too long for the kernel ({bytes} bytes of arguments); {}",
+            exec::TOO_LONG_FIX
         );
     }
     Err(error).with_context(|| format!("running {}", launch.bwrap.display()))

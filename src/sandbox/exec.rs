@@ -12,6 +12,10 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+/// What to do about a bwrap command line too long for the kernel (E2BIG).
+pub const TOO_LONG_FIX: &str =
+    "shrink large `envSet` values or pass them through `envKeep`, or use fewer mounts";
+
 /// Replaces this process with `program args`, letting only 0-2 and `inherit` survive the
 /// exec. Returns only on failure.
 pub fn exec(program: &OsStr, args: &[OsString], inherit: &[BorrowedFd<'_>]) -> std::io::Error {

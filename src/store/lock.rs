@@ -371,14 +371,13 @@ extern "C" fn holder_main(argument: usize) -> i32 {
             _ => break,
         }
     }
-    // Returning ends the holder (the C library's clone calls exit) and releases the lock.
+    // Returning ends the holder (`clone_vm` calls exit) and releases the lock.
     0
 }
 
 /// Closes every descriptor above 2 but `keep`, in at most three close_range(2) calls. Each
 /// range is well formed and no flag is set, so the call cannot fail once
-/// [`crate::host::has_close_range`] has found it; the C library's wrapper writes errno only on
-/// failure, so the holder's rule holds.
+/// [`crate::host::has_close_range`] has found it; it is a raw system call either way.
 fn close_all_above_stderr_but(keep: [RawFd; 2]) {
     let close_range = |first: libc::c_uint, last: libc::c_uint| {
         // SAFETY: the holder uses none of the descriptors in the range.

@@ -288,20 +288,6 @@ impl Store {
         }
     }
 
-    /// The published tree of `key` with its shared lock held, if it is there and nothing
-    /// holds the lock exclusively at this moment; `None` otherwise, without waiting or
-    /// creating anything. A launch whose record names the tree takes it this way, and
-    /// otherwise goes through [`Store::acquire`], which waits, says why and builds.
-    pub fn lease(&self, key: &VenvKey) -> io::Result<Option<Lease>> {
-        let Some(lock) = KeyLock::open(&self.lock_path(key), false)? else {
-            return Ok(None);
-        };
-        if lock.attempt(false)? == lock::Attempt::Busy || !lock.is_current()? {
-            return Ok(None);
-        }
-        Ok(self.lookup(key).map(|rootfs| Lease { rootfs, lock }))
-    }
-
     /// Opens (creating) a lock file under `venv/`, creating `venv/` (mode 0700) when it is
     /// missing, also when a failed build of another launch removed it a moment ago.
     fn open_lock(&self, lock_path: &Path) -> Result<KeyLock, StoreError> {

@@ -21,7 +21,10 @@
 //! Rules for code here, since the C library has not started: no allocation, no thread-local,
 //! no `std`, no panic; system calls through `rustix` (raw on Linux) or `bare`; the C library's
 //! string functions, which the compiler calls by name, are sent to plain versions while the
-//! front runs (`main.rs`), and a static program is relocated before the front starts.
+//! front runs (`main.rs`), and a static program is relocated before the front starts. The
+//! tests that are served records (`tests/cache.rs`, as root and as an unprivileged user) run
+//! this code with no thread pointer set: a C library function that touches its thread state
+//! (errno, cancellation, the stack guard) would crash them.
 
 use crate::bare::{self, CPath, Decimal, Fd, Fixed, PATH_MAX, Sink};
 use crate::probe::Kind;

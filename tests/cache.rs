@@ -529,3 +529,62 @@ fn a_launch_served_by_its_record_holds_the_lock_and_leaks_nothing() {
         assert_eq!(ok(&output), "ran\n", "{who:?}");
     }
 }
+
+/// Where a served launch cannot go on, it ends as the full program does: a `--dry-run` line
+/// into a closed pipe is error 125 with the system's words, and a bwrap whose file still
+/// passes every check (same kind, same permissions) but can no longer be executed ends the
+/// launch with 125 and names the file, not with a second try by the full program.
+#[test]
+fn a_served_launch_that_cannot_go_on_ends_with_its_error() {
+    require_bwrap!();
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let who = As::Me;
+    let home = TestDir::new(who);
+    let workspace = TestDir::new(who);
+    let tools = TestDir::new(who);
+    std::fs::create_dir(workspace.path().join(".git")).expect("mkdir");
+    let bwrap = tools.path().join("bwrap");
+    let installed = std::env::split_paths(&std::env::var_os("PATH").expect("PATH"))
+        .map(|dir| dir.join("bwrap"))
+        .find(|path| path.is_file())
+        .expect("bwrap on PATH");
+    std::fs::copy(installed, &bwrap).expect("copy bwrap");
+    let paude = Paude::new(who, home.path(), workspace.path())
+        .env("PAUDE_BWRAP", bwrap.to_str().expect("utf-8"));
+    let manifest = r#"{packages: ["dash"]}"#;
+    std::thread::sleep(SETTLE);
+    ok(&paude.run(["venv", "-e", manifest, "--dry-run", "--", "sh", "-c", ":"]));
+    ok(&paude.run(["venv", "-e", manifest, "--", "sh", "-c", ":"]));
+    let paude_home = paude.paude_home();
+    assert_eq!(records(&paude_home).len(), 2);
+    assert_eq!(
+        tamper_records(&paude_home, b"--unshare-uts", b"--unshare-ipc"),
+        2
+    );
+
+    // stdout is a pipe nobody reads.
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills two new descriptors, owned below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both are this test's own.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let output = paude
+        .command(["venv", "-e", manifest, "--dry-run", "--", "sh", "-c", ":"])
+        .stdout(write)
+        .output()
+        .expect("run");
+    fails_with(&output, 125, "writing to stdout: Broken pipe (os error 32)");
+
+    // The same file, the same permissions, other contents.
+    std::fs::write(&bwrap, b"\x7fELF-not-a-program").expect("write");
+    let output = paude.run(["venv", "-e", manifest, "--", "sh", "-c", ":"]);
+    fails_with(
+        &output,
+        125,
+        &format!(
+            "running {}: Exec format error (os error 8)",
+            bwrap.display()
+        ),
+    );
+}

@@ -20,6 +20,7 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=link/warm-path.symbols");
     println!("cargo::rerun-if-env-changed=RUSTC_LINKER");
+    errno_texts();
     let Ok(manifest_dir) = env::var("CARGO_MANIFEST_DIR") else {
         return;
     };
@@ -64,6 +65,24 @@ fn front_entry() {
     for function in ["memcpy", "memmove", "memset", "memcmp", "bcmp", "strlen"] {
         println!("cargo::rustc-link-arg-bin=paude=-Wl,--wrap={function}");
     }
+}
+
+/// The C library's text for each error number, as the standard library shows an `io::Error`
+/// (`Permission denied`), for the front's messages (`$OUT_DIR/errno_text.rs`): the front
+/// cannot ask the C library, which has not started, and the library linked in is this host's.
+fn errno_texts() {
+    let Some(out) = env::var_os("OUT_DIR") else {
+        return;
+    };
+    let mut table = String::from("/// `strerror` of each error number, from build.rs.\n");
+    table.push_str("pub const ERRNO_TEXT: [&str; 134] = [\n");
+    for errno in 0..134 {
+        let shown = std::io::Error::from_raw_os_error(errno).to_string();
+        let text = shown.split(" (os error").next().unwrap_or_default();
+        table.push_str(&format!("    {text:?},\n"));
+    }
+    table.push_str("];\n");
+    std::fs::write(Path::new(&out).join("errno_text.rs"), table).ok();
 }
 
 /// The minor version of the rustc building this crate (`rustc 1.95.0 (…)` gives 95).

@@ -146,17 +146,24 @@ impl CPath {
 }
 
 /// The path with every link resolved, as the kernel names the file it opens (the same text as
-/// `realpath(3)` for a path that exists), written into `out`; `None` when the path cannot be
-/// opened or `/proc` is not there to name it.
-pub fn real_path<'o>(path: &CStr, out: &'o mut [u8]) -> Option<&'o [u8]> {
+/// `realpath(3)` for a path that exists), written into `out`: `Ok(None)` when the path cannot
+/// be opened, `Err` when `/proc` cannot name what was opened (it is not mounted, or the name
+/// is longer than `out`).
+pub fn real_path<'o>(path: &CStr, out: &'o mut [u8]) -> Result<Option<&'o [u8]>, Errno> {
     use rustix::fs::{CWD, Mode, OFlags};
-    let fd = open(path, OFlags::PATH, Mode::empty()).ok()?;
+    let Ok(fd) = open(path, OFlags::PATH, Mode::empty()) else {
+        return Ok(None);
+    };
     let mut number = Decimal::default();
-    let link = CPath::new(&[b"/proc/self/fd/", number.of(fd.raw() as u64)])?;
-    let read = rustix::fs::readlinkat_raw(CWD, link.as_cstr(), &mut *out).ok()?;
-    // A name that filled the buffer may have been cut short.
-    let real = out.get(..read).filter(|_| read < out.len())?;
-    (real.first() == Some(&b'/')).then_some(real)
+    let link = CPath::new(&[b"/proc/self/fd/", number.of(fd.raw() as u64)]);
+    let link = link.ok_or(Errno::NAMETOOLONG)?;
+    let read = rustix::fs::readlinkat_raw(CWD, link.as_cstr(), &mut *out)?;
+    // A name that filled the buffer may have been cut short; one without a leading slash is
+    // not reachable from here.
+    match out.get(..read).filter(|_| read < out.len()) {
+        Some(real) if real.first() == Some(&b'/') => Ok(Some(real)),
+        _ => Err(Errno::NAMETOOLONG),
+    }
 }
 
 /// Calls `visit` with the name of each subdirectory of `path` (links not followed), in the
@@ -213,18 +220,22 @@ impl Decimal {
 }
 
 /// close_range(2): closes the descriptors `first..=last` (or, with `CLOSE_RANGE_CLOEXEC`,
-/// marks them close-on-exec); whether the kernel did. A raw system call: a C library wrapper
-/// would write errno, which the lock holder and the front cannot have.
+/// marks them close-on-exec). A raw system call: a C library wrapper would write errno, which
+/// the lock holder and the front cannot have.
 ///
 /// # Safety
 /// Nothing in this process may use a descriptor in the range after it is closed.
-pub unsafe fn close_range(first: u32, last: u32, flags: u32) -> bool {
+pub unsafe fn close_range(first: u32, last: u32, flags: u32) -> Result<(), Errno> {
     // SAFETY: the caller vouches for the range.
-    unsafe {
+    let result = unsafe {
         raw::syscall(
             raw::CLOSE_RANGE,
             [first as usize, last as usize, flags as usize, 0, 0, 0],
-        ) == 0
+        )
+    };
+    match result {
+        0 => Ok(()),
+        failed => Err(Errno::from_raw_os_error(-failed as i32)),
     }
 }
 
@@ -305,10 +316,10 @@ mod tests {
         let link = CPath::new(&[real.join("l/.").as_os_str().as_encoded_bytes()]).unwrap();
         assert_eq!(
             real_path(link.as_cstr(), &mut out),
-            Some(real.join("d").as_os_str().as_encoded_bytes())
+            Ok(Some(real.join("d").as_os_str().as_encoded_bytes()))
         );
         let gone = CPath::new(&[real.join("gone").as_os_str().as_encoded_bytes()]).unwrap();
-        assert_eq!(real_path(gone.as_cstr(), &mut out), None);
+        assert_eq!(real_path(gone.as_cstr(), &mut out), Ok(None));
     }
 
     #[test]

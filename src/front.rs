@@ -188,7 +188,8 @@ fn holds(check: CheckView<'_>, env: impl Iterator<Item = &'static [u8]>) -> bool
         }
         CheckView::Real { path: p, real } => path(p).is_some_and(|p| {
             let mut out = [0; PATH_MAX];
-            bare::real_path(p.as_cstr(), &mut out) == real
+            // No answer from /proc is no answer at all, whatever was recorded.
+            bare::real_path(p.as_cstr(), &mut out) == Ok(real)
         }),
         CheckView::Subdirectories { path: p, names } => path(p).is_some_and(|p| {
             let (mut found, mut recorded) = (0, true);
@@ -308,11 +309,12 @@ fn attempt(start: Start, space: &'static mut Space) -> Option<()> {
         None => None,
     };
     touch(&joined(venv.as_bytes(), &[launch.venv, b"last-used"])?)?;
+    // The first pointer is kept for the shell (see `exec`).
     let strings = Strings {
         buffer: strings,
         used: 0,
         pointers,
-        count: 0,
+        count: 1,
     };
     exec(start, own, strings, holder, &launch, lease, filter)
 }
@@ -411,19 +413,11 @@ fn exec(
     }
     strings.point(core::ptr::null())?;
 
-    // Every descriptor the caller leaked to paude stays out of the sandbox (as in
-    // `sandbox::exec`); a kernel without close_range is left to the full program.
-    // SAFETY: marking descriptors close-on-exec changes nothing before the exec.
-    if !unsafe { bare::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } {
-        return None;
-    }
-    let mut inherit = [
-        Some(write.as_fd()),
-        filter.as_ref().map(|file| file.as_fd()),
-    ];
-    for fd in inherit.iter_mut().flatten() {
-        rustix::io::fcntl_setfd(*fd, rustix::io::FdFlags::empty()).ok()?;
-    }
+    // Every descriptor the caller leaked to paude will be kept out of the sandbox (as in
+    // `sandbox::exec`); a kernel without close_range (asked here with a range that holds no
+    // descriptor) is left to the full program.
+    // SAFETY: no descriptor is numbered that high.
+    unsafe { bare::close_range(u32::MAX, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }.ok()?;
     // The front's memory lives as long as the process, and nothing writes the holder's part
     // again: the process execs next, or ends.
     let holder: &'static Holder = holder.write(Holder {
@@ -434,27 +428,52 @@ fn exec(
     // From here the front does not return: the holder, which shares this memory, would run
     // beside the C library's start-up.
     drop((lock, read));
+    let running: [&[u8]; 3] = [b"running ", launch.bwrap, b": "];
+    // SAFETY: marking descriptors close-on-exec changes nothing before the exec.
+    if let Err(errno) = unsafe { bare::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } {
+        fail(&running, errno);
+    }
+    for fd in [
+        Some(write.as_fd()),
+        filter.as_ref().map(|file| file.as_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Err(errno) = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()) {
+            fail(&running, errno);
+        }
+    }
     ignore_sigpipe();
     for (warning, text) in launch.lines.flagged() {
         say(warning, text);
     }
     reset_signals();
-    // SAFETY: the program and every argument are NUL-terminated strings, the arrays
-    // null-terminated; the environment is the process's own.
-    let result = unsafe {
-        bare::raw::syscall(
-            bare::raw::EXECVE,
-            [
-                strings.pointers[0] as usize,
-                strings.pointers.as_ptr() as usize,
-                start.envp as usize,
-                0,
-                0,
-                0,
-            ],
-        )
+    let execve = |pointers: &[*const c_char]| {
+        // SAFETY: the program and every argument are NUL-terminated strings, the array
+        // null-terminated; the environment is the process's own.
+        let result = unsafe {
+            bare::raw::syscall(
+                bare::raw::EXECVE,
+                [
+                    pointers[0] as usize,
+                    pointers.as_ptr() as usize,
+                    start.envp as usize,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        };
+        rustix::io::Errno::from_raw_os_error(-result as i32)
     };
-    let errno = rustix::io::Errno::from_raw_os_error(-result as i32);
+    let mut errno = execve(&strings.pointers[1..]);
+    if errno == rustix::io::Errno::NOEXEC {
+        // A file the kernel cannot run, the C library's `execvp` (which the full program's
+        // exec is) hands to the shell, as POSIX has it: so does the front.
+        strings.pointers[0] = c"/bin/sh".as_ptr();
+        errno = execve(strings.pointers);
+    }
     if errno == rustix::io::Errno::TOOBIG {
         let mut bytes = Decimal::default();
         // As the full program counts: each argument with its NUL, the program not.
@@ -470,7 +489,7 @@ fn exec(
         );
     }
     // The write end closes with this process: the holder ends.
-    fail(&[b"running ", launch.bwrap, b": "], errno)
+    fail(&running, errno)
 }
 
 /// Ends paude as its full program ends on an error: `paude: error: `, the message's parts and
@@ -483,9 +502,10 @@ fn fail(parts: &[&[u8]], errno: rustix::io::Errno) -> ! {
         let _ = write_all(stderr, part);
     }
     if errno != rustix::io::Errno::TOOBIG {
-        let mut code = Decimal::default();
+        let (mut number, mut code) = (Decimal::default(), Decimal::default());
+        let [text, unknown] = errno_text(errno, &mut number);
         let code = code.of(errno.raw_os_error() as u64);
-        for part in [errno_text(errno), b" (os error ", code, b")"] {
+        for part in [text, unknown, b" (os error ", code, b")"] {
             let _ = write_all(stderr, part);
         }
     }
@@ -493,25 +513,20 @@ fn fail(parts: &[&[u8]], errno: rustix::io::Errno) -> ! {
     exit(125)
 }
 
-/// The C library's text for the errors an exec or a write can end with; the rest by number
-/// only.
-fn errno_text(errno: rustix::io::Errno) -> &'static [u8] {
-    use rustix::io::Errno;
-    match errno {
-        Errno::NOENT => b"No such file or directory",
-        Errno::ACCESS => b"Permission denied",
-        Errno::PERM => b"Operation not permitted",
-        Errno::NOEXEC => b"Exec format error",
-        Errno::NOMEM => b"Cannot allocate memory",
-        Errno::TXTBSY => b"Text file busy",
-        Errno::LOOP => b"Too many levels of symbolic links",
-        Errno::NOTDIR => b"Not a directory",
-        Errno::ISDIR => b"Is a directory",
-        Errno::IO => b"Input/output error",
-        Errno::PIPE => b"Broken pipe",
-        Errno::AGAIN => b"Resource temporarily unavailable",
-        Errno::NOSPC => b"No space left on device",
-        _ => b"Unknown error",
+mod errno_text {
+    include!(concat!(env!("OUT_DIR"), "/errno_text.rs"));
+}
+
+/// The C library's text for an error number (`Permission denied`), as the standard library
+/// shows it; `Unknown error N`, as the C library says, for a number it does not know.
+fn errno_text(errno: rustix::io::Errno, number: &mut Decimal) -> [&[u8]; 2] {
+    let code = errno.raw_os_error();
+    match usize::try_from(code)
+        .ok()
+        .and_then(|at| errno_text::ERRNO_TEXT.get(at))
+    {
+        Some(text) if !text.is_empty() => [text.as_bytes(), b""],
+        _ => [b"Unknown error ", number.of(code as u64)],
     }
 }
 
@@ -546,7 +561,8 @@ fn exit(status: i32) -> ! {
     unreachable!()
 }
 
-/// bwrap's arguments: NUL-terminated copies in one buffer, and the array of pointers.
+/// bwrap's arguments: NUL-terminated copies in one buffer, and the array of pointers (from
+/// the second on: the first is the shell's, for a file the kernel cannot run).
 struct Strings<'s> {
     buffer: &'s mut [u8],
     used: usize,

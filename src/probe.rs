@@ -285,11 +285,12 @@ fn real_path(path: &Path) -> io::Result<PathBuf> {
     let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| not_found())?;
     let mut out = [0; crate::bare::PATH_MAX];
     match crate::bare::real_path(&path, &mut out) {
-        Some(real) => Ok(PathBuf::from(std::ffi::OsStr::from_bytes(real))),
-        // Without /proc (a chroot, some containers) the C library resolves the links one by
-        // one; the launch front, which asks only the kernel, then sees another answer and
-        // leaves such launches to the full program.
-        None => std::fs::canonicalize(std::ffi::OsStr::from_bytes(path.to_bytes())),
+        Ok(Some(real)) => Ok(PathBuf::from(std::ffi::OsStr::from_bytes(real))),
+        // A path that cannot be opened gets the C library's error for it. Without /proc (a
+        // chroot, some containers) the C library resolves the links one by one; the launch
+        // front, which asks only the kernel, takes no answer for an answer and leaves such
+        // launches to the full program.
+        Ok(None) | Err(_) => std::fs::canonicalize(std::ffi::OsStr::from_bytes(path.to_bytes())),
     }
 }
 

@@ -34,7 +34,7 @@ pub fn exec(program: &OsStr, args: &[OsString], inherit: &[BorrowedFd<'_>]) -> s
 /// kernel has `CLOSE_RANGE_CLOEXEC` (Linux 5.11), else one by one from `/proc/self/fd`.
 fn close_on_exec_above_stderr() -> std::io::Result<()> {
     // SAFETY: marking descriptors close-on-exec changes nothing before the exec.
-    if unsafe { crate::bare::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } {
+    if unsafe { crate::bare::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }.is_ok() {
         return Ok(());
     }
     for fd in crate::host::open_descriptors()? {

@@ -594,4 +594,8 @@ fn a_served_launch_that_cannot_go_on_ends_as_the_full_program_does() {
     let output = paude.run(launch);
     assert_eq!(ok(&output), "by sh: --unshare-user\n");
     assert!(served());
+    // Worked out, the same.
+    forget_launches(&paude_home);
+    let output = paude.run(launch);
+    assert_eq!(ok(&output), "by sh: --unshare-user\n");
 }

@@ -349,12 +349,9 @@ fn lease(venv: &CPath, key: &[u8]) -> Option<Fd> {
     let lock_name = CPath::new(&[key, b".lock"])?;
     let path = joined(venv.as_bytes(), &[lock_name.as_bytes()])?;
     let lock = open(&path, OFlags::RDONLY | OFlags::NOFOLLOW)?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared).ok()?;
-    let (open, at_path) = (
-        rustix::fs::fstat(&lock).ok()?,
-        rustix::fs::lstat(path.as_cstr()).ok()?,
-    );
-    if (open.st_dev, open.st_ino) != (at_path.st_dev, at_path.st_ino) {
+    if lock::attempt(lock.as_fd(), false) != Ok(lock::Attempt::Locked)
+        || lock::is_current(lock.as_fd(), path.as_cstr()) != Ok(true)
+    {
         return None;
     }
     let rootfs = joined(venv.as_bytes(), &[key, b"rootfs"])?;

@@ -19,10 +19,10 @@
 //! [`KeyLock::is_current`]: the locked file must still be the one at the path, else the caller
 //! opens the path again.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -138,16 +138,7 @@ impl KeyLock {
 
     /// Tries the lock without waiting: exclusive or shared.
     pub fn attempt(&self, exclusive: bool) -> io::Result<Attempt> {
-        let result = if exclusive {
-            self.file.try_lock()
-        } else {
-            self.file.try_lock_shared()
-        };
-        match result {
-            Ok(()) => Ok(Attempt::Locked),
-            Err(TryLockError::WouldBlock) => Ok(Attempt::Busy),
-            Err(TryLockError::Error(error)) => Err(error),
-        }
+        Ok(attempt(self.file.as_fd(), exclusive)?)
     }
 
     pub fn unlock(&self) -> io::Result<()> {
@@ -157,12 +148,7 @@ impl KeyLock {
     /// Whether the open file is still the one at the path (not unlinked or replaced by an
     /// exclusive holder while this one waited).
     pub fn is_current(&self) -> io::Result<bool> {
-        let open = self.file.metadata()?;
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(at_path) => Ok(at_path.dev() == open.dev() && at_path.ino() == open.ino()),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(error) => Err(error),
-        }
+        Ok(is_current(self.file.as_fd(), &self.path)?)
     }
 
     /// Removes the lock file; only an exclusive holder may (see the module documentation).
@@ -175,6 +161,36 @@ impl KeyLock {
 }
 
 /// The holder's stack: its code needs a few hundred bytes.
+/// Tries the lock on `fd` without waiting (flock(2)); the launch front takes it this way too,
+/// before the C library has started.
+pub(crate) fn attempt(fd: BorrowedFd<'_>, exclusive: bool) -> Result<Attempt, rustix::io::Errno> {
+    use rustix::fs::FlockOperation::{NonBlockingLockExclusive, NonBlockingLockShared};
+    let operation = if exclusive {
+        NonBlockingLockExclusive
+    } else {
+        NonBlockingLockShared
+    };
+    match rustix::fs::flock(fd, operation) {
+        Ok(()) => Ok(Attempt::Locked),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(Attempt::Busy),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// Whether the file open at `fd` is still the one at `path` (not unlinked or replaced by an
+/// exclusive holder while this one waited).
+pub(crate) fn is_current<P: rustix::path::Arg>(
+    fd: BorrowedFd<'_>,
+    path: P,
+) -> Result<bool, rustix::io::Errno> {
+    let open = rustix::fs::fstat(fd)?;
+    match rustix::fs::lstat(path) {
+        Ok(at_path) => Ok((at_path.st_dev, at_path.st_ino) == (open.st_dev, open.st_ino)),
+        Err(rustix::io::Errno::NOENT) => Ok(false),
+        Err(errno) => Err(errno),
+    }
+}
+
 const HOLDER_STACK: usize = 64 * 1024;
 
 /// Starts the holder process for `holder` (see [`KeyLock::hold_while_open`]); also called by

@@ -140,17 +140,15 @@ pub unsafe fn launch(start: Start) {
     }
 }
 
-/// `$PAUDE_HOME` as `HostFacts::gather` works it out: the variable if set and absolute, else
-/// `$HOME/.paude`; `None` where the full program has something to say.
+/// `$PAUDE_HOME` as `HostFacts::gather` works it out (`host::store_home`); `None` where the
+/// full program has something to say.
 fn paude_home(env: impl Iterator<Item = &'static [u8]> + Clone) -> Option<CPath> {
-    match bare::env_value(env.clone(), b"PAUDE_HOME").filter(|home| !home.is_empty()) {
-        Some(home) => CPath::new(&[home]).filter(|_| home.starts_with(b"/")),
-        None => {
-            let home = bare::env_value(env, b"HOME").filter(|home| home.starts_with(b"/"))?;
-            let mut path = CPath::new(&[home])?;
-            join(&mut path, b".paude")?;
-            Some(path)
-        }
+    use crate::host::StoreHome;
+    let given = bare::env_value(env.clone(), b"PAUDE_HOME");
+    match crate::host::store_home(given, bare::env_value(env, b"HOME")) {
+        StoreHome::Given(dir) => CPath::new(&[dir]),
+        StoreHome::UnderHome(home) => joined(home, &[crate::host::STORE_IN_HOME.as_bytes()]),
+        _ => None,
     }
 }
 
@@ -277,7 +275,7 @@ fn attempt(start: Start, space: &'static mut Space) -> Option<()> {
     if crate::host::refusing_sysctl(uid, &zero).is_some() {
         return None;
     }
-    let venv = home_path(&home, &[b"venv"])?;
+    let venv = joined(home.as_bytes(), &[b"venv"])?;
     let lease = lease(&venv, launch.venv)?;
     let tree = CPath::new(&[launch.tree.0])?;
     if Seen::of(tree.as_cstr()) != Ok(launch.tree.1) {
@@ -317,11 +315,6 @@ fn attempt(start: Start, space: &'static mut Space) -> Option<()> {
         count: 1,
     };
     exec(start, own, strings, holder, &launch, lease, filter)
-}
-
-/// `$PAUDE_HOME` joined with `names`.
-fn home_path(home: &CPath, names: &[&[u8]]) -> Option<CPath> {
-    joined(home.as_bytes(), names)
 }
 
 /// Opens `path` close-on-exec.

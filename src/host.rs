@@ -39,21 +39,29 @@ impl HostFacts {
         let cwd = std::env::current_dir().context(
             "finding the current directory (was it deleted? cd to an existing directory)",
         )?;
-        let paude_home = match (get("PAUDE_HOME").filter(|v| !v.is_empty()), get("HOME")) {
-            (Some(home), _) if Path::new(&home).is_absolute() => PathBuf::from(home),
-            (Some(home), _) => bail!(
-                "PAUDE_HOME must be an absolute path, got {}",
-                Path::new(&home).display()
-            ),
-            (None, Some(home)) if Path::new(&home).is_absolute() => {
-                PathBuf::from(home).join(".paude")
+        let (paude_home, home) = (get("PAUDE_HOME"), get("HOME"));
+        let shown = |value: &[u8]| {
+            Path::new(std::ffi::OsStr::from_bytes(value))
+                .display()
+                .to_string()
+        };
+        let paude_home = match store_home(
+            paude_home.as_deref().map(OsStrExt::as_bytes),
+            home.as_deref().map(OsStrExt::as_bytes),
+        ) {
+            StoreHome::Given(dir) => PathBuf::from(std::ffi::OsStr::from_bytes(dir)),
+            StoreHome::UnderHome(home) => {
+                PathBuf::from(std::ffi::OsStr::from_bytes(home)).join(STORE_IN_HOME)
             }
-            (None, Some(home)) if !home.is_empty() => bail!(
+            StoreHome::RelativePaudeHome(dir) => {
+                bail!("PAUDE_HOME must be an absolute path, got {}", shown(dir))
+            }
+            StoreHome::RelativeHome(home) => bail!(
                 "HOME is {}, not an absolute path, so paude cannot place its cache in it; \
                  set HOME or PAUDE_HOME to an absolute path",
-                Path::new(&home).display()
+                shown(home)
             ),
-            (None, _) => bail!(
+            StoreHome::Unset => bail!(
                 "neither PAUDE_HOME nor HOME is set; set PAUDE_HOME to a directory for paude's cache"
             ),
         };
@@ -129,6 +137,34 @@ impl HostFacts {
     /// without trying (two small /proc reads).
     pub fn userns_refusal(&self) -> Option<UsernsRefusal> {
         refusal_from_sysctls(self.uid, &read_sysctl)
+    }
+}
+
+/// The store's directory under `$HOME` when `PAUDE_HOME` is not set.
+pub const STORE_IN_HOME: &str = ".paude";
+
+/// Where paude's store is, from `$PAUDE_HOME` and `$HOME` as given (either may be unset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreHome<'a> {
+    /// `$PAUDE_HOME`, absolute.
+    Given(&'a [u8]),
+    /// [`STORE_IN_HOME`] under `$HOME`, absolute (`PAUDE_HOME` unset or empty).
+    UnderHome(&'a [u8]),
+    RelativePaudeHome(&'a [u8]),
+    RelativeHome(&'a [u8]),
+    /// Neither is set (or both are empty).
+    Unset,
+}
+
+/// Works out [`StoreHome`]; allocates nothing, as the launch front asks it before the C
+/// library has started.
+pub fn store_home<'a>(paude_home: Option<&'a [u8]>, home: Option<&'a [u8]>) -> StoreHome<'a> {
+    match (paude_home.filter(|dir| !dir.is_empty()), home) {
+        (Some(dir), _) if dir.starts_with(b"/") => StoreHome::Given(dir),
+        (Some(dir), _) => StoreHome::RelativePaudeHome(dir),
+        (None, Some(home)) if home.starts_with(b"/") => StoreHome::UnderHome(home),
+        (None, Some(home)) if !home.is_empty() => StoreHome::RelativeHome(home),
+        (None, _) => StoreHome::Unset,
     }
 }
 
@@ -351,6 +387,30 @@ mod tests {
                 .iter()
                 .find(|(p, _)| *p == path)
                 .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_store_is_paude_home_else_under_home() {
+        type Case = (
+            Option<&'static [u8]>,
+            Option<&'static [u8]>,
+            StoreHome<'static>,
+        );
+        let cases: [Case; 6] = [
+            (Some(b"/s"), Some(b"/h"), StoreHome::Given(b"/s")),
+            (Some(b"s"), Some(b"/h"), StoreHome::RelativePaudeHome(b"s")),
+            (Some(b""), Some(b"/h"), StoreHome::UnderHome(b"/h")),
+            (None, Some(b"h"), StoreHome::RelativeHome(b"h")),
+            (None, Some(b""), StoreHome::Unset),
+            (None, None, StoreHome::Unset),
+        ];
+        for (paude_home, home, expected) in cases {
+            assert_eq!(
+                store_home(paude_home, home),
+                expected,
+                "{paude_home:?} {home:?}"
+            );
         }
     }
 

@@ -1,4 +1,5 @@
-//! Command-line definitions, and nothing else: no I/O happens here.
+//! Command-line definitions (clap), and a quick reader of `paude venv`'s usual command line
+//! that answers as clap would. No I/O happens here.
 
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
@@ -167,50 +168,22 @@ const VENV_OPTIONS: [(Option<char>, &str, VenvOption); 8] = [
 /// a value that starts with `-` or is empty or not UTF-8 where a string is wanted, an argument
 /// before `--`) gives `None`, and clap parses the line and says what is wrong.
 ///
-/// Why not clap alone: building clap's whole command tree and parsing with it costs a launch
-/// about 0.13 ms, a tenth of what paude adds to bwrap's own start-up; this costs microseconds.
+/// Why not clap alone: building clap's whole command tree costs every launch a measurable
+/// part of what paude adds to bwrap's own start-up (BENCHMARKS.md); this costs microseconds.
 /// Where it answers, the answer is clap's (a test compares the two on every form above).
 pub fn quick_venv_args(args: &[OsString]) -> Option<VenvArgs> {
     use std::os::unix::ffi::OsStrExt;
-    let mut venv = VenvArgs::default();
-    let words = args.iter().map(|arg| arg.as_bytes());
-    let own = walk_venv_args(words, &mut |option, value| {
-        let text = || std::str::from_utf8(value).ok().map(str::to_owned);
-        let path = || PathBuf::from(std::ffi::OsStr::from_bytes(value));
-        match option {
-            VenvOption::Exec => venv.exec = text(),
-            VenvOption::File => venv.file = Some(path()),
-            VenvOption::Jpath => venv.jpath.push(path()),
-            VenvOption::ExtStr => venv.ext_str.extend(text()),
-            VenvOption::ExtCode => venv.ext_code.extend(text()),
-            VenvOption::TlaStr => venv.tla_str.extend(text()),
-            VenvOption::TlaCode => venv.tla_code.extend(text()),
-            VenvOption::DryRun => venv.dry_run = true,
-        }
-    })?;
-    venv.command = args[own..].to_vec();
-    Some(venv)
-}
-
-/// Walks a `paude venv` command line (`argv[0]` first) as [`quick_venv_args`] reads it,
-/// calling `visit` with each option and its value (empty for `--dry-run`); the number of
-/// words before the command (through `--`), or `None` where clap must read the line.
-/// Allocates nothing: the launch front reads its command line with it before the C library
-/// has started, so that a launch record is found by the same words the full program wrote it
-/// for.
-pub fn walk_venv_args<'a>(
-    words: impl Iterator<Item = &'a [u8]>,
-    visit: &mut dyn FnMut(VenvOption, &'a [u8]),
-) -> Option<usize> {
-    let mut rest = words.enumerate().skip(1);
-    if rest.next()?.1 != b"venv" {
+    let mut words = args.iter().enumerate().skip(1);
+    if words.next()?.1 != "venv" {
         return None;
     }
-    let (mut manifest, mut dry_run, mut consumed) = (false, false, 2);
-    while let Some((at, bytes)) = rest.next() {
-        consumed = at + 1;
+    let mut venv = VenvArgs::default();
+    let mut command_at = args.len();
+    while let Some((at, word)) = words.next() {
+        let bytes = word.as_bytes();
         if bytes == b"--" {
-            return Some(at + 1);
+            command_at = at + 1;
+            break;
         }
         let (option, attached) = if let Some(long) = bytes.strip_prefix(b"--") {
             let (name, value) = match long.iter().position(|b| *b == b'=') {
@@ -229,39 +202,40 @@ pub fn walk_venv_args<'a>(
             (*option, None)
         };
         if option == VenvOption::DryRun {
-            if dry_run || attached.is_some() {
+            if venv.dry_run || attached.is_some() {
                 return None;
             }
-            dry_run = true;
-            visit(option, b"");
+            venv.dry_run = true;
             continue;
         }
         let value = match attached {
             Some(value) => value,
-            None => {
-                let (at, value) = rest.next()?;
-                consumed = at + 1;
-                value
-            }
+            None => words.next()?.1.as_bytes(),
         };
         if value.is_empty() || value[0] == b'-' {
             return None;
         }
-        let text = !matches!(option, VenvOption::File | VenvOption::Jpath);
-        if text && core::str::from_utf8(value).is_err() {
-            return None;
-        }
-        if matches!(option, VenvOption::Exec | VenvOption::File) {
+        let path = || PathBuf::from(std::ffi::OsStr::from_bytes(value));
+        let text = || std::str::from_utf8(value).ok().map(str::to_owned);
+        match option {
             // One manifest: `-e` or `-f`, once.
-            if manifest {
+            VenvOption::Exec | VenvOption::File if venv.exec.is_some() || venv.file.is_some() => {
                 return None;
             }
-            manifest = true;
+            VenvOption::Exec => venv.exec = Some(text()?),
+            VenvOption::File => venv.file = Some(path()),
+            VenvOption::Jpath => venv.jpath.push(path()),
+            VenvOption::ExtStr => venv.ext_str.push(text()?),
+            VenvOption::ExtCode => venv.ext_code.push(text()?),
+            VenvOption::TlaStr => venv.tla_str.push(text()?),
+            VenvOption::TlaCode => venv.tla_code.push(text()?),
+            // Taken above: it has no value.
+            VenvOption::DryRun => {}
         }
-        visit(option, value);
     }
     // No `--`: no command, an interactive shell; every word was the launch's own.
-    Some(consumed)
+    venv.command = args[command_at..].to_vec();
+    Some(venv)
 }
 
 #[cfg(test)]

@@ -13,22 +13,18 @@
 //! ```
 //!
 //! Everything up to `render` is data in, data out; the host is touched only at the edges
-//! (`host`, `probe`, the package database, `store`, and the single exec site).
-//!
-//! A launch leaves a record of its result and of every question it asked the host on the way
-//! (`probe`, `store::record`); the same launch again asks the questions again and, when every
-//! answer is the same, goes from argv straight to the exec: the launch front (`front`), which
-//! runs from the program's entry point, before the C library starts, with allocation-free
-//! system calls (`bare`).
+//! (`host`, the workspace, the package database, `store`, and the single exec site).
+//! Beside the pipeline, `launch` caches the two stages a repeated launch would otherwise
+//! redo (the manifest's evaluation and the closure). `sys` holds the crate's only unsafe
+//! code: the system calls nothing safe wraps.
 
-pub mod bare;
 pub mod cli;
 pub mod commands;
-pub mod front;
 pub mod host;
+pub mod launch;
 pub mod manifest;
 pub mod packages;
-pub mod probe;
 pub mod rootpath;
 pub mod sandbox;
 pub mod store;
+pub mod sys;

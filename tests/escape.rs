@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -156,19 +155,7 @@ fn escape_checklist() {
         // 4. Use a descriptor inherited from paude's caller.
         let secret = std::fs::File::open(setup.elsewhere.path().join("secret.txt")).unwrap();
         let with_fd = |mut command: Command| {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&secret);
-            // SAFETY: dup2 and fcntl are async-signal-safe; they give the child the file as
-            // fd 7 without close-on-exec, as a careless caller would.
-            unsafe {
-                command.pre_exec(move || {
-                    // dup2 onto itself (the file may already be 7) keeps close-on-exec,
-                    // so clear it explicitly.
-                    if libc::dup2(fd, 7) == -1 || libc::fcntl(7, libc::F_SETFD, 0) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            leak_descriptor(&mut command, &secret, 7);
             run(command)
         };
         let script = "cat <&7";

@@ -82,24 +82,12 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 /// Starts a sandbox of `tag` that waits on its stdin; returns once it runs. paude gets
 /// descriptor 7 open on `/dev/zero` without close-on-exec, as a careless caller would leave it.
 fn start_sandbox(paude: &Paude, tag: &str, marker: &str) -> Child {
-    use std::os::unix::process::CommandExt;
     let mut command = paude.command(["venv", "-e", &manifest(tag), "--", "/bin/sh", "-c"]);
     command
         .arg(format!(": > {marker}; read line"))
         .stdin(Stdio::piped());
-    // SAFETY: open, dup2 and close are async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            let zero = libc::open(c"/dev/zero".as_ptr(), libc::O_RDONLY);
-            if zero == -1 || libc::dup2(zero, 7) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if zero != 7 {
-                libc::close(zero);
-            }
-            Ok(())
-        });
-    }
+    let zero = std::fs::File::open("/dev/zero").expect("open /dev/zero");
+    leak_descriptor(&mut command, &zero, 7);
     let child = command.spawn().expect("spawn paude");
     let marker = paude.workspace.join(marker);
     wait_for("the sandbox to start", || marker.exists());

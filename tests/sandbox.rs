@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    As, Paude, TestDir, command_as, fails_with, hand_over, ok, shared_home, text, users,
-    venv_entries, write,
+    As, Paude, TestDir, close_descriptors, command_as, fails_with, hand_over, leak_descriptor, ok,
+    shared_home, text, users, venv_entries, write,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -154,7 +154,6 @@ fn exit_status_passes_through() {
 #[test]
 fn closed_standard_descriptors_reach_the_sandbox_as_dev_null() {
     require_bwrap!();
-    use std::os::unix::process::CommandExt;
     for who in users() {
         let (_workspace, paude) = small_workspace(who);
         // paude's caller closed stdin and stdout: paude reopens them on /dev/null before it
@@ -167,14 +166,7 @@ fn closed_standard_descriptors_reach_the_sandbox_as_dev_null() {
             "-c",
             "readlink /proc/$$/fd/0 /proc/$$/fd/1 >&2; :",
         ]);
-        // SAFETY: close is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                libc::close(0);
-                libc::close(1);
-                Ok(())
-            });
-        }
+        close_descriptors(&mut command, &[0, 1]);
         let out = command.output().expect("running paude");
         assert!(out.status.success(), "{who:?}: {}", text(&out.stderr));
         let stderr = text(&out.stderr);
@@ -184,6 +176,65 @@ fn closed_standard_descriptors_reach_the_sandbox_as_dev_null() {
         );
     }
 }
+/// bwrap gets the lock's pipe and the standard descriptors, and nothing paude's caller left
+/// open: the sandboxed command sees 0-2 alone.
+#[test]
+fn descriptors_the_caller_leaked_do_not_reach_the_sandbox() {
+    require_bwrap!();
+    for who in users() {
+        let (_workspace, paude) = small_workspace(who);
+        let leaked = std::fs::File::open("/dev/zero").expect("open /dev/zero");
+        let mut command = paude.command([
+            "venv",
+            "--",
+            "bash",
+            "-c",
+            "cd /proc/$$/fd && echo *; tr '\\0' x < /proc/$PPID/cmdline",
+        ]);
+        leak_descriptor(&mut command, &leaked, 7);
+        let output = command.output().expect("running paude");
+        let out = ok(&output);
+        // 0-2, and 3: the directory the shell lists.
+        assert!(out.starts_with("0 1 2 3\n"), "{who:?}: {out}");
+        // bwrap's pid 1 is the command's parent, holding the pipe it was given.
+        assert!(out.contains("x--sync-fdx"), "{who:?}: {out}");
+    }
+}
+
+/// Where the exec cannot go as planned, paude says so and exits 125: a `--dry-run` line into
+/// a closed pipe is an error with the system's words. A bwrap that the kernel cannot run (a
+/// script without `#!`) is handed to the shell, as `execvp` does.
+#[test]
+fn the_exec_s_failures_and_a_bwrap_script() {
+    require_bwrap!();
+    let who = As::Me;
+    let (workspace, paude) = small_workspace(who);
+    let (read, unread) = std::io::pipe().expect("pipe");
+    drop(read);
+    let output = paude
+        .command(["venv", "--dry-run", "--", "true"])
+        .stdout(unread)
+        .output()
+        .expect("run");
+    fails_with(&output, 125, "writing to stdout: Broken pipe (os error 32)");
+
+    let installed = std::env::split_paths(&std::env::var_os("PATH").expect("PATH"))
+        .map(|dir| dir.join("bwrap"))
+        .find(|path| path.is_file())
+        .expect("bwrap on PATH");
+    let bwrap = workspace.path().join("bwrap-script");
+    write(
+        &bwrap,
+        &format!("echo \"by sh: $1\"; exec {} \"$@\"\n", installed.display()),
+    );
+    std::fs::set_permissions(&bwrap, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let output = paude
+        .clone()
+        .env("PAUDE_BWRAP", bwrap.to_str().expect("utf-8"))
+        .run(["venv", "--", "true"]);
+    assert_eq!(ok(&output), "by sh: --unshare-user\n");
+}
+
 #[test]
 fn host_python_venv_is_shadowed() {
     require_bwrap!();

@@ -11,7 +11,7 @@
 use super::{ago, rfc3339, status};
 use crate::cli::CleanupArgs;
 use crate::host::HostFacts;
-use crate::store::cache::Cache;
+use crate::launch::cache::Cache;
 use crate::store::lock::Attempt;
 use crate::store::packages::{self, PackageStore};
 use crate::store::prune::{self, LeftoverOutcome, Verdict};
@@ -346,7 +346,7 @@ fn remove_or_measure(path: &std::path::Path, dry_run: bool) -> std::io::Result<u
 }
 
 /// Removes the launch caches of other paude builds (a rebuilt or upgraded paude starts with
-/// caches of its own; see [`crate::store::cache`]).
+/// caches of its own; see [`crate::launch::cache`]).
 fn prune_caches(host: &HostFacts, dry_run: bool, report: &mut CleanupDocument) {
     let cache = Cache::new(&host.paude_home);
     let Some(current) = cache.current_build() else {

@@ -308,7 +308,7 @@ pub fn gather(host: &HostFacts) -> Facts {
 }
 
 fn gather_bwrap(host: &HostFacts) -> BwrapFound {
-    let path = match host.bwrap(&crate::probe::Probes::new()) {
+    let path = match host.bwrap() {
         Ok(path) => path,
         Err(error) => {
             return BwrapFound::Missing {

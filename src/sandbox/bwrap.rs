@@ -20,31 +20,11 @@
 //! would mount the wrong path.
 
 use super::plan::{MountOp, Plan};
-use crate::bare::Sink;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
 /// bwrap's arguments for `plan` (without the program name).
 pub fn render(plan: &Plan) -> Vec<OsString> {
-    let (mut args, at) = render_without_descriptors(plan);
-    args.splice(at..at, descriptor_options(plan.keep_open, plan.seccomp_fd));
-    args
-}
-
-/// `--sync-fd` and `--seccomp` with their descriptors, as [`render`] places them.
-pub fn descriptor_options(keep_open: Option<i32>, seccomp: Option<i32>) -> Vec<OsString> {
-    let mut args = Vec::new();
-    for (option, fd) in [("--sync-fd", keep_open), ("--seccomp", seccomp)] {
-        if let Some(fd) = fd {
-            args.extend([option.into(), fd.to_string().into()]);
-        }
-    }
-    args
-}
-
-/// bwrap's arguments for `plan` without the descriptor options, and where they go: a launch
-/// record keeps these, since the descriptors' numbers are the launch's own.
-pub fn render_without_descriptors(plan: &Plan) -> (Vec<OsString>, usize) {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|item| item.to_os_string()));
     for flag in [
@@ -61,8 +41,14 @@ pub fn render_without_descriptors(plan: &Plan) -> (Vec<OsString>, usize) {
     }
     push(&["--die-with-parent".as_ref()]);
     push(&["--cap-drop".as_ref(), "ALL".as_ref()]);
-    let descriptors_at = args.len();
-    let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|item| item.to_os_string()));
+    for (option, fd) in [
+        ("--sync-fd", plan.keep_open),
+        ("--seccomp", plan.seccomp_fd),
+    ] {
+        if let Some(fd) = fd {
+            push(&[option.as_ref(), fd.to_string().as_ref()]);
+        }
+    }
     if plan.new_session {
         push(&["--new-session".as_ref()]);
     }
@@ -95,7 +81,7 @@ pub fn render_without_descriptors(plan: &Plan) -> (Vec<OsString>, usize) {
     for word in &plan.command {
         push(&[word]);
     }
-    (args, descriptors_at)
+    args
 }
 
 /// One shell word for `word`: as is when it is plain, else single-quoted (with `'` written as
@@ -107,63 +93,48 @@ pub fn shell_quote(word: &OsStr) -> Vec<u8> {
     out
 }
 
-/// [`shell_quote`] into `sink`, allocating nothing (the launch front prints `--dry-run`'s
-/// line with it before the C library has started).
-pub fn quote_into(sink: &mut dyn Sink, word: &[u8]) {
+fn quote_into(out: &mut Vec<u8>, word: &[u8]) {
     let plain = !word.is_empty()
         && word
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(b));
     if plain {
-        return sink.put(word);
+        return out.extend_from_slice(word);
     }
-    sink.put(b"'");
+    out.push(b'\'');
     for piece in word.split_inclusive(|b| *b == b'\'') {
         match piece.strip_suffix(b"'") {
             Some(before) => {
-                sink.put(before);
-                sink.put(b"'\\''");
+                out.extend_from_slice(before);
+                out.extend_from_slice(b"'\\''");
             }
-            None => sink.put(piece),
+            None => out.extend_from_slice(piece),
         }
     }
-    sink.put(b"'");
+    out.push(b'\'');
 }
 
 /// The whole command line, shell-quoted, as `--dry-run` prints it.
 pub fn command_line(program: &OsStr, args: &[OsString]) -> Vec<u8> {
     let mut line = Vec::new();
-    quote_words(
-        &mut line,
-        program.as_bytes(),
-        args.iter().map(|arg| arg.as_bytes()),
-    );
-    line
-}
-
-/// [`command_line`] into `sink`.
-pub fn quote_words<'a>(sink: &mut dyn Sink, program: &[u8], args: impl Iterator<Item = &'a [u8]>) {
-    quote_into(sink, program);
+    quote_into(&mut line, program.as_bytes());
     for arg in args {
-        sink.put(b" ");
-        quote_into(sink, arg);
+        line.push(b' ');
+        quote_into(&mut line, arg.as_bytes());
     }
+    line
 }
 
 /// The line `--dry-run` prints: the command line, its filter read from descriptor 3 (which
 /// the line redirects from the filter's file), and a newline.
-pub fn dry_run_line<'a>(
-    sink: &mut dyn Sink,
-    program: &[u8],
-    args: impl Iterator<Item = &'a [u8]>,
-    filter: Option<&[u8]>,
-) {
-    quote_words(sink, program, args);
+pub fn dry_run_line(program: &OsStr, args: &[OsString], filter: Option<&OsStr>) -> Vec<u8> {
+    let mut line = command_line(program, args);
     if let Some(filter) = filter {
-        sink.put(b" 3<");
-        quote_into(sink, filter);
+        line.extend_from_slice(b" 3<");
+        quote_into(&mut line, filter.as_bytes());
     }
-    sink.put(b"\n");
+    line.push(b'\n');
+    line
 }
 
 #[cfg(test)]

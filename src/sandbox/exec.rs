@@ -7,46 +7,37 @@
 //! `exec 3<secret`, an editor's or agent's pipes) never reach the sandbox. Rust opens paude's
 //! own descriptors close-on-exec already.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 
 /// What to do about a bwrap command line too long for the kernel (E2BIG).
-pub const TOO_LONG_FIX: &str =
+const TOO_LONG_FIX: &str =
     "shrink large `envSet` values or pass them through `envKeep`, or use fewer mounts";
 
 /// Replaces this process with `program args`, letting only 0-2 and `inherit` survive the
-/// exec. Returns only on failure.
-pub fn exec(program: &OsStr, args: &[OsString], inherit: &[BorrowedFd<'_>]) -> std::io::Error {
-    if let Err(error) = close_on_exec_above_stderr() {
-        return error;
+/// exec. Returns only on failure, with the error as paude reports it.
+pub fn exec(program: &Path, args: &[OsString], inherit: &[BorrowedFd<'_>]) -> anyhow::Error {
+    let error = match prepare_descriptors(inherit) {
+        Ok(()) => Command::new(program).args(args).exec(),
+        Err(error) => error,
+    };
+    if error.raw_os_error() == Some(rustix::io::Errno::TOOBIG.raw_os_error()) {
+        let bytes: usize = args.iter().map(|arg| arg.len() + 1).sum();
+        return anyhow::anyhow!(
+            "the bwrap command line is too long for the kernel ({bytes} bytes of arguments); {TOO_LONG_FIX}"
+        );
     }
-    for fd in inherit {
-        if let Err(errno) = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()) {
-            return errno.into();
-        }
-    }
-    Command::new(program).args(args).exec()
+    anyhow::Error::new(error).context(format!("running {}", program.display()))
 }
 
-/// Marks every open descriptor above 2 close-on-exec: in one close_range(2) call where the
-/// kernel has `CLOSE_RANGE_CLOEXEC` (Linux 5.11), else one by one from `/proc/self/fd`.
-fn close_on_exec_above_stderr() -> std::io::Result<()> {
-    // SAFETY: marking descriptors close-on-exec changes nothing before the exec.
-    if unsafe { crate::bare::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }.is_ok() {
-        return Ok(());
-    }
-    for fd in crate::host::open_descriptors()? {
-        if fd <= 2 {
-            continue;
-        }
-        // SAFETY: the descriptor is only borrowed for the fcntl; one that was closed in the
-        // meantime (the directory listing's own) makes the call fail, which is ignored.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        if let Ok(flags) = rustix::io::fcntl_getfd(borrowed) {
-            rustix::io::fcntl_setfd(borrowed, flags | rustix::io::FdFlags::CLOEXEC).ok();
-        }
+/// Marks every descriptor above 2 close-on-exec, then clears the flag on `inherit`.
+fn prepare_descriptors(inherit: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    crate::sys::close_on_exec_above_stderr()?;
+    for fd in inherit {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
     }
     Ok(())
 }

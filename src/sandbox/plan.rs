@@ -26,7 +26,6 @@
 //! rootfs first, so a target through a link (`/bin/x`) lands where the link leads.
 
 use crate::manifest::{HomeMode, Manifest, Mount, MountKind};
-use crate::probe::{Kind, Probes};
 use crate::rootpath;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -120,8 +119,6 @@ pub struct PlanInput<'a> {
     /// A host path with every link resolved, if it exists: the store's protection compares
     /// real paths, since `$PAUDE_HOME` or a bind's source may be reached through a link.
     pub real_path: &'a dyn Fn(&Path) -> Option<PathBuf>,
-    /// What else the plan asks of the host: where the shell is, when there is no command.
-    pub probes: &'a Probes,
     pub stdin_is_terminal: bool,
     /// The user's home path on the host, which is `HOME` inside (none: no home is set up).
     pub home: Option<&'a Path>,
@@ -152,7 +149,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let (mounts, views) = mount_ops(&mut rootfs, &logical, &host)?;
     let env = environment(input)?;
     let command = if input.command.is_empty() {
-        vec![shell(&mut rootfs, &views, &env, input.probes)?]
+        vec![shell(&mut rootfs, &views, &env)?]
     } else {
         input.command.to_vec()
     };
@@ -411,7 +408,7 @@ fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Vec<Logical> {
     }));
     // The store must never be writable inside: a sandbox that could change a published tree
     // would change every later environment built from it, and one that could write a launch
-    // record would choose what the next launch runs. It is reachable when it lies inside the
+    // cache would choose what the next launch runs. It is reachable when it lies inside the
     // workspace (a home directory used as one) or inside a read-write bind, also when either
     // is reached through a link, so real paths are compared.
     let writable: Vec<(PathBuf, PathBuf)> = out
@@ -725,10 +722,9 @@ pub enum CommandLookup {
     },
 }
 
-/// Looks the plan's command up the way `execvp` inside will. Host paths (a command in the
-/// workspace, a bound directory) and every permission are asked through `probes`; the rootfs
-/// never changes.
-pub fn lookup_command(plan: &Plan, probes: &Probes) -> CommandLookup {
+/// Looks the plan's command up the way `execvp` inside will: in the rootfs, or on the host
+/// where a bind puts a host directory (the workspace, a bound directory).
+pub fn lookup_command(plan: &Plan) -> CommandLookup {
     match plan.command.first() {
         Some(command) => lookup(
             &mut RootfsReader::new(&plan.rootfs),
@@ -736,7 +732,6 @@ pub fn lookup_command(plan: &Plan, probes: &Probes) -> CommandLookup {
             &plan.env,
             &plan.chdir,
             command,
-            probes,
         ),
         None => CommandLookup::NotFound,
     }
@@ -750,7 +745,6 @@ fn lookup(
     env: &[(OsString, OsString)],
     chdir: &Path,
     command: &OsStr,
-    probes: &Probes,
 ) -> CommandLookup {
     let candidates: Vec<PathBuf> = if command.as_bytes().contains(&b'/') {
         vec![chdir.join(command)]
@@ -768,7 +762,7 @@ fn lookup(
     };
     let mut refused = None;
     for candidate in candidates {
-        let (outside, is_dir, on_host) = match locate(rootfs, views, &candidate) {
+        let (outside, is_dir) = match locate(rootfs, views, &candidate) {
             Location::Unknown => {
                 // In /proc, /dev or a tmpfs: paude cannot tell, bwrap will.
                 if views
@@ -782,22 +776,22 @@ fn lookup(
             Location::Rootfs(_, None) => continue,
             Location::Rootfs(outside, Some(entry)) => {
                 let is_dir = entry == rootpath::Entry::Directory;
-                (outside, is_dir, false)
+                (outside, is_dir)
             }
-            Location::Host(outside) => match probes.kind(&outside, true) {
-                Kind::Error(_) => continue,
-                kind => (outside, kind.is_dir(), true),
+            Location::Host(outside) => match std::fs::metadata(&outside) {
+                Err(_) => continue,
+                Ok(meta) => (outside, meta.is_dir()),
             },
         };
         if is_dir {
             refused = refused.or(Some(CommandLookup::IsDirectory(candidate)));
-        } else if !probes.executable(&outside) {
+        } else if !executable(&outside) {
             refused = refused.or(Some(CommandLookup::NotExecutable(candidate)));
         } else {
             // The kernel runs a `#!` script's interpreter: look that up too, once.
-            if let Some(interpreter) = shebang(&outside, on_host.then_some(probes))
+            if let Some(interpreter) = shebang(&outside)
                 && interpreter.is_absolute()
-                && !command_exists(rootfs, views, &interpreter, probes)
+                && !command_exists(rootfs, views, &interpreter)
             {
                 return CommandLookup::BadInterpreter {
                     script: candidate,
@@ -811,26 +805,22 @@ fn lookup(
 }
 
 /// Whether an absolute path names an executable file inside (no script check).
-fn command_exists(
-    rootfs: &mut RootfsReader<'_>,
-    views: &[(PathBuf, View)],
-    path: &Path,
-    probes: &Probes,
-) -> bool {
+fn command_exists(rootfs: &mut RootfsReader<'_>, views: &[(PathBuf, View)], path: &Path) -> bool {
     match locate(rootfs, views, path) {
-        Location::Host(outside) | Location::Rootfs(outside, Some(_)) => probes.executable(&outside),
+        Location::Host(outside) | Location::Rootfs(outside, Some(_)) => executable(&outside),
         Location::Rootfs(_, None) => false,
         Location::Unknown => true,
     }
 }
 
-/// The interpreter named by a `#!` line, if the file starts with one. A host file is read
-/// through `probes`; one in the rootfs never changes.
-fn shebang(file: &Path, probes: Option<&Probes>) -> Option<PathBuf> {
+/// Whether this user may execute `path` (`access(X_OK)`).
+fn executable(path: &Path) -> bool {
+    rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
+}
+
+/// The interpreter named by a `#!` line, if the file starts with one.
+fn shebang(file: &Path) -> Option<PathBuf> {
     use std::io::Read;
-    if let Some(probes) = probes {
-        probes.stamp(file)?;
-    }
     let mut head = [0u8; 256];
     let mut opened = std::fs::File::open(file).ok()?;
     let read = opened.read(&mut head).ok()?;
@@ -847,17 +837,9 @@ fn shell(
     rootfs: &mut RootfsReader<'_>,
     views: &[(PathBuf, View)],
     env: &[(OsString, OsString)],
-    probes: &Probes,
 ) -> Result<OsString, PlanError> {
     for candidate in ["bash", "/bin/sh"] {
-        if lookup(
-            rootfs,
-            views,
-            env,
-            Path::new("/"),
-            OsStr::new(candidate),
-            probes,
-        ) == CommandLookup::Found
+        if lookup(rootfs, views, env, Path::new("/"), OsStr::new(candidate)) == CommandLookup::Found
         {
             return Ok(candidate.into());
         }
@@ -958,7 +940,6 @@ mod tests {
                 let text = path.to_string_lossy();
                 (!text.contains("missing")).then(|| text.replace("/home/link", "/w").into())
             },
-            probes: &Probes::new(),
             stdin_is_terminal: false,
             home: None,
             identity: None,
@@ -1106,9 +1087,7 @@ mod tests {
     fn commands_are_looked_up_as_execvp_will() {
         let rootfs = rootfs();
         let m = manifest();
-        let lookup = |command: &[&str]| {
-            lookup_command(&make(&m, &[], rootfs.path(), command), &Probes::new())
-        };
+        let lookup = |command: &[&str]| lookup_command(&make(&m, &[], rootfs.path(), command));
         assert_eq!(lookup(&["bash"]), CommandLookup::Found);
         assert_eq!(lookup(&["/bin/bash"]), CommandLookup::Found);
         assert_eq!(lookup(&["git"]), CommandLookup::NotFound);
@@ -1285,7 +1264,6 @@ mod tests {
             host_env: &[],
             host_has: &|_: &Path| true,
             real_path: &|path: &Path| Some(path.to_path_buf()),
-            probes: &Probes::new(),
             stdin_is_terminal: true,
             home: None,
             identity: None,

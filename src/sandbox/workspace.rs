@@ -5,18 +5,13 @@
 //! Python venvs (seeds 000-002) are found only at its top level, as the seeds decided: a venv
 //! is a directory holding `pyvenv.cfg` (PEP 405's marker), whatever its name.
 
-//!
-//! Every question asked of the file system goes through [`Probes`], so that a launch record
-//! knows what to ask again.
-
 use crate::manifest::VenvMode;
-use crate::probe::Probes;
 use std::path::{Path, PathBuf};
 
 /// The workspace root for a process started in `cwd` (an absolute, canonical path).
-pub fn find_root(cwd: &Path, probes: &Probes) -> PathBuf {
+pub fn find_root(cwd: &Path) -> PathBuf {
     cwd.ancestors()
-        .find(|dir| probes.kind(&dir.join(".git"), false).exists())
+        .find(|dir| dir.join(".git").symlink_metadata().is_ok())
         .unwrap_or(cwd)
         .to_path_buf()
 }
@@ -26,27 +21,27 @@ pub fn find_root(cwd: &Path, probes: &Probes) -> PathBuf {
 /// own directory names the repository's common directory in `commondir`. Without them bound,
 /// git inside reports "not a git repository". Returns the directories to bind read-write, each
 /// absolute and outside the workspace, without one inside another.
-pub fn outside_git_dirs(workspace: &Path, probes: &Probes) -> Vec<PathBuf> {
+pub fn outside_git_dirs(workspace: &Path) -> Vec<PathBuf> {
     let read_pointer = |file: &Path, prefix: &str| -> Option<PathBuf> {
-        let text = String::from_utf8(probes.read(file).ok()?).ok()?;
+        let text = std::fs::read_to_string(file).ok()?;
         let value = text.lines().next()?.strip_prefix(prefix)?.trim();
         (!value.is_empty()).then(|| PathBuf::from(value))
     };
     let dot_git = workspace.join(".git");
     // Usually a directory (or nothing): one stat says so, where reading it would take four calls.
-    if !probes.kind(&dot_git, true).is_file() {
+    if !dot_git.is_file() {
         return Vec::new();
     }
     let Some(gitdir) = read_pointer(&dot_git, "gitdir:") else {
         return Vec::new();
     };
     let gitdir = workspace.join(gitdir);
-    let Ok(gitdir) = probes.canonicalize(&gitdir) else {
+    let Ok(gitdir) = gitdir.canonicalize() else {
         return Vec::new();
     };
     let mut dirs = vec![gitdir.clone()];
     if let Some(common) = read_pointer(&gitdir.join("commondir"), "")
-        && let Ok(common) = probes.canonicalize(&gitdir.join(common))
+        && let Ok(common) = gitdir.join(common).canonicalize()
     {
         dirs.push(common);
     }
@@ -62,8 +57,22 @@ pub fn outside_git_dirs(workspace: &Path, probes: &Probes) -> Vec<PathBuf> {
 }
 
 /// Whether `dir` is a Python virtual environment.
-pub fn is_venv(dir: &Path, probes: &Probes) -> bool {
-    probes.kind(&dir.join("pyvenv.cfg"), true).is_file()
+pub fn is_venv(dir: &Path) -> bool {
+    dir.join("pyvenv.cfg").is_file()
+}
+
+/// The directories (not links to them) at the top level of `dir`, sorted by name.
+fn subdirectories(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+        .map(|entry| entry.path())
+        .collect();
+    found.sort();
+    found
 }
 
 /// The venv directories of `workspace` to shadow under `mode`, as absolute paths in a stable
@@ -74,34 +83,29 @@ pub fn venvs_to_shadow(
     workspace: &Path,
     mode: &VenvMode,
     warn: &mut dyn FnMut(String),
-    probes: &Probes,
 ) -> Vec<PathBuf> {
     match mode {
         VenvMode::None => Vec::new(),
-        // Sorted by name already.
-        VenvMode::Auto => probes
-            .subdirectories(workspace)
-            .unwrap_or_default()
+        VenvMode::Auto => subdirectories(workspace)
             .into_iter()
-            .map(|name| workspace.join(name))
-            .filter(|path| is_venv(path, probes))
+            .filter(|path| is_venv(path))
             .collect(),
         VenvMode::List(dirs) => dirs
             .iter()
             .map(|dir| {
                 let path = workspace.join(dir);
-                let kind = probes.kind(&path, false);
-                if !kind.exists() {
+                let kind = path.symlink_metadata().map(|meta| meta.file_type());
+                if kind.is_err() {
                     warn(format!(
                         "venv `{}` does not exist in the workspace; nothing to shadow",
                         dir.display()
                     ));
-                } else if !kind.is_dir() {
+                } else if !kind.as_ref().is_ok_and(|kind| kind.is_dir()) {
                     warn(format!(
                         "venv `{}` is not a directory; it is left as it is",
                         dir.display()
                     ));
-                } else if !is_venv(&path, probes) {
+                } else if !is_venv(&path) {
                     warn(format!(
                         "venv `{}` has no pyvenv.cfg, so it is not a Python venv; shadowing it anyway",
                         dir.display()
@@ -109,7 +113,7 @@ pub fn venvs_to_shadow(
                 }
                 (path, kind)
             })
-            .filter(|(_, kind)| kind.is_dir())
+            .filter(|(_, kind)| kind.as_ref().is_ok_and(|kind| kind.is_dir()))
             .map(|(path, _)| path)
             .collect(),
     }
@@ -125,12 +129,12 @@ mod tests {
         let root = dir.path();
         std::fs::create_dir_all(root.join(".git")).unwrap();
         std::fs::create_dir_all(root.join("src/deep")).unwrap();
-        assert_eq!(find_root(&root.join("src/deep"), &Probes::new()), root);
+        assert_eq!(find_root(&root.join("src/deep")), root);
         // A worktree has a `.git` file.
         std::fs::create_dir_all(root.join("src/deep/wt")).unwrap();
         std::fs::write(root.join("src/deep/wt/.git"), "gitdir: x").unwrap();
         assert_eq!(
-            find_root(&root.join("src/deep/wt"), &Probes::new()),
+            find_root(&root.join("src/deep/wt")),
             root.join("src/deep/wt")
         );
     }
@@ -141,7 +145,7 @@ mod tests {
         let inner = dir.path().join("a");
         std::fs::create_dir_all(&inner).unwrap();
         // tempdirs live under /tmp, which is not in a git repository on a sane host.
-        assert_eq!(find_root(&inner, &Probes::new()), inner);
+        assert_eq!(find_root(&inner), inner);
     }
 
     #[test]
@@ -153,11 +157,9 @@ mod tests {
             std::fs::write(ws.join(name).join("pyvenv.cfg"), "home = /x\n").unwrap();
         }
         std::fs::create_dir_all(ws.join("src")).unwrap();
-        let got = venvs_to_shadow(ws, &VenvMode::Auto, &mut |w| panic!("{w}"), &Probes::new());
+        let got = venvs_to_shadow(ws, &VenvMode::Auto, &mut |w| panic!("{w}"));
         assert_eq!(got, vec![ws.join(".venv"), ws.join("custom")]);
-        assert!(
-            venvs_to_shadow(ws, &VenvMode::None, &mut |w| panic!("{w}"), &Probes::new()).is_empty()
-        );
+        assert!(venvs_to_shadow(ws, &VenvMode::None, &mut |w| panic!("{w}")).is_empty());
     }
 
     #[test]
@@ -171,7 +173,6 @@ mod tests {
             ws,
             &VenvMode::List(vec!["missing".into(), "plain".into(), "file".into()]),
             &mut |w| warnings.push(w),
-            &Probes::new(),
         );
         assert_eq!(got, vec![ws.join("plain")]);
         assert_eq!(warnings.len(), 3, "{warnings:?}");
@@ -195,8 +196,8 @@ mod tests {
         )
         .unwrap();
         let main_git = std::fs::canonicalize(main.join(".git")).unwrap();
-        assert_eq!(outside_git_dirs(&worktree, &Probes::new()), vec![main_git]);
+        assert_eq!(outside_git_dirs(&worktree), vec![main_git]);
         // An ordinary repository needs nothing more.
-        assert!(outside_git_dirs(&main, &Probes::new()).is_empty());
+        assert!(outside_git_dirs(&main).is_empty());
     }
 }

@@ -10,7 +10,7 @@
 //! $PAUDE_HOME/venv/.del-<key>-<pid>   a removal in progress (or the leftover of a dead one)
 //! $PAUDE_HOME/venv/.cleanup.lock      flock: one cleanup at a time
 //! $PAUDE_HOME/pkg/                    the package store ([`packages`])
-//! $PAUDE_HOME/cache/                  launch caches ([`cache`])
+//! $PAUDE_HOME/cache/                  launch caches (`launch::cache`)
 //! ```
 //!
 //! Invariants:
@@ -28,13 +28,11 @@
 //!   and builds a fresh one; it never sees a half-deleted tree.
 //! - A published tree is never modified.
 
-pub mod cache;
 pub mod export;
 pub mod key;
 pub mod lock;
 pub mod packages;
 pub mod prune;
-pub mod record;
 pub mod tree;
 
 use crate::manifest::FsEntry;
@@ -545,7 +543,7 @@ impl Store {
 
 /// Creates `dir` and its missing parents mode 0700: the store holds fsEntries' contents and
 /// the user's kept homes and venvs, which may be private.
-fn private_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn private_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

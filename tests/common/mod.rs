@@ -125,6 +125,7 @@ pub fn chown_tree(path: &Path, uid: u32) {
 }
 
 /// One paude invocation: a workspace, a PAUDE_HOME, a user.
+#[derive(Clone)]
 pub struct Paude {
     pub who: As,
     pub home: PathBuf,
@@ -284,6 +285,8 @@ pub fn hand_over(who: As, dir: &Path) {
 /// A `PAUDE_HOME` parent shared by the tests of one user, so that one environment is built
 /// once per test binary and per user (the store's lock makes concurrent first builds safe).
 /// Statics are never dropped, so these are removed when the test binary exits.
+// Registers an exit handler, which only libc offers.
+#[allow(unsafe_code)]
 pub fn shared_home(who: As) -> &'static Path {
     static ME: OnceLock<TestDir> = OnceLock::new();
     static NOBODY_HOME: OnceLock<TestDir> = OnceLock::new();
@@ -304,4 +307,37 @@ pub fn shared_home(who: As) -> &'static Path {
         TestDir::new(who)
     })
     .path()
+}
+
+/// Has `command`'s child start with `file` open as descriptor `fd`, without close-on-exec,
+/// as a careless caller would leave it.
+#[allow(unsafe_code)]
+pub fn leak_descriptor(command: &mut Command, file: &std::fs::File, fd: i32) {
+    use std::os::unix::process::CommandExt;
+    let from = std::os::fd::AsRawFd::as_raw_fd(file);
+    // SAFETY: dup2 and fcntl are async-signal-safe. dup2 onto itself (the file may already be
+    // `fd`) keeps close-on-exec, so it is cleared explicitly.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(from, fd) == -1 || libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Has `command`'s child start with the descriptors `fds` closed.
+#[allow(unsafe_code)]
+pub fn close_descriptors(command: &mut Command, fds: &'static [i32]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: close is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in fds {
+                libc::close(*fd);
+            }
+            Ok(())
+        });
+    }
 }

@@ -1,15 +1,13 @@
 //! Launch caches: results a launch would otherwise recompute every time (the evaluated
 //! manifest, the package closure), kept under `$PAUDE_HOME/cache` and reused while the files
-//! they were computed from are unchanged. A launch record (`super::record`), which answers for
-//! a whole launch, lives beside them; these serve the launches it does not.
+//! they were computed from are unchanged.
 //!
 //! ```text
 //! $PAUDE_HOME/cache/<build>/<kind>/<key>.json   {"stamps": [...], "value": ...}
 //! ```
 //!
-//! - `<build>` names the paude binary (the linker's build ID, else its file's device, inode,
-//!   size and mtime): a new or
-//!   rebuilt paude starts with empty caches, so a change of Jsonnet semantics, of the embedded
+//! - `<build>` names the paude binary (its file's device, inode, size, mtime and ctime): a new
+//!   or rebuilt paude starts with empty caches, so a change of Jsonnet semantics, of the embedded
 //!   library or of the closure rules can never serve an old answer. `paude cleanup` removes
 //!   the directories of other builds.
 //! - `<key>` hashes every input that is not a file: the manifest's path or `-e` text, the
@@ -26,7 +24,7 @@
 //! then the result is recomputed on every launch. Entries are written by rename, whole, and a
 //! cache that cannot be read or written is the same as an empty one: it never fails a launch.
 
-use super::{key::Encoder, private_dir};
+use crate::store::{key::Encoder, private_dir};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -53,9 +51,8 @@ pub struct Seen {
 
 impl Seen {
     /// What `path` looks like as the kernel resolves it (following links, as a read does);
-    /// `None` when nothing is there. (Given a `&CStr`, nothing is allocated: the launch front
-    /// asks this before the C library has started.)
-    pub fn of<P: rustix::path::Arg>(path: P) -> Result<Option<Seen>, rustix::io::Errno> {
+    /// `None` when nothing is there.
+    pub fn of(path: &Path) -> Result<Option<Seen>, rustix::io::Errno> {
         match rustix::fs::stat(path) {
             Ok(stat) => Ok(Some(Seen {
                 dev: stat.st_dev,
@@ -88,13 +85,13 @@ impl Stamp {
     }
 
     /// Whether the path is still as stamped.
-    pub(crate) fn holds(&self) -> bool {
+    pub fn holds(&self) -> bool {
         Stamp::of(&self.path).is_ok_and(|now| now.seen == self.seen)
     }
 
     /// Whether the path changed last at least [`SETTLE`] before `began` (an absent path has
     /// nothing to settle: creating it changes its stamp).
-    pub(crate) fn settled(&self, began: SystemTime) -> bool {
+    pub fn settled(&self, began: SystemTime) -> bool {
         let Some(seen) = &self.seen else { return true };
         let Some(limit) = began
             .checked_sub(SETTLE)
@@ -112,13 +109,6 @@ impl Stamp {
 pub struct Prepared {
     path: PathBuf,
     text: Vec<u8>,
-}
-
-impl Prepared {
-    /// `bytes` to be written whole at `path` (from [`Cache::file`]).
-    pub(crate) fn raw(path: PathBuf, bytes: Vec<u8>) -> Prepared {
-        Prepared { path, text: bytes }
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -222,12 +212,6 @@ impl Cache {
             .then_some((entry.value, entry.stamps))
     }
 
-    /// `<build>/<kind>/<name>`, a file of this build's caches that is not a JSON entry (a
-    /// launch record); `None` when caching is off.
-    pub(crate) fn file(&self, kind: &str, name: &str) -> Option<PathBuf> {
-        Some(self.dir.as_ref()?.join(kind).join(name))
-    }
-
     /// An entry to [`Cache::write`] later: a launch keeps what it learned until its input has
     /// passed every check, so that bad input writes nothing to the store. `None` when the
     /// value cannot be cached (a stamp has not settled, no build identity).
@@ -266,42 +250,24 @@ impl Cache {
     }
 }
 
-/// Names the running binary: by the linker's build ID, a hash of the linked program that any
-/// rebuild changes, read from memory; else by its file's identity, which any reinstall or
-/// rebuild changes too.
+/// Names the running binary by its file's identity, which any rebuild, reinstall or upgrade
+/// changes: one `stat` of `/proc/self/exe`. `None` without `/proc`, which disables caching.
 fn build_id() -> Option<String> {
-    if let Some(name) = crate::host::own_build_id().and_then(build_name) {
-        return Some(String::from_utf8_lossy(&name).into_owned());
-    }
+    let meta = std::fs::metadata("/proc/self/exe").ok()?;
     let mut encoder = Encoder::default();
     encoder.bytes(env!("CARGO_PKG_VERSION").as_bytes());
-    let meta = std::fs::metadata("/proc/self/exe").ok()?;
     for value in [
         meta.dev(),
         meta.ino(),
         meta.size(),
         meta.mtime() as u64,
         meta.mtime_nsec() as u64,
+        meta.ctime() as u64,
+        meta.ctime_nsec() as u64,
     ] {
         encoder.u64(value);
     }
-    Some(encoder.hex(16))
-}
-
-/// The directory name of a build with linker build ID `id`: `b` and the ID's first 16 bytes
-/// in hex (it is a hash already); `None` for an ID too short to tell builds apart. The launch
-/// front names it the same way before the C library has started.
-pub fn build_name(id: &[u8]) -> Option<[u8; 33]> {
-    if id.len() < 8 {
-        return None;
-    }
-    let mut name = [b'0'; 33];
-    name[0] = b'b';
-    for (at, byte) in id.iter().take(16).enumerate() {
-        name[1 + 2 * at] = b"0123456789abcdef"[usize::from(byte >> 4)];
-        name[2 + 2 * at] = b"0123456789abcdef"[usize::from(byte & 0xf)];
-    }
-    Some(name)
+    Some(format!("b{}", encoder.hex(16)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,154 @@
+//! What makes a repeated launch fast, beside the pipeline: the two stages whose work a
+//! launch would otherwise repeat every time, each served from a cache ([`cache`]) while the
+//! files it came from are unchanged.
+//!
+//! - [`load_manifest`]: `manifest::load` (Jsonnet evaluation), cached with a stamp of every
+//!   file the evaluation read and every import path it looked for in vain;
+//! - [`PackageDatabase::resolve`]: `packages::resolve` (the closure), cached with a stamp of
+//!   the database's files; the database is not even opened on a hit.
+//!
+//! Both are ordinary code run after ordinary start-up, and a hit gives what the stage itself
+//! would: the cached manifest is validated again, and a stamp that does not hold is a miss.
+//! What a launch learns is written only once its input passed every check ([`Learned`]), so
+//! bad input leaves nothing in the cache.
+
+pub mod cache;
+
+use crate::manifest::{self, LoadOptions, Manifest, ManifestSource};
+use crate::packages::{
+    Closure, PackageError, Provider,
+    dpkg::{self, Dpkg},
+};
+use anyhow::{Context, Result};
+use cache::{Cache, Stamp};
+use std::cell::OnceCell;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// Cache entries a launch has worked out, to be written once its input has passed every
+/// check.
+#[derive(Debug, Default)]
+pub struct Learned(Vec<cache::Prepared>);
+
+impl Learned {
+    /// Writes every entry; a failure leaves the cache as it was.
+    pub fn write(self, cache: &Cache) {
+        for entry in self.0 {
+            cache.write(entry);
+        }
+    }
+}
+
+/// The manifest, evaluated, or taken from the cache while none of its inputs changed (the
+/// files it read, the paths its imports looked for in vain, the `-e` text, `-J`, ext and tla
+/// values, and paude itself). Validation runs either way.
+pub fn load_manifest(
+    cache: &Cache,
+    source: &ManifestSource,
+    options: &LoadOptions,
+    began: SystemTime,
+    learned: &mut Learned,
+) -> Result<Manifest> {
+    let key = || {
+        let (kind, text): (&[u8], &[u8]) = match source {
+            ManifestSource::Code(code) => (b"code", code.as_bytes()),
+            ManifestSource::File(path) => (b"file", path.as_os_str().as_bytes()),
+            ManifestSource::Default => (b"default", b""),
+        };
+        cache::Key::new("manifest")
+            .field(kind)
+            .field(text)
+            .field(options.cwd.as_os_str().as_bytes())
+            .fields(options.jpath.iter().map(|dir| dir.as_os_str().as_bytes()))
+            .pairs(&options.ext_str)
+            .pairs(&options.ext_code)
+            .pairs(&options.tla_str)
+            .pairs(&options.tla_code)
+    };
+    if let Some(value) = cache.get::<serde_json::Value>(key()) {
+        return Ok(manifest::validate(&value)?);
+    }
+    let loaded = manifest::load(source, options)?;
+    // Stamped after evaluating: a file changed meanwhile has a fresh ctime and is not cached.
+    let read = loaded.files_read.iter().map(|path| (path, true));
+    let probed = loaded.not_found.iter().map(|path| (path, false));
+    let stamps: Option<Vec<Stamp>> = read
+        .chain(probed)
+        .map(|(path, exists)| {
+            Stamp::of(path)
+                .ok()
+                .filter(|stamp| stamp.seen.is_some() == exists)
+        })
+        .collect();
+    if let Some(stamps) = stamps {
+        learned
+            .0
+            .extend(cache.prepare(key(), stamps, began, &loaded.value));
+    }
+    Ok(loaded.manifest)
+}
+
+/// The host's package database: where it is, and the provider, opened only when needed (a
+/// cache miss, a build).
+pub struct PackageDatabase {
+    /// The root the packages' files are copied from (`DPKG_ROOT`, default `/`).
+    pub root: PathBuf,
+    admindir: PathBuf,
+    provider: OnceCell<Dpkg>,
+}
+
+impl PackageDatabase {
+    /// The database `DPKG_ROOT` and `DPKG_ADMINDIR` name, as dpkg reads them.
+    pub fn new(dpkg_root: Option<&OsStr>, dpkg_admindir: Option<&OsStr>) -> PackageDatabase {
+        let (root, admindir) = dpkg::paths_from_env(dpkg_root, dpkg_admindir);
+        PackageDatabase {
+            root,
+            admindir,
+            provider: OnceCell::new(),
+        }
+    }
+
+    /// The provider, opening the database the first time.
+    pub fn provider(&self) -> Result<&Dpkg, PackageError> {
+        if let Some(provider) = self.provider.get() {
+            return Ok(provider);
+        }
+        let opened = Dpkg::open(&self.root, &self.admindir)?;
+        Ok(self.provider.get_or_init(|| opened))
+    }
+
+    /// The closure of `requested`, from the cache while the database files are unchanged.
+    pub fn resolve(
+        &self,
+        cache: &Cache,
+        requested: &[String],
+        began: SystemTime,
+        learned: &mut Learned,
+    ) -> Result<Closure> {
+        let key = || {
+            cache::Key::new("closure")
+                .field(dpkg::NAME.as_bytes())
+                .field(self.root.as_os_str().as_bytes())
+                .field(self.admindir.as_os_str().as_bytes())
+                .fields(requested.iter().map(|name| name.as_bytes()))
+        };
+        if let Some(closure) = cache.get::<Closure>(key()) {
+            return Ok(closure);
+        }
+        let provider = self.provider().context("opening the dpkg database")?;
+        let closure = provider.resolve(requested)?;
+        let stamps: Result<Vec<Stamp>, _> = provider
+            .database_files()
+            .iter()
+            .map(|path| Stamp::of(path))
+            .collect();
+        if let Ok(stamps) = stamps {
+            learned
+                .0
+                .extend(cache.prepare(key(), stamps, began, &closure));
+        }
+        Ok(closure)
+    }
+}

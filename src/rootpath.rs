@@ -80,15 +80,23 @@ pub fn resolve_with(
     let mut done: Vec<OsString> = Vec::new();
     let mut todo: Vec<OsString> = components_reversed(path);
     let mut links = 0;
+    // `root` and the components done, as bytes, and where each component starts in it: each
+    // candidate is this and one more name, built without a path of its own per step.
+    let root_bytes = bytes(root).strip_suffix(b"/").unwrap_or(bytes(root));
+    let mut prefix: Vec<u8> = root_bytes.to_vec();
+    let mut starts: Vec<usize> = Vec::new();
+    let mut candidate: Vec<u8> = Vec::new();
     while let Some(name) = todo.pop() {
         if name == ".." {
             done.pop();
+            prefix.truncate(starts.pop().unwrap_or(root_bytes.len()));
             continue;
         }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(&done);
-        candidate.push(&name);
-        match look(&candidate) {
+        candidate.clear();
+        candidate.extend_from_slice(&prefix);
+        candidate.push(b'/');
+        candidate.extend_from_slice(name.as_bytes());
+        match look(Path::new(std::ffi::OsStr::from_bytes(&candidate))) {
             Ok(Some(Entry::Link(target))) => {
                 links += 1;
                 if links > MAX_LINKS {
@@ -100,10 +108,16 @@ pub fn resolve_with(
                 }
                 if target.is_absolute() {
                     done.clear();
+                    starts.clear();
+                    prefix.truncate(root_bytes.len());
                 }
                 todo.extend(components_reversed(&target));
             }
-            Ok(Some(_)) => done.push(name),
+            Ok(Some(_)) => {
+                starts.push(prefix.len());
+                prefix.extend_from_slice(&candidate[prefix.len()..]);
+                done.push(name);
+            }
             Ok(None) => {
                 // Existence stops here; the rest is appended as written.
                 let existing = done.len();
@@ -185,8 +199,26 @@ pub fn under(root: &Path, path: &Path) -> PathBuf {
 }
 
 /// Whether `path` is `base` or lies below it, component-wise (`/ab` is not below `/a`).
+/// Normalized absolute paths (which the plan's are) are compared as bytes; others go through
+/// the components.
 pub fn is_within(path: &Path, base: &Path) -> bool {
-    path.starts_with(base)
+    let (path_bytes, base_bytes) = (bytes(path), bytes(base));
+    if !is_normalized(path_bytes) || !is_normalized(base_bytes) {
+        return path.starts_with(base);
+    }
+    base_bytes == b"/"
+        || path_bytes
+            .strip_prefix(base_bytes)
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+}
+
+/// Whether `path` is absolute with no empty, `.` or `..` component and no trailing `/`.
+fn is_normalized(path: &[u8]) -> bool {
+    path == b"/"
+        || (path.starts_with(b"/")
+            && path[1..]
+                .split(|byte| *byte == b'/')
+                .all(|part| !matches!(part, b"" | b"." | b"..")))
 }
 
 /// Bytes of a path, for encodings that must not be lossy.
@@ -212,6 +244,37 @@ mod tests {
         symlink("loop2", root.join("loop1")).unwrap();
         symlink("loop1", root.join("loop2")).unwrap();
         dir
+    }
+
+    #[test]
+    fn within_is_component_wise_whatever_the_spelling() {
+        let cases = [
+            ("/a/b", "/a", true),
+            ("/a", "/a", true),
+            ("/ab", "/a", false),
+            ("/a", "/a/b", false),
+            ("/x", "/", true),
+            ("/", "/", true),
+            ("/a//b", "/a", true),
+            ("/a/./b", "/a/b", true),
+            ("/a/b/", "/a/b", true),
+            ("/a", "/a/", true),
+            ("/a/../b", "/a", true),
+            ("a/b", "a", true),
+            ("/a/b", "a", false),
+        ];
+        for (path, base, within) in cases {
+            assert_eq!(
+                is_within(Path::new(path), Path::new(base)),
+                within,
+                "{path} in {base}"
+            );
+            assert_eq!(
+                Path::new(path).starts_with(base),
+                within,
+                "{path} in {base}"
+            );
+        }
     }
 
     #[test]

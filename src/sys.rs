@@ -11,7 +11,7 @@
 
 use std::ffi::c_void;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 
 /// The descriptors this process has open, from `/proc/self/fd`. The list includes the one
 /// that read the directory, already closed when the list is returned: callers must take a
@@ -26,10 +26,9 @@ pub fn open_descriptors() -> io::Result<Vec<RawFd>> {
 /// Marks every open descriptor above 2 close-on-exec: in one close_range(2) call where the
 /// kernel has `CLOSE_RANGE_CLOEXEC` (Linux 5.11), else one by one from `/proc/self/fd`.
 pub fn close_on_exec_above_stderr() -> io::Result<()> {
-    let flags = libc::CLOSE_RANGE_CLOEXEC as libc::c_uint;
-    // SAFETY: with CLOSE_RANGE_CLOEXEC the call closes nothing; it only sets a flag that
-    // takes effect at the exec.
-    if unsafe { libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, flags) } == 0 {
+    // With CLOSE_RANGE_CLOEXEC the call closes nothing; it sets a flag that takes effect at
+    // the exec.
+    if close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) {
         return Ok(());
     }
     for fd in open_descriptors()? {
@@ -49,17 +48,34 @@ pub fn close_on_exec_above_stderr() -> io::Result<()> {
 }
 
 /// The holder's stack: its code needs a few hundred bytes.
-const HOLDER_STACK: usize = 64 * 1024;
+const HOLDER_STACK: usize = 16 * 1024;
 
 /// What the holder process is given: leaked, since it lives on in the holder after this
 /// process has exec'd.
 struct Holder {
     /// The read end of the pipe whose end of file ends the holder.
     pipe: RawFd,
-    /// Opened on /dev/null: the holder's standard descriptors.
-    null: RawFd,
-    /// Every other descriptor the holder inherits and must not keep.
-    close: Vec<RawFd>,
+    /// The locked descriptor.
+    lock: RawFd,
+    /// The descriptors it closes, listed here, where the kernel has no close_range(2); else
+    /// it closes every one but its own by ranges.
+    close: Option<Vec<RawFd>>,
+}
+
+/// Whether close_range(2) (Linux 5.9) is there: asked to close a range above any descriptor a
+/// process can have, which closes nothing. A kernel without it, or a seccomp filter that
+/// refuses it, says no.
+fn has_close_range() -> bool {
+    // No descriptor can be numbered this high, so nothing is closed.
+    close_range(libc::c_uint::MAX, libc::c_uint::MAX, 0)
+}
+
+/// close_range(2), through the C library's `syscall`, which sets errno only when the call
+/// fails; whether it succeeded. Closing descriptors that something in this process still
+/// uses is the callers' concern: each says why none in its range is.
+fn close_range(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) -> bool {
+    // SAFETY: the call touches no memory; which descriptors it may close, see above.
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) == 0 }
 }
 
 /// Starts the process that keeps `lock` (its copy of the descriptor) until the pipe whose read
@@ -74,28 +90,21 @@ struct Holder {
 /// one. Without `CLONE_FILES` the holder has its own descriptor table; without
 /// `CLONE_THREAD` it is a process of its own, which the exec does not end.
 pub fn spawn_holder(lock: BorrowedFd<'_>, pipe: BorrowedFd<'_>) -> io::Result<()> {
-    let null = OwnedFd::from(
-        std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/null")?,
-    );
-    let keep = [lock.as_raw_fd(), pipe.as_raw_fd(), null.as_raw_fd()];
-    let close = match open_descriptors() {
-        Ok(open) => open,
-        // Without /proc: every number below the descriptor limit.
-        Err(_) => {
-            let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-            let limit = nofile.current.unwrap_or(1 << 20).min(1 << 20);
-            (0..limit as RawFd).collect()
-        }
-    }
-    .into_iter()
-    .filter(|fd| *fd > 2 && !keep.contains(fd))
-    .collect();
+    let keep = [lock.as_raw_fd(), pipe.as_raw_fd()];
+    // Listing descriptors (through /proc) costs a launch more than the rest of this function;
+    // only a kernel without close_range(2) needs the list.
+    let close = match has_close_range() {
+        true => None,
+        false => Some(
+            open_descriptors()?
+                .into_iter()
+                .filter(|fd| *fd > 2 && !keep.contains(fd))
+                .collect(),
+        ),
+    };
     let holder: &'static Holder = Box::leak(Box::new(Holder {
         pipe: pipe.as_raw_fd(),
-        null: null.as_raw_fd(),
+        lock: lock.as_raw_fd(),
         close,
     }));
     let stack: &'static mut [std::mem::MaybeUninit<u8>] =
@@ -104,9 +113,11 @@ pub fn spawn_holder(lock: BorrowedFd<'_>, pipe: BorrowedFd<'_>) -> io::Result<()
     let top = stack.as_mut_ptr_range().end;
     let top = top.wrapping_sub(top as usize % 16) as *mut c_void;
     // SAFETY: `holder_main` runs on its own stack (leaked, never used by this process) and
-    // touches only the leaked `holder` and that stack; it makes raw system calls (rustix),
-    // which neither allocate nor set the C library's errno, so it shares nothing with this
-    // process that this process changes.
+    // touches only the leaked `holder` and that stack. It makes raw system calls (rustix),
+    // which neither allocate nor set the C library's errno, and close_range(2) through
+    // `libc::syscall`, which sets errno only on a failure that `has_close_range` ruled out
+    // (it is called only when that found the call, `close` being `None`); so it shares
+    // nothing with this process that this process changes.
     let pid = unsafe {
         libc::clone(
             holder_main,
@@ -118,8 +129,6 @@ pub fn spawn_holder(lock: BorrowedFd<'_>, pipe: BorrowedFd<'_>) -> io::Result<()
     if pid == -1 {
         return Err(io::Error::last_os_error());
     }
-    // The holder has its own copy of /dev/null; this process's goes here.
-    drop(null);
     Ok(())
 }
 
@@ -131,16 +140,34 @@ extern "C" fn holder_main(argument: *mut c_void) -> libc::c_int {
     rustix::thread::set_name(c"paude-lock").ok();
     // Its own session: Ctrl-C, Ctrl-\ and hang-ups at paude's terminal do not reach it.
     rustix::process::setsid().ok();
-    // SAFETY: these are this process's own copies of descriptors it was given or must not
-    // keep; nothing else in it uses them. One may be closed already (the directory listing's
-    // own), which `try_close` reports, harmlessly.
-    let null = unsafe { BorrowedFd::borrow_raw(holder.null) };
-    rustix::stdio::dup2_stdin(null).ok();
-    rustix::stdio::dup2_stdout(null).ok();
-    rustix::stdio::dup2_stderr(null).ok();
-    for &fd in holder.close.iter().chain([&holder.null]) {
-        // SAFETY: as above.
-        unsafe { rustix::io::try_close(fd) }.ok();
+    // 0-2 on /dev/null; the descriptor it was opened on is closed with the others. Where it
+    // cannot be opened, no standard descriptor stays open either.
+    let null = rustix::fs::open(
+        c"/dev/null",
+        rustix::fs::OFlags::RDWR,
+        rustix::fs::Mode::empty(),
+    )
+    .map(|null| {
+        rustix::stdio::dup2_stdin(&null).ok();
+        rustix::stdio::dup2_stdout(&null).ok();
+        rustix::stdio::dup2_stderr(&null).ok();
+        // Not dropped: that would close it through the C library.
+        null.into_raw_fd()
+    });
+    let standard: &[RawFd] = if null.is_ok() { &[] } else { &[0, 1, 2] };
+    match &holder.close {
+        None => close_all_but(
+            &[holder.lock, holder.pipe],
+            if null.is_ok() { 3 } else { 0 },
+        ),
+        Some(listed) => {
+            for &fd in listed.iter().chain(standard).chain(null.as_ref().ok()) {
+                // SAFETY: this process's own copies of descriptors it must not keep, which
+                // nothing else in it uses. One may be closed already (the listing's own),
+                // which `try_close` reports, harmlessly.
+                unsafe { rustix::io::try_close(fd) }.ok();
+            }
+        }
     }
     // SAFETY: the pipe's read end, open in this process and closed by nothing in it.
     let pipe = unsafe { BorrowedFd::borrow_raw(holder.pipe) };
@@ -156,4 +183,19 @@ extern "C" fn holder_main(argument: *mut c_void) -> libc::c_int {
     // Returning ends the holder (the C library's `clone` makes the exit call), which
     // releases the lock.
     0
+}
+
+/// Closes, in the holder, every descriptor from `first` up but `keep` (two), by ranges around
+/// them: the holder uses none of them. Each range is well formed and no flag is set, so where
+/// `has_close_range` found the call it cannot fail (and set errno).
+fn close_all_but(keep: &[RawFd; 2], first: RawFd) {
+    let (low, high) = (keep[0].min(keep[1]), keep[0].max(keep[1]));
+    let mut from = first as libc::c_uint;
+    for kept in [low as libc::c_uint, high as libc::c_uint] {
+        if kept > from {
+            close_range(from, kept - 1, 0);
+        }
+        from = from.max(kept + 1);
+    }
+    close_range(from, libc::c_uint::MAX, 0);
 }

@@ -99,7 +99,7 @@ fn an_evaluated_manifest_is_reused_until_an_input_changes() {
 }
 
 #[test]
-fn a_closure_is_reused_until_the_package_database_changes() {
+fn an_environment_key_is_reused_until_the_package_database_changes() {
     require_bwrap!();
     let who = As::Me;
     let home = TestDir::new(who);
@@ -118,10 +118,7 @@ fn a_closure_is_reused_until_the_package_database_changes() {
         .env("DPKG_ROOT", root.path().to_str().expect("utf-8"));
     // The fixture's files are not there, so the command is not found (127) once the
     // environment is built: what matters here is the closure it was built from.
-    let launch = || {
-        let output = paude.run(["venv", "-e", r#"{packages: ["tar"]}"#, "--", "true"]);
-        assert_eq!(output.status.code(), Some(127), "{}", text(&output.stderr));
-    };
+    let launch = || paude.run(["venv", "-e", r#"{packages: ["tar"]}"#, "--", "true"]);
     let tar_versions = || -> Vec<String> {
         let output = paude.run(["list", "--json"]);
         let list: Value = serde_json::from_str(&ok(&output)).expect("JSON");
@@ -138,14 +135,34 @@ fn a_closure_is_reused_until_the_package_database_changes() {
     };
     std::thread::sleep(SETTLE);
 
-    launch();
+    assert_eq!(text(&launch().stderr).matches("depends on").count(), 0);
     assert_eq!(tar_versions(), ["1.34+dfsg-1.2"]);
     let paude_home = paude.paude_home();
-    assert_eq!(entries(&paude_home, "closure").len(), 1);
-    // Served from the cache: the edited closure is what the next environment is built from.
-    tamper(&paude_home, "closure", "1.34+dfsg-1.2", "1.34+cached");
+    assert_eq!(entries(&paude_home, "environment").len(), 1);
+    // Served from the cache: what the edited entry says is what the launch says.
+    tamper(
+        &paude_home,
+        "environment",
+        r#""missing":[]"#,
+        r#""missing":[{"required_by":"tar","relation":"cached-dep"}]"#,
+    );
+    let said = text(&launch().stderr);
+    assert!(said.contains("tar depends on `cached-dep`"), "{said}");
+    // The tree goes; the database has not changed, so the closure resolved again has the
+    // cached key, and the tree is built again under it.
+    ok(&paude.run(["cleanup", "--venvs", "--max-age-days", "0"]));
     launch();
-    assert_eq!(tar_versions(), ["1.34+cached", "1.34+dfsg-1.2"]);
+    assert_eq!(tar_versions(), ["1.34+dfsg-1.2"]);
+    // A key the database does not give (as if it changed after the launch looked): no tree is
+    // built under it.
+    let key = list_keys(&paude)[0].clone();
+    tamper(&paude_home, "environment", &key, &"0".repeat(key.len()));
+    fails_with(
+        &launch(),
+        125,
+        "the package database changed while paude was starting",
+    );
+    assert_eq!(list_keys(&paude), [key]);
     // An upgrade: dpkg writes a new status file and renames it into place.
     let text = std::fs::read_to_string(&status).expect("status");
     let upgraded = text.replace("Version: 1.34+dfsg-1.2", "Version: 1.35+dfsg-1");
@@ -153,11 +170,20 @@ fn a_closure_is_reused_until_the_package_database_changes() {
     let new = root.path().join("var/lib/dpkg/status-new");
     std::fs::write(&new, upgraded).expect("write");
     std::fs::rename(&new, &status).expect("rename");
-    launch();
-    assert_eq!(
-        tar_versions(),
-        ["1.34+cached", "1.34+dfsg-1.2", "1.35+dfsg-1"]
-    );
+    let said = common::text(&launch().stderr);
+    assert!(!said.contains("depends on"), "{said}");
+    assert_eq!(tar_versions(), ["1.34+dfsg-1.2", "1.35+dfsg-1"]);
+}
+
+/// The keys of the environments `paude list` shows.
+fn list_keys(paude: &Paude) -> Vec<String> {
+    let list: Value = serde_json::from_str(&ok(&paude.run(["list", "--json"]))).expect("JSON");
+    list["venvs"]
+        .as_array()
+        .expect("venvs")
+        .iter()
+        .map(|venv| venv["key"].as_str().expect("key").to_string())
+        .collect()
 }
 
 #[test]
@@ -217,7 +243,7 @@ fn a_cached_launch_sees_the_workspace_as_it_is_now() {
         let (first, _) = dry();
         let paude_home = paude.paude_home();
         assert_eq!(entries(&paude_home, "manifest").len(), 1, "{who:?}");
-        assert_eq!(entries(&paude_home, "closure").len(), 1, "{who:?}");
+        assert_eq!(entries(&paude_home, "environment").len(), 1, "{who:?}");
         assert!(first.contains(&format!("--bind {} {}", sub.display(), sub.display())));
 
         // A `.git` above: the workspace becomes its directory.
@@ -268,7 +294,7 @@ fn a_cached_launch_sees_the_workspace_as_it_is_now() {
         fails_with(&output, 126, "not executable");
         // The caches were used all along: still one entry of each.
         assert_eq!(entries(&paude_home, "manifest").len(), 1, "{who:?}");
-        assert_eq!(entries(&paude_home, "closure").len(), 1, "{who:?}");
+        assert_eq!(entries(&paude_home, "environment").len(), 1, "{who:?}");
     }
 }
 

@@ -9,14 +9,14 @@ use super::{BuildReport, ExitError, status, warn};
 use crate::cli::VenvArgs;
 use crate::host::HostFacts;
 use crate::launch::cache::Cache;
-use crate::launch::{self, Learned, PackageDatabase};
+use crate::launch::{self, Environment, Learned, PackageDatabase};
 use crate::manifest::{self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount};
 use crate::packages::{Closure, Provider, dpkg};
 use crate::rootpath;
 use crate::sandbox::identity::User;
 use crate::sandbox::plan::{self, CommandLookup, Plan, PlanInput};
 use crate::sandbox::{bwrap, exec, seccomp, workspace};
-use crate::store::{self, BuildSpec, Lease, Store, VenvKey};
+use crate::store::{BuildInput, BuildSpec, Lease, Store};
 use anyhow::{Context, Result, bail};
 use std::convert::Infallible;
 use std::ffi::OsString;
@@ -47,13 +47,12 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         host.var("DPKG_ROOT").map(|v| v.as_os_str()),
         host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()),
     );
-    let closure = resolve(&database, &manifest, &cache, began, &mut learned)?;
-    let key = store::key::key(&closure, &manifest.fs_entries, &database.root);
+    let (environment, closure) = resolve(&database, &manifest, &cache, began, &mut learned)?;
     let venvs = workspace::venvs_to_shadow(&workspace, &manifest.venv, &mut |w| warn(&w));
     // Every input has passed its checks: what this launch learned may be kept.
     learned.write(&cache);
 
-    let lease = ensure(&store, &key, &manifest, &closure, &database, host)?;
+    let lease = ensure(&store, &environment, closure, &manifest, &database, host)?;
     let sandbox = Sandbox {
         manifest,
         mounts,
@@ -108,50 +107,62 @@ fn load_manifest(
     Ok(manifest)
 }
 
-/// The closure of the manifest's packages, with a warning for each dependency that is not
-/// installed.
+/// The environment of the manifest's packages and fsEntries (its key), with a warning for
+/// each dependency that is not installed; and the closure, when it had to be resolved.
 fn resolve(
     database: &PackageDatabase,
     manifest: &Manifest,
     cache: &Cache,
     began: SystemTime,
     learned: &mut Learned,
-) -> Result<Closure> {
-    let closure = database.resolve(cache, &manifest.packages, began, learned)?;
-    for missing in &closure.missing {
+) -> Result<(Environment, Option<Closure>)> {
+    let (environment, closure) = database.environment(
+        cache,
+        &manifest.packages,
+        &manifest.fs_entries,
+        began,
+        learned,
+    )?;
+    for missing in &environment.missing {
         warn(&format!(
             "{} depends on `{}`, which is not installed; continuing without it",
             missing.required_by, missing.relation
         ));
     }
-    Ok(closure)
+    Ok((environment, closure))
 }
 
 /// The environment's tree, built if the store does not have it, held by its shared lock.
 fn ensure(
     store: &Store,
-    key: &VenvKey,
+    environment: &Environment,
+    closure: Option<Closure>,
     manifest: &Manifest,
-    closure: &Closure,
     database: &PackageDatabase,
     host: &HostFacts,
 ) -> Result<Lease> {
     let spec = BuildSpec {
         provider: dpkg::NAME,
         requested: &manifest.packages,
-        closure,
         source_root: &database.root,
         fs_entries: &manifest.fs_entries,
     };
+    let mut closure = closure;
     let lease = store.acquire(
-        key,
+        &environment.key,
         &spec,
         &mut || {
-            let export_plan = database.provider()?.export_plan(closure)?;
-            for warning in &export_plan.warnings {
+            let closure = database.closure_for(
+                environment,
+                closure.take(),
+                &manifest.packages,
+                &manifest.fs_entries,
+            )?;
+            let plan = database.provider()?.export_plan(&closure)?;
+            for warning in &plan.warnings {
                 warn(warning);
             }
-            Ok(export_plan)
+            Ok(BuildInput { closure, plan })
         },
         &mut BuildReport::new(host.stderr_is_terminal),
     )?;
@@ -183,14 +194,16 @@ fn plan_sandbox(
         venvs,
     } = sandbox;
     let rootfs = &lease.rootfs;
-    let meta = store.meta(rootfs)?;
-    if rootfs.built && !meta.stats.unreadable.is_empty() {
-        warn(&format!(
-            "{} of the closure's files are not readable by this user and were left out (first: {})",
-            meta.stats.unreadable.len(),
-            meta.stats.unreadable[0]
-        ));
+    if rootfs.built {
+        let unreadable = store.tree_facts(rootfs)?.unreadable;
+        if let Some(first) = unreadable.first() {
+            warn(&format!(
+                "{} of the closure's files are not readable by this user and were left out (first: {first})",
+                unreadable.len(),
+            ));
+        }
     }
+    let library_dirs = store.library_dirs(rootfs)?;
     let read_text = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let user = User::from_databases(
         host.uid,
@@ -246,7 +259,7 @@ fn plan_sandbox(
         mounts: &mounts,
         paude_home: &host.paude_home,
         rootfs: &rootfs.path,
-        library_dirs: &meta.stats.library_dirs,
+        library_dirs: &library_dirs,
         workspace: &workspace,
         cwd: &host.cwd,
         venvs: &venvs,
@@ -309,11 +322,14 @@ fn exec_bwrap(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))
         })
         .transpose()?;
+
     store.touch(&lease.rootfs)?;
+
     // From here the lock is kept by a holder process until the sandbox ends.
     let keep_open = lease
         .hold_while_open()
         .context("starting the process that keeps the environment's lock")?;
+
     plan.keep_open = Some(keep_open.as_raw_fd());
     plan.seccomp_fd = filter.as_ref().map(|file| file.as_raw_fd());
     let mut inherit = vec![keep_open.as_fd()];

@@ -1,17 +1,21 @@
 //! Launch caches: results a launch would otherwise recompute every time (the evaluated
-//! manifest, the package closure), kept under `$PAUDE_HOME/cache` and reused while the files
-//! they were computed from are unchanged.
+//! manifest, the environment's key), kept under `$PAUDE_HOME/cache` and reused while the
+//! files they were computed from are unchanged.
 //!
 //! ```text
-//! $PAUDE_HOME/cache/<build>/<kind>/<key>.json   {"stamps": [...], "value": ...}
+//! $PAUDE_HOME/cache/<build>/<kind>/<hash>.json   {"inputs": ..., "stamps": [...], "value": ...}
 //! ```
 //!
 //! - `<build>` names the paude binary (its file's device, inode, size, mtime and ctime): a new
 //!   or rebuilt paude starts with empty caches, so a change of Jsonnet semantics, of the embedded
 //!   library or of the closure rules can never serve an old answer. `paude cleanup` removes
 //!   the directories of other builds.
-//! - `<key>` hashes every input that is not a file: the manifest's path or `-e` text, the
-//!   `-J`, ext and tla values, the requested packages, the database's location.
+//! - `inputs` is every input that is not a file, encoded: the manifest's path or `-e` text,
+//!   the `-J`, ext and tla values, the requested packages and fsEntries, the database's
+//!   location. `<hash>` is a short hash of them (SipHash, which needs no CPU feature probe;
+//!   a probe costs a launch more than hashing). An entry answers only for the inputs it
+//!   holds, so two inputs that share a name cost a miss, never a wrong answer, and nobody
+//!   can make one answer for another.
 //! - The stamps are the files the result was computed from, and the paths that were looked for
 //!   and not found (an import found in the second `-J` directory changes when a file of that
 //!   name appears in the first). A stamp is the device, inode, size, mtime and ctime of the
@@ -36,7 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const SETTLE: Duration = Duration::from_millis(2500);
 
 /// Version of the entries' format and of the keys' encoding.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// What a path looked like: enough to tell that it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +117,9 @@ pub struct Prepared {
 
 #[derive(Serialize, Deserialize)]
 struct Entry<T> {
+    /// The key's inputs, in hex: the file's name is a short hash of them, which two inputs may
+    /// share, so an entry answers only for the inputs it holds.
+    inputs: String,
     stamps: Vec<Stamp>,
     value: T,
 }
@@ -128,11 +135,11 @@ pub struct Cache {
 /// A cache key under construction: the non-file inputs of a result.
 pub struct Key {
     kind: &'static str,
-    encoder: Encoder,
+    encoder: Encoder<Vec<u8>>,
 }
 
 impl Key {
-    /// A key for results of `kind` (a directory name: "manifest", "closure").
+    /// A key for results of `kind` (a directory name: "manifest", "environment").
     pub fn new(kind: &'static str) -> Key {
         let mut encoder = Encoder::default();
         encoder.bytes(b"paude-cache");
@@ -154,6 +161,12 @@ impl Key {
             self.encoder.bytes(name.as_bytes());
             self.encoder.bytes(value.as_bytes());
         }
+        self
+    }
+
+    /// Adds fsEntries, encoded as the environment's key encodes them.
+    pub fn fs_entries(mut self, entries: &[crate::manifest::FsEntry]) -> Key {
+        crate::store::key::encode_fs_entries(&mut self.encoder, entries);
         self
     }
 
@@ -185,31 +198,25 @@ impl Cache {
         self.dir.as_deref().and_then(Path::file_name)
     }
 
-    fn path(&self, key: Key) -> Option<PathBuf> {
-        let kind = key.kind;
-        Some(
-            self.dir
-                .as_ref()?
-                .join(kind)
-                .join(format!("{}.json", key.encoder.hex(32))),
-        )
+    /// Where the entry of `key` is, and the inputs it must hold.
+    fn place(&self, key: Key) -> Option<(PathBuf, String)> {
+        use std::hash::Hasher;
+        let inputs = key.encoder.into_output();
+        // The standard library's SipHash, with its fixed keys: stable for one build, which is
+        // all a build's caches need, and fast.
+        let mut hasher = std::hash::DefaultHasher::new();
+        hasher.write(&inputs);
+        let name = format!("{:016x}.json", hasher.finish());
+        let path = self.dir.as_ref()?.join(key.kind).join(name);
+        Some((path, crate::store::key::hex(&inputs)))
     }
 
     /// The cached value for `key`, if there is one and every file it came from is unchanged.
     pub fn get<T: DeserializeOwned>(&self, key: Key) -> Option<T> {
-        self.get_stamped(key).map(|(value, _)| value)
-    }
-
-    /// [`Cache::get`], with the stamps that were checked.
-    pub fn get_stamped<T: DeserializeOwned>(&self, key: Key) -> Option<(T, Vec<Stamp>)> {
-        let path = self.path(key)?;
+        let (path, inputs) = self.place(key)?;
         let text = std::fs::read(&path).ok()?;
         let entry: Entry<T> = serde_json::from_slice(&text).ok()?;
-        entry
-            .stamps
-            .iter()
-            .all(Stamp::holds)
-            .then_some((entry.value, entry.stamps))
+        (entry.inputs == inputs && entry.stamps.iter().all(Stamp::holds)).then_some(entry.value)
     }
 
     /// An entry to [`Cache::write`] later: a launch keeps what it learned until its input has
@@ -225,8 +232,13 @@ impl Cache {
         if !stamps.iter().all(|stamp| stamp.settled(began)) {
             return None;
         }
-        let path = self.path(key)?;
-        let text = serde_json::to_vec(&Entry { stamps, value }).ok()?;
+        let (path, inputs) = self.place(key)?;
+        let text = serde_json::to_vec(&Entry {
+            inputs,
+            stamps,
+            value,
+        })
+        .ok()?;
         Some(Prepared { path, text })
     }
 
@@ -254,20 +266,16 @@ impl Cache {
 /// changes: one `stat` of `/proc/self/exe`. `None` without `/proc`, which disables caching.
 fn build_id() -> Option<String> {
     let meta = std::fs::metadata("/proc/self/exe").ok()?;
-    let mut encoder = Encoder::default();
-    encoder.bytes(env!("CARGO_PKG_VERSION").as_bytes());
-    for value in [
+    Some(format!(
+        "b{:x}-{:x}-{:x}-{}.{}-{}.{}",
         meta.dev(),
         meta.ino(),
         meta.size(),
-        meta.mtime() as u64,
-        meta.mtime_nsec() as u64,
-        meta.ctime() as u64,
-        meta.ctime_nsec() as u64,
-    ] {
-        encoder.u64(value);
-    }
-    Some(format!("b{}", encoder.hex(16)))
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    ))
 }
 
 #[cfg(test)]
@@ -322,8 +330,27 @@ mod tests {
     #[test]
     fn fields_are_delimited() {
         let cache = Cache::new(Path::new("/nonexistent"));
-        let one = cache.path(Key::new("k").field(b"ab").field(b"c"));
-        let two = cache.path(Key::new("k").field(b"a").field(b"bc"));
+        let one = cache.place(Key::new("k").field(b"ab").field(b"c"));
+        let two = cache.place(Key::new("k").field(b"a").field(b"bc"));
         assert_ne!(one, two);
+    }
+
+    /// Two inputs whose entries share a file (a hash collision, made here by writing one's
+    /// entry where the other's goes) never answer for each other.
+    #[test]
+    fn an_entry_answers_only_for_its_own_inputs() {
+        let home = tempfile::tempdir().unwrap();
+        let cache = Cache::new(home.path());
+        put(
+            &cache,
+            Key::new("test").field(b"a"),
+            Vec::new(),
+            old_enough(),
+            &1,
+        );
+        let (from, _) = cache.place(Key::new("test").field(b"a")).unwrap();
+        let (to, _) = cache.place(Key::new("test").field(b"b")).unwrap();
+        std::fs::rename(from, to).unwrap();
+        assert_eq!(cache.get::<u32>(Key::new("test").field(b"b")), None);
     }
 }

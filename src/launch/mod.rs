@@ -4,8 +4,9 @@
 //!
 //! - [`load_manifest`]: `manifest::load` (Jsonnet evaluation), cached with a stamp of every
 //!   file the evaluation read and every import path it looked for in vain;
-//! - [`PackageDatabase::resolve`]: `packages::resolve` (the closure), cached with a stamp of
-//!   the database's files; the database is not even opened on a hit.
+//! - [`PackageDatabase::environment`]: `packages::resolve` and `store::key` (the closure and
+//!   the key of its tree), cached with a stamp of the database's files: on a hit the database
+//!   is not even opened, and the closure is resolved only if the tree has to be built.
 //!
 //! Both are ordinary code run after ordinary start-up, and a hit gives what the stage itself
 //! would: the cached manifest is validated again, and a stamp that does not hold is a miss.
@@ -14,11 +15,12 @@
 
 pub mod cache;
 
-use crate::manifest::{self, LoadOptions, Manifest, ManifestSource};
+use crate::manifest::{self, FsEntry, LoadOptions, Manifest, ManifestSource};
 use crate::packages::{
-    Closure, PackageError, Provider,
+    Closure, MissingDependency, PackageError, Provider,
     dpkg::{self, Dpkg},
 };
+use crate::store::{self, VenvKey};
 use anyhow::{Context, Result};
 use cache::{Cache, Stamp};
 use std::cell::OnceCell;
@@ -90,6 +92,15 @@ pub fn load_manifest(
     Ok(loaded.manifest)
 }
 
+/// What a launch needs to know of its environment before it looks in the store: the key of
+/// its tree, and the dependencies the database names that are not installed (said on every
+/// launch).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Environment {
+    pub key: VenvKey,
+    pub missing: Vec<MissingDependency>,
+}
+
 /// The host's package database: where it is, and the provider, opened only when needed (a
 /// cache miss, a build).
 pub struct PackageDatabase {
@@ -119,26 +130,33 @@ impl PackageDatabase {
         Ok(self.provider.get_or_init(|| opened))
     }
 
-    /// The closure of `requested`, from the cache while the database files are unchanged.
-    pub fn resolve(
+    /// The environment of `requested` with `fs_entries`: from the cache while the database
+    /// files are unchanged, else resolved, with the closure it was worked out from.
+    pub fn environment(
         &self,
         cache: &Cache,
         requested: &[String],
+        fs_entries: &[FsEntry],
         began: SystemTime,
         learned: &mut Learned,
-    ) -> Result<Closure> {
+    ) -> Result<(Environment, Option<Closure>)> {
         let key = || {
-            cache::Key::new("closure")
+            cache::Key::new("environment")
                 .field(dpkg::NAME.as_bytes())
                 .field(self.root.as_os_str().as_bytes())
                 .field(self.admindir.as_os_str().as_bytes())
                 .fields(requested.iter().map(|name| name.as_bytes()))
+                .fs_entries(fs_entries)
         };
-        if let Some(closure) = cache.get::<Closure>(key()) {
-            return Ok(closure);
+        if let Some(environment) = cache.get::<Environment>(key()) {
+            return Ok((environment, None));
         }
         let provider = self.provider().context("opening the dpkg database")?;
         let closure = provider.resolve(requested)?;
+        let environment = Environment {
+            key: store::key::key(&closure, fs_entries, &self.root),
+            missing: closure.missing.clone(),
+        };
         let stamps: Result<Vec<Stamp>, _> = provider
             .database_files()
             .iter()
@@ -147,7 +165,29 @@ impl PackageDatabase {
         if let Ok(stamps) = stamps {
             learned
                 .0
-                .extend(cache.prepare(key(), stamps, began, &closure));
+                .extend(cache.prepare(key(), stamps, began, &environment));
+        }
+        Ok((environment, Some(closure)))
+    }
+
+    /// The closure of `requested` for a build of `environment`: the one it was worked out
+    /// from, else resolved again, which must give the same key (the database may have
+    /// changed since the launch looked at it).
+    pub fn closure_for(
+        &self,
+        environment: &Environment,
+        resolved: Option<Closure>,
+        requested: &[String],
+        fs_entries: &[FsEntry],
+    ) -> Result<Closure, PackageError> {
+        if let Some(closure) = resolved {
+            return Ok(closure);
+        }
+        let closure = self.provider()?.resolve(requested)?;
+        if store::key::key(&closure, fs_entries, &self.root) != environment.key {
+            return Err(PackageError::Invalid(
+                "the package database changed while paude was starting; run it again".into(),
+            ));
         }
         Ok(closure)
     }

@@ -524,7 +524,9 @@ fn mount_ops(
             let inside = split.join(name);
             // A child that a mount replaces whole, or that is split itself, needs no bind:
             // bwrap creates its mount point in the tmpfs.
-            if splits.contains_key(&inside) || views.iter().any(|(target, _)| *target == inside) {
+            // (Views' targets are normalized, so the same path is the same bytes.)
+            let mounted = |(target, _): &(PathBuf, View)| target.as_os_str() == inside.as_os_str();
+            if splits.contains_key(&inside) || views.iter().any(mounted) {
                 continue;
             }
             let source = directory.join(name);

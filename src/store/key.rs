@@ -29,8 +29,25 @@ pub const EXPORT_VERSION: u32 = 1;
 const KEY_HEX_DIGITS: usize = 32;
 
 /// The key of one environment: lowercase hex, [`KEY_HEX_DIGITS`] long.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct VenvKey(String);
+
+impl TryFrom<String> for VenvKey {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<VenvKey, String> {
+        VenvKey::parse(&text).ok_or_else(|| format!("{text:?} is not an environment key"))
+    }
+}
+
+impl From<VenvKey> for String {
+    fn from(key: VenvKey) -> String {
+        key.0
+    }
+}
 
 impl VenvKey {
     /// The key as text.
@@ -67,6 +84,14 @@ pub fn key(closure: &Closure, fs_entries: &[FsEntry], source_root: &std::path::P
         encoder.bytes(package.version.as_bytes());
         encoder.bytes(package.arch.as_bytes());
     }
+    encode_fs_entries(&mut encoder, fs_entries);
+    encoder.bytes(rootpath::bytes(source_root));
+    VenvKey(encoder.hex(KEY_HEX_DIGITS))
+}
+
+/// Feeds `fs_entries` to `encoder`: their count, then each one's kind, path and content, in
+/// manifest order.
+pub(crate) fn encode_fs_entries<Out: Output>(encoder: &mut Encoder<Out>, fs_entries: &[FsEntry]) {
     encoder.u64(fs_entries.len() as u64);
     for entry in fs_entries {
         match entry {
@@ -92,39 +117,68 @@ pub fn key(closure: &Closure, fs_entries: &[FsEntry], source_root: &std::path::P
             }
         }
     }
-    encoder.bytes(rootpath::bytes(source_root));
-    VenvKey(encoder.hex(KEY_HEX_DIGITS))
 }
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    text
 }
 
-/// Feeds fixed-width little-endian integers and length-prefixed byte strings to the hash, so
-/// that no two different sequences of fields encode to the same bytes.
+/// Feeds fixed-width little-endian integers and length-prefixed byte strings to a hash (or,
+/// for the launch caches, a byte buffer), so that no two different sequences of fields
+/// encode to the same bytes.
 #[derive(Default)]
-pub(crate) struct Encoder {
-    hasher: Sha256,
+pub(crate) struct Encoder<Out: Output = Sha256> {
+    out: Out,
 }
 
-impl Encoder {
+/// Where an [`Encoder`] writes: a hash, or the bytes themselves.
+pub(crate) trait Output {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Output for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl Output for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl<Out: Output> Encoder<Out> {
     pub(crate) fn u8(&mut self, value: u8) {
-        self.hasher.update([value]);
+        self.out.put(&[value]);
     }
     pub(crate) fn u32(&mut self, value: u32) {
-        self.hasher.update(value.to_le_bytes());
+        self.out.put(&value.to_le_bytes());
     }
     pub(crate) fn u64(&mut self, value: u64) {
-        self.hasher.update(value.to_le_bytes());
+        self.out.put(&value.to_le_bytes());
     }
     pub(crate) fn bytes(&mut self, value: &[u8]) {
         self.u64(value.len() as u64);
-        self.hasher.update(value);
+        self.out.put(value);
     }
+    /// What was written.
+    pub(crate) fn into_output(self) -> Out {
+        self.out
+    }
+}
+
+impl Encoder {
     /// The first `digits` hex digits of the digest.
     pub(crate) fn hex(self, digits: usize) -> String {
-        let mut text = hex(&self.hasher.finalize());
+        let mut text = hex(&self.out.finalize());
         text.truncate(digits);
         text
     }

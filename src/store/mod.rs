@@ -4,6 +4,8 @@
 //! $PAUDE_HOME/venv/<key>/rootfs/      the tree; read-only once published
 //! $PAUDE_HOME/venv/<key>/refs/        links to the package-store entries it is made of
 //! $PAUDE_HOME/venv/<key>/meta.json    what it was built from
+//! $PAUDE_HOME/venv/<key>/library-dirs the tree's library directories, one a line: what a
+//!                                     launch reads of meta.json, without the rest of it
 //! $PAUDE_HOME/venv/<key>/last-used    mtime = last launch; cleanup ages by it
 //! $PAUDE_HOME/venv/<key>.lock         flock: shared while used, exclusive to build or delete
 //! $PAUDE_HOME/venv/.tmp-<key>-<pid>   a build in progress (or the leftover of a dead one)
@@ -47,6 +49,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The file of a tree's library directories (see the module documentation).
+const LIBRARY_DIRS: &str = "library-dirs";
 
 /// Version of `meta.json`.
 const META_FORMAT: u32 = 1;
@@ -106,6 +111,15 @@ pub struct Meta {
     pub stats: ExportStats,
 }
 
+/// What a launch reads of a tree's [`ExportStats`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct TreeFacts {
+    /// The tree's library directories: the sandbox's default `LD_LIBRARY_PATH`.
+    pub library_dirs: Vec<String>,
+    /// Files of the closure this user could not read, left out of the tree.
+    pub unreadable: Vec<String>,
+}
+
 /// The store rooted at `$PAUDE_HOME`.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -140,14 +154,19 @@ impl Lease {
     }
 }
 
-/// What a build records besides the tree; the export plan itself is made only when a build
-/// is needed.
+/// What a build records besides the tree.
 pub struct BuildSpec<'a> {
     pub provider: &'a str,
     pub requested: &'a [String],
-    pub closure: &'a Closure,
     pub source_root: &'a Path,
     pub fs_entries: &'a [FsEntry],
+}
+
+/// What a tree is built from, worked out only when a build is needed: the closure whose
+/// key is being built, and its export plan.
+pub struct BuildInput {
+    pub closure: Closure,
+    pub plan: ExportPlan,
 }
 
 impl Store {
@@ -191,13 +210,13 @@ impl Store {
 
     /// Returns the published tree of `key` with its shared lock held, building the tree
     /// first when there is none. The build runs at most once at a time per key, under the
-    /// key's exclusive lock; `export_plan` is called only then. `report` receives status
+    /// key's exclusive lock; `prepare` is called only then. `report` receives status
     /// lines for stderr. A failed build leaves the store as it found it.
     pub fn acquire(
         &self,
         key: &VenvKey,
         spec: &BuildSpec<'_>,
-        export_plan: &mut dyn FnMut() -> Result<ExportPlan, PackageError>,
+        prepare: &mut dyn FnMut() -> Result<BuildInput, PackageError>,
         report: &mut dyn Report,
     ) -> Result<Lease, StoreError> {
         let venv_root = self.venv_root();
@@ -257,7 +276,7 @@ impl Store {
                 continue;
             }
             if self.lookup(key).is_none() {
-                if let Err(error) = self.build_locked(key, spec, export_plan, report) {
+                if let Err(error) = self.build_locked(key, spec, prepare, report) {
                     // Waiters see the lock file gone and start over (and fail the same way,
                     // each with its own message).
                     lock.unlink().ok();
@@ -338,7 +357,7 @@ impl Store {
         &self,
         key: &VenvKey,
         spec: &BuildSpec<'_>,
-        export_plan: &mut dyn FnMut() -> Result<ExportPlan, PackageError>,
+        prepare: &mut dyn FnMut() -> Result<BuildInput, PackageError>,
         report: &mut dyn Report,
     ) -> Result<(), StoreError> {
         let venv_root = self.venv_root();
@@ -352,7 +371,7 @@ impl Store {
         if dir.symlink_metadata().is_ok() {
             tree::remove(&dir).map_err(io_error("removing the incomplete", &dir))?;
         }
-        let plan = export_plan()?;
+        let input = prepare()?;
         let started = std::time::Instant::now();
         let tmp = venv_root.join(format!(
             "{}{key}-{}",
@@ -368,7 +387,7 @@ impl Store {
                 report.line("waiting for paude cleanup to finish with the package store")
             })
             .map_err(io_error("locking", store_lock.path()))?;
-        let built = self.build(key, spec, &plan, &packages, &tmp, report);
+        let built = self.build(key, spec, &input, &packages, &tmp, report);
         store_lock.unlock().ok();
         let (stats, unpacked) = match built {
             Ok(built) => built,
@@ -385,7 +404,7 @@ impl Store {
                 source: error,
             });
         }
-        let count = spec.closure.packages.len();
+        let count = input.closure.packages.len();
         report.line(&format!(
             "built environment {key}: {count} packages ({}), {} files, {} in {:.1}s",
             match unpacked {
@@ -407,13 +426,13 @@ impl Store {
         &self,
         key: &VenvKey,
         spec: &BuildSpec<'_>,
-        plan: &ExportPlan,
+        input: &BuildInput,
         packages: &PackageStore,
         tmp: &Path,
         report: &mut dyn Report,
     ) -> Result<(ExportStats, usize), StoreError> {
-        let mut wanted: Vec<packages::Wanted<'_>> = spec
-            .closure
+        let BuildInput { closure, plan } = input;
+        let mut wanted: Vec<packages::Wanted<'_>> = closure
             .packages
             .iter()
             .map(|id| packages::Wanted {
@@ -458,25 +477,66 @@ impl Store {
             created: now_seconds(),
             provider: spec.provider.to_string(),
             requested: spec.requested.to_vec(),
-            closure: spec.closure.packages.clone(),
+            closure: closure.packages.clone(),
             fs_entries: fs_entries_json(spec.fs_entries),
             stats: stats.clone(),
         };
         write_json(&tmp.join("meta.json"), &meta)?;
+        let library_dirs = tmp.join(LIBRARY_DIRS);
+        std::fs::write(&library_dirs, stats.library_dirs.join("\n"))
+            .map_err(io_error("writing", &library_dirs))?;
         let last_used = tmp.join("last-used");
         std::fs::write(&last_used, b"").map_err(io_error("writing", &last_used))?;
         let unpacked = entries.iter().filter(|entry| entry.unpacked).count();
         Ok((stats, unpacked))
     }
 
-    /// Reads `venv/<key>/meta.json`.
-    pub fn meta(&self, rootfs: &Rootfs) -> Result<Meta, StoreError> {
-        read_meta(&rootfs.dir)
+    /// The tree's library directories, the sandbox's default `LD_LIBRARY_PATH`: from
+    /// `library-dirs`, or from `meta.json` in a tree built before that file was.
+    pub fn library_dirs(&self, rootfs: &Rootfs) -> Result<Vec<String>, StoreError> {
+        let path = rootfs.dir.join(LIBRARY_DIRS);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().map(str::to_string).collect()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                Ok(self.tree_facts(rootfs)?.library_dirs)
+            }
+            Err(error) => Err(io_error("reading", &path)(error)),
+        }
     }
 
-    /// Records a launch: sets the mtime of `venv/<key>/last-used` to now.
+    /// What a launch may need of `venv/<key>/meta.json`; the rest of it (the closure, above
+    /// all) is skipped unread into values.
+    pub fn tree_facts(&self, rootfs: &Rootfs) -> Result<TreeFacts, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Stats {
+            stats: TreeFacts,
+        }
+        let path = rootfs.dir.join("meta.json");
+        let stats: Option<Stats> = read_json(&path)?;
+        match stats {
+            Some(Stats { stats }) => Ok(stats),
+            None => Err(io_error("reading", &path)(io::ErrorKind::NotFound.into())),
+        }
+    }
+
+    /// Records a launch: sets the mtime of `venv/<key>/last-used` to now (one system call;
+    /// the file is made with the tree, and again here should it be gone).
     pub fn touch(&self, rootfs: &Rootfs) -> Result<(), StoreError> {
+        use rustix::fs::{AtFlags, CWD, Timestamps, UTIME_NOW, UTIME_OMIT};
         let path = rootfs.dir.join("last-used");
+        let now = Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_NOW,
+            },
+        };
+        if rustix::fs::utimensat(CWD, &path, &now, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+            return Ok(());
+        }
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

@@ -254,6 +254,15 @@ fn plan_sandbox(
         .iter()
         .filter_map(|name| Some((name.into(), host.var(name)?.clone())))
         .collect();
+    let git_dirs = workspace::outside_git_dirs(&workspace);
+    // The workspace is the current directory (which the kernel reports with no links in it)
+    // or one above it, and the git directories were resolved already: no need to ask again.
+    let real_path = |path: &Path| {
+        if path == workspace || git_dirs.iter().any(|dir| dir == path) {
+            return Some(path.to_path_buf());
+        }
+        std::fs::canonicalize(path).ok()
+    };
     let input = PlanInput {
         manifest: &manifest,
         mounts: &mounts,
@@ -264,10 +273,10 @@ fn plan_sandbox(
         cwd: &host.cwd,
         venvs: &venvs,
         venv_state: venv_state.as_deref(),
-        git_dirs: &workspace::outside_git_dirs(&workspace),
+        git_dirs: &git_dirs,
         host_env: &kept_env,
         host_has: &|path: &Path| path.exists(),
-        real_path: &|path: &Path| std::fs::canonicalize(path).ok(),
+        real_path: &real_path,
         stdin_is_terminal: host.stdin_is_terminal,
         home: Some(&user.home),
         identity: Some((&passwd, &group)),

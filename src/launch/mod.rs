@@ -9,7 +9,8 @@
 //!   is not even opened, and the closure is resolved only if the tree has to be built.
 //!
 //! Both are ordinary code run after ordinary start-up, and a hit gives what the stage itself
-//! would: the cached manifest is validated again, and a stamp that does not hold is a miss.
+//! would: an entry holds the validated result of exactly its inputs, written by this same
+//! build, and a stamp that does not hold is a miss.
 //! What a launch learns is written only once its input passed every check ([`Learned`]), so
 //! bad input leaves nothing in the cache.
 
@@ -45,7 +46,7 @@ impl Learned {
 
 /// The manifest, evaluated, or taken from the cache while none of its inputs changed (the
 /// files it read, the paths its imports looked for in vain, the `-e` text, `-J`, ext and tla
-/// values, and paude itself). Validation runs either way.
+/// values, and paude itself). What is cached is the validated manifest.
 pub fn load_manifest(
     cache: &Cache,
     source: &ManifestSource,
@@ -69,8 +70,8 @@ pub fn load_manifest(
             .pairs(&options.tla_str)
             .pairs(&options.tla_code)
     };
-    if let Some(value) = cache.get::<serde_json::Value>(key()) {
-        return Ok(manifest::validate(&value)?);
+    if let Some(manifest) = cache.get::<Manifest>(key()) {
+        return Ok(manifest);
     }
     let loaded = manifest::load(source, options)?;
     // Stamped after evaluating: a file changed meanwhile has a fresh ctime and is not cached.
@@ -87,7 +88,7 @@ pub fn load_manifest(
     if let Some(stamps) = stamps {
         learned
             .0
-            .extend(cache.prepare(key(), stamps, began, &loaded.value));
+            .extend(cache.prepare(key(), stamps, began, &loaded.manifest));
     }
     Ok(loaded.manifest)
 }

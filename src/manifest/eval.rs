@@ -98,8 +98,6 @@ pub struct LoadOptions {
 pub struct Loaded {
     /// The validated manifest.
     pub manifest: Manifest,
-    /// What the Jsonnet evaluated to, before validation (what a cache keeps).
-    pub value: serde_json::Value,
     /// Every file read from disk, absolute, in the order first read: the manifest file (if
     /// any) and each import. The embedded library is not listed: it changes only with paude.
     pub files_read: Vec<PathBuf>,
@@ -129,7 +127,6 @@ pub fn load(source: &ManifestSource, options: &LoadOptions) -> Result<Loaded, Ma
     let manifest = validate(&value)?;
     Ok(Loaded {
         manifest,
-        value,
         files_read,
         not_found,
     })

@@ -15,7 +15,7 @@ pub use eval::{LoadOptions, Loaded, ManifestSource, load};
 pub use validate::validate;
 
 /// A validated v1 manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
     /// Requested host packages (`name` or `name:arch`), in manifest order, duplicates removed.
     pub packages: Vec<String>,
@@ -47,7 +47,7 @@ pub const DEFAULT_PROTECT: [&str; 2] = [".git/hooks", ".git/config"];
 
 /// What `HOME` is inside the sandbox. It is always the host's home path, so that paths
 /// written into files and tools' defaults agree inside and out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HomeMode {
     /// An empty, private tmpfs: writable, gone when the sandbox ends.
     Tmpfs,
@@ -60,7 +60,7 @@ pub enum HomeMode {
 }
 
 /// A mount the manifest asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mount {
     pub kind: MountKind,
     /// Host path for bind kinds; `None` for tmpfs and proc.
@@ -72,7 +72,7 @@ pub struct Mount {
 }
 
 /// The five mount types of the v1 schema, named as bwrap names its options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MountKind {
     Bind,
     RoBind,
@@ -82,7 +82,7 @@ pub enum MountKind {
 }
 
 /// An entry created in the rootfs at materialization.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum FsEntry {
     Dir {
         path: PathBuf,
@@ -111,7 +111,7 @@ impl FsEntry {
 }
 
 /// How Python venvs in the workspace are treated (seeds 000-002).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VenvMode {
     /// Shadow every top-level directory of the workspace that holds `pyvenv.cfg`.
     Auto,

@@ -15,7 +15,7 @@
 //! Everything up to `render` is data in, data out; the host is touched only at the edges
 //! (`host`, the workspace, the package database, `store`, and the single exec site).
 //! Beside the pipeline, `launch` caches the two stages a repeated launch would otherwise
-//! redo (the manifest's evaluation and the closure). `sys` holds the crate's only unsafe
+//! redo (the manifest's evaluation, and the closure with its key). `sys` holds the crate's only unsafe
 //! code: the system calls nothing safe wraps.
 
 pub mod cli;

@@ -13,6 +13,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One value per run: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command (default: an interactive shell) in the environment a manifest describes.
@@ -23,6 +25,10 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Check that this machine can run paude's sandboxes, and say how to fix what is wrong.
     Doctor(DoctorArgs),
+    /// paude's own manifest evaluator, which a launch runs as a child (see
+    /// `manifest::isolated`).
+    #[command(name = "__evaluate", hide = true)]
+    Evaluate,
 }
 
 /// `paude doctor`.
@@ -111,6 +117,10 @@ pub struct VenvArgs {
     /// A manifest file.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// The project directory the sandbox may write to (default: the git root above the
+    /// current directory, else the current directory).
+    #[arg(long = "workspace", value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
     /// Add a library directory for imports (searched after the importing file's directory).
     #[arg(short = 'J', long = "jpath", value_name = "DIR")]
     pub jpath: Vec<PathBuf>,
@@ -141,6 +151,7 @@ pub struct VenvArgs {
 pub enum VenvOption {
     Exec,
     File,
+    Workspace,
     Jpath,
     ExtStr,
     ExtCode,
@@ -151,9 +162,10 @@ pub enum VenvOption {
 
 /// `paude venv`'s options: short name, long name, which field. A test holds this table to the
 /// clap definitions above, name for name, so the two cannot drift apart.
-const VENV_OPTIONS: [(Option<char>, &str, VenvOption); 8] = [
+const VENV_OPTIONS: [(Option<char>, &str, VenvOption); 9] = [
     (Some('e'), "exec", VenvOption::Exec),
     (Some('f'), "file", VenvOption::File),
+    (None, "workspace", VenvOption::Workspace),
     (Some('J'), "jpath", VenvOption::Jpath),
     (Some('V'), "ext-str", VenvOption::ExtStr),
     (None, "ext-code", VenvOption::ExtCode),
@@ -224,6 +236,8 @@ pub fn quick_venv_args(args: &[OsString]) -> Option<VenvArgs> {
             }
             VenvOption::Exec => venv.exec = Some(text()?),
             VenvOption::File => venv.file = Some(path()),
+            VenvOption::Workspace if venv.workspace.is_some() => return None,
+            VenvOption::Workspace => venv.workspace = Some(path()),
             VenvOption::Jpath => venv.jpath.push(path()),
             VenvOption::ExtStr => venv.ext_str.push(text()?),
             VenvOption::ExtCode => venv.ext_code.push(text()?),
@@ -313,6 +327,9 @@ mod tests {
             &["--exec={a: 1}"],
             &["-f", "m.jsonnet"],
             &["--file=m.jsonnet"],
+            &["--workspace", "proj"],
+            &["--workspace=proj", "-e", "x"],
+            &["--workspace", "a", "--workspace", "b"],
             &["-e", "a", "-f", "b"],
             &["-e", "a", "-e", "b"],
             &["-f", "a", "--file", "b"],

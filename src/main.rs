@@ -53,11 +53,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let host = HostFacts::gather()?;
+    // The evaluator needs no host facts, and runs with an empty environment.
+    let host = match cli.command {
+        Command::Evaluate => return Ok(paude::manifest::isolated::serve()),
+        _ => HostFacts::gather()?,
+    };
     match cli.command {
         Command::Venv(args) => commands::venv::run(args, &host),
         Command::List(args) => commands::list::run(args, &host),
         Command::Cleanup(args) => commands::cleanup::run(args, &host),
         Command::Doctor(args) => commands::doctor::run(args, &host),
+        Command::Evaluate => Ok(paude::manifest::isolated::serve()),
     }
 }

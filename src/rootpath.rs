@@ -77,6 +77,7 @@ pub fn resolve_with(
     path: &Path,
     look: &mut dyn FnMut(&Path) -> io::Result<Option<Entry>>,
 ) -> io::Result<Resolved> {
+    debug_assert!(!root.as_os_str().is_empty(), "a tree's root is a directory");
     let mut done: Vec<OsString> = Vec::new();
     let mut todo: Vec<OsString> = components_reversed(path);
     let mut links = 0;

@@ -292,17 +292,27 @@ fn a_cached_launch_sees_the_workspace_as_it_is_now() {
             .expect("chmod");
         let output = paude.run(["venv", "-f", &manifest, "--", "./say.sh", "x"]);
         fails_with(&output, 126, "not executable");
-        // The caches were used all along: still one entry of each.
+        // The caches were used all along: an edit of the environment's entry shows.
         assert_eq!(entries(&paude_home, "manifest").len(), 1, "{who:?}");
         assert_eq!(entries(&paude_home, "environment").len(), 1, "{who:?}");
+        tamper(
+            &paude_home,
+            "environment",
+            r#""missing":[]"#,
+            r#""missing":[{"required_by":"dash","relation":"served-from-the-cache"}]"#,
+        );
+        let (_, said) = dry();
+        assert!(said.contains("served-from-the-cache"), "{who:?}: {said}");
     }
 }
 
-/// The store stays read-only inside the sandbox when the workspace holds it, also when
-/// `PAUDE_HOME` names it through a link: a sandbox that could write there could write the
-/// launch caches of the next launch.
+/// A workspace that holds the store is refused, also when `PAUDE_HOME` names it through a
+/// link, and so is a read-write bind of a directory above the store: a sandbox that could
+/// write there (or rename a directory above it and leave a store of its own) could write the
+/// launch caches of the next launch. The same launch with the store elsewhere runs, and
+/// writes where the refused one would have.
 #[test]
-fn the_store_is_read_only_inside_also_through_a_link() {
+fn a_store_the_sandbox_could_write_is_refused() {
     require_bwrap!();
     for who in users() {
         let home = TestDir::new(who);
@@ -311,29 +321,41 @@ fn the_store_is_read_only_inside_also_through_a_link() {
         std::fs::create_dir(workspace.path().join(".git")).expect("mkdir");
         let link = links.path().join("link");
         std::os::unix::fs::symlink(workspace.path(), &link).expect("symlink");
-        let store = link.join(".paude");
+        let inside = workspace.path().join(".paude/cache/written-inside");
+        let touch = |paude: &Paude| {
+            paude.run([
+                "venv",
+                "-e",
+                r#"{ packages: ["dash", "coreutils"] }"#,
+                "--",
+                "sh",
+                "-c",
+                &format!("mkdir -p {0} && touch {0}/x", inside.display()),
+            ])
+        };
+        for store in [link.join(".paude"), workspace.path().join(".paude")] {
+            let paude = Paude::new(who, home.path(), workspace.path())
+                .env("PAUDE_HOME", store.to_str().expect("utf-8"));
+            fails_with(&touch(&paude), 125, "holds paude's store");
+            assert!(!inside.exists(), "{who:?}");
+        }
+        // A bind of the directory above the store.
+        let store = links.path().join("store");
+        let manifest = format!(
+            r#"{{ packages: ["dash"], mounts: [{{ type: "bind", source: "{}", target: "/mnt/up" }}] }}"#,
+            links.path().display()
+        );
         let paude = Paude::new(who, home.path(), workspace.path())
             .env("PAUDE_HOME", store.to_str().expect("utf-8"));
-        let inside = workspace.path().join(".paude/cache/written-inside");
-        let output = paude.run([
-            "venv",
-            "-e",
-            r#"{ packages: ["dash", "coreutils"] }"#,
-            "--",
-            "touch",
-            inside.to_str().expect("utf-8"),
-        ]);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{who:?}: {}",
-            text(&output.stderr)
-        );
+        let output = paude.run(["venv", "-e", &manifest, "--", "true"]);
+        fails_with(&output, 125, "mounts[0].target would make");
         assert!(
-            text(&output.stderr).contains("Read-only file system"),
-            "{who:?}: {}",
-            text(&output.stderr)
+            !store.exists(),
+            "{who:?}: refused before the store was made"
         );
-        assert!(!inside.exists());
+        // The control: with the store elsewhere, the sandbox writes that directory.
+        let paude = Paude::new(who, home.path(), workspace.path());
+        ok(&touch(&paude));
+        assert!(inside.join("x").exists(), "{who:?}");
     }
 }

@@ -10,7 +10,7 @@ use crate::cli::VenvArgs;
 use crate::host::HostFacts;
 use crate::launch::cache::Cache;
 use crate::launch::{self, Environment, Learned, PackageDatabase};
-use crate::manifest::{self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount};
+use crate::manifest::{self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount, MountKind};
 use crate::packages::{Closure, Provider, dpkg};
 use crate::rootpath;
 use crate::sandbox::identity::User;
@@ -36,9 +36,10 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let store = Store::new(host.paude_home.clone());
     let mut learned = Learned::default();
 
-    let workspace = find_workspace(host)?;
+    let user = identity(host);
+    let workspace = find_workspace(&args, host, &user)?;
     let manifest = load_manifest(&args, host, &workspace, &cache, began, &mut learned)?;
-    let mounts = checked_mounts(&manifest)?;
+    let mounts = checked_mounts(&manifest, host)?;
     let bwrap = host.bwrap()?;
     if let Some(reason) = host.userns_refusal() {
         bail!("{reason}");
@@ -52,8 +53,17 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     // Every input has passed its checks: what this launch learned may be kept.
     learned.write(&cache);
 
-    let lease = ensure(&store, &environment, closure, &manifest, &database, host)?;
+    let lease = ensure(
+        &store,
+        &cache,
+        &environment,
+        closure,
+        &manifest,
+        &database,
+        host,
+    )?;
     let sandbox = Sandbox {
+        user,
         manifest,
         mounts,
         workspace,
@@ -68,14 +78,41 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     match exec_bwrap(&bwrap, plan, filter.as_deref(), lease, &store)? {}
 }
 
-/// The workspace: the git root above the current directory, else the current directory.
-fn find_workspace(host: &HostFacts) -> Result<PathBuf> {
-    let workspace = workspace::find_root(&host.cwd);
-    if workspace == Path::new("/") {
-        bail!(
-            "the workspace would be / (the current directory is / or / is a git repository); \
-             cd into a project directory first"
-        );
+/// Who the user is, as the host's `/etc/passwd` and `/etc/group` say.
+fn identity(host: &HostFacts) -> User {
+    let read_text = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    User::from_databases(
+        host.uid,
+        host.gid,
+        &read_text("/etc/passwd"),
+        &read_text("/etc/group"),
+        host.var("USER").and_then(|v| v.to_str()),
+        host.var("HOME").map(Path::new),
+    )
+}
+
+/// The workspace: `--workspace`, else the git root above the current directory, else the
+/// current directory; refused when it is too much to hand a sandbox (see
+/// `workspace::refusal`).
+fn find_workspace(args: &VenvArgs, host: &HostFacts, user: &User) -> Result<PathBuf> {
+    let workspace = match &args.workspace {
+        Some(dir) => match std::fs::canonicalize(dir) {
+            Ok(real) if real.is_dir() => real,
+            Ok(_) => bail!("--workspace {}: not a directory", dir.display()),
+            Err(error) => {
+                return Err(error).with_context(|| format!("--workspace {}", dir.display()));
+            }
+        },
+        None => workspace::find_root(&host.cwd),
+    };
+    let homes: Vec<PathBuf> = [Some(&user.home), user.account_home.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|home| workspace::real_path_so_far(home))
+        .collect();
+    let store = workspace::real_path_so_far(&host.paude_home);
+    if let Some(refusal) = workspace::refusal(&workspace, &homes, &store) {
+        bail!("{refusal}");
     }
     Ok(workspace)
 }
@@ -135,6 +172,7 @@ fn resolve(
 /// The environment's tree, built if the store does not have it, held by its shared lock.
 fn ensure(
     store: &Store,
+    cache: &Cache,
     environment: &Environment,
     closure: Option<Closure>,
     manifest: &Manifest,
@@ -153,6 +191,7 @@ fn ensure(
         &spec,
         &mut || {
             let closure = database.closure_for(
+                cache,
                 environment,
                 closure.take(),
                 &manifest.packages,
@@ -171,6 +210,7 @@ fn ensure(
 
 /// What the plan is made of besides the host facts and the environment's tree.
 struct Sandbox {
+    user: User,
     manifest: Manifest,
     mounts: Vec<(usize, Mount)>,
     workspace: PathBuf,
@@ -188,6 +228,7 @@ fn plan_sandbox(
     sandbox: Sandbox,
 ) -> Result<(Plan, Option<PathBuf>)> {
     let Sandbox {
+        user,
         mut manifest,
         mounts,
         workspace,
@@ -204,15 +245,6 @@ fn plan_sandbox(
         }
     }
     let library_dirs = store.library_dirs(rootfs)?;
-    let read_text = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let user = User::from_databases(
-        host.uid,
-        host.gid,
-        &read_text("/etc/passwd"),
-        &read_text("/etc/group"),
-        host.var("USER").and_then(|v| v.to_str()),
-        host.var("HOME").map(Path::new),
-    );
     // Resolved inside the tree, as the sandbox will see it (a link in it may point anywhere).
     let has_bash = rootpath::resolve(&rootfs.path, Path::new("/bin/bash"))
         .is_ok_and(|resolved| resolved.exists());
@@ -270,7 +302,12 @@ fn plan_sandbox(
         rootfs: &rootfs.path,
         library_dirs: &library_dirs,
         workspace: &workspace,
-        cwd: &host.cwd,
+        // Started outside a `--workspace` named elsewhere: the command starts at its root.
+        cwd: if rootpath::is_within(&host.cwd, &workspace) {
+            &host.cwd
+        } else {
+            &workspace
+        },
         venvs: &venvs,
         venv_state: venv_state.as_deref(),
         git_dirs: &git_dirs,
@@ -447,13 +484,38 @@ fn load_options(args: &VenvArgs, host: &HostFacts) -> Result<LoadOptions> {
         ext_code: pairs(&args.ext_code, "--ext-code")?,
         tla_str: pairs(&args.tla_str, "--tla-str")?,
         tla_code: pairs(&args.tla_code, "--tla-code")?,
+        // paude itself, as the kernel has it: an upgrade meanwhile does not change it.
+        evaluator: Some(PathBuf::from("/proc/self/exe")),
     })
 }
 
 /// The manifest's mounts with optional ones whose source is missing dropped. A missing
 /// non-optional source is an error naming the field; so is one this user cannot reach, since
 /// bwrap would fail on it anyway (an optional one is skipped with a warning).
-fn checked_mounts(manifest: &Manifest) -> Result<Vec<(usize, Mount)>> {
+///
+/// A read-write bind that would expose the store is refused here too, before the store is
+/// touched (the plan checks every bind again, the workspace's git directories among them).
+fn checked_mounts(manifest: &Manifest, host: &HostFacts) -> Result<Vec<(usize, Mount)>> {
+    let store = workspace::real_path_so_far(&host.paude_home);
+    let writable = manifest
+        .mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, mount)| matches!(mount.kind, MountKind::Bind | MountKind::DevBind))
+        .filter_map(|(index, mount)| {
+            Some((format!("mounts[{index}].target"), mount.source.clone()?))
+        });
+    let home = match &manifest.home {
+        HomeMode::Bind(source) => Some(("`home`".to_string(), source.clone())),
+        _ => None,
+    };
+    for (label, source) in writable.chain(home) {
+        if let Some(refusal) =
+            plan::store_refusal(&label, &workspace::real_path_so_far(&source), &store)
+        {
+            bail!(refusal);
+        }
+    }
     let mut out = Vec::new();
     for (index, mount) in manifest.mounts.iter().enumerate() {
         let Some(source) = &mount.source else {

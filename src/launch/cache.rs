@@ -219,6 +219,14 @@ impl Cache {
         (entry.inputs == inputs && entry.stamps.iter().all(Stamp::holds)).then_some(entry.value)
     }
 
+    /// Removes the entry of `key`, if there is one: it answered, but what it answered no
+    /// longer holds.
+    pub fn remove(&self, key: Key) {
+        if let Some((path, _)) = self.place(key) {
+            std::fs::remove_file(path).ok();
+        }
+    }
+
     /// An entry to [`Cache::write`] later: a launch keeps what it learned until its input has
     /// passed every check, so that bad input writes nothing to the store. `None` when the
     /// value cannot be cached (a stamp has not settled, no build identity).

@@ -141,14 +141,7 @@ impl PackageDatabase {
         began: SystemTime,
         learned: &mut Learned,
     ) -> Result<(Environment, Option<Closure>)> {
-        let key = || {
-            cache::Key::new("environment")
-                .field(dpkg::NAME.as_bytes())
-                .field(self.root.as_os_str().as_bytes())
-                .field(self.admindir.as_os_str().as_bytes())
-                .fields(requested.iter().map(|name| name.as_bytes()))
-                .fs_entries(fs_entries)
-        };
+        let key = || self.environment_key(requested, fs_entries);
         if let Some(environment) = cache.get::<Environment>(key()) {
             return Ok((environment, None));
         }
@@ -171,11 +164,23 @@ impl PackageDatabase {
         Ok((environment, Some(closure)))
     }
 
+    /// The cache key of the environment of `requested` with `fs_entries`.
+    fn environment_key(&self, requested: &[String], fs_entries: &[FsEntry]) -> cache::Key {
+        cache::Key::new("environment")
+            .field(dpkg::NAME.as_bytes())
+            .field(self.root.as_os_str().as_bytes())
+            .field(self.admindir.as_os_str().as_bytes())
+            .fields(requested.iter().map(|name| name.as_bytes()))
+            .fs_entries(fs_entries)
+    }
+
     /// The closure of `requested` for a build of `environment`: the one it was worked out
-    /// from, else resolved again, which must give the same key (the database may have
-    /// changed since the launch looked at it).
+    /// from, else resolved again, which must give the same key. Where it does not (the
+    /// database changed since the launch looked at it, or changed without changing a stamp),
+    /// the cached entry goes, so the next launch works the environment out afresh.
     pub fn closure_for(
         &self,
+        cache: &Cache,
         environment: &Environment,
         resolved: Option<Closure>,
         requested: &[String],
@@ -184,8 +189,12 @@ impl PackageDatabase {
         if let Some(closure) = resolved {
             return Ok(closure);
         }
-        let closure = self.provider()?.resolve(requested)?;
+        let provider = self.provider().map_err(|error| {
+            PackageError::Invalid(format!("opening the dpkg database: {error}"))
+        })?;
+        let closure = provider.resolve(requested)?;
         if store::key::key(&closure, fs_entries, &self.root) != environment.key {
+            cache.remove(self.environment_key(requested, fs_entries));
             return Err(PackageError::Invalid(
                 "the package database changed while paude was starting; run it again".into(),
             ));

@@ -64,7 +64,7 @@ const LIBRARY: &[(&str, &str)] = &[
 const DEFAULT_MANIFEST: &str = "default.jsonnet";
 
 /// Where the manifest's Jsonnet comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ManifestSource {
     /// Jsonnet code given on the command line (`-e CODE`); imports resolve from `LoadOptions::cwd`.
     Code(String),
@@ -76,7 +76,7 @@ pub enum ManifestSource {
 }
 
 /// Evaluation options, as the `jsonnet` command line gives them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LoadOptions {
     /// The directory `-e` code is evaluated from. Should be absolute; a relative one is taken
     /// relative to the process's current directory.
@@ -91,6 +91,10 @@ pub struct LoadOptions {
     pub tla_str: Vec<(String, String)>,
     /// `--tla-code NAME=CODE`: when the manifest is a function, its argument NAME is CODE's value.
     pub tla_code: Vec<(String, String)>,
+    /// The program that evaluates in a process of its own (paude itself, see `isolated`);
+    /// `None` evaluates in this process, on a thread with a large stack.
+    #[serde(skip)]
+    pub evaluator: Option<PathBuf>,
 }
 
 /// A loaded manifest and the files its evaluation read (for cache validation).
@@ -107,7 +111,7 @@ pub struct Loaded {
 }
 
 /// A manifest evaluated to JSON but not yet validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Evaluated {
     /// The value the Jsonnet program produced (after applying top-level arguments).
     pub value: serde_json::Value,
@@ -123,7 +127,7 @@ pub fn load(source: &ManifestSource, options: &LoadOptions) -> Result<Loaded, Ma
         value,
         files_read,
         not_found,
-    } = evaluate(source, options)?;
+    } = super::isolated::evaluate_isolated(source, options)?;
     let manifest = validate(&value)?;
     Ok(Loaded {
         manifest,

@@ -6,6 +6,7 @@
 //! names the field path (`mounts[2].target`) and, for misspelt fields, the near spelling.
 
 pub mod eval;
+pub mod isolated;
 pub mod validate;
 
 use std::collections::BTreeMap;

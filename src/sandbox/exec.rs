@@ -1,7 +1,8 @@
 //! The single exec site: paude becomes bwrap.
 //!
 //! No supervisor process stays behind: the sandboxed command's exit status is bwrap's, which
-//! is paude's. bwrap passes every descriptor it inherits on to the sandboxed command, so
+//! is paude's. bwrap runs with an empty environment: the caller's variables (API keys,
+//! tokens) would otherwise be readable inside from bwrap's own `/proc/1/environ`. bwrap passes every descriptor it inherits on to the sandboxed command, so
 //! before the exec every descriptor above 2 is marked close-on-exec, and then the flag is
 //! cleared on those in `inherit` alone: descriptors paude's own caller leaked to it (a shell's
 //! `exec 3<secret`, an editor's or agent's pipes) never reach the sandbox. Rust opens paude's
@@ -21,7 +22,9 @@ const TOO_LONG_FIX: &str =
 /// exec. Returns only on failure, with the error as paude reports it.
 pub fn exec(program: &Path, args: &[OsString], inherit: &[BorrowedFd<'_>]) -> anyhow::Error {
     let error = match prepare_descriptors(inherit) {
-        Ok(()) => Command::new(program).args(args).exec(),
+        // bwrap itself gets no environment: what the sandbox gets is in `--setenv`, and the
+        // sandbox's pid 1 is a bwrap process, whose /proc/1/environ anything inside can read.
+        Ok(()) => Command::new(program).env_clear().args(args).exec(),
         Err(error) => error,
     };
     if error.raw_os_error() == Some(rustix::io::Errno::TOOBIG.raw_os_error()) {

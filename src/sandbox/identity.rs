@@ -17,6 +17,8 @@ pub struct User {
     pub group: String,
     /// The home path (also `HOME` inside).
     pub home: PathBuf,
+    /// The home the account database names, when it names one and it is not `home`.
+    pub account_home: Option<PathBuf>,
 }
 
 impl User {
@@ -45,17 +47,20 @@ impl User {
             .or_else(|| fallback_name.filter(|n| valid_name(n)).map(str::to_string))
             .unwrap_or_else(|| if uid == 0 { "root" } else { "user" }.to_string());
         // `$HOME` wins over the database, as every shell and tool does.
+        let account_home = entry
+            .map(|(_, home)| home)
+            .filter(|home| home.is_absolute());
         let home = fallback_home
             .filter(|home| home.is_absolute())
             .map(Path::to_path_buf)
-            .or_else(|| entry.map(|(_, home)| home))
-            .filter(|home| home.is_absolute())
+            .or_else(|| account_home.clone())
             .unwrap_or_else(|| PathBuf::from(if uid == 0 { "/root" } else { "/home/user" }));
         User {
             uid,
             gid,
             group: group_name.unwrap_or_else(|| name.clone()),
             name,
+            account_home: account_home.filter(|account| *account != home),
             home,
         }
     }

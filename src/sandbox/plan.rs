@@ -98,7 +98,7 @@ pub struct PlanInput<'a> {
     /// The manifest's mounts, with their index in the manifest, after dropping optional
     /// ones whose source is missing.
     pub mounts: &'a [(usize, Mount)],
-    /// `$PAUDE_HOME`, which is kept read-only inside whatever binds would expose it.
+    /// `$PAUDE_HOME`: no read-write bind may hold it or lie inside it (but for `state/`).
     pub paude_home: &'a Path,
     pub rootfs: &'a Path,
     /// Default `LD_LIBRARY_PATH` entries, from the rootfs's meta.
@@ -145,7 +145,7 @@ struct Logical {
 pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let host = HostPaths::new(input.host_has);
     let mut rootfs = RootfsReader::new(input.rootfs);
-    let logical = logical_mounts(input, &host);
+    let logical = logical_mounts(input, &host)?;
     let (mounts, views) = mount_ops(&mut rootfs, &logical, &host)?;
     let env = environment(input)?;
     let command = if input.command.is_empty() {
@@ -281,7 +281,7 @@ impl<'a> RootfsReader<'a> {
     }
 }
 
-fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Vec<Logical> {
+fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Result<Vec<Logical>, PlanError> {
     let user_targets: BTreeSet<&Path> = input
         .mounts
         .iter()
@@ -408,32 +408,43 @@ fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Vec<Logical> {
     }));
     // The store must never be writable inside: a sandbox that could change a published tree
     // would change every later environment built from it, and one that could write a launch
-    // cache would choose what the next launch runs. It is reachable when it lies inside the
-    // workspace (a home directory used as one) or inside a read-write bind, also when either
-    // is reached through a link, so real paths are compared.
-    let writable: Vec<(PathBuf, PathBuf)> = out
+    // cache, the passwd file or the seccomp filter would choose what the next launch runs.
+    // A read-only bind over it would not do: the sandbox could rename a directory above it
+    // and leave a store of its own at the path. So a read-write bind of a directory that
+    // holds the store, or of one inside it (but a workspace's own kept home and venvs, under
+    // `state/`), is refused. Real paths are compared, as either may be reached through a link.
+    let store = (input.real_path)(input.paude_home).unwrap_or_else(|| input.paude_home.into());
+    for mount in out
         .iter()
         .filter(|m| matches!(m.kind, MountKind::Bind | MountKind::DevBind))
-        .filter_map(|m| Some((m.source.clone()?, m.target.clone())))
-        .collect();
-    let store = (input.real_path)(input.paude_home);
-    for (source, target) in writable {
-        let Some(store) = &store else { break };
-        let source = (input.real_path)(&source).unwrap_or(source);
-        if let Ok(rest) = store.strip_prefix(&source) {
-            out.push(Logical {
-                kind: MountKind::RoBind,
-                source: Some(store.clone()),
-                target: if rest.as_os_str().is_empty() {
-                    target
-                } else {
-                    target.join(rest)
-                },
-                label: "the protection of PAUDE_HOME".into(),
-            });
+    {
+        let Some(source) = &mount.source else {
+            continue;
+        };
+        let source = (input.real_path)(source).unwrap_or_else(|| source.clone());
+        if let Some(refusal) = store_refusal(&mount.label, &source, &store) {
+            return Err(refusal);
         }
     }
-    out
+    Ok(out)
+}
+
+/// Why a read-write bind of `source` must be refused, if it must: it holds the store, or lies
+/// inside it outside `state/` (where a workspace's own kept home and venvs are). Both paths
+/// are real; `label` names the mount in the message.
+pub fn store_refusal(label: &str, source: &Path, store: &Path) -> Option<PlanError> {
+    let holds_store = rootpath::is_within(store, source);
+    let in_store =
+        rootpath::is_within(source, store) && !rootpath::is_within(source, &store.join("state"));
+    (holds_store || in_store).then(|| {
+        PlanError(format!(
+            "{label} would make {} writable inside the sandbox, and with it paude's store {} \
+             (PAUDE_HOME), which decides what later launches run; bind a directory that does \
+             not hold the store, or set PAUDE_HOME to a directory outside it",
+            source.display(),
+            store.display()
+        ))
+    })
 }
 
 type MountPlan = (Vec<MountOp>, Vec<(PathBuf, View)>);
@@ -1165,21 +1176,22 @@ mod tests {
     }
 
     #[test]
-    fn the_store_stays_read_only_when_the_workspace_holds_it() {
+    fn a_writable_bind_that_holds_the_store_or_lies_in_it_is_refused() {
         let rootfs = rootfs();
-        // Also when PAUDE_HOME is named through a link to the workspace.
+        // The workspace holds it, also when PAUDE_HOME is named through a link to it.
         for paude_home in ["/w/.paude", "/home/link/.paude"] {
-            let plan =
-                make_in(&manifest(), &[], rootfs.path(), &["true"], "/w", paude_home).unwrap();
-            let args = ops(&plan).join(" ");
+            let error = make_in(&manifest(), &[], rootfs.path(), &["true"], "/w", paude_home)
+                .unwrap_err()
+                .to_string();
             assert!(
-                args.contains("--bind /w /w --tmpfs /w/.venv --ro-bind /w/.paude /w/.paude"),
-                "{paude_home}: {args}"
+                error.contains("the workspace would make /w writable"),
+                "{error}"
             );
+            assert!(error.contains("paude's store /w/.paude"), "{error}");
         }
-        // Also through a user's read-write bind, at the path it has inside.
+        // A user's read-write bind holds it.
         let mounts = vec![mount(MountKind::Bind, Some("/home/u"), "/mnt/home")];
-        let plan = make_in(
+        let error = make_in(
             &manifest(),
             &mounts,
             rootfs.path(),
@@ -1187,11 +1199,45 @@ mod tests {
             "/w",
             "/home/u/.paude",
         )
-        .unwrap();
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("mounts[0].target"), "{error}");
+        // A bind of a directory inside it.
+        let mounts = vec![mount(
+            MountKind::Bind,
+            Some("/home/u/.paude/venv"),
+            "/mnt/v",
+        )];
         assert!(
-            ops(&plan)
-                .join(" ")
-                .contains("--ro-bind /home/u/.paude /mnt/home/.paude")
+            make_in(
+                &manifest(),
+                &mounts,
+                rootfs.path(),
+                &["true"],
+                "/w",
+                "/home/u/.paude"
+            )
+            .is_err()
+        );
+        // Read-only, or a workspace's own kept state, is allowed.
+        let mounts = vec![
+            mount(MountKind::RoBind, Some("/home/u"), "/mnt/home"),
+            mount(
+                MountKind::Bind,
+                Some("/home/u/.paude/state/x/home"),
+                "/mnt/h",
+            ),
+        ];
+        assert!(
+            make_in(
+                &manifest(),
+                &mounts,
+                rootfs.path(),
+                &["true"],
+                "/w",
+                "/home/u/.paude"
+            )
+            .is_ok()
         );
     }
 

@@ -6,6 +6,7 @@
 //! is a directory holding `pyvenv.cfg` (PEP 405's marker), whatever its name.
 
 use crate::manifest::VenvMode;
+use crate::rootpath;
 use std::path::{Path, PathBuf};
 
 /// The workspace root for a process started in `cwd` (an absolute, canonical path).
@@ -16,14 +17,86 @@ pub fn find_root(cwd: &Path) -> PathBuf {
         .to_path_buf()
 }
 
+/// The most a `.git` file or a `commondir` is read of: `gitdir: ` and a path.
+const POINTER_MAX: u64 = 4096 + 8;
+
+/// Why `workspace` may not be handed to a sandbox, if it may not: a sandbox can read and write
+/// everything in its workspace, so `/`, a home directory (its `~/.ssh`, its `~/.bashrc`) or a
+/// directory above one, and a directory holding paude's store (which decides what the next
+/// launch runs) are refused. All paths are real (links resolved); `homes` are the user's
+/// home directories (`$HOME`, the account's), `store` is `PAUDE_HOME`.
+pub fn refusal(workspace: &Path, homes: &[PathBuf], store: &Path) -> Option<String> {
+    let fix = "cd into a project directory (a git repository's root is its workspace), or name \
+               one with --workspace DIR";
+    let shown = workspace.display();
+    if workspace == Path::new("/") {
+        return Some(format!(
+            "the workspace would be / (the current directory is / or / is a git repository); {fix}"
+        ));
+    }
+    if let Some(home) = homes
+        .iter()
+        .find(|home| rootpath::is_within(home, workspace))
+    {
+        let what = if home.as_path() == workspace {
+            "your home directory".to_string()
+        } else {
+            format!("above your home directory {}", home.display())
+        };
+        return Some(format!(
+            "the workspace would be {shown}, {what}: a sandbox could read your keys and \
+             write the files your shell runs; {fix}"
+        ));
+    }
+    if rootpath::is_within(store, workspace) {
+        return Some(format!(
+            "the workspace {shown} holds paude's store {} (PAUDE_HOME), which a sandbox must \
+             not be able to write; {fix}, or set PAUDE_HOME to a directory outside it",
+            store.display()
+        ));
+    }
+    None
+}
+
+/// `path` with every link resolved as far as it exists, and the rest as written: where a
+/// directory that does not exist yet will be.
+pub fn real_path_so_far(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |real, name| real.join(name));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 /// The git directories a workspace needs that lie outside it: a linked worktree's or a
 /// submodule's `.git` is a file (`gitdir: PATH`) naming a directory elsewhere, and a worktree's
 /// own directory names the repository's common directory in `commondir`. Without them bound,
 /// git inside reports "not a git repository". Returns the directories to bind read-write, each
 /// absolute and outside the workspace, without one inside another.
 pub fn outside_git_dirs(workspace: &Path) -> Vec<PathBuf> {
+    // A pointer is one short line; what the workspace holds may be anything, so no more
+    // than a line's worth is read.
     let read_pointer = |file: &Path, prefix: &str| -> Option<PathBuf> {
-        let text = std::fs::read_to_string(file).ok()?;
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(file)
+            .ok()?
+            .take(POINTER_MAX)
+            .read_to_string(&mut text)
+            .ok()?;
+        // A line cut short by the limit is no pointer.
+        if text.len() as u64 == POINTER_MAX && !text.contains('\n') {
+            return None;
+        }
         let value = text.lines().next()?.strip_prefix(prefix)?.trim();
         (!value.is_empty()).then(|| PathBuf::from(value))
     };
@@ -199,5 +272,37 @@ mod tests {
         assert_eq!(outside_git_dirs(&worktree), vec![main_git]);
         // An ordinary repository needs nothing more.
         assert!(outside_git_dirs(&main).is_empty());
+    }
+
+    #[test]
+    fn a_workspace_that_holds_a_home_or_the_store_is_refused() {
+        let homes = [PathBuf::from("/home/u"), PathBuf::from("/srv/u")];
+        let store = Path::new("/var/paude");
+        let refused = |ws: &str| refusal(Path::new(ws), &homes, store);
+        assert!(refused("/").unwrap().contains("would be /"));
+        assert!(refused("/home/u").unwrap().contains("your home directory"));
+        assert!(
+            refused("/home")
+                .unwrap()
+                .contains("above your home directory /home/u")
+        );
+        assert!(refused("/srv").unwrap().contains("/srv/u"));
+        assert!(refused("/var").unwrap().contains("PAUDE_HOME"));
+        assert!(refused("/var/paude").unwrap().contains("PAUDE_HOME"));
+        assert_eq!(refused("/home/u/project"), None);
+        assert_eq!(refused("/home/user"), None);
+        assert_eq!(refused("/var/paude-work"), None);
+    }
+
+    #[test]
+    fn real_path_so_far_resolves_what_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink(&real, real.join("link")).unwrap();
+        assert_eq!(
+            real_path_so_far(&real.join("link/not/yet")),
+            real.join("not/yet")
+        );
+        assert_eq!(real_path_so_far(&real.join("link")), real);
     }
 }

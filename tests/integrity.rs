@@ -1,0 +1,259 @@
+//! Sandbox integrity: nothing done inside can widen the next sandbox, reach the caller's
+//! secrets, or plant something that the host runs later. Each route is tried the way a hostile
+//! program would try it, as the current user and as nobody: first without paude's defence (on
+//! the host, or in a bwrap sandbox set up without it), where the attack must work, so that a
+//! pass cannot be vacuous; then through paude, where it must fail.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// A git workspace, a home holding a key, and paude with a store shared by this user's tests.
+struct Setup {
+    who: As,
+    home: TestDir,
+    workspace: TestDir,
+}
+
+impl Setup {
+    fn new(who: As) -> Setup {
+        let setup = Setup {
+            who,
+            home: TestDir::new(who),
+            workspace: TestDir::new(who),
+        };
+        write(&setup.home.path().join(".ssh/id_test"), "PRIVATE-KEY\n");
+        let git = Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(setup.workspace.path())
+            .status()
+            .expect("git init");
+        assert!(git.success());
+        hand_over(who, setup.home.path());
+        hand_over(who, setup.workspace.path());
+        setup
+    }
+
+    fn paude(&self) -> Paude {
+        let store = shared_home(self.who).join(".paude");
+        Paude::new(self.who, self.home.path(), self.workspace.path())
+            .env("PAUDE_HOME", store.to_str().expect("UTF-8 path"))
+    }
+}
+
+fn says(output: &Output, needle: &str) -> bool {
+    text(&output.stdout).contains(needle)
+}
+
+/// bwrap as `who`, with the host's root read-only, `args` before the command.
+fn raw_bwrap(who: As, args: &[&str], script: &str) -> Command {
+    let mut command = command_as(who, "bwrap");
+    command
+        .args(["--unshare-user", "--unshare-pid", "--ro-bind", "/", "/"])
+        .args(["--proc", "/proc", "--dev", "/dev"])
+        .args(args)
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::null());
+    command
+}
+
+/// The caller's environment (API keys, tokens) is not readable inside: bwrap's own pid 1
+/// inside the sandbox once carried it, whatever `--clearenv` gave the command.
+#[test]
+fn the_callers_environment_is_not_readable_inside() {
+    require_bwrap!();
+    let script = "cat /proc/1/environ /proc/$$/environ 2>/dev/null | tr '\\0' '\\n'";
+    for who in users() {
+        let setup = Setup::new(who);
+        // Without the defence: bwrap exec'd with the caller's environment.
+        let mut control = raw_bwrap(who, &["--clearenv"], script);
+        control.env("CALLER_TOKEN", "t0ken-secret");
+        let control = control.output().expect("bwrap");
+        assert!(
+            says(&control, "t0ken-secret"),
+            "{who:?}: {}",
+            text(&control.stdout)
+        );
+        let inside = setup.paude().env("CALLER_TOKEN", "t0ken-secret").run([
+            "venv",
+            "-e",
+            r#"{packages: ["dash", "coreutils"]}"#,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        let out = ok(&inside);
+        assert!(!out.contains("t0ken-secret"), "{who:?}: {out}");
+        // What the manifest passes does arrive.
+        assert!(out.contains("HOME="), "{who:?}: {out}");
+    }
+}
+
+/// A workspace too big to hand a sandbox is refused: the home directory (its keys, the files
+/// the shell runs), a directory above it, or `/`; a project inside the home works.
+#[test]
+fn a_workspace_that_is_the_home_is_refused() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let home = setup.home.path();
+        let read_key = "cat \"$HOME/.ssh/id_test\"";
+        // Without the defence: a sandbox whose workspace is the home reads the key.
+        let control = raw_bwrap(
+            who,
+            &[
+                "--bind",
+                &home.display().to_string(),
+                &home.display().to_string(),
+            ],
+            read_key,
+        )
+        .env("HOME", home)
+        .output()
+        .expect("bwrap");
+        assert!(
+            says(&control, "PRIVATE-KEY"),
+            "{who:?}: {}",
+            text(&control.stderr)
+        );
+        let from_home = setup.paude().cwd(home);
+        let output = from_home.run(["venv", "--", "sh", "-c", read_key]);
+        fails_with(&output, 125, "your home directory");
+        assert!(text(&output.stderr).contains("--workspace DIR"));
+        let output = setup.paude().run([
+            "venv",
+            "--workspace",
+            home.parent().expect("parent").to_str().expect("utf-8"),
+            "--",
+            "true",
+        ]);
+        fails_with(&output, 125, "above your home directory");
+        let output = setup
+            .paude()
+            .cwd(Path::new("/"))
+            .run(["venv", "--", "true"]);
+        fails_with(&output, 125, "the workspace would be /");
+        // A project inside the home is a workspace like any other; --workspace names it.
+        let project = home.join("project");
+        std::fs::create_dir(&project).expect("mkdir");
+        hand_over(who, &project);
+        let output = setup.paude().run([
+            "venv",
+            "--workspace",
+            project.to_str().expect("utf-8"),
+            "--",
+            "sh",
+            "-c",
+            &format!("pwd; {read_key} || echo no-key"),
+        ]);
+        assert_eq!(
+            ok(&output),
+            format!("{}\nno-key\n", project.display()),
+            "{who:?}"
+        );
+    }
+}
+
+/// A manifest that nests deeper than the evaluator's stack is an error (125), not a crash,
+/// and leaves nothing in the cache; a `.git` file of gigabytes is not read whole.
+#[test]
+fn bad_input_ends_in_an_error_not_a_crash() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let home = TestDir::new(who);
+        let paude = Paude::new(who, home.path(), setup.workspace.path());
+        for nested in [
+            format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!("{}1", "local a = 1;\n".repeat(100_000)),
+            format!("{}1", "1+".repeat(100_000)),
+        ] {
+            let manifest =
+                format!("{{packages: [\"dash\"], envSet: {{x: std.toString({nested})}}}}");
+            let path = setup.workspace.path().join("deep.jsonnet");
+            write(&path, &manifest);
+            hand_over(who, &path);
+            let output = paude.run(["venv", "-f", "deep.jsonnet", "--", "true"]);
+            assert_eq!(
+                output.status.code(),
+                Some(125),
+                "{who:?}: {}",
+                text(&output.stderr)
+            );
+            assert!(text(&output.stderr).contains("evaluating the manifest"));
+            assert!(!paude.paude_home().exists(), "{who:?}");
+        }
+        // A `.git` file of 4 GiB (sparse) in a worktree-like workspace: the launch reads a
+        // line's worth of it, and runs.
+        let big = TestDir::new(who);
+        let file = std::fs::File::create(big.path().join(".git")).expect("create");
+        file.set_len(4 << 30).expect("truncate");
+        hand_over(who, big.path());
+        let output = Paude::new(who, home.path(), big.path()).run([
+            "venv",
+            "-e",
+            r#"{packages: ["dash"]}"#,
+            "--",
+            "sh",
+            "-c",
+            "echo ran",
+        ]);
+        assert_eq!(ok(&output), "ran\n", "{who:?}");
+    }
+}
+
+/// Ctrl-C (SIGINT) stops a long evaluation: paude and its evaluator end at once.
+#[test]
+fn an_interrupt_stops_a_long_evaluation() {
+    require_bwrap!();
+    let setup = Setup::new(As::Me);
+    let manifest = r#"{packages: ["dash"], envSet: {x: std.toString(std.foldl(function(a, b) a + b, std.range(1, 1000000000), 0))}}"#;
+    let mut child = setup
+        .paude()
+        .command(["venv", "-e", manifest, "--dry-run", "--", "true"])
+        .spawn()
+        .expect("spawn");
+    let id = child.id();
+    let evaluators = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let parent = format!("PPid:\t{id}\n");
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|line| line.windows(10).any(|w| w == b"__evaluate"))
+                    && status.contains(&parent)
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while evaluators().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no evaluator started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let evaluator = evaluators()[0];
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(id as i32).expect("pid"),
+        rustix::process::Signal::INT,
+    )
+    .expect("kill");
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Path::new(&format!("/proc/{evaluator}")).exists()
+        && std::fs::read_to_string(format!("/proc/{evaluator}/status"))
+            .is_ok_and(|status| !status.contains("State:\tZ"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the evaluator lives on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -142,6 +142,28 @@ pub fn store_home(paude_home: Option<&OsStr>, home: Option<&OsStr>) -> Result<Pa
     }
 }
 
+/// A bubblewrap release: `(major, minor, patch)`.
+pub type BwrapVersion = (u32, u32, u32);
+
+/// The first bubblewrap with `--disable-userns`.
+pub const BWRAP_DISABLE_USERNS: BwrapVersion = (0, 8, 0);
+
+/// `bubblewrap 0.4.1` → `(0, 4, 1)`: the first word that starts with a digit, in up to three
+/// dot-separated numbers (missing ones are 0, a suffix such as `-rc1` is ignored).
+pub fn parse_bwrap_version(output: &str) -> Option<BwrapVersion> {
+    let word = output
+        .split_whitespace()
+        .find(|word| word.starts_with(|c: char| c.is_ascii_digit()))?;
+    let mut numbers = word.split('.').map(|part| {
+        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    });
+    let major = numbers.next().flatten()?;
+    let minor = numbers.next().flatten().unwrap_or(0);
+    let patch = numbers.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
+}
+
 /// What paude says when no bwrap is found on `PATH`.
 pub const BWRAP_MISSING: &str = "bwrap (bubblewrap) is not installed or not in PATH";
 

@@ -47,14 +47,20 @@ fn says(output: &Output, needle: &str) -> bool {
     text(&output.stdout).contains(needle)
 }
 
-/// bwrap as `who`, with the host's root read-only, `args` before the command.
+/// bwrap as `who`, with the host's root read-only, `args` before `sh -c SCRIPT`.
 fn raw_bwrap(who: As, args: &[&str], script: &str) -> Command {
+    raw_bwrap_running(who, args, &["sh", "-c", script])
+}
+
+/// bwrap as `who`, with the host's root read-only, `args` before the command `argv`.
+fn raw_bwrap_running(who: As, args: &[&str], argv: &[&str]) -> Command {
     let mut command = command_as(who, "bwrap");
     command
         .args(["--unshare-user", "--unshare-pid", "--ro-bind", "/", "/"])
         .args(["--proc", "/proc", "--dev", "/dev"])
         .args(args)
-        .args(["--", "sh", "-c", script])
+        .arg("--")
+        .args(argv)
         .stdin(Stdio::null());
     command
 }
@@ -255,5 +261,188 @@ fn an_interrupt_stops_a_long_evaluation() {
             "the evaluator lives on"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Each family of system calls the seccomp filter refuses, called the way a hostile program
+/// would (python3's ctypes, the numbers from this build's C library): without the filter (a
+/// bwrap sandbox set up without it) each answers otherwise (success, or the host's own
+/// refusal), through paude each gets the filter's answer.
+#[test]
+fn the_seccomp_filter_refuses_each_family() {
+    require_bwrap!();
+    let (enosys, eperm, eafnosupport) = (libc::ENOSYS, libc::EPERM, libc::EAFNOSUPPORT);
+    // (family, the call as Python, the filter's errno)
+    let probes: Vec<(&str, String, i32)> = vec![
+        (
+            "keyring",
+            format!("sc({}, 0, -3, 0)", libc::SYS_keyctl),
+            enosys,
+        ),
+        (
+            "io_uring",
+            format!(
+                "sc({}, 1, ctypes.create_string_buffer(120))",
+                libc::SYS_io_uring_setup
+            ),
+            enosys,
+        ),
+        (
+            "perf_event_open",
+            format!(
+                "sc({}, ctypes.create_string_buffer(128), 0, -1, -1, 0)",
+                libc::SYS_perf_event_open
+            ),
+            enosys,
+        ),
+        (
+            "bpf",
+            format!(
+                "sc({}, 0, ctypes.create_string_buffer(128), 128)",
+                libc::SYS_bpf
+            ),
+            enosys,
+        ),
+        (
+            "userfaultfd",
+            format!("sc({}, 0)", libc::SYS_userfaultfd),
+            enosys,
+        ),
+        (
+            "kexec",
+            format!("sc({}, 0, 0, 0, 0)", libc::SYS_kexec_load),
+            enosys,
+        ),
+        (
+            "new mount API",
+            format!("sc({}, b'tmpfs', 0)", libc::SYS_fsopen),
+            enosys,
+        ),
+        ("clone3", format!("sc({}, 0, 0)", libc::SYS_clone3), enosys),
+        (
+            "modules",
+            format!("sc({}, 0, 0, b'')", libc::SYS_init_module),
+            enosys,
+        ),
+        (
+            "syslog",
+            format!("sc({}, 10, 0, 0)", libc::SYS_syslog),
+            enosys,
+        ),
+        (
+            "nested user namespace",
+            format!("sc({}, {})", libc::SYS_unshare, libc::CLONE_NEWUSER),
+            eperm,
+        ),
+        (
+            "personality",
+            format!("sc({}, 0x0040000)", libc::SYS_personality),
+            eperm,
+        ),
+        (
+            "vsock",
+            format!("sc({}, 40, 1, 0)", libc::SYS_socket),
+            eafnosupport,
+        ),
+    ];
+    let mut script = String::from(
+        "import ctypes, os\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         def sc(*args):\n    \
+             ctypes.set_errno(0)\n    \
+             r = libc.syscall(*args)\n    \
+             return 0 if r >= 0 else ctypes.get_errno()\n",
+    );
+    for (name, call, _) in &probes {
+        script.push_str(&format!("print({name:?}, {call}, sep=':')\n"));
+    }
+    let answers = |output: &Output| -> Vec<(String, i32)> {
+        text(&output.stdout)
+            .lines()
+            .filter_map(|line| {
+                let (name, errno) = line.rsplit_once(':')?;
+                Some((name.to_string(), errno.parse().ok()?))
+            })
+            .collect()
+    };
+    for who in users() {
+        let setup = Setup::new(who);
+        let control = raw_bwrap_running(who, &[], &["python3", "-c", &script])
+            .output()
+            .expect("bwrap");
+        let control = answers(&control);
+        let inside = setup.paude().run([
+            "venv",
+            "-e",
+            r#"{packages: ["python3"]}"#,
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ]);
+        let inside_answers = answers(&inside);
+        assert_eq!(
+            inside_answers.len(),
+            probes.len(),
+            "{who:?}: {}",
+            text(&inside.stderr)
+        );
+        assert_eq!(control.len(), probes.len(), "{who:?}: {control:?}");
+        for (((name, _, refused), (_, outside)), (_, got)) in
+            probes.iter().zip(&control).zip(&inside_answers)
+        {
+            assert_eq!(got, refused, "{who:?} {name}: not refused by the filter");
+            // A kernel built without the call (this one may lack kexec) answers ENOSYS
+            // itself: there is nothing to refuse, and the unit tests hold the table's number.
+            if *outside == enosys && *refused == enosys {
+                eprintln!("{who:?} {name}: this kernel has no such call");
+                continue;
+            }
+            assert_ne!(
+                outside, refused,
+                "{who:?} {name}: the same answer without the filter"
+            );
+        }
+        eprintln!("{who:?}: without the filter {control:?}; through paude {inside_answers:?}");
+    }
+}
+
+/// A program inside cannot make a user namespace of its own (where it would hold every
+/// capability over new mounts): `unshare -U` works in a sandbox without paude's defences,
+/// and fails through paude (the seccomp filter first; bwrap's `--disable-userns` behind it).
+#[test]
+fn nested_user_namespaces_are_refused() {
+    require_bwrap!();
+    let script = "unshare -U true && echo nested";
+    for who in users() {
+        let setup = Setup::new(who);
+        let control = raw_bwrap(who, &[], script).output().expect("bwrap");
+        assert!(
+            says(&control, "nested"),
+            "{who:?}: {}",
+            text(&control.stderr)
+        );
+        let inside = setup.paude().run([
+            "venv",
+            "-e",
+            r#"{packages: ["dash", "util-linux"]}"#,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        assert!(
+            !says(&inside, "nested"),
+            "{who:?}: {}",
+            text(&inside.stdout)
+        );
+        assert!(
+            text(&inside.stderr).contains("Operation not permitted"),
+            "{who:?}: {}",
+            text(&inside.stderr)
+        );
+        let line = ok(&setup.paude().run(["venv", "--dry-run", "--", "true"]));
+        assert!(line.contains("--disable-userns"), "{line}");
+        assert!(line.contains("--seccomp 3"), "{line}");
     }
 }

@@ -35,8 +35,7 @@ use std::time::{Duration, Instant};
 /// Version of the JSON document.
 const JSON_VERSION: u32 = 1;
 
-/// A bubblewrap release: `(major, minor, patch)`.
-pub type Version = (u32, u32, u32);
+pub use crate::host::{BwrapVersion as Version, parse_bwrap_version as parse_version};
 
 /// The oldest bubblewrap that has every option paude passes: the newest in [`OPTIONS`].
 pub const MINIMUM_BWRAP: Version = (0, 5, 0);
@@ -55,6 +54,9 @@ const EARLY: Version = (0, 2, 0);
 /// the usage text #196 changed (June 2017), `--cap-drop` is #101 (June 2017; issue #249 uses
 /// `--cap-add` with 0.2.0); the other namespace and mount options, `--setenv` and `--chdir`
 /// date from bubblewrap's first releases (2016).
+/// Options paude passes only to a bwrap that has them, with the release that brought them.
+const OPTIONAL: &[(&str, Version)] = &[("--disable-userns", host::BWRAP_DISABLE_USERNS)];
+
 const OPTIONS: &[(&str, Version)] = &[
     ("--clearenv", (0, 5, 0)),
     ("--unshare-user", EARLY),
@@ -625,22 +627,6 @@ pub fn checks(facts: &Facts) -> Vec<Check> {
     checks
 }
 
-/// `bubblewrap 0.4.1` → `(0, 4, 1)`: the first word that starts with a digit, in up to three
-/// dot-separated numbers (missing ones are 0, a suffix such as `-rc1` is ignored).
-pub fn parse_version(output: &str) -> Option<Version> {
-    let word = output
-        .split_whitespace()
-        .find(|word| word.starts_with(|c: char| c.is_ascii_digit()))?;
-    let mut numbers = word.split('.').map(|part| {
-        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse::<u32>().ok()
-    });
-    let major = numbers.next().flatten()?;
-    let minor = numbers.next().flatten().unwrap_or(0);
-    let patch = numbers.next().flatten().unwrap_or(0);
-    Some((major, minor, patch))
-}
-
 fn version_text((major, minor, patch): Version) -> String {
     format!("{major}.{minor}.{patch}")
 }
@@ -697,6 +683,24 @@ pub fn check_bwrap(found: &BwrapFound) -> Check {
                     "upgrade bubblewrap to {needed} or newer (from a newer release of your \
                      distribution, its backports, or built from source) and, if it is not \
                      the bwrap on PATH, point PAUDE_BWRAP at it"
+                ));
+            }
+            Some(version) if OPTIONAL.iter().any(|(_, since)| version < *since) => {
+                let lacking: Vec<String> = OPTIONAL
+                    .iter()
+                    .filter(|(_, since)| version < *since)
+                    .map(|(option, since)| format!("{option} (new in {})", version_text(*since)))
+                    .collect();
+                detail.push_str(&format!(
+                    ", {output} ({needed} or newer needed); it lacks {}, so only paude's \
+                     seccomp filter keeps a sandbox from making user namespaces of its own",
+                    lacking.join(" and ")
+                ));
+                status = status.max(Status::Warning);
+                fixes.push(format!(
+                    "upgrade bubblewrap to {} or newer for a second defence against nested \
+                     user namespaces",
+                    version_text(host::BWRAP_DISABLE_USERNS)
                 ));
             }
             Some(_) => detail.push_str(&format!(", {output} ({needed} or newer needed)")),
@@ -1175,8 +1179,11 @@ mod tests {
         assert!(passed.contains(&"--clearenv".to_string()), "{passed:?}");
         for option in &passed {
             assert!(
-                OPTIONS.iter().any(|(known, _)| known == option),
-                "{option} is passed to bwrap but not in OPTIONS"
+                OPTIONS
+                    .iter()
+                    .chain(OPTIONAL)
+                    .any(|(known, _)| known == option),
+                "{option} is passed to bwrap but not in OPTIONS or OPTIONAL"
             );
         }
     }

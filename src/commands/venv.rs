@@ -41,6 +41,8 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let manifest = load_manifest(&args, host, &workspace, &cache, began, &mut learned)?;
     let mounts = checked_mounts(&manifest, host)?;
     let bwrap = host.bwrap()?;
+    let disable_userns = launch::bwrap_version(&cache, &bwrap, began, &mut learned)
+        .is_some_and(|version| version >= crate::host::BWRAP_DISABLE_USERNS);
     if let Some(reason) = host.userns_refusal() {
         bail!("{reason}");
     }
@@ -64,6 +66,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     )?;
     let sandbox = Sandbox {
         user,
+        disable_userns,
         manifest,
         mounts,
         workspace,
@@ -211,6 +214,7 @@ fn ensure(
 /// What the plan is made of besides the host facts and the environment's tree.
 struct Sandbox {
     user: User,
+    disable_userns: bool,
     manifest: Manifest,
     mounts: Vec<(usize, Mount)>,
     workspace: PathBuf,
@@ -229,6 +233,7 @@ fn plan_sandbox(
 ) -> Result<(Plan, Option<PathBuf>)> {
     let Sandbox {
         user,
+        disable_userns,
         mut manifest,
         mounts,
         workspace,
@@ -315,6 +320,7 @@ fn plan_sandbox(
         host_has: &|path: &Path| path.exists(),
         real_path: &real_path,
         stdin_is_terminal: host.stdin_is_terminal,
+        disable_userns,
         home: Some(&user.home),
         identity: Some((&passwd, &group)),
         command: &args.command,
@@ -326,19 +332,24 @@ fn plan_sandbox(
     if let Some(refusal) = command_refusal(plan::lookup_command(&plan), &plan.command[0]) {
         return Err(refusal.into());
     }
-    // A run that keeps the terminal (no --new-session) gets the terminal-injection filter.
-    let filter = if plan.new_session {
-        None
-    } else {
-        match seccomp::terminal_injection_filter() {
-            Some(bytes) => Some(store.small_file("tty-filter.bpf", &bytes)?),
-            None => {
+    // Every run gets the seccomp filter (see `seccomp`).
+    let filter = match seccomp::sandbox_filter() {
+        Some((bytes, complete)) => {
+            if !complete {
                 warn(
-                    "no terminal-injection filter for this CPU: a program in the sandbox could \
-                     type into your terminal; run paude with stdin not a terminal to detach it",
+                    "this CPU family's seccomp filter refuses only terminal injection; the \
+                     keyring, io_uring, bpf and the other calls paude refuses on x86 stay open",
                 );
-                None
             }
+            Some(store.small_file("seccomp.bpf", &bytes)?)
+        }
+        None => {
+            warn(
+                "no seccomp filter for this CPU: a program in the sandbox could type into your \
+                 terminal and reach the keyring, io_uring and bpf; run paude with stdin not a \
+                 terminal to detach it from the terminal at least",
+            );
+            None
         }
     };
     Ok((plan, filter))

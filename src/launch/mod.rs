@@ -93,6 +93,34 @@ pub fn load_manifest(
     Ok(loaded.manifest)
 }
 
+/// The version of the bwrap at `path`, from the cache while that file is unchanged, else
+/// asked (`bwrap --version`, a few milliseconds); `None` when it does not say one.
+pub fn bwrap_version(
+    cache: &Cache,
+    path: &std::path::Path,
+    began: SystemTime,
+    learned: &mut Learned,
+) -> Option<crate::host::BwrapVersion> {
+    let key = || cache::Key::new("bwrap").field(path.as_os_str().as_bytes());
+    if let Some(version) = cache.get(key()) {
+        return Some(version);
+    }
+    // Stamped before asking: a file replaced meanwhile has a new stamp, and is asked again.
+    let stamp = Stamp::of(path).ok()?;
+    let output = std::process::Command::new(path)
+        .arg("--version")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let version = crate::host::parse_bwrap_version(&String::from_utf8_lossy(&output.stdout))?;
+    learned
+        .0
+        .extend(cache.prepare(key(), vec![stamp], began, &version));
+    Some(version)
+}
+
 /// What a launch needs to know of its environment before it looks in the store: the key of
 /// its tree, and the dependencies the database names that are not installed (said on every
 /// launch).

@@ -3,7 +3,8 @@
 //! Order is semantics in bwrap, so [`render`] emits, in this order:
 //!
 //! 1. namespaces: `--unshare-user --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup`,
-//!    and `--unshare-net` when the manifest turns the network off;
+//!    `--unshare-net` when the manifest turns the network off, and `--disable-userns` (no
+//!    nested user namespace) where bwrap has it;
 //! 2. process options: `--die-with-parent` (the sandbox ends with its launcher's parent
 //!    process tree); `--cap-drop ALL` (no capabilities, also when paude runs as root, where
 //!    bwrap would otherwise keep them all inside the user namespace); `--sync-fd FD`, the pipe
@@ -38,6 +39,9 @@ pub fn render(plan: &Plan) -> Vec<OsString> {
     }
     if plan.unshare_net {
         push(&["--unshare-net".as_ref()]);
+    }
+    if plan.disable_userns {
+        push(&["--disable-userns".as_ref()]);
     }
     push(&["--die-with-parent".as_ref()]);
     push(&["--cap-drop".as_ref(), "ALL".as_ref()]);
@@ -158,6 +162,7 @@ mod tests {
         let plan = Plan {
             rootfs: PathBuf::from("/store/rootfs"),
             unshare_net: true,
+            disable_userns: true,
             new_session: true,
             keep_open: Some(3),
             seccomp_fd: Some(4),
@@ -192,7 +197,7 @@ mod tests {
         let expected: Vec<OsString> = [
             // 1. namespaces
             "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
-            "--unshare-net",
+            "--unshare-net", "--disable-userns",
             // 2. process
             "--die-with-parent", "--cap-drop", "ALL", "--sync-fd", "3", "--seccomp", "4", "--new-session",
             // 3. mounts, in plan order

@@ -67,6 +67,9 @@ pub struct Plan {
     pub rootfs: PathBuf,
     /// `--unshare-net`: a private network namespace with only loopback.
     pub unshare_net: bool,
+    /// `--disable-userns`: no new user namespace inside (bwrap 0.8 and later; the seccomp
+    /// filter refuses them too).
+    pub disable_userns: bool,
     /// `--new-session`: detach from the terminal (no TIOCSTI injection into it).
     pub new_session: bool,
     /// `--sync-fd`: a descriptor bwrap's pid 1 keeps open until the sandbox ends, which keeps
@@ -120,6 +123,8 @@ pub struct PlanInput<'a> {
     /// real paths, since `$PAUDE_HOME` or a bind's source may be reached through a link.
     pub real_path: &'a dyn Fn(&Path) -> Option<PathBuf>,
     pub stdin_is_terminal: bool,
+    /// Whether bwrap has `--disable-userns`.
+    pub disable_userns: bool,
     /// The user's home path on the host, which is `HOME` inside (none: no home is set up).
     pub home: Option<&'a Path>,
     /// Files for `/etc/passwd` and `/etc/group` naming the user (see `identity`).
@@ -175,6 +180,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     Ok(Plan {
         rootfs: input.rootfs.to_path_buf(),
         unshare_net: !input.manifest.network,
+        disable_userns: input.disable_userns,
         new_session: !input.stdin_is_terminal,
         keep_open: None,
         seccomp_fd: None,
@@ -954,6 +960,7 @@ mod tests {
                 (!text.contains("missing")).then(|| text.replace("/home/link", "/w").into())
             },
             stdin_is_terminal: false,
+            disable_userns: true,
             home: None,
             identity: None,
             command: &command,
@@ -977,6 +984,7 @@ mod tests {
         #[rustfmt::skip]
         let expected: Vec<&str> = vec![
             "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
+            "--disable-userns",
             "--die-with-parent", "--cap-drop", "ALL", "--new-session",
             // The top level of the rootfs, entry by entry, into bwrap's tmpfs root.
             "--symlink", "usr/bin", "/bin",
@@ -1313,6 +1321,7 @@ mod tests {
             host_has: &|_: &Path| true,
             real_path: &|path: &Path| Some(path.to_path_buf()),
             stdin_is_terminal: true,
+            disable_userns: true,
             home: None,
             identity: None,
             command: &[],

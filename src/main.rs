@@ -53,9 +53,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // The evaluator needs no host facts, and runs with an empty environment.
+    // paude's own helpers need no host facts, and run with an empty environment.
     let host = match cli.command {
         Command::Evaluate => return Ok(paude::manifest::isolated::serve()),
+        Command::Hold => return Ok(paude::sandbox::holder::serve()),
         _ => HostFacts::gather()?,
     };
     match cli.command {
@@ -64,5 +65,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cleanup(args) => commands::cleanup::run(args, &host),
         Command::Doctor(args) => commands::doctor::run(args, &host),
         Command::Evaluate => Ok(paude::manifest::isolated::serve()),
+        Command::Hold => Ok(paude::sandbox::holder::serve()),
     }
 }

@@ -352,28 +352,33 @@ fn protected_paths_can_be_listed_or_emptied() {
     require_bwrap!();
     let setup = Setup::new(As::Me);
     write(&setup.workspace.path().join("Makefile"), "all:\n");
+    write(&setup.workspace.path().join("deep/dir/file"), "x\n");
     let paude = setup.paude();
-    let script = "echo x >> Makefile && echo make-ok; echo x > .git/hooks/pre-push && echo hook-ok";
-    let guarded = ok(&paude.run([
+    let script = "echo x >> Makefile && echo make-ok; echo x > .git/hooks/pre-push && echo hook-ok; \
+                  mv deep gone && echo moved";
+    let guarded = paude.run([
         "venv",
         "-e",
-        r#"{packages: ["bash"], protect: ["Makefile"]}"#,
+        r#"{packages: ["bash", "coreutils"], protect: ["Makefile", "deep/dir/file"]}"#,
         "--",
         "bash",
         "-c",
         script,
-    ]));
-    assert_eq!(guarded, "hook-ok\n", "only the Makefile is protected");
+    ]);
+    // The repository is protected whatever `protect` says; a protected path's directories
+    // cannot be renamed away.
+    assert_eq!(text(&guarded.stdout), "", "{}", text(&guarded.stderr));
+    assert!(setup.workspace.path().join("deep/dir/file").exists());
     let open = ok(&paude.run([
         "venv",
         "-e",
-        r#"{packages: ["bash"], protect: []}"#,
+        r#"{packages: ["bash", "coreutils"], protect: []}"#,
         "--",
         "bash",
         "-c",
         script,
     ]));
-    assert_eq!(open, "make-ok\nhook-ok\n");
+    assert_eq!(open, "make-ok\nmoved\n");
     // A protected path that does not exist is not created on the host.
     ok(&paude.run([
         "venv",
@@ -385,6 +390,18 @@ fn protected_paths_can_be_listed_or_emptied() {
         "true",
     ]));
     assert!(!setup.workspace.path().join("missing").exists());
+    // A protected path that is a link is refused: the bind would follow it anywhere.
+    std::os::unix::fs::symlink(setup.home.path(), setup.workspace.path().join("link"))
+        .expect("symlink");
+    let output = paude.run([
+        "venv",
+        "-e",
+        r#"{packages: ["bash"], protect: ["link/secret.txt"]}"#,
+        "--",
+        "true",
+    ]);
+    fails_with(&output, 125, "protect[0]");
+    assert!(text(&output.stderr).contains("is a symbolic link"));
 }
 
 #[test]

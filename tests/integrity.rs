@@ -192,22 +192,25 @@ fn bad_input_ends_in_an_error_not_a_crash() {
             assert!(text(&output.stderr).contains("evaluating the manifest"));
             assert!(!paude.paude_home().exists(), "{who:?}");
         }
-        // A `.git` file of 4 GiB (sparse) in a worktree-like workspace: the launch reads a
-        // line's worth of it, and runs.
+        // A `.git` file of 4 GiB (sparse): a line's worth is read, which is no pointer, and
+        // the launch is refused at once rather than after reading gigabytes.
         let big = TestDir::new(who);
         let file = std::fs::File::create(big.path().join(".git")).expect("create");
         file.set_len(4 << 30).expect("truncate");
         hand_over(who, big.path());
+        let started = std::time::Instant::now();
         let output = Paude::new(who, home.path(), big.path()).run([
             "venv",
             "-e",
             r#"{packages: ["dash"]}"#,
             "--",
-            "sh",
-            "-c",
-            "echo ran",
+            "true",
         ]);
-        assert_eq!(ok(&output), "ran\n", "{who:?}");
+        fails_with(&output, 125, "`gitdir:` cannot be read");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{who:?}"
+        );
     }
 }
 

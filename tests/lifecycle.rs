@@ -309,17 +309,19 @@ fn a_running_sandbox_keeps_its_venv_after_paude_has_exec_ed() {
                 "{holder}, in the sandbox, holds the lock"
             );
         }
-        // The holder keeps the lock and the read end of its pipe, its standard descriptors
-        // lead nowhere, and nothing else of paude's stays open in it: not the caller's
-        // descriptor 7, not the pipe's write end (or it would never see the sandbox end).
+        // The holder keeps the lock and the read end of its pipe, its stdin and stdout lead
+        // nowhere and its stderr is paude's (for what it says when the sandbox ends), and
+        // nothing else of paude's stays open in it: not the caller's descriptor 7, not the
+        // pipe's write end (or it would never see the sandbox end).
         assert_eq!(holders.len(), 1, "{holders:?}");
         let open = descriptors(holders[0]);
         assert_eq!(open.len(), 5, "{open:?}");
         assert_eq!(
             open.iter().filter(|target| *target == "/dev/null").count(),
-            3,
+            2,
             "{open:?}"
         );
+        assert!(!open.iter().any(|target| target == "/dev/zero"), "{open:?}");
         assert!(open.contains(&lock.display().to_string()), "{open:?}");
         assert!(
             open.iter().any(|target| target.starts_with("pipe:")),

@@ -14,9 +14,9 @@ use crate::manifest::{self, HomeMode, LoadOptions, Manifest, ManifestSource, Mou
 use crate::packages::{Closure, Provider, dpkg};
 use crate::rootpath;
 use crate::sandbox::identity::User;
-use crate::sandbox::plan::{self, CommandLookup, Plan, PlanInput};
-use crate::sandbox::{bwrap, exec, seccomp, workspace};
-use crate::store::{BuildInput, BuildSpec, Lease, Store};
+use crate::sandbox::plan::{self, CommandLookup, Plan, PlanInput, Protected};
+use crate::sandbox::{bwrap, exec, git, holder, seccomp, workspace};
+use crate::store::{BuildInput, BuildSpec, LaunchDir, Lease, Store};
 use anyhow::{Context, Result, bail};
 use std::convert::Infallible;
 use std::ffi::OsString;
@@ -38,8 +38,10 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
 
     let user = identity(host);
     let workspace = find_workspace(&args, host, &user)?;
+    let repository = git::layout(&workspace).map_err(anyhow::Error::msg)?;
     let manifest = load_manifest(&args, host, &workspace, &cache, began, &mut learned)?;
     let mounts = checked_mounts(&manifest, host)?;
+    let protected = checked_protect(&workspace, &manifest)?;
     let bwrap = host.bwrap()?;
     let disable_userns = launch::bwrap_version(&cache, &bwrap, began, &mut learned)
         .is_some_and(|version| version >= crate::host::BWRAP_DISABLE_USERNS);
@@ -64,7 +66,23 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         &database,
         host,
     )?;
+    let mut launch_dir = match repository {
+        git::Layout::None => None,
+        _ => Some(store.launch_dir()?),
+    };
+    let composition = match &launch_dir {
+        Some(dir) => git::compose(&repository, &dir.path)
+            .context("making the sandbox's copy of the repository's files")?,
+        None => git::Composition::default(),
+    };
+    let handover = Handover {
+        privates: composition.privates,
+        workspace: workspace.clone(),
+        began,
+    };
     let sandbox = Sandbox {
+        git: composition.binds,
+        protected,
         user,
         disable_userns,
         manifest,
@@ -74,11 +92,23 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     };
     let (mut plan, filter) = plan_sandbox(&args, host, &store, &lease, sandbox)?;
     if args.dry_run {
-        // The printed line reads the filter from descriptor 3, redirected from its file.
+        // The printed line reads the filter from descriptor 3, redirected from its file, and
+        // binds the copies of the repository's files, which stay (`cleanup` removes them).
+        if let Some(dir) = &mut launch_dir {
+            dir.keep();
+        }
         plan.seccomp_fd = filter.as_ref().map(|_| 3);
         return print_dry_run(&bwrap, &bwrap::render(&plan), filter.as_deref());
     }
-    match exec_bwrap(&bwrap, plan, filter.as_deref(), lease, &store)? {}
+    match exec_bwrap(
+        &bwrap,
+        plan,
+        filter.as_deref(),
+        lease,
+        launch_dir,
+        handover,
+        &store,
+    )? {}
 }
 
 /// Who the user is, as the host's `/etc/passwd` and `/etc/group` say.
@@ -211,8 +241,18 @@ fn ensure(
     Ok(lease)
 }
 
+/// What the holder is handed besides the locks: the private copies of the repository's
+/// files, and what it needs to name the repositories the sandbox made.
+struct Handover {
+    privates: Vec<git::Private>,
+    workspace: PathBuf,
+    began: SystemTime,
+}
+
 /// What the plan is made of besides the host facts and the environment's tree.
 struct Sandbox {
+    git: Vec<git::Bind>,
+    protected: Vec<Protected>,
     user: User,
     disable_userns: bool,
     manifest: Manifest,
@@ -232,6 +272,8 @@ fn plan_sandbox(
     sandbox: Sandbox,
 ) -> Result<(Plan, Option<PathBuf>)> {
     let Sandbox {
+        git,
+        protected,
         user,
         disable_userns,
         mut manifest,
@@ -291,11 +333,10 @@ fn plan_sandbox(
         .iter()
         .filter_map(|name| Some((name.into(), host.var(name)?.clone())))
         .collect();
-    let git_dirs = workspace::outside_git_dirs(&workspace);
-    // The workspace is the current directory (which the kernel reports with no links in it)
-    // or one above it, and the git directories were resolved already: no need to ask again.
+    // The workspace is real already (see `find_workspace`), and so are the repository's
+    // directories: no need to ask again.
     let real_path = |path: &Path| {
-        if path == workspace || git_dirs.iter().any(|dir| dir == path) {
+        if path == workspace || git.iter().any(|bind| bind.path == path) {
             return Some(path.to_path_buf());
         }
         std::fs::canonicalize(path).ok()
@@ -315,7 +356,8 @@ fn plan_sandbox(
         },
         venvs: &venvs,
         venv_state: venv_state.as_deref(),
-        git_dirs: &git_dirs,
+        git: &git,
+        protected: &protected,
         host_env: &kept_env,
         host_has: &|path: &Path| path.exists(),
         real_path: &real_path,
@@ -365,13 +407,15 @@ fn print_dry_run(bwrap: &Path, argv: &[OsString], filter: Option<&Path>) -> Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// Marks the environment used, hands its lock to the holder and execs bwrap; returns only
-/// the error that kept it from running.
+/// Marks the environment used, hands its lock (and the launch directory) to the holder, and
+/// execs bwrap; returns only the error that kept it from running.
 fn exec_bwrap(
     bwrap: &Path,
     mut plan: Plan,
     filter: Option<&Path>,
     lease: Lease,
+    mut launch_dir: Option<LaunchDir>,
+    handover: Handover,
     store: &Store,
 ) -> Result<Infallible> {
     let filter = filter
@@ -379,19 +423,83 @@ fn exec_bwrap(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))
         })
         .transpose()?;
-
     store.touch(&lease.rootfs)?;
-
-    // From here the lock is kept by a holder process until the sandbox ends.
-    let keep_open = lease
-        .hold_while_open()
-        .context("starting the process that keeps the environment's lock")?;
-
+    // Nothing of this process but what it hands over reaches the holder, or bwrap.
+    crate::sys::close_on_exec_above_stderr().context("marking descriptors close-on-exec")?;
+    let mut locks = vec![lease.lock_fd()];
+    locks.extend(launch_dir.as_ref().map(|dir| dir.lock.as_fd()));
+    // From here the locks are kept by the holder until the sandbox ends; it brings back
+    // what git changed, and removes the launch directory.
+    let keep_open = holder::start(
+        Path::new("/proc/self/exe"),
+        &locks,
+        handover.privates,
+        &handover.workspace,
+        handover.began,
+    )
+    .context("starting the process that keeps the environment's lock")?;
+    if let Some(dir) = &mut launch_dir {
+        dir.keep();
+    }
     plan.keep_open = Some(keep_open.as_raw_fd());
     plan.seccomp_fd = filter.as_ref().map(|file| file.as_raw_fd());
     let mut inherit = vec![keep_open.as_fd()];
     inherit.extend(filter.as_ref().map(|file| file.as_fd()));
     Err(exec::exec(bwrap, &bwrap::render(&plan), &inherit))
+}
+
+/// The manifest's `protect` entries as they are on the host: every component from the
+/// workspace down a directory, no link on the way or at the end (a link would lead the
+/// read-only bind anywhere on the host). A missing entry protects nothing and is left out
+/// (never created on the host); entries in `.git` are left out too: the repository is
+/// protected on its own (see `git`).
+fn checked_protect(workspace: &Path, manifest: &Manifest) -> Result<Vec<Protected>> {
+    let mut out = Vec::new();
+    'entries: for (index, relative) in manifest.protect.iter().enumerate() {
+        let names: Vec<_> = relative.components().collect();
+        if names
+            .first()
+            .is_some_and(|first| first.as_os_str() == ".git")
+        {
+            continue;
+        }
+        let mut path = workspace.to_path_buf();
+        let mut ancestors = Vec::new();
+        for (at, name) in names.iter().enumerate() {
+            path.push(name);
+            let meta = match path.symlink_metadata() {
+                Ok(meta) => meta,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue 'entries,
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("protect[{index}]: {}", path.display()));
+                }
+            };
+            if meta.file_type().is_symlink() {
+                bail!(manifest::ManifestError::Field {
+                    field: format!("protect[{index}]"),
+                    message: format!(
+                        "{} is a symbolic link; paude protects paths without following links \
+                         (one could lead the read-only bind anywhere on the host): protect \
+                         what it points to, or remove it",
+                        path.display()
+                    ),
+                });
+            }
+            if at + 1 < names.len() {
+                if !meta.is_dir() {
+                    continue 'entries;
+                }
+                ancestors.push(path.clone());
+            }
+        }
+        out.push(Protected {
+            index,
+            path,
+            ancestors,
+        });
+    }
+    Ok(out)
 }
 
 /// Why the command cannot run, with the exit status `env` and `podman run` give for it.

@@ -42,9 +42,9 @@ pub struct Manifest {
     pub home: HomeMode,
 }
 
-/// The paths `protect` lists by default: what git runs or obeys later, on the host, outside
-/// any sandbox (hooks; `core.hooksPath`, `core.fsmonitor` and filters set in the config).
-pub const DEFAULT_PROTECT: [&str; 2] = [".git/hooks", ".git/config"];
+/// The paths `protect` lists by default: none. The workspace's repository is protected on its
+/// own (see `sandbox::git`), whatever `protect` says.
+pub const DEFAULT_PROTECT: [&str; 0] = [];
 
 /// What `HOME` is inside the sandbox. It is always the host's home path, so that paths
 /// written into files and tools' defaults agree inside and out.

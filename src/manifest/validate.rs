@@ -952,7 +952,7 @@ mod tests {
                 venv: VenvMode::Auto,
                 venv_persist: false,
                 network: true,
-                protect: vec![".git/hooks".into(), ".git/config".into()],
+                protect: vec![],
                 home: HomeMode::Tmpfs,
             }
         );

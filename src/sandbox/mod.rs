@@ -1,9 +1,12 @@
 //! The sandbox: what bwrap is told (`plan`), how it is written (`bwrap`), where the workspace
-//! is (`workspace`), who the user is inside (`identity`), and the one place paude hands its
-//! process over to bwrap (`exec`).
+//! is (`workspace`) and what its repository looks like inside (`git`), who the user is inside
+//! (`identity`), the filter of its system calls (`seccomp`), the one place paude hands its
+//! process over to bwrap (`exec`), and the process that outlives it (`holder`).
 
 pub mod bwrap;
 pub mod exec;
+pub mod git;
+pub mod holder;
 pub mod identity;
 pub mod plan;
 pub mod seccomp;

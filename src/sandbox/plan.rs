@@ -112,9 +112,10 @@ pub struct PlanInput<'a> {
     /// With `venvPersist`: the directory holding this workspace's own venvs, one per shadowed
     /// venv at the same relative path, bound over the host's instead of an empty tmpfs.
     pub venv_state: Option<&'a Path>,
-    /// Git directories outside the workspace that its `.git` file points to (worktrees,
-    /// submodules), bound read-write after it.
-    pub git_dirs: &'a [PathBuf],
+    /// The workspace's repository as the sandbox sees it (see `git`), bound after it.
+    pub git: &'a [super::git::Bind],
+    /// The workspace's protected paths (see [`Protected`]), checked on the host.
+    pub protected: &'a [Protected],
     pub host_env: &'a [(OsString, OsString)],
     /// Which host paths exist: default-mount sources (`/etc/resolv.conf`, `/etc/hosts`),
     /// protected paths, mount points inside host binds.
@@ -131,6 +132,17 @@ pub struct PlanInput<'a> {
     pub identity: Option<(&'a Path, &'a Path)>,
     /// Empty: an interactive shell.
     pub command: &'a [OsString],
+}
+
+/// A protected path of the workspace, as the launch found it on the host: every component
+/// from the workspace down is a directory, not a link, and the path itself is no link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protected {
+    /// Its index in the manifest's `protect`.
+    pub index: usize,
+    pub path: PathBuf,
+    /// The directories between the workspace and the path, outermost first.
+    pub ancestors: Vec<PathBuf>,
 }
 
 /// A plan that cannot be made; the message names the path and the fix.
@@ -377,25 +389,35 @@ fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Result<Vec<Log
         target: input.workspace.to_path_buf(),
         label: "the workspace".into(),
     });
-    out.extend(input.git_dirs.iter().map(|dir| Logical {
-        kind: MountKind::Bind,
-        source: Some(dir.clone()),
-        target: dir.clone(),
-        label: "the workspace's git directory".into(),
+    out.extend(input.git.iter().map(|bind| Logical {
+        kind: if bind.writable {
+            MountKind::Bind
+        } else {
+            MountKind::RoBind
+        },
+        source: Some(bind.source.clone()),
+        target: bind.path.clone(),
+        label: format!("the workspace's repository at {}", bind.path.display()),
     }));
     out.extend(inside.into_iter().map(user));
-    // Protected paths: read-only over the workspace's read-write bind, when they exist (a
-    // missing one is not created on the host).
-    for (index, path) in input.manifest.protect.iter().enumerate() {
-        let full = input.workspace.join(path);
-        if host.has(&full) {
+    // Protected paths: each directory between the workspace and the path bound on itself,
+    // so that nothing inside can rename or replace it, then the path read-only.
+    for protected in input.protected {
+        let label = format!("protect[{}]", protected.index);
+        for dir in &protected.ancestors {
             out.push(Logical {
-                kind: MountKind::RoBind,
-                source: Some(full.clone()),
-                target: full,
-                label: format!("protect[{index}]"),
+                kind: MountKind::Bind,
+                source: Some(dir.clone()),
+                target: dir.clone(),
+                label: label.clone(),
             });
         }
+        out.push(Logical {
+            kind: MountKind::RoBind,
+            source: Some(protected.path.clone()),
+            target: protected.path.clone(),
+            label,
+        });
     }
     out.extend(input.venvs.iter().map(|venv| {
         let kept = input
@@ -436,12 +458,15 @@ fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Result<Vec<Log
 }
 
 /// Why a read-write bind of `source` must be refused, if it must: it holds the store, or lies
-/// inside it outside `state/` (where a workspace's own kept home and venvs are). Both paths
-/// are real; `label` names the mount in the message.
+/// inside it outside `state/` (a workspace's own kept home and venvs) and `launch/` (a
+/// launch's copies of git's files). Both paths are real; `label` names the mount in the
+/// message.
 pub fn store_refusal(label: &str, source: &Path, store: &Path) -> Option<PlanError> {
     let holds_store = rootpath::is_within(store, source);
-    let in_store =
-        rootpath::is_within(source, store) && !rootpath::is_within(source, &store.join("state"));
+    let sandboxes_own = ["state", "launch"]
+        .iter()
+        .any(|own| rootpath::is_within(source, &store.join(own)));
+    let in_store = rootpath::is_within(source, store) && !sandboxes_own;
     (holds_store || in_store).then(|| {
         PlanError(format!(
             "{label} would make {} writable inside the sandbox, and with it paude's store {} \
@@ -949,7 +974,8 @@ mod tests {
             cwd: Path::new(cwd),
             venvs: &venvs,
             venv_state: None,
-            git_dirs: &[],
+            git: &[],
+            protected: &[],
             host_env: &host_env,
             host_has: &|path: &Path| {
                 path != Path::new("/etc/resolv.conf") && !path.to_string_lossy().contains("missing")
@@ -1316,7 +1342,8 @@ mod tests {
             cwd: Path::new("/w"),
             venvs: &venvs,
             venv_state: None,
-            git_dirs: &[],
+            git: &[],
+            protected: &[],
             host_env: &[],
             host_has: &|_: &Path| true,
             real_path: &|path: &Path| Some(path.to_path_buf()),

@@ -17,9 +17,6 @@ pub fn find_root(cwd: &Path) -> PathBuf {
         .to_path_buf()
 }
 
-/// The most a `.git` file or a `commondir` is read of: `gitdir: ` and a path.
-const POINTER_MAX: u64 = 4096 + 8;
-
 /// Why `workspace` may not be handed to a sandbox, if it may not: a sandbox can read and write
 /// everything in its workspace, so `/`, a home directory (its `~/.ssh`, its `~/.bashrc`) or a
 /// directory above one, and a directory holding paude's store (which decides what the next
@@ -75,58 +72,6 @@ pub fn real_path_so_far(path: &Path) -> PathBuf {
             _ => return path.to_path_buf(),
         }
     }
-}
-
-/// The git directories a workspace needs that lie outside it: a linked worktree's or a
-/// submodule's `.git` is a file (`gitdir: PATH`) naming a directory elsewhere, and a worktree's
-/// own directory names the repository's common directory in `commondir`. Without them bound,
-/// git inside reports "not a git repository". Returns the directories to bind read-write, each
-/// absolute and outside the workspace, without one inside another.
-pub fn outside_git_dirs(workspace: &Path) -> Vec<PathBuf> {
-    // A pointer is one short line; what the workspace holds may be anything, so no more
-    // than a line's worth is read.
-    let read_pointer = |file: &Path, prefix: &str| -> Option<PathBuf> {
-        use std::io::Read;
-        let mut text = String::new();
-        std::fs::File::open(file)
-            .ok()?
-            .take(POINTER_MAX)
-            .read_to_string(&mut text)
-            .ok()?;
-        // A line cut short by the limit is no pointer.
-        if text.len() as u64 == POINTER_MAX && !text.contains('\n') {
-            return None;
-        }
-        let value = text.lines().next()?.strip_prefix(prefix)?.trim();
-        (!value.is_empty()).then(|| PathBuf::from(value))
-    };
-    let dot_git = workspace.join(".git");
-    // Usually a directory (or nothing): one stat says so, where reading it would take four calls.
-    if !dot_git.is_file() {
-        return Vec::new();
-    }
-    let Some(gitdir) = read_pointer(&dot_git, "gitdir:") else {
-        return Vec::new();
-    };
-    let gitdir = workspace.join(gitdir);
-    let Ok(gitdir) = gitdir.canonicalize() else {
-        return Vec::new();
-    };
-    let mut dirs = vec![gitdir.clone()];
-    if let Some(common) = read_pointer(&gitdir.join("commondir"), "")
-        && let Ok(common) = gitdir.join(common).canonicalize()
-    {
-        dirs.push(common);
-    }
-    dirs.sort();
-    let mut out: Vec<PathBuf> = Vec::new();
-    for dir in dirs {
-        if !dir.starts_with(workspace) && !out.iter().any(|kept| dir.starts_with(kept)) {
-            out.retain(|kept| !kept.starts_with(&dir));
-            out.push(dir);
-        }
-    }
-    out
 }
 
 /// Whether `dir` is a Python virtual environment.
@@ -253,25 +198,6 @@ mod tests {
             warnings[0].contains("`missing` does not exist"),
             "{warnings:?}"
         );
-    }
-
-    #[test]
-    fn a_worktree_needs_its_repository_git_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let main = dir.path().join("main");
-        let worktree = dir.path().join("wt");
-        std::fs::create_dir_all(main.join(".git/worktrees/wt")).unwrap();
-        std::fs::create_dir_all(&worktree).unwrap();
-        std::fs::write(main.join(".git/worktrees/wt/commondir"), "../..\n").unwrap();
-        std::fs::write(
-            worktree.join(".git"),
-            format!("gitdir: {}\n", main.join(".git/worktrees/wt").display()),
-        )
-        .unwrap();
-        let main_git = std::fs::canonicalize(main.join(".git")).unwrap();
-        assert_eq!(outside_git_dirs(&worktree), vec![main_git]);
-        // An ordinary repository needs nothing more.
-        assert!(outside_git_dirs(&main).is_empty());
     }
 
     #[test]

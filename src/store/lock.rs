@@ -3,14 +3,9 @@
 //! - **shared** while a launch looks the tree up and for as long as its sandbox runs;
 //! - **exclusive** to build the tree, or to delete it.
 //!
-//! A sandbox outlives paude, which becomes bwrap through exec. Right before the exec, the
-//! launch starts a *holder* ([`KeyLock::hold_while_open`]): a tiny process, in a session of its
-//! own, that keeps the locked descriptor until the write end of a pipe is closed everywhere.
-//! bwrap gets that write end with `--sync-fd`; its pid 1 inside the sandbox keeps it until the
-//! last sandboxed process has exited, and closes it in the sandboxed command before exec. So
-//! the sandbox holds only a pipe: nothing in it can reach the store's lock file (through
-//! `/proc/1/fd` or otherwise), write to it, change its mode or learn its path. The most a
-//! sandboxed program can do is end its own sandbox's lease early.
+//! A sandbox outlives paude, which becomes bwrap through exec: right before the exec, the
+//! launch hands the locked descriptor to a holder process that keeps it while the sandbox
+//! runs (see `sandbox::holder`).
 //!
 //! The file is opened read-only (flock needs no more) and never through a link.
 //!
@@ -21,7 +16,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -74,17 +69,6 @@ impl KeyLock {
     /// The locked descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
-    }
-
-    /// Hands the lock to a holder process that keeps it until every copy of the returned
-    /// descriptor (the write end of a pipe, close-on-exec) is closed; see the module
-    /// documentation. This process's own descriptor is closed.
-    pub fn hold_while_open(self) -> io::Result<OwnedFd> {
-        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        crate::sys::spawn_holder(self.file.as_fd(), read.as_fd())?;
-        // The holder has its own copies of the lock and the read end; this process's are
-        // closed as they drop.
-        Ok(write)
     }
 
     /// Takes the lock shared, waiting for an exclusive holder; `waiting` is called once if
@@ -232,36 +216,5 @@ mod tests {
         assert_eq!(holder.attempt(true).unwrap(), Attempt::Busy);
         waiter.unlock().unwrap();
         assert_eq!(holder.attempt(true).unwrap(), Attempt::Locked);
-    }
-
-    /// The holder keeps the lock while any copy of the pipe's write end is open (bwrap's
-    /// pid 1 has one), whatever is written into it, and lets it go at the last close; the
-    /// write end is close-on-exec, so it reaches bwrap only through the exec's own list.
-    #[test]
-    fn the_holder_keeps_the_lock_until_the_pipe_is_closed_everywhere() {
-        use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.lock");
-        let lock = open(&path);
-        lock.shared(&mut || {}).unwrap();
-        let other = open(&path);
-        let keep_open = lock.hold_while_open().unwrap();
-        let flags = rustix::io::fcntl_getfd(&keep_open).unwrap();
-        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
-        let copy = keep_open.try_clone().unwrap();
-        drop(keep_open);
-        std::fs::File::from(copy.try_clone().unwrap())
-            .write_all(b"from the sandbox")
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(other.attempt(true).unwrap(), Attempt::Busy);
-        assert_eq!(other.attempt(false).unwrap(), Attempt::Locked);
-        other.unlock().unwrap();
-        drop(copy);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while other.attempt(true).unwrap() == Attempt::Busy {
-            assert!(Instant::now() < deadline, "the holder kept the lock");
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 }

@@ -45,7 +45,6 @@ use lock::KeyLock;
 use packages::PackageStore;
 pub use packages::Report;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -147,10 +146,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Keeps the lock held until every copy of the returned descriptor is closed: the
-    /// descriptor for bwrap's `--sync-fd` (see [`lock`]).
-    pub fn hold_while_open(self) -> io::Result<OwnedFd> {
-        self.lock.hold_while_open()
+    /// The locked descriptor, to hand to the process that holds it while the sandbox runs.
+    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.lock.fd()
     }
 }
 
@@ -600,6 +598,67 @@ impl Store {
         Ok(state)
     }
 }
+
+/// A directory of one launch's own, `$PAUDE_HOME/launch/<pid>-<nanoseconds>`, locked
+/// (flock, exclusive) for as long as its descriptor is open: the sandbox's copies of git's
+/// files live there while it runs, and the holder removes it after. One whose lock is free
+/// was left by a launch that did not finish (a `--dry-run`, a holder that was killed), and
+/// `paude cleanup` removes it.
+#[derive(Debug)]
+pub struct LaunchDir {
+    pub path: PathBuf,
+    pub lock: std::fs::File,
+    /// Whether it outlives this value: handed to the holder, or left for a printed line.
+    kept: bool,
+}
+
+impl LaunchDir {
+    /// Leaves the directory in place when this value goes.
+    pub fn keep(&mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for LaunchDir {
+    /// A launch that fails before its sandbox starts leaves nothing behind.
+    fn drop(&mut self) {
+        if !self.kept {
+            tree::remove(&self.path).ok();
+        }
+    }
+}
+
+impl Store {
+    /// `$PAUDE_HOME/launch`.
+    pub fn launch_root(&self) -> PathBuf {
+        self.home.join(LAUNCH)
+    }
+
+    /// Makes a new [`LaunchDir`].
+    pub fn launch_dir(&self) -> Result<LaunchDir, StoreError> {
+        let root = self.launch_root();
+        private_dir(&root)?;
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let path = root.join(format!("{}-{}", std::process::id(), since.as_nanos()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(io_error("creating", &path))?;
+        let lock = std::fs::File::open(&path).map_err(io_error("opening", &path))?;
+        lock.try_lock()
+            .map_err(|error| io_error("locking", &path)(io::Error::other(error.to_string())))?;
+        Ok(LaunchDir {
+            path,
+            lock,
+            kept: false,
+        })
+    }
+}
+
+/// Where launches keep what they need while their sandbox runs (see [`LaunchDir`]).
+pub const LAUNCH: &str = "launch";
 
 /// Creates `dir` and its missing parents mode 0700: the store holds fsEntries' contents and
 /// the user's kept homes and venvs, which may be private.

@@ -1,0 +1,593 @@
+//! The workspace's git repository inside the sandbox: usable, and unable to change what host
+//! git obeys.
+//!
+//! Host git runs programs and reads settings from a repository's control files: `config`,
+//! `config.worktree`, `hooks/`, `info/`, `commondir`, `worktrees/`, `modules/` (the
+//! submodules' own repositories), and whatever rebase or sequencer state names. Read-only
+//! binds of the files that exist would not do: a sandbox could create one beside them, or
+//! rename `.git` away and make another. So the sandbox's git directory is a *composition*:
+//!
+//! - a private directory on the host (in the store's `state/`, one per launch) is bound at
+//!   the git directory's own path; the repository's top-level files (`HEAD`, `index`,
+//!   `packed-refs`, ...) are copies in it, and whatever the sandbox creates there stays there;
+//! - the repository's `objects/`, `refs/`, `logs/` (and `lfs/`, `rr-cache/`) are bound into
+//!   it read-write: commits, branches, stashes, fetches and reflogs reach the host;
+//! - `config`, `config.worktree`, `commondir`, `gitdir`, `hooks/`, `info/` and every other
+//!   directory are bound read-only: git inside obeys them, and cannot change them;
+//! - `.git` itself, and every directory bound, is a mount point inside: it cannot be renamed
+//!   or replaced.
+//!
+//! When the sandbox ends, the holder (see `holder`) brings back the copies of the files git
+//! changed that carry no instructions ([`SYNCED`]: `HEAD`, `index`, `packed-refs`, the merge
+//! and cherry-pick state), each only where the host's file is still what it was at launch, by
+//! git's own lock-and-rename; then the private directory goes.
+//!
+//! A linked worktree's repository is used only once it verifies: its `.git` file names a
+//! directory `worktrees/<name>` of a repository whose `gitdir` file names this `.git` back. A
+//! submodule's repository must lie in the `.git/modules/` of a repository above the
+//! workspace. Anything else is refused: what the workspace says never adds a host path.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The most a pointer file (`.git`, `commondir`, `gitdir`) is read of: one line and a path.
+const POINTER_MAX: u64 = 4096 + 8;
+
+/// Subdirectories bound read-write: data, which git writes by creating files in them.
+const WRITABLE: [&str; 5] = ["objects", "refs", "logs", "lfs", "rr-cache"];
+
+/// Top-level files bound read-only (git obeys what they say).
+const READ_ONLY_FILES: [&str; 4] = ["config", "config.worktree", "commondir", "gitdir"];
+
+/// The top-level files whose changes come back to the host: data that names no program and no
+/// setting. A repository's own worktree state (`HEAD`, `index`, ...) comes back only from the
+/// repository the workspace is a checkout of; `packed-refs` and `FETCH_HEAD` from either.
+pub const SYNCED: [&str; 13] = [
+    "HEAD",
+    "index",
+    "ORIG_HEAD",
+    "COMMIT_EDITMSG",
+    "MERGE_HEAD",
+    "MERGE_MSG",
+    "MERGE_MODE",
+    "CHERRY_PICK_HEAD",
+    "REVERT_HEAD",
+    "AUTO_MERGE",
+    "BISECT_LOG",
+    "packed-refs",
+    "FETCH_HEAD",
+];
+const SHARED: [&str; 2] = ["packed-refs", "FETCH_HEAD"];
+
+/// Where the workspace's repository is, verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// No `.git`: not a repository.
+    None,
+    /// `.git` is the repository.
+    Main { git_dir: PathBuf },
+    /// A linked worktree: its own directory, and the repository's.
+    Linked { admin: PathBuf, common: PathBuf },
+    /// A submodule whose repository is in a superproject's `.git/modules/`.
+    Module { git_dir: PathBuf },
+}
+
+/// Finds and verifies the repository of `workspace` (a real path); an error says why what the
+/// workspace names is not used.
+pub fn layout(workspace: &Path) -> Result<Layout, String> {
+    let dot_git = workspace.join(".git");
+    let meta = match dot_git.symlink_metadata() {
+        Ok(meta) => meta,
+        Err(_) => return Ok(Layout::None),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(format!(
+            "{} is a symbolic link; paude does not follow it (it could lead anywhere on the \
+             host): make it the repository itself, or a `gitdir:` file",
+            dot_git.display()
+        ));
+    }
+    if meta.is_dir() {
+        if dot_git.join("commondir").symlink_metadata().is_ok() {
+            return Err(format!(
+                "{} has a `commondir` file, which a repository's own .git never has (git \
+                 would take another directory's config and hooks from it): remove it",
+                dot_git.display()
+            ));
+        }
+        return Ok(Layout::Main { git_dir: dot_git });
+    }
+    let refused = |why: &str| {
+        format!(
+            "{}'s `gitdir:` {why}; paude binds only a verified worktree's or submodule's \
+             repository (run `git worktree repair` or `git submodule absorbgitdirs` on the \
+             host, or remove the file)",
+            dot_git.display()
+        )
+    };
+    let pointer = read_pointer(&dot_git, "gitdir:").ok_or_else(|| refused("cannot be read"))?;
+    let git_dir = real(&workspace.join(pointer)).ok_or_else(|| refused("names nothing"))?;
+    if !git_dir.is_dir() {
+        return Err(refused("names no directory"));
+    }
+    if let Some(common) = read_pointer(&git_dir.join("commondir"), "") {
+        let common = real(&git_dir.join(common)).ok_or_else(|| refused("has no repository"))?;
+        let in_worktrees = git_dir.parent() == Some(&common.join("worktrees"));
+        let named_back = read_pointer(&git_dir.join("gitdir"), "")
+            .and_then(|back| real(&git_dir.join(back)))
+            .is_some_and(|back| back == dot_git);
+        if !in_worktrees || !named_back {
+            return Err(refused(&format!(
+                "names {}, which is not a worktree of a repository that names this one back",
+                git_dir.display()
+            )));
+        }
+        return Ok(Layout::Linked {
+            admin: git_dir,
+            common,
+        });
+    }
+    let in_superproject = workspace.ancestors().skip(1).any(|above| {
+        let modules = above.join(".git/modules");
+        modules.is_dir() && git_dir.starts_with(&modules) && git_dir != modules
+    });
+    if !in_superproject {
+        return Err(refused(&format!(
+            "names {}, which is no submodule's repository in a repository above the workspace",
+            git_dir.display()
+        )));
+    }
+    Ok(Layout::Module { git_dir })
+}
+
+/// A `gitdir:`-style pointer: the first line of `file`, after `prefix`, read no further than
+/// a line; `None` when there is none.
+fn read_pointer(file: &Path, prefix: &str) -> Option<PathBuf> {
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .ok()?
+        .take(POINTER_MAX)
+        .read_to_string(&mut text)
+        .ok()?;
+    // A line cut short by the limit is no pointer.
+    if text.len() as u64 == POINTER_MAX && !text.contains('\n') {
+        return None;
+    }
+    let value = text.lines().next()?.strip_prefix(prefix)?.trim();
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+fn real(path: &Path) -> Option<PathBuf> {
+    path.canonicalize().ok()
+}
+
+/// One bind of the composition: `source` on the host at the same path inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub path: PathBuf,
+    /// For the private directory: what is bound at `path`.
+    pub source: PathBuf,
+    pub writable: bool,
+}
+
+/// A git directory's private copy, what the holder needs to bring it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Private {
+    /// The host's git directory.
+    pub host: PathBuf,
+    /// The private directory bound at its path.
+    pub copy: PathBuf,
+    /// Each file that may come back, with the host's file and the copy as they were at
+    /// launch (`None`: absent).
+    pub files: Vec<Synced>,
+}
+
+/// A file that may come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Synced {
+    pub name: String,
+    pub host: Option<Identity>,
+    pub copy: Option<Identity>,
+}
+
+/// What a file looked like: enough to tell that it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(path: &Path) -> Option<Identity> {
+        let meta = path.symlink_metadata().ok()?;
+        Some(Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+/// The sandbox's view of a repository: the binds, in order, and the private copies.
+#[derive(Debug, Default)]
+pub struct Composition {
+    pub binds: Vec<Bind>,
+    pub privates: Vec<Private>,
+}
+
+/// Composes the sandbox's view of `layout`, making its private copies under `private_root`
+/// (a directory of this launch's own).
+pub fn compose(layout: &Layout, private_root: &Path) -> io::Result<Composition> {
+    let mut composition = Composition::default();
+    match layout {
+        Layout::None => {}
+        Layout::Main { git_dir } | Layout::Module { git_dir } => {
+            compose_dir(git_dir, &private_root.join("0"), &SYNCED, &mut composition)?;
+        }
+        Layout::Linked { admin, common } => {
+            // The repository first, then this worktree's directory inside its `worktrees/`.
+            compose_dir(common, &private_root.join("0"), &SHARED, &mut composition)?;
+            compose_dir(admin, &private_root.join("1"), &SYNCED, &mut composition)?;
+        }
+    }
+    Ok(composition)
+}
+
+fn compose_dir(
+    host: &Path,
+    copy: &Path,
+    synced: &[&str],
+    composition: &mut Composition,
+) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(copy)?;
+    composition.binds.push(Bind {
+        path: host.to_path_buf(),
+        source: copy.to_path_buf(),
+        writable: true,
+    });
+    let mut files = Vec::new();
+    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(host)?.flatten().collect();
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let Some(text) = name.to_str() else { continue };
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        let inside = copy.join(&name);
+        if kind.is_dir() {
+            // A mount point in the copy, and the host's directory bound on it.
+            std::fs::create_dir(&inside)?;
+            composition.binds.push(Bind {
+                path: path.clone(),
+                source: path,
+                writable: WRITABLE.contains(&text),
+            });
+        } else if kind.is_file() && READ_ONLY_FILES.contains(&text) {
+            std::fs::File::create(&inside)?;
+            composition.binds.push(Bind {
+                path: path.clone(),
+                source: path,
+                writable: false,
+            });
+        } else if kind.is_file() {
+            let before = Identity::of(&path);
+            std::fs::copy(&path, &inside)?;
+            if synced.contains(&text) {
+                files.push(Synced {
+                    name: text.to_string(),
+                    host: before,
+                    copy: Identity::of(&inside),
+                });
+            }
+        } else if kind.is_symlink() {
+            // Copied as the link it is (an old repository's HEAD may be one), never followed.
+            std::os::unix::fs::symlink(std::fs::read_link(&path)?, &inside)?;
+        }
+    }
+    // Files git may make while the sandbox runs come back too.
+    for name in synced {
+        if !files.iter().any(|file| file.name == *name) && !host.join(name).exists() {
+            files.push(Synced {
+                name: name.to_string(),
+                host: None,
+                copy: None,
+            });
+        }
+    }
+    composition.privates.push(Private {
+        host: host.to_path_buf(),
+        copy: copy.to_path_buf(),
+        files,
+    });
+    Ok(())
+}
+
+/// Brings back what git changed in `private`'s copies (see the module documentation), then
+/// removes the private directory, unless something could not come back: then it stays, and
+/// the lines say where.
+pub fn bring_back(private: &Private) -> Vec<String> {
+    let mut lines = Vec::new();
+    for file in &private.files {
+        let copy = private.copy.join(&file.name);
+        let host = private.host.join(&file.name);
+        if Identity::of(&copy) == file.copy {
+            continue;
+        }
+        if Identity::of(&host) != file.host {
+            lines.push(format!(
+                "git's {} changed on the host while the sandbox ran, so the sandbox's was not \
+                 brought back (it is in {})",
+                host.display(),
+                copy.display()
+            ));
+            continue;
+        }
+        if let Err(error) = replace(&host, &copy) {
+            lines.push(format!(
+                "could not bring back git's {} from the sandbox ({error}; it is in {})",
+                host.display(),
+                copy.display()
+            ));
+        }
+    }
+    if lines.is_empty() {
+        std::fs::remove_dir_all(&private.copy).ok();
+    }
+    lines
+}
+
+/// Replaces `host` with the regular file at `copy` (or removes it, when `copy` is gone), as
+/// git does: by its `.lock` file, made exclusively, then renamed into place. A lock that is
+/// there already is git at work on the host: then nothing is done.
+fn replace(host: &Path, copy: &Path) -> io::Result<()> {
+    let mut lock_name = host.as_os_str().to_os_string();
+    lock_name.push(".lock");
+    let lock_path = PathBuf::from(lock_name);
+    let source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(copy);
+    let mut source = match source {
+        Ok(file) if file.metadata()?.is_file() => Some(file),
+        Ok(_) => return Err(io::Error::other("not a regular file")),
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(io::Error::other("not a regular file"));
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error),
+    };
+    let mut lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&lock_path)?;
+    let result = (|| match &mut source {
+        Some(source) => {
+            io::copy(source, &mut lock)?;
+            lock.flush()?;
+            std::fs::rename(&lock_path, host)
+        }
+        None => {
+            std::fs::remove_file(host)?;
+            std::fs::remove_file(&lock_path)
+        }
+    })();
+    if result.is_err() {
+        std::fs::remove_file(&lock_path).ok();
+    }
+    result
+}
+
+/// The most entries [`made_since`] looks at: a workspace bigger than that is looked at in part.
+const WALK_LIMIT: usize = 200_000;
+
+/// The directories of `workspace` holding a `.git` made at or after `began` (the workspace's
+/// own excepted), by the file system's birth time where it keeps one.
+pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![workspace.to_path_buf()];
+    let mut seen = 0;
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > WALK_LIMIT {
+                return found;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if entry.file_name() == ".git" {
+                let made = entry
+                    .metadata()
+                    .and_then(|meta| meta.created())
+                    .is_ok_and(|created| created >= began);
+                if dir != workspace && made {
+                    found.push(dir.clone());
+                }
+                continue;
+            }
+            if kind.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn layouts_are_found_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let main = root.join("main");
+        std::fs::create_dir(&main).unwrap();
+        assert_eq!(layout(&main), Ok(Layout::None));
+        git(&main, &["init", "-q"]);
+        git(&main, &["commit", "-q", "--allow-empty", "-m", "x"]);
+        assert_eq!(
+            layout(&main),
+            Ok(Layout::Main {
+                git_dir: main.join(".git")
+            })
+        );
+        git(&main, &["worktree", "add", "-q", "../wt"]);
+        let wt = root.join("wt");
+        assert_eq!(
+            layout(&wt),
+            Ok(Layout::Linked {
+                admin: main.join(".git/worktrees/wt"),
+                common: main.join(".git")
+            })
+        );
+        // Pointers the workspace could write: to the home, to /, to another worktree's
+        // directory that does not name this one back.
+        for pointer in [
+            root.to_str().unwrap(),
+            "/",
+            main.join(".git").to_str().unwrap(),
+        ] {
+            std::fs::write(wt.join(".git"), format!("gitdir: {pointer}\n")).unwrap();
+            assert!(layout(&wt).is_err(), "{pointer}");
+        }
+        let other = root.join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(
+            other.join(".git"),
+            format!("gitdir: {}\n", main.join(".git/worktrees/wt").display()),
+        )
+        .unwrap();
+        assert!(layout(&other).unwrap_err().contains("names this one back"));
+        // A main repository with a commondir, a .git that is a link.
+        std::fs::write(main.join(".git/commondir"), "../elsewhere\n").unwrap();
+        assert!(layout(&main).unwrap_err().contains("commondir"));
+        std::fs::remove_file(main.join(".git/commondir")).unwrap();
+        let linked = root.join("linked");
+        std::fs::create_dir(&linked).unwrap();
+        std::os::unix::fs::symlink(main.join(".git"), linked.join(".git")).unwrap();
+        assert!(layout(&linked).unwrap_err().contains("symbolic link"));
+    }
+
+    #[test]
+    fn a_composition_binds_data_writable_and_control_files_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let main = root.join("main");
+        std::fs::create_dir(&main).unwrap();
+        git(&main, &["init", "-q"]);
+        let private = root.join("private");
+        let composition = compose(&layout(&main).unwrap(), &private).unwrap();
+        let dot_git = main.join(".git");
+        let first = &composition.binds[0];
+        assert_eq!((&first.path, first.writable), (&dot_git, true));
+        assert_eq!(first.source, private.join("0"));
+        let mode = |name: &str| {
+            composition
+                .binds
+                .iter()
+                .find(|bind| bind.path == dot_git.join(name))
+                .map(|bind| bind.writable)
+        };
+        assert_eq!(mode("objects"), Some(true));
+        assert_eq!(mode("refs"), Some(true));
+        assert_eq!(mode("config"), Some(false));
+        assert_eq!(mode("hooks"), Some(false));
+        assert_eq!(mode("info"), Some(false));
+        assert_eq!(mode("HEAD"), None, "copied, not bound");
+        assert!(private.join("0/HEAD").is_file());
+        assert!(private.join("0/objects").is_dir());
+        let files: Vec<&str> = composition.privates[0]
+            .files
+            .iter()
+            .map(|file| file.name.as_str())
+            .collect();
+        assert!(
+            files.contains(&"HEAD") && files.contains(&"index"),
+            "{files:?}"
+        );
+    }
+
+    #[test]
+    fn copies_come_back_only_where_the_host_did_not_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let main = root.join("main");
+        std::fs::create_dir(&main).unwrap();
+        git(&main, &["init", "-q"]);
+        let dot_git = main.join(".git");
+        std::fs::write(dot_git.join("ORIG_HEAD"), "1111\n").unwrap();
+        let composition = compose(&layout(&main).unwrap(), &root.join("p")).unwrap();
+        let private = &composition.privates[0];
+        let copy = &private.copy;
+        // The sandbox changes HEAD and ORIG_HEAD, makes MERGE_HEAD and a config.worktree.
+        std::fs::write(copy.join("HEAD"), "ref: refs/heads/other\n").unwrap();
+        std::fs::write(copy.join("ORIG_HEAD"), "2222\n").unwrap();
+        std::fs::write(copy.join("MERGE_HEAD"), "3333\n").unwrap();
+        std::fs::write(copy.join("config.worktree"), "[core]\nfsmonitor = evil\n").unwrap();
+        // Meanwhile the host changes ORIG_HEAD.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(dot_git.join("ORIG_HEAD"), "host\n").unwrap();
+        let lines = bring_back(private);
+        assert_eq!(
+            std::fs::read_to_string(dot_git.join("HEAD")).unwrap(),
+            "ref: refs/heads/other\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dot_git.join("MERGE_HEAD")).unwrap(),
+            "3333\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dot_git.join("ORIG_HEAD")).unwrap(),
+            "host\n"
+        );
+        assert!(!dot_git.join("config.worktree").exists());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("ORIG_HEAD changed on the host"),
+            "{lines:?}"
+        );
+        assert!(copy.exists(), "kept while something did not come back");
+        // A copy that is a link comes back as nothing (the host's is left as it was).
+        let composition = compose(&layout(&main).unwrap(), &root.join("q")).unwrap();
+        let private = &composition.privates[0];
+        std::fs::remove_file(private.copy.join("HEAD")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", private.copy.join("HEAD")).unwrap();
+        let lines = bring_back(private);
+        assert!(lines[0].contains("not a regular file"), "{lines:?}");
+        assert_eq!(
+            std::fs::read_to_string(dot_git.join("HEAD")).unwrap(),
+            "ref: refs/heads/other\n"
+        );
+    }
+}

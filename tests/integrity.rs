@@ -449,3 +449,263 @@ fn nested_user_namespaces_are_refused() {
         assert!(line.contains("--seccomp 3"), "{line}");
     }
 }
+
+/// `git` as `who` on the host, in `dir`, with a clean global config; its output.
+fn host_git(who: As, home: &Path, dir: &Path, args: &[&str]) -> Output {
+    command_as(who, "git")
+        .args(["-c", "user.name=Host", "-c", "user.email=host@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("git")
+}
+
+/// A repository with one commit, and a program that marks `marker` when run: what a planted
+/// hook or `core.fsmonitor` would run on the host.
+fn repository_with_a_trap(setup: &Setup, marker: &Path) {
+    let ws = setup.workspace.path();
+    write(&ws.join("a"), "a\n");
+    write(
+        &ws.join("evil.sh"),
+        &format!("#!/bin/sh\ntouch {}\n", marker.display()),
+    );
+    std::fs::set_permissions(
+        ws.join("evil.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    hand_over(setup.who, ws);
+    for args in [&["add", "a"][..], &["commit", "-q", "-m", "first"]] {
+        let output = host_git(setup.who, setup.home.path(), ws, args);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+}
+
+/// Each way a sandbox could make host git run a program of its choice: tried in a bwrap
+/// sandbox with the workspace bound read-write (as paude once did, with only hooks and config
+/// read-only where asked), where host git then runs it; then through paude, where it does not.
+#[test]
+fn host_git_runs_nothing_the_sandbox_chose() {
+    require_bwrap!();
+    // (route, the attack inside, what the host runs next)
+    let routes: &[(&str, &str, &[&str])] = &[
+        (
+            "a hook where none was",
+            "mkdir -p .git/hooks && cp evil.sh .git/hooks/post-commit",
+            &["commit", "-q", "--allow-empty", "-m", "x"],
+        ),
+        (
+            "core.fsmonitor in the config",
+            "git config core.fsmonitor \"$PWD/evil.sh\"",
+            &["status", "--short"],
+        ),
+        (
+            ".git renamed away and made again",
+            "mv .git .git-away && cp -r .git-away .git && git config core.fsmonitor \"$PWD/evil.sh\"",
+            &["status", "--short"],
+        ),
+        (
+            "a commondir with its own config",
+            "mkdir -p elsewhere && cp -r .git/. elsewhere/ && printf '[core]\\n\\tfsmonitor = %s\\n' \"$PWD/evil.sh\" > elsewhere/config && echo \"$PWD/elsewhere\" > .git/commondir",
+            &["status", "--short"],
+        ),
+        (
+            "config.worktree switched on",
+            "printf '[core]\\n\\tfsmonitor = %s\\n' \"$PWD/evil.sh\" > .git/config.worktree && git config extensions.worktreeConfig true",
+            &["status", "--short"],
+        ),
+    ];
+    for who in users() {
+        for (route, attack, host_command) in routes {
+            // Without paude: the workspace bound read-write, .git/hooks and .git/config
+            // read-only when they exist (the old defence).
+            let setup = Setup::new(who);
+            let marker = setup.home.path().join("pwned");
+            repository_with_a_trap(&setup, &marker);
+            let ws = setup.workspace.path().display().to_string();
+            let mut args = vec!["--bind", &ws, &ws, "--chdir", &ws];
+            let hooks = format!("{ws}/.git/hooks");
+            let config = format!("{ws}/.git/config");
+            if Path::new(&hooks).exists() {
+                args.extend(["--ro-bind", &hooks, &hooks]);
+            }
+            args.extend(["--ro-bind", &config, &config]);
+            let env = [
+                "--setenv",
+                "HOME",
+                "/tmp",
+                "--setenv",
+                "GIT_CONFIG_NOSYSTEM",
+                "1",
+            ];
+            args.extend(env);
+            raw_bwrap(who, &args, attack).output().expect("bwrap");
+            host_git(who, setup.home.path(), setup.workspace.path(), host_command);
+            let worked = marker.exists();
+            // Through paude.
+            let setup = Setup::new(who);
+            let marker = setup.home.path().join("pwned");
+            repository_with_a_trap(&setup, &marker);
+            let inside = setup.paude().run(["venv", "--", "sh", "-c", attack]);
+            let after = host_git(who, setup.home.path(), setup.workspace.path(), host_command);
+            assert!(
+                !marker.exists(),
+                "{who:?} {route}: host git ran the sandbox's program"
+            );
+            assert!(
+                after.status.success(),
+                "{who:?} {route}: host git broken: {}\nthe sandbox said: {}",
+                text(&after.stderr),
+                text(&inside.stderr)
+            );
+            eprintln!(
+                "{who:?} {route}: {} without paude, refused through paude",
+                if worked { "ran" } else { "did not run" }
+            );
+            // Where the old defence held already, the route must still be one that works
+            // against a sandbox with no defence at all.
+            if !worked {
+                let setup = Setup::new(who);
+                let marker = setup.home.path().join("pwned");
+                repository_with_a_trap(&setup, &marker);
+                let ws = setup.workspace.path().display().to_string();
+                let mut args = vec!["--bind", &ws, &ws, "--chdir", &ws];
+                args.extend(env);
+                raw_bwrap(who, &args, attack).output().expect("bwrap");
+                host_git(who, setup.home.path(), setup.workspace.path(), host_command);
+                assert!(
+                    marker.exists(),
+                    "{who:?} {route}: the attack proves nothing"
+                );
+            }
+        }
+    }
+}
+
+/// Everyday git inside works, and what it did is the host's afterwards: status, add, commit,
+/// branch, switch, stash, log, diff; `git config` fails, saying why.
+#[test]
+fn everyday_git_inside_works_and_comes_back() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let marker = setup.home.path().join("pwned");
+        repository_with_a_trap(&setup, &marker);
+        let script = "set -e; export GIT_AUTHOR_NAME=In GIT_AUTHOR_EMAIL=in@x GIT_COMMITTER_NAME=In GIT_COMMITTER_EMAIL=in@x; \
+                      git status --short; echo b > b; git add b; git commit -q -m second; \
+                      git branch topic; git switch -q topic; echo c > c; git add c; git stash -q; \
+                      git stash list | wc -l; git log --oneline | wc -l; git diff HEAD~1 --stat | tail -1; \
+                      git config core.fsmonitor x 2>&1 || echo config-refused";
+        // A store of its own, to see its launch directory go.
+        let store = TestDir::new(who);
+        let paude = setup
+            .paude()
+            .env("PAUDE_HOME", store.path().to_str().expect("utf-8"));
+        let output = paude.run(["venv", "--", "sh", "-c", script]);
+        let out = ok(&output);
+        assert!(out.contains("config-refused"), "{who:?}: {out}");
+        assert!(
+            !text(&output.stderr).contains("brought back"),
+            "{}",
+            text(&output.stderr)
+        );
+        let ws = setup.workspace.path();
+        let home = setup.home.path();
+        let log = host_git(who, home, ws, &["log", "--oneline"]);
+        assert_eq!(
+            text(&log.stdout).lines().count(),
+            2,
+            "{who:?}: {}",
+            text(&log.stderr)
+        );
+        let branch = host_git(who, home, ws, &["branch", "--show-current"]);
+        assert_eq!(text(&branch.stdout), "topic\n", "{who:?}");
+        let stash = host_git(who, home, ws, &["stash", "list"]);
+        assert_eq!(text(&stash.stdout).lines().count(), 1, "{who:?}");
+        let status = host_git(who, home, ws, &["status", "--short"]);
+        assert_eq!(text(&status.stdout), "?? evil.sh\n", "{who:?}");
+        assert!(!marker.exists());
+        // The launch directory is gone with the sandbox.
+        let launch = store.path().join("launch");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_dir(&launch).map(|d| d.count()).unwrap_or(0) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{who:?}: launch dirs left"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// What a workspace's `.git` file says never adds a host path to the next sandbox: `gitdir:`
+/// naming the home, `/`, or a directory that is not a worktree of a repository naming it back
+/// is refused; a real linked worktree works.
+#[test]
+fn a_gitdir_pointer_adds_no_host_path() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let home = setup.home.path();
+        let read_key = "cat \"$0/.ssh/id_test\"";
+        // Without paude: a sandbox given what the pointer names reads the key.
+        let control = raw_bwrap(
+            who,
+            &[
+                "--bind",
+                &home.display().to_string(),
+                &home.display().to_string(),
+            ],
+            read_key,
+        )
+        .arg(home)
+        .output()
+        .expect("bwrap");
+        assert!(
+            says(&control, "PRIVATE-KEY"),
+            "{who:?}: {}",
+            text(&control.stderr)
+        );
+        let ws = setup.workspace.path();
+        std::fs::remove_dir_all(ws.join(".git")).expect("rm");
+        for pointer in [
+            home.display().to_string(),
+            "/".to_string(),
+            "/etc".to_string(),
+        ] {
+            std::fs::write(ws.join(".git"), format!("gitdir: {pointer}\n")).expect("write");
+            let output = setup.paude().run(["venv", "--", "sh", "-c", "true"]);
+            fails_with(&output, 125, "`gitdir:` names");
+        }
+    }
+}
+
+/// A git repository the sandbox makes in the workspace is named when the sandbox ends (its
+/// config is the sandbox's, and host git obeys it there).
+#[test]
+fn a_repository_made_inside_is_named() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let output = setup.paude().run([
+            "venv",
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p vendor/lib && git -C vendor/lib init -q && echo made",
+        ]);
+        assert_eq!(ok(&output), "made\n");
+        // The holder says it as the sandbox ends, on paude's stderr, which it holds open
+        // until then.
+        let said = text(&output.stderr);
+        assert!(
+            said.contains("made the git repository") && said.contains("vendor/lib"),
+            "{who:?}: {said}"
+        );
+    }
+}

@@ -434,6 +434,7 @@ fn exec_bwrap(
         Path::new("/proc/self/exe"),
         &locks,
         handover.privates,
+        launch_dir.as_ref().map(|dir| dir.path.as_path()),
         &handover.workspace,
         handover.began,
     )

@@ -33,8 +33,10 @@ struct Work {
     /// The locks it keeps: the environment's, and the launch directory's.
     lock_fds: Vec<RawFd>,
     pipe_fd: RawFd,
-    /// The repositories whose sandbox copies to bring back.
+    /// The repositories whose sandbox copies to bring back, and the launch directory they
+    /// are in, removed once they came back.
     git: Vec<git::Private>,
+    launch_dir: Option<PathBuf>,
     /// The workspace, to name the repositories the sandbox made in it.
     workspace: PathBuf,
     /// When the launch began (seconds and nanoseconds since the epoch): a `.git` changed
@@ -49,6 +51,7 @@ pub fn start(
     program: &Path,
     locks: &[BorrowedFd<'_>],
     git: Vec<git::Private>,
+    launch_dir: Option<&Path>,
     workspace: &Path,
     began: std::time::SystemTime,
 ) -> io::Result<OwnedFd> {
@@ -60,6 +63,7 @@ pub fn start(
         lock_fds: locks.iter().map(|lock| lock.as_raw_fd()).collect(),
         pipe_fd: read.as_raw_fd(),
         git,
+        launch_dir: launch_dir.map(Path::to_path_buf),
         workspace: workspace.to_path_buf(),
         began: (since.as_secs() as i64, i64::from(since.subsec_nanos())),
     };
@@ -118,6 +122,10 @@ pub fn serve() -> ExitCode {
         for line in git::bring_back(private) {
             eprintln!("paude: {line}");
         }
+    }
+    // Empty unless something could not come back, which was said.
+    if let Some(dir) = &work.launch_dir {
+        std::fs::remove_dir(dir).ok();
     }
     let began =
         std::time::UNIX_EPOCH + std::time::Duration::new(work.began.0 as u64, work.began.1 as u32);

@@ -25,6 +25,8 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Check that this machine can run paude's sandboxes, and say how to fix what is wrong.
     Doctor(DoctorArgs),
+    /// Trust the workspace's own paude.jsonnet as it is now (or forget it).
+    Trust(TrustArgs),
     /// paude's own manifest evaluator, which a launch runs as a child (see
     /// `manifest::isolated`).
     #[command(name = "__evaluate", hide = true)]
@@ -98,6 +100,49 @@ pub struct CleanupArgs {
     pub json: bool,
 }
 
+/// The options of the `jsonnet` command line, which `venv` and `trust` take.
+#[derive(Debug, Default, PartialEq, Eq, Args)]
+pub struct JsonnetArgs {
+    /// Add a library directory for imports (searched after the importing file's directory).
+    #[arg(short = 'J', long = "jpath", value_name = "DIR")]
+    pub jpath: Vec<PathBuf>,
+    /// Set an external string variable (std.extVar); `NAME` alone takes the host's $NAME.
+    #[arg(short = 'V', long = "ext-str", value_name = "NAME[=VALUE]")]
+    pub ext_str: Vec<String>,
+    /// Set an external variable to Jsonnet code; `NAME` alone takes the code from $NAME.
+    #[arg(long = "ext-code", value_name = "NAME[=CODE]")]
+    pub ext_code: Vec<String>,
+    /// Set a top-level argument string; `NAME` alone takes the host's $NAME.
+    #[arg(short = 'A', long = "tla-str", value_name = "NAME[=VALUE]")]
+    pub tla_str: Vec<String>,
+    /// Set a top-level argument to Jsonnet code; `NAME` alone takes the code from $NAME.
+    #[arg(long = "tla-code", value_name = "NAME[=CODE]")]
+    pub tla_code: Vec<String>,
+}
+
+/// `paude trust`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Trusts the workspace's paude.jsonnet as it is now, with the files it imports from the \
+workspace: paude venv uses a workspace's own manifest only as its user trusted it, since a \
+sandbox can write the workspace. Read the manifest first. The Jsonnet options are those the \
+manifest is launched with (its imports can depend on them).
+
+Examples:
+  paude trust                          trust ./paude.jsonnet (at the workspace root)
+  paude trust --revoke                 forget it")]
+pub struct TrustArgs {
+    /// The workspace (default: the git root above the current directory, else the current
+    /// directory).
+    #[arg(long = "workspace", value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Forget the trust instead.
+    #[arg(long = "revoke")]
+    pub revoke: bool,
+    #[command(flatten)]
+    pub jsonnet: JsonnetArgs,
+}
+
 /// `paude venv`.
 #[derive(Debug, Default, PartialEq, Eq, Args)]
 #[command(after_help = "\
@@ -125,21 +170,8 @@ pub struct VenvArgs {
     /// current directory, else the current directory).
     #[arg(long = "workspace", value_name = "DIR")]
     pub workspace: Option<PathBuf>,
-    /// Add a library directory for imports (searched after the importing file's directory).
-    #[arg(short = 'J', long = "jpath", value_name = "DIR")]
-    pub jpath: Vec<PathBuf>,
-    /// Set an external string variable (std.extVar); `NAME` alone takes the host's $NAME.
-    #[arg(short = 'V', long = "ext-str", value_name = "NAME[=VALUE]")]
-    pub ext_str: Vec<String>,
-    /// Set an external variable to Jsonnet code; `NAME` alone takes the code from $NAME.
-    #[arg(long = "ext-code", value_name = "NAME[=CODE]")]
-    pub ext_code: Vec<String>,
-    /// Set a top-level argument string; `NAME` alone takes the host's $NAME.
-    #[arg(short = 'A', long = "tla-str", value_name = "NAME[=VALUE]")]
-    pub tla_str: Vec<String>,
-    /// Set a top-level argument to Jsonnet code; `NAME` alone takes the code from $NAME.
-    #[arg(long = "tla-code", value_name = "NAME[=CODE]")]
-    pub tla_code: Vec<String>,
+    #[command(flatten)]
+    pub jsonnet: JsonnetArgs,
     /// Print the bwrap command line that would run, and run nothing (the environment is
     /// still built if it is not cached). The line leaves out `--sync-fd`, which passes the
     /// venv's lock only paude holds.
@@ -242,11 +274,11 @@ pub fn quick_venv_args(args: &[OsString]) -> Option<VenvArgs> {
             VenvOption::File => venv.file = Some(path()),
             VenvOption::Workspace if venv.workspace.is_some() => return None,
             VenvOption::Workspace => venv.workspace = Some(path()),
-            VenvOption::Jpath => venv.jpath.push(path()),
-            VenvOption::ExtStr => venv.ext_str.push(text()?),
-            VenvOption::ExtCode => venv.ext_code.push(text()?),
-            VenvOption::TlaStr => venv.tla_str.push(text()?),
-            VenvOption::TlaCode => venv.tla_code.push(text()?),
+            VenvOption::Jpath => venv.jsonnet.jpath.push(path()),
+            VenvOption::ExtStr => venv.jsonnet.ext_str.push(text()?),
+            VenvOption::ExtCode => venv.jsonnet.ext_code.push(text()?),
+            VenvOption::TlaStr => venv.jsonnet.tla_str.push(text()?),
+            VenvOption::TlaCode => venv.jsonnet.tla_code.push(text()?),
             // Taken above: it has no value.
             VenvOption::DryRun => {}
         }
@@ -285,7 +317,7 @@ mod tests {
             panic!("venv")
         };
         assert_eq!(args.exec.as_deref(), Some("m.jsonnet"));
-        assert_eq!(args.ext_str, vec!["a=b".to_string()]);
+        assert_eq!(args.jsonnet.ext_str, vec!["a=b".to_string()]);
         assert_eq!(
             args.command,
             vec![OsString::from("git"), "-C".into(), "x".into()]

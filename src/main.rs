@@ -64,6 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(args) => commands::list::run(args, &host),
         Command::Cleanup(args) => commands::cleanup::run(args, &host),
         Command::Doctor(args) => commands::doctor::run(args, &host),
+        Command::Trust(args) => commands::trust::run(args, &host),
         Command::Evaluate => Ok(paude::manifest::isolated::serve()),
         Command::Hold => Ok(paude::sandbox::holder::serve()),
     }

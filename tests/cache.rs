@@ -75,6 +75,7 @@ fn an_evaluated_manifest_is_reused_until_an_input_changes() {
         ]);
         ok(&output).trim().to_string()
     };
+    ok(&paude.run(["trust", "-J", &library_dir]));
     std::thread::sleep(SETTLE);
 
     assert_eq!(mark(), "one");
@@ -87,11 +88,15 @@ fn an_evaluated_manifest_is_reused_until_an_input_changes() {
     write(&imported, r#"{ mark: "two" }"#);
     assert_eq!(mark(), "two");
     // A file of the same name appears in the importing file's directory, which is searched
-    // before -J: the import now resolves there.
+    // before -J: the import now resolves there, to a file of the workspace that is not
+    // trusted yet; once it is, it is what the sandbox sees.
     write(
         &workspace.path().join("mark.libsonnet"),
         r#"{ mark: "near" }"#,
     );
+    let output = paude.run(["venv", "-J", &library_dir, "--", "true"]);
+    fails_with(&output, 125, "mark.libsonnet is not trusted yet");
+    ok(&paude.run(["trust", "-J", &library_dir]));
     assert_eq!(mark(), "near");
     // Other -J values are other inputs: a different key, evaluated on its own.
     let output = paude.run(["venv", "--", "/bin/sh", "-c", "echo $MARK"]);

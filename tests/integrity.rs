@@ -709,3 +709,88 @@ fn a_repository_made_inside_is_named() {
         );
     }
 }
+
+/// The workspace cannot change its own policy: its `paude.jsonnet` is used only as the user
+/// trusted it (a new or changed one is refused with what changed), it and its imports from
+/// the workspace are read-only inside, and a `paude.libsonnet` beside it does not shadow the
+/// embedded library. Without paude's defence, a sandbox rewrites the manifest to give its
+/// next run the home directory.
+#[test]
+fn the_workspace_cannot_change_its_own_policy() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let ws = setup.workspace.path();
+        let manifest = ws.join("paude.jsonnet");
+        write(
+            &manifest,
+            "local lib = import \"paude.libsonnet\";\n{ packages: lib.core }\n",
+        );
+        hand_over(who, ws);
+        let widen = format!(
+            "printf '{{ packages: [\"dash\"], mounts: [\"{}\"] }}\\n' > paude.jsonnet && echo widened",
+            setup.home.path().display()
+        );
+        // Without the defence: the workspace read-write, and the manifest is rewritten.
+        let wsd = ws.display().to_string();
+        let control = raw_bwrap(who, &["--bind", &wsd, &wsd, "--chdir", &wsd], &widen)
+            .output()
+            .expect("bwrap");
+        assert!(
+            says(&control, "widened"),
+            "{who:?}: {}",
+            text(&control.stderr)
+        );
+        assert!(
+            std::fs::read_to_string(&manifest)
+                .unwrap()
+                .contains("mounts")
+        );
+        write(
+            &manifest,
+            "local lib = import \"paude.libsonnet\";\n{ packages: lib.core }\n",
+        );
+        hand_over(who, ws);
+        // Through paude: not trusted yet, then trusted, then read-only inside.
+        let paude = setup.paude();
+        let output = paude.run(["venv", "--", "true"]);
+        fails_with(&output, 125, "paude.jsonnet is not trusted yet");
+        assert!(text(&output.stderr).contains("paude trust"));
+        paude.trust();
+        let output = paude.run(["venv", "--", "bash", "-c", &widen]);
+        assert!(!says(&output, "widened"), "{who:?}");
+        assert!(
+            text(&output.stderr).contains("Read-only file system"),
+            "{who:?}"
+        );
+        // The file is changed by other means (the user, or a sandbox of an older paude): the
+        // next launch says what changed, and runs nothing.
+        write(
+            &manifest,
+            &format!(
+                "{{ packages: [\"dash\"], mounts: [\"{}\"] }}\n",
+                setup.home.path().display()
+            ),
+        );
+        hand_over(who, ws);
+        let output = paude.run(["venv", "--", "true"]);
+        fails_with(&output, 125, "changed since you trusted it");
+        assert!(text(&output.stderr).contains("+ { packages: [\"dash\"], mounts:"));
+        // A paude.libsonnet beside the manifest does not shadow the embedded library.
+        write(
+            &manifest,
+            "local lib = import \"paude.libsonnet\";\n{ packages: lib.core }\n",
+        );
+        write(
+            &ws.join("paude.libsonnet"),
+            "{ core: [\"dash\"], mounts: [\"/\"] }\n",
+        );
+        hand_over(who, ws);
+        paude.trust();
+        let output = paude.run(["venv", "--", "bash", "-c", "command -v git"]);
+        assert!(
+            ok(&output).contains("git"),
+            "{who:?}: the embedded library's core"
+        );
+    }
+}

@@ -28,6 +28,7 @@ fn small_workspace(who: As) -> (TestDir, Paude) {
     write(&workspace.path().join("paude.jsonnet"), SMALL);
     hand_over(who, workspace.path());
     let paude = Paude::new(who, shared_home(who), workspace.path());
+    paude.trust();
     (workspace, paude)
 }
 
@@ -275,6 +276,7 @@ fn second_launch_reuses_the_rootfs() {
         );
         hand_over(who, workspace.path());
         let paude = Paude::new(who, home.path(), workspace.path());
+        paude.trust();
         let first = paude.run(["venv", "--", "true"]);
         ok(&first);
         assert!(
@@ -593,6 +595,7 @@ fn racing_first_launches_build_once() {
         &workspace.path().join("paude.jsonnet"),
         r#"{ packages: ["coreutils", "sed"] }"#,
     );
+    Paude::new(As::Me, home.path(), workspace.path()).trust();
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let home = home.path().to_path_buf();

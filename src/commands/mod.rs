@@ -4,6 +4,7 @@
 pub mod cleanup;
 pub mod doctor;
 pub mod list;
+pub mod trust;
 pub mod venv;
 
 use std::time::{SystemTime, UNIX_EPOCH};

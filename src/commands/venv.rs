@@ -6,11 +6,13 @@
 //! workspace) runs before the store is touched, so a bad input leaves nothing in the cache.
 
 use super::{BuildReport, ExitError, status, warn};
-use crate::cli::VenvArgs;
+use crate::cli::{JsonnetArgs, VenvArgs};
 use crate::host::HostFacts;
 use crate::launch::cache::Cache;
 use crate::launch::{self, Environment, Learned, PackageDatabase};
-use crate::manifest::{self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount, MountKind};
+use crate::manifest::{
+    self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount, MountKind, trust,
+};
 use crate::packages::{Closure, Provider, dpkg};
 use crate::rootpath;
 use crate::sandbox::identity::User;
@@ -39,9 +41,10 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let user = identity(host);
     let workspace = find_workspace(&args, host, &user)?;
     let repository = git::layout(&workspace).map_err(anyhow::Error::msg)?;
-    let manifest = load_manifest(&args, host, &workspace, &cache, began, &mut learned)?;
+    let (manifest, manifest_files) =
+        load_manifest(&args, host, &workspace, &store, &cache, began, &mut learned)?;
     let mounts = checked_mounts(&manifest, host)?;
-    let protected = checked_protect(&workspace, &manifest)?;
+    let protected = checked_protect(&workspace, &manifest, &manifest_files)?;
     let bwrap = host.bwrap()?;
     let disable_userns = launch::bwrap_version(&cache, &bwrap, began, &mut learned)
         .is_some_and(|version| version >= crate::host::BWRAP_DISABLE_USERNS);
@@ -151,18 +154,55 @@ fn find_workspace(args: &VenvArgs, host: &HostFacts, user: &User) -> Result<Path
 }
 
 /// The manifest: found (`-e`, `-f`, the workspace's, the default), evaluated (or taken from
-/// the cache) and validated, with its `home` directory checked on the host.
+/// the cache) and validated, with its `home` directory checked on the host; and the files it
+/// read that lie in the workspace, which the sandbox gets read-only. The workspace's own
+/// manifest is used only as the user trusted it (see `manifest::trust`).
 fn load_manifest(
     args: &VenvArgs,
     host: &HostFacts,
     workspace: &Path,
+    store: &Store,
     cache: &Cache,
     began: SystemTime,
     learned: &mut Learned,
-) -> Result<Manifest> {
+) -> Result<(Manifest, Vec<PathBuf>)> {
     let source = manifest_source(args, workspace)?;
-    let options = load_options(args, host)?;
-    let manifest = launch::load_manifest(cache, &source, &options, began, learned)?;
+    let options = load_options(&args.jsonnet, host)?;
+    // Found in the workspace rather than named by the user: trusted, or refused.
+    let own = match &source {
+        ManifestSource::File(path) if args.file.is_none() && args.exec.is_none() => {
+            Some((path.clone(), store.trust_record(workspace)?))
+        }
+        _ => None,
+    };
+    let refuse = |why: String| -> anyhow::Error {
+        anyhow::anyhow!(
+            "{why}\nThe workspace's own paude.jsonnet decides what its sandbox can reach, and \
+             a sandbox can write the workspace, so paude uses it only as you trusted it. Read \
+             it (and what it imports from the workspace), then run `paude trust` in the \
+             workspace; or give a manifest of your own with -e or -f."
+        )
+    };
+    let check = |path: &Path, record: Option<&trust::Record>| -> Result<()> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        match trust::untrusted(record, path, &bytes) {
+            Some(why) => Err(refuse(why)),
+            None => Ok(()),
+        }
+    };
+    if let Some((path, record)) = &own {
+        check(path, record.as_ref())?;
+    }
+    let (manifest, files_read) = launch::load_manifest(cache, &source, &options, began, learned)?;
+    let in_workspace: Vec<PathBuf> = files_read
+        .into_iter()
+        .filter(|path| rootpath::is_within(path, workspace))
+        .collect();
+    if let Some((path, record)) = &own {
+        for import in in_workspace.iter().filter(|import| *import != path) {
+            check(import, record.as_ref())?;
+        }
+    }
     if let HomeMode::Bind(source) = &manifest.home
         && !source.is_dir()
     {
@@ -174,7 +214,7 @@ fn load_manifest(
             ),
         });
     }
-    Ok(manifest)
+    Ok((manifest, in_workspace))
 }
 
 /// The environment of the manifest's packages and fsEntries (its key), with a warning for
@@ -449,14 +489,27 @@ fn exec_bwrap(
     Err(exec::exec(bwrap, &bwrap::render(&plan), &inherit))
 }
 
-/// The manifest's `protect` entries as they are on the host: every component from the
-/// workspace down a directory, no link on the way or at the end (a link would lead the
-/// read-only bind anywhere on the host). A missing entry protects nothing and is left out
-/// (never created on the host); entries in `.git` are left out too: the repository is
-/// protected on its own (see `git`).
-fn checked_protect(workspace: &Path, manifest: &Manifest) -> Result<Vec<Protected>> {
+/// The manifest's `protect` entries as they are on the host, and the manifest's own files in
+/// the workspace: every component from the workspace down a directory, no link on the way or
+/// at the end (a link would lead the read-only bind anywhere on the host). A missing entry
+/// protects nothing and is left out (never created on the host); entries in `.git` are left
+/// out too: the repository is protected on its own (see `git`).
+fn checked_protect(
+    workspace: &Path,
+    manifest: &Manifest,
+    manifest_files: &[PathBuf],
+) -> Result<Vec<Protected>> {
+    let own = manifest_files
+        .iter()
+        .filter_map(|path| path.strip_prefix(workspace).ok())
+        .map(Path::to_path_buf);
+    let entries: Vec<PathBuf> = manifest.protect.iter().cloned().chain(own).collect();
     let mut out = Vec::new();
-    'entries: for (index, relative) in manifest.protect.iter().enumerate() {
+    'entries: for (index, relative) in entries.iter().enumerate() {
+        let label = match index < manifest.protect.len() {
+            true => format!("protect[{index}]"),
+            false => "the manifest's own file".to_string(),
+        };
         let names: Vec<_> = relative.components().collect();
         if names
             .first()
@@ -477,15 +530,12 @@ fn checked_protect(workspace: &Path, manifest: &Manifest) -> Result<Vec<Protecte
                 }
             };
             if meta.file_type().is_symlink() {
-                bail!(manifest::ManifestError::Field {
-                    field: format!("protect[{index}]"),
-                    message: format!(
-                        "{} is a symbolic link; paude protects paths without following links \
-                         (one could lead the read-only bind anywhere on the host): protect \
-                         what it points to, or remove it",
-                        path.display()
-                    ),
-                });
+                bail!(
+                    "{label}: {} is a symbolic link; paude protects paths without following \
+                     links (one could lead the read-only bind anywhere on the host): protect \
+                     what it points to, or remove it",
+                    path.display()
+                );
             }
             if at + 1 < names.len() {
                 if !meta.is_dir() {
@@ -495,7 +545,7 @@ fn checked_protect(workspace: &Path, manifest: &Manifest) -> Result<Vec<Protecte
             }
         }
         out.push(Protected {
-            index,
+            label,
             path,
             ancestors,
         });
@@ -579,7 +629,7 @@ fn manifest_source(args: &VenvArgs, workspace: &Path) -> Result<ManifestSource> 
     }
 }
 
-fn load_options(args: &VenvArgs, host: &HostFacts) -> Result<LoadOptions> {
+pub(super) fn load_options(args: &JsonnetArgs, host: &HostFacts) -> Result<LoadOptions> {
     let pairs = |values: &[String], flag: &str| -> Result<Vec<(String, String)>> {
         values
             .iter()

@@ -46,14 +46,15 @@ impl Learned {
 
 /// The manifest, evaluated, or taken from the cache while none of its inputs changed (the
 /// files it read, the paths its imports looked for in vain, the `-e` text, `-J`, ext and tla
-/// values, and paude itself). What is cached is the validated manifest.
+/// values, and paude itself), with the files it read. What is cached is the validated
+/// manifest.
 pub fn load_manifest(
     cache: &Cache,
     source: &ManifestSource,
     options: &LoadOptions,
     began: SystemTime,
     learned: &mut Learned,
-) -> Result<Manifest> {
+) -> Result<(Manifest, Vec<PathBuf>)> {
     let key = || {
         let (kind, text): (&[u8], &[u8]) = match source {
             ManifestSource::Code(code) => (b"code", code.as_bytes()),
@@ -70,8 +71,8 @@ pub fn load_manifest(
             .pairs(&options.tla_str)
             .pairs(&options.tla_code)
     };
-    if let Some(manifest) = cache.get::<Manifest>(key()) {
-        return Ok(manifest);
+    if let Some(cached) = cache.get::<(Manifest, Vec<PathBuf>)>(key()) {
+        return Ok(cached);
     }
     let loaded = manifest::load(source, options)?;
     // Stamped after evaluating: a file changed meanwhile has a fresh ctime and is not cached.
@@ -85,12 +86,13 @@ pub fn load_manifest(
                 .filter(|stamp| stamp.seen.is_some() == exists)
         })
         .collect();
+    let loaded = (loaded.manifest, loaded.files_read);
     if let Some(stamps) = stamps {
         learned
             .0
-            .extend(cache.prepare(key(), stamps, began, &loaded.manifest));
+            .extend(cache.prepare(key(), stamps, began, &loaded));
     }
-    Ok(loaded.manifest)
+    Ok(loaded)
 }
 
 /// The version of the bwrap at `path`, from the cache while that file is unchanged, else

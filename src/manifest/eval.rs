@@ -4,11 +4,13 @@
 //! `jsonnet` command line does — standard library, `std.extVar` from `--ext-str`/`--ext-code`,
 //! top-level arguments from `--tla-str`/`--tla-code` — with paude's own import resolver:
 //!
-//! 1. the importing file's directory (for `-e` code and `--ext-code`/`--tla-code`, the `cwd` of
+//! 1. the library embedded in the binary, for its file names given plainly
+//!    (`import "paude.libsonnet"`): every file of `manifests/`, which no file elsewhere can
+//!    shadow (a workspace could otherwise change what a manifest the user gave imports).
+//!    Files of the embedded library import only each other;
+//! 2. the importing file's directory (for `-e` code and `--ext-code`/`--tla-code`, the `cwd` of
 //!    [`LoadOptions`]);
-//! 2. each `-J` directory, in order;
-//! 3. the library embedded in the binary: every file of `manifests/` by its file name
-//!    (`import "paude.libsonnet"`). Files of the embedded library import only each other.
+//! 3. each `-J` directory, in order.
 //!
 //! Invariants:
 //! - only this module reads manifest files, and every file it reads from disk (the manifest and
@@ -413,6 +415,14 @@ impl ImportResolver for Resolver {
         let path: &Path = path.as_ref();
 
         let from_embedded = from.downcast_ref::<SourceEmbedded>().is_some();
+        // The embedded library's names, given plainly, are its own, wherever the importing
+        // file is: a file of that name beside a workspace's manifest (which the sandbox may
+        // have written) does not take its place. `./paude.libsonnet` names the file.
+        if let Some(name) = path.to_str()
+            && let Some((name, _)) = LIBRARY.iter().find(|(known, _)| *known == name)
+        {
+            return Ok(SourcePath::new(SourceEmbedded(name)));
+        }
         let mut dirs = Vec::with_capacity(self.jpath.len() + 1);
         if let Some(file) = from.downcast_ref::<SourceFile>() {
             dirs.extend(file.path().parent().map(Path::to_path_buf));
@@ -453,14 +463,6 @@ impl ImportResolver for Resolver {
                     .into());
                 }
             }
-        }
-
-        // The embedded library is found by plain file name only, after every directory, so a
-        // project can shadow it with its own copy.
-        if let Some(name) = path.to_str()
-            && let Some((name, _)) = LIBRARY.iter().find(|(known, _)| *known == name)
-        {
-            return Ok(SourcePath::new(SourceEmbedded(name)));
         }
 
         let mut places: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
@@ -843,7 +845,7 @@ mod tests {
     }
 
     #[test]
-    fn embedded_library_is_importable_and_shadowable() {
+    fn embedded_library_is_importable_and_not_shadowed() {
         let dir = tempfile::tempdir().unwrap();
         let source = code(r#"{ packages: (import "paude.libsonnet").core }"#);
         let loaded = load_ok(&source, &options_in(dir.path()));
@@ -863,11 +865,15 @@ mod tests {
             serde_json::json!(["bash", "coreutils", "git", "dash"])
         );
 
-        // A file of the same name in a searched directory wins.
+        // A file of the same name in a searched directory does not take its place; named as
+        // a path, it is the file.
         write(&dir.path().join("paude.libsonnet"), r#"{ core: ["mine"] }"#);
         let loaded = load_ok(&source, &options_in(dir.path()));
+        assert_eq!(loaded.manifest.packages, ["bash", "coreutils", "git"]);
+        assert!(loaded.files_read.is_empty());
+        let own = code(r#"{ packages: (import "./paude.libsonnet").core }"#);
+        let loaded = load_ok(&own, &options_in(dir.path()));
         assert_eq!(loaded.manifest.packages, ["mine"]);
-        assert_eq!(loaded.files_read, [dir.path().join("paude.libsonnet")]);
     }
 
     #[test]

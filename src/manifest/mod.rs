@@ -7,6 +7,7 @@
 
 pub mod eval;
 pub mod isolated;
+pub mod trust;
 pub mod validate;
 
 use std::collections::BTreeMap;

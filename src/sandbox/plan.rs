@@ -138,8 +138,8 @@ pub struct PlanInput<'a> {
 /// from the workspace down is a directory, not a link, and the path itself is no link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Protected {
-    /// Its index in the manifest's `protect`.
-    pub index: usize,
+    /// How messages name it: `protect[2]`, the manifest's own file.
+    pub label: String,
     pub path: PathBuf,
     /// The directories between the workspace and the path, outermost first.
     pub ancestors: Vec<PathBuf>,
@@ -403,7 +403,7 @@ fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Result<Vec<Log
     // Protected paths: each directory between the workspace and the path bound on itself,
     // so that nothing inside can rename or replace it, then the path read-only.
     for protected in input.protected {
-        let label = format!("protect[{}]", protected.index);
+        let label = protected.label.clone();
         for dir in &protected.ancestors {
             out.push(Logical {
                 kind: MountKind::Bind,

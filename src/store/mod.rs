@@ -657,6 +657,49 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Where the user's trust of `workspace`'s own manifest is kept (see `manifest::trust`).
+    fn trust_path(&self, workspace: &Path) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let digest = short_hash(workspace.as_os_str().as_bytes());
+        self.home.join("trust").join(format!("{digest}.json"))
+    }
+
+    /// The trust record of `workspace`, if the user trusted its manifest.
+    pub fn trust_record(
+        &self,
+        workspace: &Path,
+    ) -> Result<Option<crate::manifest::trust::Record>, StoreError> {
+        let record: Option<crate::manifest::trust::Record> =
+            read_json(&self.trust_path(workspace))?;
+        // A record is for its workspace only (names are a short hash of the path).
+        Ok(record.filter(|record| record.workspace == workspace))
+    }
+
+    /// Records the user's trust (replacing what was trusted before), or removes it.
+    pub fn set_trust(
+        &self,
+        workspace: &Path,
+        record: Option<&crate::manifest::trust::Record>,
+    ) -> Result<(), StoreError> {
+        let path = self.trust_path(workspace);
+        match record {
+            Some(record) => {
+                if let Some(parent) = path.parent() {
+                    private_dir(parent)?;
+                }
+                write_json(&path, record)
+            }
+            None => match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    Err(io_error("removing", &path)(error))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
 /// Where launches keep what they need while their sandbox runs (see [`LaunchDir`]).
 pub const LAUNCH: &str = "launch";
 

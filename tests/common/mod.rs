@@ -187,6 +187,17 @@ impl Paude {
         command
     }
 
+    /// `paude trust`: the workspace's own manifest, as it is now, is the user's.
+    #[track_caller]
+    pub fn trust(&self) {
+        let output = self.run(["trust"]);
+        assert!(
+            output.status.success(),
+            "paude trust: {}",
+            text(&output.stderr)
+        );
+    }
+
     /// The `PAUDE_HOME` this invocation uses.
     pub fn paude_home(&self) -> PathBuf {
         self.home.join(".paude")

@@ -1,0 +1,77 @@
+//! `paude trust`: the user trusts the workspace's own `paude.jsonnet` as it is now, with the
+//! files it imports from the workspace (see `manifest::trust`).
+
+use super::status;
+use crate::cli::TrustArgs;
+use crate::host::HostFacts;
+use crate::manifest::{self, ManifestSource, trust};
+use crate::rootpath;
+use crate::sandbox::workspace;
+use crate::store::Store;
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(args: TrustArgs, host: &HostFacts) -> Result<ExitCode> {
+    let workspace = match &args.workspace {
+        Some(dir) => {
+            std::fs::canonicalize(dir).with_context(|| format!("--workspace {}", dir.display()))?
+        }
+        None => workspace::find_root(&host.cwd),
+    };
+    let store = Store::new(host.paude_home.clone());
+    if args.revoke {
+        store.set_trust(&workspace, None)?;
+        status(&format!(
+            "{}'s paude.jsonnet is no longer trusted",
+            workspace.display()
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = workspace.join(super::venv::WORKSPACE_MANIFEST);
+    match path.symlink_metadata() {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => bail!(
+            "{} is not a regular file (a link is not trusted: it could lead anywhere)",
+            path.display()
+        ),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut options = super::venv::load_options(&args.jsonnet, host)?;
+    options.evaluator = Some("/proc/self/exe".into());
+    let loaded = manifest::load(&ManifestSource::File(path.clone()), &options)
+        .with_context(|| format!("{} cannot be trusted as it is", path.display()))?;
+    let mut files = Vec::new();
+    for file in loaded
+        .files_read
+        .iter()
+        .filter(|file| rootpath::is_within(file, &workspace))
+    {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        files.push(trust::Trusted::of(file, &bytes));
+    }
+    let names: Vec<String> = files
+        .iter()
+        .map(|file| shown(&file.path, &workspace))
+        .collect();
+    store.set_trust(
+        &workspace,
+        Some(&trust::Record {
+            workspace: workspace.clone(),
+            files,
+        }),
+    )?;
+    status(&format!(
+        "trusted {} in {} as they are now",
+        names.join(", "),
+        workspace.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shown(path: &Path, workspace: &Path) -> String {
+    path.strip_prefix(workspace)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

@@ -794,3 +794,52 @@ fn the_workspace_cannot_change_its_own_policy() {
         );
     }
 }
+
+/// A launch directory (the sandbox's copies of the repository's files) outlives its launch
+/// only while its sandbox runs: `paude cleanup` removes one a `--dry-run` left, keeps the
+/// running sandbox's, and the holder removes that one when the sandbox ends.
+#[test]
+fn launch_directories_go_with_their_sandbox() {
+    require_bwrap!();
+    let setup = Setup::new(As::Me);
+    let store = TestDir::new(As::Me);
+    let paude = setup
+        .paude()
+        .env("PAUDE_HOME", store.path().to_str().expect("utf-8"));
+    let launch = store.path().join("launch");
+    let dirs = || -> Vec<std::path::PathBuf> {
+        let mut dirs: Vec<_> = std::fs::read_dir(&launch)
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+            .unwrap_or_default();
+        dirs.sort();
+        dirs
+    };
+    ok(&paude.run(["venv", "--dry-run", "--", "true"]));
+    let left = dirs();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let mut running = paude
+        .command(["venv", "--", "sh", "-c", "echo started; read line || :"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(running.stdout.as_mut().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    assert_eq!(line, "started\n");
+    assert_eq!(dirs().len(), 2);
+    let report = ok(&paude.run(["cleanup"]));
+    assert!(report.contains(&left[0].display().to_string()), "{report}");
+    let kept = dirs();
+    assert_eq!(kept.len(), 1);
+    assert_ne!(kept, left);
+    drop(running.stdin.take());
+    assert!(running.wait().expect("wait").success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !dirs().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "left: {:?}", dirs());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -72,7 +72,8 @@ struct Kept {
 #[serde(rename_all = "camelCase")]
 struct LeftoverRemoved {
     path: PathBuf,
-    /// `build` or `removal`.
+    /// `build`, `removal`, `launch` (copies of a repository's files a launch left) or
+    /// `cache`.
     kind: &'static str,
     freed_bytes: u64,
 }
@@ -196,6 +197,7 @@ pub fn run(args: CleanupArgs, host: &HostFacts) -> Result<ExitCode> {
     }
     prune_packages(host, &store, args.dry_run, &mut report);
     prune_caches(host, args.dry_run, &mut report);
+    prune_launch_dirs(&store, args.dry_run, &mut report);
 
     let mut stdout = std::io::stdout().lock();
     let text = if args.json {
@@ -379,6 +381,36 @@ fn prune_caches(host: &HostFacts, dry_run: bool, report: &mut CleanupDocument) {
     }
 }
 
+/// Removes the launch directories no running launch holds (see `store::LaunchDir`): left by
+/// a `--dry-run`, or by a holder that was killed before it could bring its copies back.
+fn prune_launch_dirs(store: &Store, dry_run: bool, report: &mut CleanupDocument) {
+    let Ok(entries) = std::fs::read_dir(store.launch_root()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // The holder keeps the directory locked while its sandbox runs.
+        let free = std::fs::File::open(&path).is_ok_and(|dir| dir.try_lock().is_ok());
+        if !free {
+            continue;
+        }
+        match remove_or_measure(&path, dry_run) {
+            Ok(bytes) => {
+                report.freed_bytes += bytes;
+                report.leftovers.push(LeftoverRemoved {
+                    path,
+                    kind: "launch",
+                    freed_bytes: bytes,
+                });
+            }
+            Err(error) => report.failed.push(Failed {
+                path,
+                error: error.to_string(),
+            }),
+        }
+    }
+}
+
 /// The human report: one line per venv or leftover, then a summary.
 fn human(report: &CleanupDocument, now: SystemTime) -> String {
     let removed = if report.dry_run {
@@ -414,11 +446,14 @@ fn human(report: &CleanupDocument, now: SystemTime) -> String {
         out.push_str(&format!("kept {what}  {why}\n"));
     }
     for leftover in &report.leftovers {
+        let what = match leftover.kind {
+            "launch" => "copies of a repository's files a launch left".to_string(),
+            kind => format!("interrupted {kind}"),
+        };
         out.push_str(&format!(
-            "{removed} {}  {}  (interrupted {})\n",
+            "{removed} {}  {}  ({what})\n",
             leftover.path.display(),
             human_bytes(leftover.freed_bytes),
-            leftover.kind
         ));
     }
     if !report.packages.removed.is_empty() {

@@ -47,6 +47,13 @@ fn says(output: &Output, needle: &str) -> bool {
     text(&output.stdout).contains(needle)
 }
 
+/// `sh -c SCRIPT` in a bwrap sandbox with `home` bound read-write: what a sandbox given the
+/// home (as its workspace, or through a pointer) can do.
+fn with_home_bound(who: As, home: &Path, script: &str) -> Command {
+    let home = home.display().to_string();
+    raw_bwrap(who, &["--bind", &home, &home], script)
+}
+
 /// bwrap as `who`, with the host's root read-only, `args` before `sh -c SCRIPT`.
 fn raw_bwrap(who: As, args: &[&str], script: &str) -> Command {
     raw_bwrap_running(who, args, &["sh", "-c", script])
@@ -108,18 +115,10 @@ fn a_workspace_that_is_the_home_is_refused() {
         let home = setup.home.path();
         let read_key = "cat \"$HOME/.ssh/id_test\"";
         // Without the defence: a sandbox whose workspace is the home reads the key.
-        let control = raw_bwrap(
-            who,
-            &[
-                "--bind",
-                &home.display().to_string(),
-                &home.display().to_string(),
-            ],
-            read_key,
-        )
-        .env("HOME", home)
-        .output()
-        .expect("bwrap");
+        let control = with_home_bound(who, home, read_key)
+            .env("HOME", home)
+            .output()
+            .expect("bwrap");
         assert!(
             says(&control, "PRIVATE-KEY"),
             "{who:?}: {}",
@@ -654,18 +653,10 @@ fn a_gitdir_pointer_adds_no_host_path() {
         let home = setup.home.path();
         let read_key = "cat \"$0/.ssh/id_test\"";
         // Without paude: a sandbox given what the pointer names reads the key.
-        let control = raw_bwrap(
-            who,
-            &[
-                "--bind",
-                &home.display().to_string(),
-                &home.display().to_string(),
-            ],
-            read_key,
-        )
-        .arg(home)
-        .output()
-        .expect("bwrap");
+        let control = with_home_bound(who, home, read_key)
+            .arg(home)
+            .output()
+            .expect("bwrap");
         assert!(
             says(&control, "PRIVATE-KEY"),
             "{who:?}: {}",

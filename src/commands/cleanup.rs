@@ -347,6 +347,33 @@ fn remove_or_measure(path: &std::path::Path, dry_run: bool) -> std::io::Result<u
     }
 }
 
+/// Removes (or, in a dry run, measures) a leftover of `kind`, counting what it frees; a
+/// failure goes to the report's failures.
+fn remove_leftover(
+    path: PathBuf,
+    kind: &'static str,
+    dry_run: bool,
+    report: &mut CleanupDocument,
+) -> Option<LeftoverRemoved> {
+    match remove_or_measure(&path, dry_run) {
+        Ok(bytes) => {
+            report.freed_bytes += bytes;
+            Some(LeftoverRemoved {
+                path,
+                kind,
+                freed_bytes: bytes,
+            })
+        }
+        Err(error) => {
+            report.failed.push(Failed {
+                path,
+                error: error.to_string(),
+            });
+            None
+        }
+    }
+}
+
 /// Removes the launch caches of other paude builds (a rebuilt or upgraded paude starts with
 /// caches of its own; see [`crate::launch::cache`]).
 fn prune_caches(host: &HostFacts, dry_run: bool, report: &mut CleanupDocument) {
@@ -362,21 +389,8 @@ fn prune_caches(host: &HostFacts, dry_run: bool, report: &mut CleanupDocument) {
         if entry.file_name() == current {
             continue;
         }
-        let path = entry.path();
-        let freed = remove_or_measure(&path, dry_run);
-        match freed {
-            Ok(bytes) => {
-                report.freed_bytes += bytes;
-                report.caches.push(LeftoverRemoved {
-                    path,
-                    kind: "cache",
-                    freed_bytes: bytes,
-                });
-            }
-            Err(error) => report.failed.push(Failed {
-                path,
-                error: error.to_string(),
-            }),
+        if let Some(removed) = remove_leftover(entry.path(), "cache", dry_run, report) {
+            report.caches.push(removed);
         }
     }
 }
@@ -394,19 +408,8 @@ fn prune_launch_dirs(store: &Store, dry_run: bool, report: &mut CleanupDocument)
         if !free {
             continue;
         }
-        match remove_or_measure(&path, dry_run) {
-            Ok(bytes) => {
-                report.freed_bytes += bytes;
-                report.leftovers.push(LeftoverRemoved {
-                    path,
-                    kind: "launch",
-                    freed_bytes: bytes,
-                });
-            }
-            Err(error) => report.failed.push(Failed {
-                path,
-                error: error.to_string(),
-            }),
+        if let Some(removed) = remove_leftover(path, "launch", dry_run, report) {
+            report.leftovers.push(removed);
         }
     }
 }

@@ -447,6 +447,17 @@ mod tests {
         assert!(status.success(), "git {args:?}");
     }
 
+    /// A temporary directory (kept alive by the first value), its real path, and a fresh
+    /// repository `main` in it.
+    fn repository() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let main = root.join("main");
+        std::fs::create_dir(&main).unwrap();
+        git(&main, &["init", "-q"]);
+        (dir, root, main)
+    }
+
     #[test]
     fn layouts_are_found_and_verified() {
         let dir = tempfile::tempdir().unwrap();
@@ -501,11 +512,7 @@ mod tests {
 
     #[test]
     fn a_composition_binds_data_writable_and_control_files_read_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let main = root.join("main");
-        std::fs::create_dir(&main).unwrap();
-        git(&main, &["init", "-q"]);
+        let (_dir, root, main) = repository();
         let private = root.join("private");
         let composition = compose(&layout(&main).unwrap(), &private).unwrap();
         let dot_git = main.join(".git");
@@ -540,11 +547,7 @@ mod tests {
 
     #[test]
     fn copies_come_back_only_where_the_host_did_not_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let main = root.join("main");
-        std::fs::create_dir(&main).unwrap();
-        git(&main, &["init", "-q"]);
+        let (_dir, root, main) = repository();
         let dot_git = main.join(".git");
         std::fs::write(dot_git.join("ORIG_HEAD"), "1111\n").unwrap();
         let composition = compose(&layout(&main).unwrap(), &root.join("p")).unwrap();

@@ -353,9 +353,11 @@ fn replace(host: &Path, copy: &Path) -> io::Result<()> {
     let mut lock_name = host.as_os_str().to_os_string();
     lock_name.push(".lock");
     let lock_path = PathBuf::from(lock_name);
+    // Not through a link, and without waiting (a FIFO the sandbox put there would block the
+    // holder, and with it the lock, for ever); only a regular file is read.
     let source = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(copy);
     let mut source = match source {
         Ok(file) if file.metadata()?.is_file() => Some(file),
@@ -581,6 +583,23 @@ mod tests {
             "{lines:?}"
         );
         assert!(copy.exists(), "kept while something did not come back");
+        // A copy that is a FIFO does not hold the holder up.
+        let composition = compose(&layout(&main).unwrap(), &root.join("r")).unwrap();
+        let private = &composition.privates[0];
+        std::fs::remove_file(private.copy.join("index")).ok();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            private.copy.join("index"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let lines = bring_back(private);
+        assert!(
+            lines.iter().any(|line| line.contains("not a regular file")),
+            "{lines:?}"
+        );
         // A copy that is a link comes back as nothing (the host's is left as it was).
         let composition = compose(&layout(&main).unwrap(), &root.join("q")).unwrap();
         let private = &composition.privates[0];

@@ -834,3 +834,129 @@ fn launch_directories_go_with_their_sandbox() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// In a linked worktree and in a superproject, the other repositories' control files are as
+/// safe as the workspace's own: the sandbox cannot set a `core.fsmonitor` in the repository a
+/// worktree belongs to, or in a submodule's repository, which host git then runs. Without
+/// paude's defence (those repositories bound read-write, as git inside needs them), it can.
+#[test]
+fn worktrees_and_submodules_keep_their_control_files() {
+    require_bwrap!();
+    for who in users() {
+        // A repository, a linked worktree of it, and a submodule in it.
+        let setup = Setup::new(who);
+        let marker = setup.home.path().join("pwned");
+        repository_with_a_trap(&setup, &marker);
+        let (home, main) = (setup.home.path(), setup.workspace.path());
+        let others = TestDir::new(who);
+        let module_source = others.path().join("source");
+        std::fs::create_dir(&module_source).expect("mkdir");
+        hand_over(who, others.path());
+        let git = |dir: &Path, args: &[&str]| {
+            let output = host_git(who, home, dir, args);
+            assert!(
+                output.status.success(),
+                "git {args:?}: {}",
+                text(&output.stderr)
+            );
+        };
+        git(&module_source, &["init", "-q"]);
+        git(
+            &module_source,
+            &["commit", "-q", "--allow-empty", "-m", "m"],
+        );
+        let source = module_source.display().to_string();
+        git(
+            main,
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                &source,
+                "sub",
+            ],
+        );
+        git(main, &["commit", "-q", "-m", "sub"]);
+        let worktree = others.path().join("wt");
+        git(
+            main,
+            &["worktree", "add", "-q", worktree.to_str().expect("utf-8")],
+        );
+        let evil = main.join("evil.sh").display().to_string();
+        let routes: [(&str, &Path, String, &Path); 2] = [
+            (
+                "the repository a worktree belongs to",
+                &worktree,
+                format!("git config core.fsmonitor {evil}"),
+                &worktree,
+            ),
+            (
+                "a submodule's repository",
+                main,
+                format!("git -C sub config core.fsmonitor {evil}"),
+                &main.join("sub"),
+            ),
+        ];
+        for (route, workspace, attack, checked) in routes {
+            // Without the defence: the workspace and the repository's git directory bound
+            // read-write.
+            let (ws, git_dir) = (
+                workspace.display().to_string(),
+                main.join(".git").display().to_string(),
+            );
+            let args = [
+                "--bind", &ws, &ws, "--bind", &git_dir, &git_dir, "--chdir", &ws, "--setenv",
+                "HOME", "/tmp",
+            ];
+            raw_bwrap(who, &args, &attack).output().expect("bwrap");
+            host_git(who, home, checked, &["status", "--short"]);
+            assert!(
+                marker.exists(),
+                "{who:?} {route}: the attack proves nothing"
+            );
+            std::fs::remove_file(&marker).expect("rm");
+            // Undone before the same attack through paude (git's answer when nothing is set
+            // does not matter).
+            for dir in [main.join(".git"), main.join(".git/modules/sub")] {
+                host_git(who, home, &dir, &["config", "--unset", "core.fsmonitor"]);
+            }
+            // Through paude.
+            let paude = Paude::new(who, home, workspace).env(
+                "PAUDE_HOME",
+                shared_home(who).join(".paude").to_str().expect("utf-8"),
+            );
+            let inside = paude.run(["venv", "--", "sh", "-c", &attack]);
+            assert!(
+                !inside.status.success(),
+                "{who:?} {route}: {}",
+                text(&inside.stderr)
+            );
+            let after = host_git(who, home, checked, &["status", "--short"]);
+            assert!(
+                after.status.success(),
+                "{who:?} {route}: {}",
+                text(&after.stderr)
+            );
+            assert!(
+                !marker.exists(),
+                "{who:?} {route}: host git ran the sandbox's program"
+            );
+        }
+        // Git inside the worktree works, and its commit is the host's.
+        let paude = Paude::new(who, home, &worktree).env(
+            "PAUDE_HOME",
+            shared_home(who).join(".paude").to_str().expect("utf-8"),
+        );
+        let commit = "GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@b GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@b git commit -q --allow-empty -m inside && git log --oneline | wc -l";
+        let out = ok(&paude.run(["venv", "--", "sh", "-c", commit]));
+        assert_eq!(out.trim(), "3", "{who:?}");
+        let log = host_git(who, home, &worktree, &["log", "--oneline", "-1"]);
+        assert!(
+            text(&log.stdout).contains("inside"),
+            "{who:?}: {}",
+            text(&log.stdout)
+        );
+    }
+}

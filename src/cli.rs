@@ -31,10 +31,6 @@ pub enum Command {
     /// `manifest::isolated`).
     #[command(name = "__evaluate", hide = true)]
     Evaluate,
-    /// The process that keeps a running sandbox's lock and, when it ends, brings back what
-    /// git changed (see `sandbox::holder`).
-    #[command(name = "__hold", hide = true)]
-    Hold,
 }
 
 /// `paude doctor`.

@@ -148,6 +148,65 @@ pub type BwrapVersion = (u32, u32, u32);
 /// The first bubblewrap with `--disable-userns`.
 pub const BWRAP_DISABLE_USERNS: BwrapVersion = (0, 8, 0);
 
+/// The first bubblewrap with `--bind-fd` and `--ro-bind-fd` (distributions backported them to
+/// older releases with a security fix: Debian 12's 0.8.0 has them).
+pub const BWRAP_BIND_FD: BwrapVersion = (0, 10, 0);
+
+/// The options paude uses where bwrap has them, each with the release that brought it and
+/// what a launch goes without when it is missing.
+pub const BWRAP_OPTIONAL: [(&str, BwrapVersion, &str); 3] = [
+    (
+        "--disable-userns",
+        BWRAP_DISABLE_USERNS,
+        "only paude's seccomp filter keeps a sandbox from making user namespaces of its own",
+    ),
+    (
+        "--bind-fd",
+        BWRAP_BIND_FD,
+        "the workspace is bound by name, so a sandbox still running in it could swap a path \
+         for a link while the next sandbox is set up",
+    ),
+    (
+        "--ro-bind-fd",
+        BWRAP_BIND_FD,
+        "protected paths are bound by name, so a sandbox still running in the workspace \
+         could swap one for a link while the next sandbox is set up",
+    ),
+];
+
+/// Which of [`BWRAP_OPTIONAL`] a bwrap has, as its `--help` lists them: a backport shows
+/// there, not in the version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BwrapOptions {
+    pub disable_userns: bool,
+    pub bind_fd: bool,
+}
+
+impl BwrapOptions {
+    pub fn from_help(help: &str) -> BwrapOptions {
+        let has = |option: &str| {
+            help.split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+                .any(|word| word == option)
+        };
+        BwrapOptions {
+            disable_userns: has("--disable-userns"),
+            bind_fd: has("--bind-fd") && has("--ro-bind-fd"),
+        }
+    }
+
+    /// The options of [`BWRAP_OPTIONAL`] that are missing.
+    pub fn lacking(
+        &self,
+    ) -> impl Iterator<Item = &'static (&'static str, BwrapVersion, &'static str)> {
+        let has = [self.disable_userns, self.bind_fd, self.bind_fd];
+        BWRAP_OPTIONAL
+            .iter()
+            .zip(has)
+            .filter(|(_, has)| !has)
+            .map(|(option, _)| option)
+    }
+}
+
 /// `bubblewrap 0.4.1` → `(0, 4, 1)`: the first word that starts with a digit, in up to three
 /// dot-separated numbers (missing ones are 0, a suffix such as `-rc1` is ignored).
 pub fn parse_bwrap_version(output: &str) -> Option<BwrapVersion> {

@@ -56,7 +56,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // paude's own helpers need no host facts, and run with an empty environment.
     let host = match cli.command {
         Command::Evaluate => return Ok(paude::manifest::isolated::serve()),
-        Command::Hold => return Ok(paude::sandbox::holder::serve()),
         _ => HostFacts::gather()?,
     };
     match cli.command {
@@ -66,6 +65,5 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => commands::doctor::run(args, &host),
         Command::Trust(args) => commands::trust::run(args, &host),
         Command::Evaluate => Ok(paude::manifest::isolated::serve()),
-        Command::Hold => Ok(paude::sandbox::holder::serve()),
     }
 }

@@ -4,8 +4,7 @@
 //!
 //! - [`close_on_exec_above_stderr`]: the exec site's guarantee that nothing paude's caller
 //!   left open reaches the sandbox;
-//! - [`take_inherited`]: the holder's ownership of the descriptors its parent left it (see
-//!   `sandbox::holder`).
+//! - [`fork`] and [`close_above_stderr_except`]: the holder's start (see `sandbox::holder`).
 
 #![allow(unsafe_code)]
 
@@ -46,27 +45,60 @@ pub fn close_on_exec_above_stderr() -> io::Result<()> {
     Ok(())
 }
 
-/// Takes ownership of descriptor `fd`, which this process's parent left open for it alone
-/// (the holder's lock and pipe, passed by number); `None` when no such descriptor is open.
-/// Call it once per number.
-pub fn take_inherited(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    if fd < 3 {
-        return None;
+/// fork(2): `None` in the child, the child's pid in the parent. The caller must run one thread
+/// (a child of a process with more would inherit locks that the other threads held, and could
+/// deadlock on them).
+pub fn fork() -> io::Result<Option<libc::pid_t>> {
+    debug_assert_eq!(
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| tasks.count())
+            .ok(),
+        Some(1),
+        "fork with more than one thread running"
+    );
+    // SAFETY: with one thread running, the child's copy of the process is consistent (no
+    // lock is held by a thread that the child lacks), and each side goes on with its own.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
     }
-    // SAFETY: F_GETFD reads a flag of a descriptor number and touches no memory.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-        return None;
+}
+
+/// Closes every descriptor above 2 but those in `keep`: with close_range(2) over the gaps
+/// between them (Linux 5.9), else one by one from `/proc/self/fd`. Whatever owns a closed
+/// descriptor must never use or close it again: for a process that is about to do one last
+/// thing and exit (the holder).
+pub fn close_above_stderr_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd > 2).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first: libc::c_uint = 3;
+    let mut ranged = true;
+    for fd in keep.iter().map(|fd| *fd as libc::c_uint) {
+        if fd > first {
+            ranged &= close_range(first, fd - 1, 0);
+        }
+        first = fd + 1;
     }
-    // SAFETY: the descriptor is open (just checked), was handed to this process for this
-    // use alone, and nothing else in the process owns or closes it.
-    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    ranged &= close_range(first, libc::c_uint::MAX, 0);
+    if ranged {
+        return Ok(());
+    }
+    for fd in open_descriptors()? {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor number touches no memory; the caller's contract is
+            // that nothing uses the closed ones again (one closed already fails harmlessly).
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
 }
 
 /// close_range(2), through the C library's `syscall`, which sets errno only when the call
 /// fails; whether it succeeded. Which descriptors it may close is the caller's concern.
 fn close_range(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) -> bool {
-    // SAFETY: the call touches no memory; its one caller only marks descriptors
-    // close-on-exec.
+    // SAFETY: the call touches no memory; its callers either only mark descriptors
+    // close-on-exec or close what nothing will use again.
     unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) == 0 }
 }

@@ -960,3 +960,147 @@ fn worktrees_and_submodules_keep_their_control_files() {
         );
     }
 }
+
+/// Checked paths stay the checked paths. A sandbox still running in the workspace can swap a
+/// name for a link over and over until a launch catches the swap between its checks and
+/// bwrap's mounts; here a wrapper around bwrap strikes exactly there, swapping a manifest
+/// mount's source in the workspace, the repository's hooks and a protected path's directory
+/// for relative links to the home (relative, as bwrap resolves a mount's target inside the
+/// new root, where such a link leads to the home's path too). Bound by name, as the line
+/// paude prints binds them, the home is read and written. paude's launch mounts the sources
+/// it checked, and where the swap moved a mount's target as well, bwrap refuses to start.
+#[test]
+fn pin_held_binds_survive_a_swap() {
+    require_bwrap!();
+    let real_bwrap = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v bwrap"])
+            .output()
+            .expect("sh")
+            .stdout,
+    )
+    .expect("UTF-8");
+    for who in users() {
+        let setup = Setup::new(who);
+        let (ws, home) = (setup.workspace.path(), setup.home.path());
+        write(&ws.join("deep/dir/file"), "protected\n");
+        write(&ws.join("data/ok.txt"), "data\n");
+        // The attacker's link target has the names the binds need.
+        write(&home.join("dir/file"), "the home's\n");
+        hand_over(who, home);
+        hand_over(who, ws);
+        let tools = TestDir::new(who);
+        hand_over(who, tools.path());
+        let wrapper = tools.path().join("bwrap");
+        let mark = tools.path().join("struck");
+        let all = ["data", ".git/hooks", "deep"];
+        // The wrapper swaps `names` once, right before the sandbox is set up.
+        let strike = |names: &[&str]| {
+            let swaps: String = names
+                .iter()
+                .map(|name| {
+                    let up = "../".repeat(name.matches('/').count() + 1);
+                    format!(
+                        "mv '{w}/{name}' '{w}/{name}.moved' && ln -s '{up}{h}' '{w}/{name}' && ",
+                        w = ws.display(),
+                        h = home.file_name().expect("name").to_string_lossy()
+                    )
+                })
+                .collect();
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\nif [ \"$1\" = --unshare-user ] && [ ! -e '{mark}' ]; then\n  \
+                     : > '{mark}' && {swaps}true\nfi\nexec {real} \"$@\"\n",
+                    mark = mark.display(),
+                    real = real_bwrap.trim(),
+                ),
+            )
+            .expect("write");
+            std::fs::set_permissions(
+                &wrapper,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .expect("chmod");
+            hand_over(who, tools.path());
+        };
+        let restore = || {
+            assert!(mark.exists(), "{who:?}: the wrapper did not strike");
+            std::fs::remove_file(&mark).expect("rm");
+            for name in all {
+                if ws.join(name).is_symlink() {
+                    std::fs::remove_file(ws.join(name)).expect("rm link");
+                    std::fs::rename(ws.join(format!("{name}.moved")), ws.join(name))
+                        .expect("mv back");
+                }
+            }
+        };
+        let manifest = format!(
+            r#"{{packages: ["bash", "coreutils"], protect: ["deep/dir/file"],
+                mounts: [{{type: "bind", source: "{}/data", target: "/data"}}]}}"#,
+            ws.display()
+        );
+        let script = "cat deep/.ssh/id_test /data/.ssh/id_test .git/hooks/.ssh/id_test 2>/dev/null; \
+                      echo x > deep/planted; ls deep/dir; cat /data/ok.txt";
+        let paude = setup
+            .paude()
+            .env("PAUDE_BWRAP", wrapper.to_str().expect("UTF-8"));
+        let launch = || paude.run(["venv", "-e", &manifest, "--", "bash", "-c", script]);
+        // Without paude's defence: the same line, binding by name, follows the links.
+        strike(&all);
+        let line = ok(&paude.run([
+            "venv",
+            "-e",
+            &manifest,
+            "--dry-run",
+            "--",
+            "bash",
+            "-c",
+            script,
+        ]));
+        let control = command_as(who, "sh")
+            .arg("-c")
+            .arg(line.trim_end())
+            .current_dir(ws)
+            .stdin(Stdio::null())
+            .output()
+            .expect("sh");
+        let keys = text(&control.stdout).matches("PRIVATE-KEY").count();
+        assert_eq!(keys, 3, "{who:?}: {}", text(&control.stderr));
+        assert!(home.join("planted").exists(), "{who:?}");
+        std::fs::remove_file(home.join("planted")).expect("rm");
+        restore();
+        // Through paude, sources swapped: what was checked is what is mounted.
+        strike(&all[..2]);
+        let inside = ok(&launch());
+        assert_eq!(inside, "file\ndata\n", "{who:?}");
+        restore();
+        // A protected path's directory swapped, which moves its mount's target too: bwrap
+        // finds the descriptor and the target apart, and refuses.
+        strike(&all[2..]);
+        let refused = launch();
+        assert!(!refused.status.success(), "{who:?}");
+        assert!(!says(&refused, "PRIVATE-KEY"), "{who:?}");
+        assert!(
+            text(&refused.stderr).contains("Race condition"),
+            "{who:?}: {}",
+            text(&refused.stderr)
+        );
+        assert!(!home.join("planted").exists(), "{who:?}");
+        restore();
+        // A manifest mount whose source leads through a link in the workspace is refused.
+        std::os::unix::fs::symlink(home, ws.join("to-home")).expect("symlink");
+        let refused = paude.run([
+            "venv",
+            "-e",
+            &format!(
+                r#"{{packages: ["dash"], mounts: [{{type: "bind", source: "{}/to-home", target: "/h"}}]}}"#,
+                ws.display()
+            ),
+            "--",
+            "true",
+        ]);
+        fails_with(&refused, 125, "mounts[0].source");
+        assert!(text(&refused.stderr).contains("a symbolic link in the workspace"));
+    }
+}

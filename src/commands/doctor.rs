@@ -54,9 +54,6 @@ const EARLY: Version = (0, 2, 0);
 /// the usage text #196 changed (June 2017), `--cap-drop` is #101 (June 2017; issue #249 uses
 /// `--cap-add` with 0.2.0); the other namespace and mount options, `--setenv` and `--chdir`
 /// date from bubblewrap's first releases (2016).
-/// Options paude passes only to a bwrap that has them, with the release that brought them.
-const OPTIONAL: &[(&str, Version)] = &[("--disable-userns", host::BWRAP_DISABLE_USERNS)];
-
 const OPTIONS: &[(&str, Version)] = &[
     ("--clearenv", (0, 5, 0)),
     ("--unshare-user", EARLY),
@@ -216,6 +213,8 @@ pub struct BwrapFacts {
     pub resolved: PathBuf,
     /// What `bwrap --version` printed, or why it failed.
     pub version: Result<String, String>,
+    /// Which of the options paude uses where they exist it has, as `bwrap --help` lists them.
+    pub options: host::BwrapOptions,
     /// Mode bits and owner of `resolved`.
     pub mode: u32,
     pub owner: u32,
@@ -345,12 +344,19 @@ fn gather_bwrap(host: &HostFacts) -> BwrapFound {
                 ))
             }
         });
+    let options = Command::new(&resolved)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .map(|output| host::BwrapOptions::from_help(&String::from_utf8_lossy(&output.stdout)))
+        .unwrap_or_default();
     let userns_probe = run_probe(&resolved, &userns_probe_args(&resolved));
     let sandbox_probe = userns_probe.is_ok().then(|| sandbox_probe(&resolved));
     BwrapFound::Found(BwrapFacts {
         path,
         resolved,
         version,
+        options,
         mode,
         owner,
         userns_probe,
@@ -685,22 +691,24 @@ pub fn check_bwrap(found: &BwrapFound) -> Check {
                      the bwrap on PATH, point PAUDE_BWRAP at it"
                 ));
             }
-            Some(version) if OPTIONAL.iter().any(|(_, since)| version < *since) => {
-                let lacking: Vec<String> = OPTIONAL
-                    .iter()
-                    .filter(|(_, since)| version < *since)
-                    .map(|(option, since)| format!("{option} (new in {})", version_text(*since)))
+            Some(_) if bwrap.options.lacking().next().is_some() => {
+                let lacking: Vec<String> = bwrap
+                    .options
+                    .lacking()
+                    .map(|(option, since, without)| {
+                        format!("{option} (new in {}): {without}", version_text(*since))
+                    })
                     .collect();
+                let newest = bwrap.options.lacking().map(|(_, since, _)| *since).max();
                 detail.push_str(&format!(
-                    ", {output} ({needed} or newer needed); it lacks {}, so only paude's \
-                     seccomp filter keeps a sandbox from making user namespaces of its own",
-                    lacking.join(" and ")
+                    ", {output} ({needed} or newer needed); it lacks {}",
+                    lacking.join("; ")
                 ));
                 status = status.max(Status::Warning);
                 fixes.push(format!(
-                    "upgrade bubblewrap to {} or newer for a second defence against nested \
-                     user namespaces",
-                    version_text(host::BWRAP_DISABLE_USERNS)
+                    "upgrade bubblewrap to {} or newer (or to your distribution's release \
+                     with the option backported)",
+                    version_text(newest.unwrap_or(host::BWRAP_BIND_FD))
                 ));
             }
             Some(_) => detail.push_str(&format!(", {output} ({needed} or newer needed)")),
@@ -1130,6 +1138,10 @@ mod tests {
             path: "/x/bin/bwrap".into(),
             resolved: "/x/bin/bwrap".into(),
             version: Ok(version.into()),
+            options: host::BwrapOptions {
+                disable_userns: true,
+                bind_fd: true,
+            },
             mode,
             owner,
             userns_probe: Ok(()),
@@ -1181,8 +1193,9 @@ mod tests {
             assert!(
                 OPTIONS
                     .iter()
-                    .chain(OPTIONAL)
-                    .any(|(known, _)| known == option),
+                    .map(|(known, _)| known)
+                    .chain(host::BWRAP_OPTIONAL.iter().map(|(known, _, _)| known))
+                    .any(|known| known == option),
                 "{option} is passed to bwrap but not in OPTIONS or OPTIONAL"
             );
         }
@@ -1200,6 +1213,32 @@ mod tests {
         assert!(check.detail.contains("0.5.0"), "{}", check.detail);
         assert!(check.detail.contains("--clearenv"), "{}", check.detail);
         assert!(check.fix.unwrap().contains("PAUDE_BWRAP"));
+    }
+
+    #[test]
+    fn a_bwrap_without_the_optional_options_is_a_warning_naming_them() {
+        let mut older = found("bubblewrap 0.8.0", 0o100755, 0);
+        if let BwrapFound::Found(facts) = &mut older {
+            facts.options = host::BwrapOptions::from_help(
+                "usage: bwrap [OPTIONS...] [--] COMMAND [ARGS...]\n    --bind SRC DEST  Bind\n    \
+                 --disable-userns  Disable further use of user namespaces inside sandbox\n",
+            );
+            assert!(facts.options.disable_userns && !facts.options.bind_fd);
+        }
+        let check = check_bwrap(&older);
+        assert_eq!(check.status, Status::Warning);
+        assert!(
+            check.detail.contains("--bind-fd (new in 0.10.0)"),
+            "{}",
+            check.detail
+        );
+        assert!(check.detail.contains("--ro-bind-fd"), "{}", check.detail);
+        assert!(
+            !check.detail.contains("lacks --disable-userns"),
+            "{}",
+            check.detail
+        );
+        assert!(check.fix.unwrap().contains("0.10.0"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::manifest::{
 use crate::packages::{Closure, Provider, dpkg};
 use crate::rootpath;
 use crate::sandbox::identity::User;
+use crate::sandbox::pin::{self, Opened, Pins};
 use crate::sandbox::plan::{self, CommandLookup, Plan, PlanInput, Protected};
 use crate::sandbox::{bwrap, exec, git, holder, seccomp, workspace};
 use crate::store::{BuildInput, BuildSpec, LaunchDir, Lease, Store};
@@ -40,14 +41,18 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
 
     let user = identity(host);
     let workspace = find_workspace(&args, host, &user)?;
+    // What a sandbox can write is bound from descriptors held from here (see `pin`).
+    let mut pins = Pins::default();
+    pins.hold(&workspace, "the workspace")
+        .map_err(anyhow::Error::msg)?;
     let repository = git::layout(&workspace).map_err(anyhow::Error::msg)?;
     let (manifest, manifest_files) =
         load_manifest(&args, host, &workspace, &store, &cache, began, &mut learned)?;
-    let mounts = checked_mounts(&manifest, host)?;
-    let protected = checked_protect(&workspace, &manifest, &manifest_files)?;
+    let mounts = checked_mounts(&manifest, host, &workspace, &mut pins)?;
+    let protected = checked_protect(&workspace, &manifest, &manifest_files, &mut pins)?;
     let bwrap = host.bwrap()?;
-    let disable_userns = launch::bwrap_version(&cache, &bwrap, began, &mut learned)
-        .is_some_and(|version| version >= crate::host::BWRAP_DISABLE_USERNS);
+    let options = launch::bwrap_options(&cache, &bwrap, began, &mut learned);
+    let disable_userns = options.disable_userns;
     if let Some(reason) = host.userns_refusal() {
         bail!("{reason}");
     }
@@ -78,10 +83,19 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
             .context("making the sandbox's copy of the repository's files")?,
         None => git::Composition::default(),
     };
-    let handover = Handover {
+    for bind in composition
+        .binds
+        .iter()
+        .filter(|bind| bind.source == bind.path)
+    {
+        pins.hold(&bind.source, "the workspace's repository")
+            .map_err(anyhow::Error::msg)?;
+    }
+    let mut handover = Handover {
         privates: composition.privates,
         workspace: workspace.clone(),
         began,
+        pins,
     };
     let sandbox = Sandbox {
         git: composition.binds,
@@ -102,6 +116,10 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         }
         plan.seccomp_fd = filter.as_ref().map(|_| 3);
         return print_dry_run(&bwrap, &bwrap::render(&plan), filter.as_deref());
+    }
+    // Without `--bind-fd` the sources are bound by name (doctor says what that leaves open).
+    if !options.bind_fd {
+        handover.pins = Pins::default();
     }
     match exec_bwrap(
         &bwrap,
@@ -281,12 +299,14 @@ fn ensure(
     Ok(lease)
 }
 
-/// What the holder is handed besides the locks: the private copies of the repository's
-/// files, and what it needs to name the repositories the sandbox made.
+/// What the exec hands over besides the plan and the locks: to the holder, the private copies
+/// of the repository's files and what it needs to name the repositories the sandbox made; to
+/// bwrap, the bind sources held by descriptor.
 struct Handover {
     privates: Vec<git::Private>,
     workspace: PathBuf,
     began: SystemTime,
+    pins: Pins,
 }
 
 /// What the plan is made of besides the host facts and the environment's tree.
@@ -471,12 +491,13 @@ fn exec_bwrap(
     // From here the locks are kept by the holder until the sandbox ends; it brings back
     // what git changed, and removes the launch directory.
     let keep_open = holder::start(
-        Path::new("/proc/self/exe"),
         &locks,
-        handover.privates,
-        launch_dir.as_ref().map(|dir| dir.path.as_path()),
-        &handover.workspace,
-        handover.began,
+        holder::Work {
+            git: handover.privates,
+            launch_dir: launch_dir.as_ref().map(|dir| dir.path.clone()),
+            workspace: handover.workspace,
+            began: handover.began,
+        },
     )
     .context("starting the process that keeps the environment's lock")?;
     if let Some(dir) = &mut launch_dir {
@@ -484,25 +505,31 @@ fn exec_bwrap(
     }
     plan.keep_open = Some(keep_open.as_raw_fd());
     plan.seccomp_fd = filter.as_ref().map(|file| file.as_raw_fd());
+    let pins = handover.pins;
+    plan.pinned = pins.numbers();
     let mut inherit = vec![keep_open.as_fd()];
     inherit.extend(filter.as_ref().map(|file| file.as_fd()));
+    inherit.extend(pins.descriptors());
     Err(exec::exec(bwrap, &bwrap::render(&plan), &inherit))
 }
 
 /// The manifest's `protect` entries as they are on the host, and the manifest's own files in
 /// the workspace: every component from the workspace down a directory, no link on the way or
-/// at the end (a link would lead the read-only bind anywhere on the host). A missing entry
-/// protects nothing and is left out (never created on the host); entries in `.git` are left
-/// out too: the repository is protected on its own (see `git`).
+/// at the end (a link would lead the read-only bind anywhere on the host), each held by
+/// descriptor from this check to the mount (see `pin`). A missing entry protects nothing and is
+/// left out (never created on the host); entries in `.git` are left out too: the repository
+/// is protected on its own (see `git`).
 fn checked_protect(
     workspace: &Path,
     manifest: &Manifest,
     manifest_files: &[PathBuf],
+    pins: &mut Pins,
 ) -> Result<Vec<Protected>> {
+    // By their real paths: an import names its file as written (`conf/../lib.libsonnet`).
     let own = manifest_files
         .iter()
-        .filter_map(|path| path.strip_prefix(workspace).ok())
-        .map(Path::to_path_buf);
+        .filter_map(|path| path.canonicalize().ok())
+        .filter_map(|path| Some(path.strip_prefix(workspace).ok()?.to_path_buf()));
     let entries: Vec<PathBuf> = manifest.protect.iter().cloned().chain(own).collect();
     let mut out = Vec::new();
     'entries: for (index, relative) in entries.iter().enumerate() {
@@ -519,30 +546,30 @@ fn checked_protect(
         }
         let mut path = workspace.to_path_buf();
         let mut ancestors = Vec::new();
+        let mut held = Vec::new();
         for (at, name) in names.iter().enumerate() {
             path.push(name);
-            let meta = match path.symlink_metadata() {
-                Ok(meta) => meta,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue 'entries,
-                Err(error) => {
-                    return Err(error)
-                        .with_context(|| format!("protect[{index}]: {}", path.display()));
-                }
-            };
-            if meta.file_type().is_symlink() {
-                bail!(
-                    "{label}: {} is a symbolic link; paude protects paths without following \
+            let (fd, kind) =
+                match pin::open(&path).with_context(|| format!("{label}: {}", path.display()))? {
+                    Opened::Found(fd, kind) => (fd, kind),
+                    Opened::Missing | Opened::NotDirectory(_) => continue 'entries,
+                    Opened::Link(link) => bail!(
+                        "{label}: {} is a symbolic link; paude protects paths without following \
                      links (one could lead the read-only bind anywhere on the host): protect \
                      what it points to, or remove it",
-                    path.display()
-                );
-            }
+                        link.display()
+                    ),
+                };
             if at + 1 < names.len() {
-                if !meta.is_dir() {
+                if kind != rustix::fs::FileType::Directory {
                     continue 'entries;
                 }
                 ancestors.push(path.clone());
             }
+            held.push((path.clone(), fd));
+        }
+        for (path, fd) in held {
+            pins.insert(&path, fd);
         }
         out.push(Protected {
             label,
@@ -665,7 +692,16 @@ pub(super) fn load_options(args: &JsonnetArgs, host: &HostFacts) -> Result<LoadO
 ///
 /// A read-write bind that would expose the store is refused here too, before the store is
 /// touched (the plan checks every bind again, the workspace's git directories among them).
-fn checked_mounts(manifest: &Manifest, host: &HostFacts) -> Result<Vec<(usize, Mount)>> {
+///
+/// A source that is, or leads into, the workspace is what a sandbox could have changed: it is
+/// refused where a link on its way lies in the workspace (the sandbox could have made it lead
+/// anywhere), and otherwise bound by its real path, held by descriptor (see `pin`).
+fn checked_mounts(
+    manifest: &Manifest,
+    host: &HostFacts,
+    workspace: &Path,
+    pins: &mut Pins,
+) -> Result<Vec<(usize, Mount)>> {
     let store = workspace::real_path_so_far(&host.paude_home);
     let writable = manifest
         .mounts
@@ -713,6 +749,19 @@ fn checked_mounts(manifest: &Manifest, host: &HostFacts) -> Result<Vec<(usize, M
             Err(error) => Some(format!("{}: {error}", source.display())),
         };
         match problem {
+            None if matches!(mount.kind, MountKind::Bind | MountKind::RoBind) => {
+                let mut mount = mount.clone();
+                if let Some(real) = source_in_workspace(source, workspace).map_err(|message| {
+                    manifest::ManifestError::Field {
+                        field: field.clone(),
+                        message,
+                    }
+                })? {
+                    pins.hold(&real, &field).map_err(anyhow::Error::msg)?;
+                    mount.source = Some(real);
+                }
+                out.push((index, mount));
+            }
             None => out.push((index, mount.clone())),
             Some(message) if mount.optional => {
                 if source.symlink_metadata().is_ok() {
@@ -723,4 +772,30 @@ fn checked_mounts(manifest: &Manifest, host: &HostFacts) -> Result<Vec<(usize, M
         }
     }
     Ok(out)
+}
+
+/// Where a mount's `source` lies, when it is in `workspace` or its resolution passes through
+/// it: its real path there; an error when a link on the way lies in the workspace.
+fn source_in_workspace(source: &Path, workspace: &Path) -> Result<Option<PathBuf>, String> {
+    let mut link_inside = None;
+    let resolved = rootpath::resolve_with(Path::new("/"), source, &mut |path| {
+        let entry = rootpath::entry(path)?;
+        if matches!(entry, Some(rootpath::Entry::Link(_)))
+            && rootpath::is_within(path, workspace)
+            && link_inside.is_none()
+        {
+            link_inside = Some(path.to_path_buf());
+        }
+        Ok(entry)
+    })
+    .map_err(|error| format!("{}: {error}", source.display()))?;
+    if let Some(link) = link_inside {
+        return Err(format!(
+            "{} leads through {}, a symbolic link in the workspace, which a sandbox can \
+             change to lead anywhere; bind what it points to by its own path",
+            source.display(),
+            link.display()
+        ));
+    }
+    Ok(rootpath::is_within(&resolved.path, workspace).then_some(resolved.path))
 }

@@ -95,32 +95,36 @@ pub fn load_manifest(
     Ok(loaded)
 }
 
-/// The version of the bwrap at `path`, from the cache while that file is unchanged, else
-/// asked (`bwrap --version`, a few milliseconds); `None` when it does not say one.
-pub fn bwrap_version(
+/// Which optional options the bwrap at `path` has, from the cache while that file is
+/// unchanged, else asked (`bwrap --help`, a few milliseconds); none when it cannot be asked.
+pub fn bwrap_options(
     cache: &Cache,
     path: &std::path::Path,
     began: SystemTime,
     learned: &mut Learned,
-) -> Option<crate::host::BwrapVersion> {
-    let key = || cache::Key::new("bwrap").field(path.as_os_str().as_bytes());
-    if let Some(version) = cache.get(key()) {
-        return Some(version);
+) -> crate::host::BwrapOptions {
+    let key = || cache::Key::new("bwrap-options").field(path.as_os_str().as_bytes());
+    if let Some(options) = cache.get(key()) {
+        return options;
     }
     // Stamped before asking: a file replaced meanwhile has a new stamp, and is asked again.
-    let stamp = Stamp::of(path).ok()?;
-    let output = std::process::Command::new(path)
-        .arg("--version")
+    let Ok(stamp) = Stamp::of(path) else {
+        return Default::default();
+    };
+    let Ok(output) = std::process::Command::new(path)
+        .arg("--help")
         .env_clear()
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
-        .ok()?;
-    let version = crate::host::parse_bwrap_version(&String::from_utf8_lossy(&output.stdout))?;
+    else {
+        return Default::default();
+    };
+    let options = crate::host::BwrapOptions::from_help(&String::from_utf8_lossy(&output.stdout));
     learned
         .0
-        .extend(cache.prepare(key(), vec![stamp], began, &version));
-    Some(version)
+        .extend(cache.prepare(key(), vec![stamp], began, &options));
+    options
 }
 
 /// What a launch needs to know of its environment before it looks in the store: the key of

@@ -12,7 +12,8 @@
 //!    and closes it in the command before exec); `--seccomp FD`, the terminal-injection
 //!    filter, when the terminal is kept; `--new-session` when stdin is not a terminal;
 //! 3. the mount operations exactly in plan order (top-level rootfs entries, splits, logical
-//!    mounts, then the read-only remounts);
+//!    mounts, then the read-only remounts); a bind whose source the launch holds by
+//!    descriptor (see `pin`) is `--bind-fd FD` or `--ro-bind-fd FD`;
 //! 4. the environment: `--clearenv`, then one `--setenv NAME VALUE` per variable;
 //! 5. `--chdir DIR`;
 //! 6. `--` and the command, so a command starting with `-` is never read as an option.
@@ -58,11 +59,25 @@ pub fn render(plan: &Plan) -> Vec<OsString> {
     }
     for op in &plan.mounts {
         match op {
-            MountOp::Bind { source, target } => {
-                push(&["--bind".as_ref(), source.as_ref(), target.as_ref()])
-            }
-            MountOp::RoBind { source, target } => {
-                push(&["--ro-bind".as_ref(), source.as_ref(), target.as_ref()])
+            MountOp::Bind { source, target } | MountOp::RoBind { source, target } => {
+                let writable = matches!(op, MountOp::Bind { .. });
+                match plan.pinned.iter().find(|(path, _)| path == source) {
+                    Some((_, fd)) => push(&[
+                        if writable {
+                            "--bind-fd"
+                        } else {
+                            "--ro-bind-fd"
+                        }
+                        .as_ref(),
+                        fd.to_string().as_ref(),
+                        target.as_ref(),
+                    ]),
+                    None => push(&[
+                        if writable { "--bind" } else { "--ro-bind" }.as_ref(),
+                        source.as_ref(),
+                        target.as_ref(),
+                    ]),
+                }
             }
             MountOp::DevBind { source, target } => {
                 push(&["--dev-bind".as_ref(), source.as_ref(), target.as_ref()])
@@ -166,6 +181,7 @@ mod tests {
             new_session: true,
             keep_open: Some(3),
             seccomp_fd: Some(4),
+            pinned: vec![("/w".into(), 5)],
             mounts: vec![
                 MountOp::RoBind {
                     source: "/store/rootfs/usr".into(),
@@ -204,7 +220,7 @@ mod tests {
             "--ro-bind", "/store/rootfs/usr", "/usr",
             "--symlink", "usr/bin", "/bin",
             "--dev", "/dev",
-            "--bind", "/w", "/w",
+            "--bind-fd", "5", "/w",
             "--tmpfs", "/w/.venv",
             "--remount-ro", "/",
             // 4. environment

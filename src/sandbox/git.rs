@@ -27,8 +27,8 @@
 //! submodule's repository must lie in the `.git/modules/` of a repository above the
 //! workspace. Anything else is refused: what the workspace says never adds a host path.
 
-use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -173,7 +173,7 @@ pub struct Bind {
 }
 
 /// A git directory's private copy, what the holder needs to bring it back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Private {
     /// The host's git directory.
     pub host: PathBuf,
@@ -185,7 +185,7 @@ pub struct Private {
 }
 
 /// A file that may come back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Synced {
     pub name: String,
     pub host: Option<Identity>,
@@ -193,7 +193,7 @@ pub struct Synced {
 }
 
 /// What a file looked like: enough to tell that it changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
     dev: u64,
     ino: u64,
@@ -256,13 +256,25 @@ fn compose_dir(
         writable: true,
     });
     let mut files = Vec::new();
-    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(host)?.flatten().collect();
+    // Read through a descriptor of the directory, opened without following links: what is
+    // copied is what is in it, whatever a sandbox still running does to the names above.
+    let held = match super::pin::open(host)? {
+        super::pin::Opened::Found(fd, rustix::fs::FileType::Directory) => fd,
+        _ => {
+            return Err(io::Error::other(format!(
+                "{} is no longer a directory reached without links",
+                host.display()
+            )));
+        }
+    };
+    let listed = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(&listed)?.flatten().collect();
     entries.sort_by_key(|entry| entry.file_name());
     for entry in entries {
         let name = entry.file_name();
         let Some(text) = name.to_str() else { continue };
         let kind = entry.file_type()?;
-        let path = entry.path();
+        let path = host.join(&name);
         let inside = copy.join(&name);
         if kind.is_dir() {
             // A mount point in the copy, and the host's directory bound on it.
@@ -281,7 +293,16 @@ fn compose_dir(
             });
         } else if kind.is_file() {
             let before = Identity::of(&path);
-            std::fs::copy(&path, &inside)?;
+            // Not through a link put there since the listing, nor held up by a FIFO.
+            let Some(mut source) = super::pin::read_in(held.as_fd(), &name)? else {
+                continue;
+            };
+            let mut target = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&inside)?;
+            io::copy(&mut source, &mut target)?;
             if synced.contains(&text) {
                 files.push(Synced {
                     name: text.to_string(),
@@ -291,7 +312,7 @@ fn compose_dir(
             }
         } else if kind.is_symlink() {
             // Copied as the link it is (an old repository's HEAD may be one), never followed.
-            std::os::unix::fs::symlink(std::fs::read_link(&path)?, &inside)?;
+            std::os::unix::fs::symlink(std::fs::read_link(listed.join(&name))?, &inside)?;
         }
     }
     // Files git may make while the sandbox runs come back too.

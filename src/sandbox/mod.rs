@@ -1,13 +1,15 @@
 //! The sandbox: what bwrap is told (`plan`), how it is written (`bwrap`), where the workspace
 //! is (`workspace`) and what its repository looks like inside (`git`), who the user is inside
-//! (`identity`), the filter of its system calls (`seccomp`), the one place paude hands its
-//! process over to bwrap (`exec`), and the process that outlives it (`holder`).
+//! (`identity`), the filter of its system calls (`seccomp`), the bind sources it holds by
+//! descriptor (`pin`), the one place paude hands its process over to bwrap (`exec`), and the
+//! process that outlives it (`holder`).
 
 pub mod bwrap;
 pub mod exec;
 pub mod git;
 pub mod holder;
 pub mod identity;
+pub mod pin;
 pub mod plan;
 pub mod seccomp;
 pub mod workspace;

@@ -80,6 +80,10 @@ pub struct Plan {
     /// run that keeps the terminal needs (`!new_session`). Set, like `keep_open`, by the
     /// launch right before exec.
     pub seccomp_fd: Option<i32>,
+    /// The bind sources held by descriptor (see `pin`): a bind of one of these paths is
+    /// `--bind-fd`/`--ro-bind-fd` of its descriptor. Set, like `keep_open`, by the launch right
+    /// before exec; a printed plan names the paths.
+    pub pinned: Vec<(PathBuf, i32)>,
     /// Mount operations in bwrap order.
     pub mounts: Vec<MountOp>,
     /// The logical mounts, resolved, in order: (target inside, what is there).
@@ -196,6 +200,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         new_session: !input.stdin_is_terminal,
         keep_open: None,
         seccomp_fd: None,
+        pinned: Vec::new(),
         mounts,
         views,
         env,

@@ -586,6 +586,137 @@ fn host_git_runs_nothing_the_sandbox_chose() {
     }
 }
 
+/// The reflogs: host git appends to `.git/logs/HEAD` by following a link, so a sandbox that
+/// links it to `~/.bashrc` and checks out a branch whose name is a command has host git's
+/// next checkout write that command into the file the user's shell runs. Inside paude the
+/// reflogs are a private tree: the link stays in it, and the host's file is untouched.
+#[test]
+fn a_reflog_link_writes_nothing_outside() {
+    require_bwrap!();
+    for who in users() {
+        let attack = "git branch 'x;touch${IFS}'\"$HOME\"'/pwned;#' && \
+                      git checkout -q 'x;touch${IFS}'\"$HOME\"'/pwned;#' && \
+                      ln -sf \"$HOME/.bashrc\" .git/logs/HEAD";
+        let run = |setup: &Setup| {
+            let home = setup.home.path();
+            let branch = host_git(
+                who,
+                home,
+                setup.workspace.path(),
+                &["symbolic-ref", "--short", "HEAD"],
+            );
+            let branch = text(&branch.stdout).trim().to_string();
+            let back = host_git(
+                who,
+                home,
+                setup.workspace.path(),
+                &["checkout", "-q", &branch],
+            );
+            let sourced = command_as(who, "sh")
+                .arg(home.join(".bashrc"))
+                .env("HOME", home)
+                .output()
+                .expect("sh");
+            (back, sourced)
+        };
+        // Without paude: the workspace bound read-write.
+        let setup = Setup::new(who);
+        let marker = setup.home.path().join("pwned");
+        repository_with_a_trap(&setup, &marker);
+        write(&setup.home.path().join(".bashrc"), "# the user's\n");
+        hand_over(who, setup.home.path());
+        let ws = setup.workspace.path().display().to_string();
+        let home = setup.home.path().display().to_string();
+        raw_bwrap(
+            who,
+            &[
+                "--bind", &ws, &ws, "--chdir", &ws, "--setenv", "HOME", &home,
+            ],
+            attack,
+        )
+        .output()
+        .expect("bwrap");
+        run(&setup);
+        assert!(marker.exists(), "{who:?}: the attack proves nothing");
+        // Through paude.
+        let setup = Setup::new(who);
+        let marker = setup.home.path().join("pwned");
+        repository_with_a_trap(&setup, &marker);
+        write(&setup.home.path().join(".bashrc"), "# the user's\n");
+        hand_over(who, setup.home.path());
+        let inside = setup.paude().run(["venv", "--", "sh", "-c", attack]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        assert!(
+            text(&inside.stderr).contains("not a regular file"),
+            "{who:?}: {}",
+            text(&inside.stderr)
+        );
+        let (back, _) = run(&setup);
+        assert!(back.status.success(), "{who:?}: {}", text(&back.stderr));
+        assert_eq!(
+            std::fs::read_to_string(setup.home.path().join(".bashrc")).expect("read"),
+            "# the user's\n"
+        );
+        assert!(!marker.exists(), "{who:?}");
+        // The reflog kept what git did inside: the checkout of the sandbox's branch.
+        let reflog = host_git(
+            who,
+            setup.home.path(),
+            setup.workspace.path(),
+            &["reflog", "-n", "3"],
+        );
+        assert!(
+            text(&reflog.stdout).contains("checkout: moving from"),
+            "{who:?}"
+        );
+    }
+}
+
+/// The repository's shared data directories keep no link the sandbox made: a directory of
+/// refs linked elsewhere would have host git write there. The holder removes it when the
+/// sandbox ends, and says so.
+#[test]
+fn links_in_shared_repository_data_are_removed() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let marker = setup.home.path().join("pwned");
+        repository_with_a_trap(&setup, &marker);
+        let elsewhere = setup.home.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("mkdir");
+        hand_over(who, setup.home.path());
+        // Without paude's sweep: host git writes a ref into the directory the link names.
+        let ws = setup.workspace.path();
+        std::os::unix::fs::symlink(&elsewhere, ws.join(".git/refs/heads/sub")).expect("link");
+        let branch = host_git(who, setup.home.path(), ws, &["branch", "sub/x"]);
+        assert!(branch.status.success(), "{}", text(&branch.stderr));
+        assert!(
+            elsewhere.join("x").exists(),
+            "{who:?}: the route proves nothing"
+        );
+        std::fs::remove_file(elsewhere.join("x")).expect("rm");
+        std::fs::remove_file(ws.join(".git/refs/heads/sub")).expect("rm");
+        // Through paude.
+        let inside = setup.paude().run([
+            "venv",
+            "--",
+            "sh",
+            "-c",
+            &format!("ln -s '{}' .git/refs/heads/sub", elsewhere.display()),
+        ]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        assert!(
+            text(&inside.stderr).contains("refs/heads/sub"),
+            "{who:?}: {}",
+            text(&inside.stderr)
+        );
+        assert!(!ws.join(".git/refs/heads/sub").exists(), "{who:?}");
+        let branch = host_git(who, setup.home.path(), ws, &["branch", "sub/x"]);
+        assert!(branch.status.success(), "{}", text(&branch.stderr));
+        assert!(!elsewhere.join("x").exists(), "{who:?}");
+    }
+}
+
 /// Everyday git inside works, and what it did is the host's afterwards: status, add, commit,
 /// branch, switch, stash, log, diff; `git config` fails, saying why.
 #[test]

@@ -28,15 +28,24 @@
 //! workspace. Anything else is refused: what the workspace says never adds a host path.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The most a pointer file (`.git`, `commondir`, `gitdir`) is read of: one line and a path.
 const POINTER_MAX: u64 = 4096 + 8;
 
-/// Subdirectories bound read-write: data, which git writes by creating files in them.
-const WRITABLE: [&str; 5] = ["objects", "refs", "logs", "lfs", "rr-cache"];
+/// Subdirectories bound read-write: data, which git writes by creating files in them. A
+/// link, FIFO or socket the sandbox makes in them is removed when it ends (see [`sweep`]).
+const WRITABLE: [&str; 4] = ["objects", "refs", "lfs", "rr-cache"];
+
+/// Subdirectories the sandbox gets a private tree of: the reflogs, which host git appends to
+/// by following a link (a link the sandbox put at `logs/HEAD` would have host git append a
+/// line of its choosing, a branch name, to `~/.bashrc`). The tree holds hard links to the
+/// host's files (copies where the store is on another file system), so what git appends
+/// inside reaches the host's file at once; a file the sandbox makes, renames or removes
+/// there comes back when it ends, as a regular file, never through a link.
+const PRIVATE_TREES: [&str; 1] = ["logs"];
 
 /// Top-level files bound read-only (git obeys what they say).
 const READ_ONLY_FILES: [&str; 4] = ["config", "config.worktree", "commondir", "gitdir"];
@@ -99,6 +108,12 @@ pub fn layout(workspace: &Path) -> Result<Layout, String> {
         }
         return Ok(Layout::Main { git_dir: dot_git });
     }
+    if !meta.is_file() {
+        return Err(format!(
+            "{} is neither a directory nor a file (a FIFO would keep paude waiting): remove it",
+            dot_git.display()
+        ));
+    }
     let refused = |why: &str| {
         format!(
             "{}'s `gitdir:` {why}; paude binds only a verified worktree's or submodule's \
@@ -146,11 +161,16 @@ pub fn layout(workspace: &Path) -> Result<Layout, String> {
 /// a line; `None` when there is none.
 fn read_pointer(file: &Path, prefix: &str) -> Option<PathBuf> {
     let mut text = String::new();
-    std::fs::File::open(file)
-        .ok()?
-        .take(POINTER_MAX)
-        .read_to_string(&mut text)
+    // Not through a link, and not waiting on a FIFO: only a regular file is read.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file)
         .ok()?;
+    if !opened.metadata().ok()?.is_file() {
+        return None;
+    }
+    opened.take(POINTER_MAX).read_to_string(&mut text).ok()?;
     // A line cut short by the limit is no pointer.
     if text.len() as u64 == POINTER_MAX && !text.contains('\n') {
         return None;
@@ -173,15 +193,30 @@ pub struct Bind {
 }
 
 /// A git directory's private copy, what the holder needs to bring it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Private {
-    /// The host's git directory.
+    /// The host's git directory, as named in messages.
     pub host: PathBuf,
+    /// The host's git directory, opened without following links at launch: everything the
+    /// holder does to the host's files is done through it, whatever a sandbox still running
+    /// in a workspace that holds this one does to the names above it.
+    pub held: OwnedFd,
     /// The private directory bound at its path.
     pub copy: PathBuf,
     /// Each file that may come back, with the host's file and the copy as they were at
     /// launch (`None`: absent).
     pub files: Vec<Synced>,
+    /// The files of the private trees ([`PRIVATE_TREES`]) at launch.
+    pub trees: Vec<Planted>,
+}
+
+/// A file of a private tree as it was at launch: its path relative to the git directory, the
+/// host's file and the copy (the same file where it is a hard link).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planted {
+    pub relative: PathBuf,
+    pub host: Identity,
+    pub copy: Identity,
 }
 
 /// A file that may come back.
@@ -203,6 +238,14 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Whether `other` is this file, unwritten: the same inode with the same size and
+    /// modification time. The change time is left out: a hard link made or removed in a
+    /// private tree changes it, and says nothing of the content.
+    fn unwritten(&self, other: &Identity) -> bool {
+        (self.dev, self.ino, self.size, self.mtime)
+            == (other.dev, other.ino, other.size, other.mtime)
+    }
+
     fn of(path: &Path) -> Option<Identity> {
         let meta = path.symlink_metadata().ok()?;
         Some(Identity {
@@ -256,17 +299,10 @@ fn compose_dir(
         writable: true,
     });
     let mut files = Vec::new();
+    let mut trees = Vec::new();
     // Read through a descriptor of the directory, opened without following links: what is
     // copied is what is in it, whatever a sandbox still running does to the names above.
-    let held = match super::pin::open(host)? {
-        super::pin::Opened::Found(fd, rustix::fs::FileType::Directory) => fd,
-        _ => {
-            return Err(io::Error::other(format!(
-                "{} is no longer a directory reached without links",
-                host.display()
-            )));
-        }
-    };
+    let held = open_directory(host)?;
     let listed = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
     let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(&listed)?.flatten().collect();
     entries.sort_by_key(|entry| entry.file_name());
@@ -276,7 +312,9 @@ fn compose_dir(
         let kind = entry.file_type()?;
         let path = host.join(&name);
         let inside = copy.join(&name);
-        if kind.is_dir() {
+        if kind.is_dir() && PRIVATE_TREES.contains(&text) {
+            plant_tree(&path, &inside, Path::new(text), &mut trees)?;
+        } else if kind.is_dir() {
             // A mount point in the copy, and the host's directory bound on it.
             std::fs::create_dir(&inside)?;
             composition.binds.push(Bind {
@@ -327,42 +365,293 @@ fn compose_dir(
     }
     composition.privates.push(Private {
         host: host.to_path_buf(),
+        held,
         copy: copy.to_path_buf(),
         files,
+        trees,
     });
+    Ok(())
+}
+
+/// `path` opened as a directory without following a link anywhere on the way.
+fn open_directory(path: &Path) -> io::Result<OwnedFd> {
+    match super::pin::open(path)? {
+        super::pin::Opened::Found(fd, rustix::fs::FileType::Directory) => Ok(fd),
+        _ => Err(io::Error::other(format!(
+            "{} is no longer a directory reached without links",
+            path.display()
+        ))),
+    }
+}
+
+/// `/proc/self/fd/N`: a path through which the directory held by `fd` is reached by the
+/// kernel's own link to it, not by its name.
+fn through(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Makes `copy` a private tree of the host's directory `host`: its directories made anew, its
+/// regular files hard links to the host's (copies across file systems), nothing else; each
+/// file recorded in `trees` by `relative` path with its identity.
+fn plant_tree(
+    host: &Path,
+    copy: &Path,
+    relative: &Path,
+    trees: &mut Vec<Planted>,
+) -> io::Result<()> {
+    let held = open_directory(host)?;
+    let listed = through(&held);
+    std::fs::create_dir(copy)?;
+    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(&listed)?.flatten().collect();
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let kind = entry.file_type()?;
+        let inside = copy.join(&name);
+        if kind.is_dir() {
+            plant_tree(&host.join(&name), &inside, &relative.join(&name), trees)?;
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        // link(2) does not follow a link at its source: one swapped in since the listing
+        // would be linked as the link it is, and is then removed.
+        match std::fs::hard_link(listed.join(&name), &inside) {
+            Ok(()) => {}
+            Err(error) if error.raw_os_error() == Some(libc::EXDEV) => {
+                let Some(mut source) = super::pin::read_in(held.as_fd(), &name)? else {
+                    continue;
+                };
+                let mut target = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&inside)?;
+                io::copy(&mut source, &mut target)?;
+            }
+            Err(error) => return Err(error),
+        }
+        if !inside.symlink_metadata()?.is_file() {
+            std::fs::remove_file(&inside)?;
+            continue;
+        }
+        if let (Some(host), Some(copy)) = (Identity::of(&listed.join(&name)), Identity::of(&inside))
+        {
+            trees.push(Planted {
+                relative: relative.join(&name),
+                host,
+                copy,
+            });
+        }
+    }
     Ok(())
 }
 
 /// Brings back what git changed in `private`'s copies (see the module documentation), then
 /// removes the private directory, unless something could not come back: then it stays, and
-/// the lines say where.
+/// the lines say where. The host's files are reached through the directory held since launch.
 pub fn bring_back(private: &Private) -> Vec<String> {
     let mut lines = Vec::new();
+    let base = through(&private.held);
     for file in &private.files {
         let copy = private.copy.join(&file.name);
-        let host = private.host.join(&file.name);
+        let host = base.join(&file.name);
+        let shown = private.host.join(&file.name);
         if Identity::of(&copy) == file.copy {
             continue;
         }
         if Identity::of(&host) != file.host {
-            lines.push(format!(
-                "git's {} changed on the host while the sandbox ran, so the sandbox's was not \
-                 brought back (it is in {})",
-                host.display(),
-                copy.display()
-            ));
+            lines.push(changed_on_the_host(&shown, &copy));
             continue;
         }
         if let Err(error) = replace(&host, &copy) {
-            lines.push(format!(
-                "could not bring back git's {} from the sandbox ({error}; it is in {})",
-                host.display(),
-                copy.display()
-            ));
+            lines.push(could_not(&shown, &copy, &error));
         }
     }
+    bring_back_trees(private, &mut lines);
     if lines.is_empty() {
         std::fs::remove_dir_all(&private.copy).ok();
+    }
+    lines
+}
+
+fn changed_on_the_host(shown: &Path, copy: &Path) -> String {
+    format!(
+        "git's {} changed on the host while the sandbox ran, so the sandbox's was not brought \
+         back (it is in {})",
+        shown.display(),
+        copy.display()
+    )
+}
+
+fn could_not(shown: &Path, copy: &Path, error: &io::Error) -> String {
+    format!(
+        "could not bring back git's {} from the sandbox ({error}; it is in {})",
+        shown.display(),
+        copy.display()
+    )
+}
+
+/// The private trees' part of [`bring_back`]: a file shared with the host (a hard link) has
+/// nothing to bring; one the sandbox made, rewrote or removed comes back where the host's is
+/// as it was at launch (or absent, for a new one); anything but a regular file stays behind.
+fn bring_back_trees(private: &Private, lines: &mut Vec<String>) {
+    let mut now = Vec::new();
+    for tree in PRIVATE_TREES {
+        list_tree(&private.copy, Path::new(tree), &mut now);
+    }
+    for (relative, kind) in &now {
+        let copy = private.copy.join(relative);
+        let shown = private.host.join(relative);
+        if !kind.is_file() {
+            lines.push(format!(
+                "the sandbox left {}, which is not a regular file, in its copy of git's {}; it \
+                 was not brought back",
+                copy.display(),
+                shown.display()
+            ));
+            continue;
+        }
+        let planted = private.trees.iter().find(|file| &file.relative == relative);
+        let (Some(parent), Some(name)) = (relative.parent(), relative.file_name()) else {
+            continue;
+        };
+        let held = match open_below(&private.held, parent, planted.is_none()) {
+            Ok(held) => held,
+            Err(error) => {
+                lines.push(could_not(&shown, &copy, &error));
+                continue;
+            }
+        };
+        let host = through(&held).join(name);
+        let (copy_now, host_now) = (Identity::of(&copy), Identity::of(&host));
+        let same_file = |a: Option<Identity>, b: Option<Identity>| {
+            a.zip(b)
+                .is_some_and(|(a, b)| (a.dev, a.ino) == (b.dev, b.ino))
+        };
+        let unwritten =
+            |now: Option<Identity>, then: &Identity| now.is_some_and(|now| then.unwritten(&now));
+        if same_file(copy_now, host_now)
+            || planted.is_some_and(|file| unwritten(copy_now, &file.copy))
+        {
+            continue;
+        }
+        let host_as_at_launch = match planted {
+            Some(file) => unwritten(host_now, &file.host),
+            None => host_now.is_none(),
+        };
+        if !host_as_at_launch {
+            lines.push(changed_on_the_host(&shown, &copy));
+        } else if let Err(error) = replace(&host, &copy) {
+            lines.push(could_not(&shown, &copy, &error));
+        }
+    }
+    // What the sandbox removed goes on the host too, where the host's is as it was.
+    for file in &private.trees {
+        if now.iter().any(|(relative, _)| relative == &file.relative) {
+            continue;
+        }
+        let (Some(parent), Some(name)) = (file.relative.parent(), file.relative.file_name()) else {
+            continue;
+        };
+        let Ok(held) = open_below(&private.held, parent, false) else {
+            continue;
+        };
+        let host = through(&held).join(name);
+        if Identity::of(&host).is_some_and(|now| file.host.unwritten(&now)) {
+            std::fs::remove_file(&host).ok();
+        }
+    }
+}
+
+/// Every entry below `root/relative`, by its path relative to `root`, with its kind; links
+/// are listed, never followed.
+fn list_tree(root: &Path, relative: &Path, out: &mut Vec<(PathBuf, std::fs::FileType)>) {
+    let Ok(entries) = std::fs::read_dir(root.join(relative)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let path = relative.join(entry.file_name());
+        if kind.is_dir() {
+            list_tree(root, &path, out);
+        } else {
+            out.push((path, kind));
+        }
+    }
+}
+
+/// The directory `relative` below the one `base` holds, opened one name at a time without
+/// following a link; with `make`, the missing ones are made.
+fn open_below(base: &OwnedFd, relative: &Path, make: bool) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut current = rustix::io::dup(base)?;
+    for name in relative.components() {
+        let name = name.as_os_str();
+        current = match rustix::fs::openat(&current, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) if make => {
+                rustix::fs::mkdirat(&current, name, Mode::from_raw_mode(0o755))?;
+                rustix::fs::openat(&current, name, flags, Mode::empty())?
+            }
+            Err(error) => return Err(error.into()),
+        };
+    }
+    Ok(current)
+}
+
+/// Removes what the sandbox made in the repository's shared data directories ([`WRITABLE`])
+/// that host git would follow or wait on: links, FIFOs and sockets made since `began` (a link
+/// the user made before is left alone); a line for each. A link there is the one route left
+/// while the sandbox runs: host git writing then would create a file named by a hash or a
+/// ref in the directory the link names (never one of the sandbox's choosing, and no program).
+pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
+    let mut lines = Vec::new();
+    let base = through(&private.held);
+    let mut seen = 0;
+    for dir in WRITABLE {
+        let mut pending = vec![PathBuf::from(dir)];
+        while let Some(relative) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(base.join(&relative)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                seen += 1;
+                if seen > WALK_LIMIT {
+                    return lines;
+                }
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let path = relative.join(entry.file_name());
+                if kind.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                if kind.is_file() {
+                    continue;
+                }
+                let made_since = entry.metadata().is_ok_and(|meta| {
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::new(
+                            meta.ctime().max(0) as u64,
+                            meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+                        )
+                        >= began
+                });
+                if made_since && std::fs::remove_file(entry.path()).is_ok() {
+                    lines.push(format!(
+                        "removed {}, which the sandbox made in the repository and is not a \
+                         regular file (host git would have followed it, or waited on it)",
+                        private.host.join(&path).display()
+                    ));
+                }
+            }
+        }
     }
     lines
 }
@@ -531,6 +820,34 @@ mod tests {
         std::fs::create_dir(&linked).unwrap();
         std::os::unix::fs::symlink(main.join(".git"), linked.join(".git")).unwrap();
         assert!(layout(&linked).unwrap_err().contains("symbolic link"));
+        // A FIFO at .git, or where a pointer is read, is refused without waiting on it.
+        let piped = root.join("piped");
+        std::fs::create_dir(&piped).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            piped.join(".git").as_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(
+            layout(&piped)
+                .unwrap_err()
+                .contains("neither a directory nor a file")
+        );
+        std::fs::remove_file(piped.join(".git")).unwrap();
+        let pointed = root.join("pointed");
+        std::fs::create_dir_all(pointed.join("gd")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            pointed.join("gd/commondir").as_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(read_pointer(&pointed.join("gd/commondir"), ""), None);
     }
 
     #[test]
@@ -631,6 +948,98 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dot_git.join("HEAD")).unwrap(),
             "ref: refs/heads/other\n"
+        );
+    }
+
+    #[test]
+    fn reflogs_are_a_private_tree_that_comes_back_as_regular_files() {
+        let (_dir, root, main) = repository();
+        let dot_git = main.join(".git");
+        std::fs::create_dir_all(dot_git.join("logs/refs/heads")).unwrap();
+        std::fs::write(dot_git.join("logs/HEAD"), "one\n").unwrap();
+        std::fs::write(dot_git.join("logs/refs/heads/gone"), "gone\n").unwrap();
+        let composition = compose(&layout(&main).unwrap(), &root.join("p")).unwrap();
+        assert!(
+            !composition
+                .binds
+                .iter()
+                .any(|bind| bind.path == dot_git.join("logs")),
+            "logs are not bound"
+        );
+        let private = &composition.privates[0];
+        let copy = &private.copy;
+        // A hard link: what git appends inside is the host's at once.
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(copy.join("logs/HEAD"))
+            .unwrap()
+            .write_all(b"two\n")
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dot_git.join("logs/HEAD")).unwrap(),
+            "one\ntwo\n"
+        );
+        // The sandbox makes a reflog, removes one, and links another to a file outside.
+        std::fs::create_dir_all(copy.join("logs/refs/heads/new")).unwrap();
+        std::fs::write(copy.join("logs/refs/heads/new/x"), "made\n").unwrap();
+        std::fs::remove_file(copy.join("logs/refs/heads/gone")).unwrap();
+        std::fs::write(root.join("bashrc"), "# mine\n").unwrap();
+        std::os::unix::fs::symlink(root.join("bashrc"), copy.join("logs/refs/heads/link")).unwrap();
+        let lines = bring_back(private);
+        assert_eq!(
+            std::fs::read_to_string(dot_git.join("logs/refs/heads/new/x")).unwrap(),
+            "made\n"
+        );
+        assert!(!dot_git.join("logs/refs/heads/gone").exists());
+        assert!(!dot_git.join("logs/refs/heads/link").exists());
+        assert_eq!(
+            std::fs::read_to_string(root.join("bashrc")).unwrap(),
+            "# mine\n"
+        );
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("not a regular file"), "{lines:?}");
+    }
+
+    #[test]
+    fn links_made_in_shared_data_since_launch_are_swept() {
+        let (_dir, root, main) = repository();
+        let dot_git = main.join(".git");
+        std::os::unix::fs::symlink(&root, dot_git.join("refs/old-link")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let began = std::time::SystemTime::now();
+        let composition = compose(&layout(&main).unwrap(), &root.join("p")).unwrap();
+        std::os::unix::fs::symlink(&root, dot_git.join("refs/heads/sub")).unwrap();
+        std::os::unix::fs::symlink(&root, dot_git.join("objects/ab")).unwrap();
+        let lines = sweep(&composition.privates[0], began);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            dot_git.join("refs/old-link").is_symlink(),
+            "the user's own is kept"
+        );
+        assert!(!dot_git.join("refs/heads/sub").exists());
+        assert!(!dot_git.join("objects/ab").exists());
+    }
+
+    /// A sandbox running in a directory that holds the workspace can swap the workspace's
+    /// `.git` for a link while the inner sandbox runs: what the holder brings back still goes
+    /// to the repository it composed, never where the link leads.
+    #[test]
+    fn copies_come_back_to_the_repository_held_not_where_its_name_leads() {
+        let (_dir, root, main) = repository();
+        let dot_git = main.join(".git");
+        let composition = compose(&layout(&main).unwrap(), &root.join("p")).unwrap();
+        let private = &composition.privates[0];
+        std::fs::write(private.copy.join("MERGE_MSG"), "the sandbox's\n").unwrap();
+        let target = root.join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::rename(&dot_git, main.join(".git.real")).unwrap();
+        std::os::unix::fs::symlink(&target, &dot_git).unwrap();
+        assert_eq!(bring_back(private), Vec::<String>::new());
+        assert!(!target.join("MERGE_MSG").exists());
+        assert_eq!(
+            std::fs::read_to_string(main.join(".git.real/MERGE_MSG")).unwrap(),
+            "the sandbox's\n"
         );
     }
 }

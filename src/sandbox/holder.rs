@@ -50,6 +50,7 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut keep: Vec<i32> = locks.iter().map(|lock| lock.as_raw_fd()).collect();
         keep.push(read.as_raw_fd());
+        keep.extend(work.git.iter().map(|private| private.held.as_raw_fd()));
         // Above all the write end of the pipe, whose copy here would keep it open for ever;
         // and the launch's other descriptors, which the holder has no business with.
         if crate::sys::close_above_stderr_except(&keep).is_err() {
@@ -74,7 +75,10 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
 /// What the holder does once the sandbox is over; the locks go as it exits.
 fn finish(work: &Work) {
     for private in &work.git {
-        for line in git::bring_back(private) {
+        for line in git::bring_back(private)
+            .into_iter()
+            .chain(git::sweep(private, work.began))
+        {
             eprintln!("paude: {line}");
         }
     }

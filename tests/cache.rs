@@ -84,8 +84,13 @@ fn an_evaluated_manifest_is_reused_until_an_input_changes() {
     // Served from the cache: the edited entry is what the sandbox sees.
     tamper(&paude_home, "manifest", "\"one\"", "\"cached\"");
     assert_eq!(mark(), "cached");
-    // The imported file changes, even to text of the same size: evaluated again.
+    // The imported file changes, even to text of the same size: evaluated again, which the
+    // trust check shows (a cached evaluation would carry the trusted file's digest), and,
+    // once trusted, what the sandbox sees.
     write(&imported, r#"{ mark: "two" }"#);
+    let output = paude.run(["venv", "-J", &library_dir, "--", "true"]);
+    fails_with(&output, 125, "mark.libsonnet changed since you trusted it");
+    ok(&paude.run(["trust", "-J", &library_dir]));
     assert_eq!(mark(), "two");
     // A file of the same name appears in the importing file's directory, which is searched
     // before -J: the import now resolves there, to a file of the workspace that is not
@@ -101,6 +106,46 @@ fn an_evaluated_manifest_is_reused_until_an_input_changes() {
     // Other -J values are other inputs: a different key, evaluated on its own.
     let output = paude.run(["venv", "--", "/bin/sh", "-c", "echo $MARK"]);
     assert_eq!(ok(&output).trim(), "near");
+}
+
+/// The trust check runs on a cache hit as on a miss. The user's own `-f` of the workspace's
+/// manifest has the same inputs as the workspace's manifest itself, so the two share one
+/// entry: an evaluation cached from an import the user has not trusted is served to the
+/// workspace's manifest only with the digests of the bytes it was made from, and is refused.
+#[test]
+fn a_cached_evaluation_is_judged_for_trust_on_every_launch() {
+    require_bwrap!();
+    let who = As::Me;
+    let home = TestDir::new(who);
+    let workspace = TestDir::new(who);
+    let ws = std::fs::canonicalize(workspace.path()).expect("canonicalize");
+    std::fs::create_dir(ws.join(".git")).expect("mkdir");
+    let manifest = ws.join("paude.jsonnet");
+    write(
+        &manifest,
+        r#"local lib = import "mark.libsonnet";
+{ packages: ["dash"], envSet: { MARK: lib.mark } }
+"#,
+    );
+    let imported = ws.join("mark.libsonnet");
+    write(&imported, r#"{ mark: "one" }"#);
+    let paude = Paude::new(who, home.path(), &ws);
+    ok(&paude.run(["trust"]));
+    write(&imported, r#"{ mark: "two" }"#);
+    std::thread::sleep(SETTLE);
+    let manifest = manifest.to_str().expect("utf-8");
+    let own = || {
+        let output = paude.run(["venv", "-f", manifest, "--", "/bin/sh", "-c", "echo $MARK"]);
+        ok(&output).trim().to_string()
+    };
+    assert_eq!(own(), "two");
+    let paude_home = paude.paude_home();
+    tamper(&paude_home, "manifest", "\"two\"", "\"hit\"");
+    assert_eq!(own(), "hit", "served from the cache");
+    let output = paude.run(["venv", "--", "/bin/sh", "-c", "echo $MARK"]);
+    fails_with(&output, 125, "mark.libsonnet changed since you trusted it:");
+    assert!(text(&output.stderr).contains(r#"    + { mark: "two" }"#));
+    assert_eq!(own(), "hit", "the entry was there to be served");
 }
 
 #[test]

@@ -917,6 +917,201 @@ fn the_workspace_cannot_change_its_own_policy() {
     }
 }
 
+/// A workspace's trust covers every file its manifest's evaluation reads, by real path,
+/// wherever it lies: here an import by absolute path from a directory outside the workspace
+/// (which a sandbox running in a directory above, or anything else, may write), and an import
+/// whose absolute path lies outside but leads back into the workspace through a link. Once
+/// only the imports lexically inside the workspace were hashed, and these were used as they
+/// were. Without the check, a change takes effect: through `-f` (the user's own manifest,
+/// which needs no trust) the changed import gives the sandbox the home directory, and a raw
+/// sandbox of the workspace rewrites the import behind the link. Through paude the changed
+/// import is refused, naming the file, with what changed, and the import behind the link is
+/// read-only inside.
+#[test]
+fn a_manifest_is_trusted_with_every_file_it_reads() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let ws = std::fs::canonicalize(setup.workspace.path()).expect("canonicalize");
+        let outside = TestDir::new(who);
+        let out = std::fs::canonicalize(outside.path()).expect("canonicalize");
+        let common = out.join("common.libsonnet");
+        write(&common, "{ mounts: [] }\n");
+        let back = out.join("back");
+        std::os::unix::fs::symlink(&ws, &back).expect("symlink");
+        let packages = ws.join("conf/packages.libsonnet");
+        write(&packages, "[\"dash\"]\n");
+        let manifest = ws.join("paude.jsonnet");
+        write(
+            &manifest,
+            &format!(
+                "local common = import \"{}\";\n\
+                 {{ packages: import \"{}/conf/packages.libsonnet\", mounts: common.mounts }}\n",
+                common.display(),
+                back.display()
+            ),
+        );
+        hand_over(who, &ws);
+        hand_over(who, &out);
+        let paude = setup.paude();
+        // `paude trust` says what it trusted, outside the workspace too.
+        let output = paude.run(["trust"]);
+        let said = text(&output.stderr);
+        assert!(output.status.success(), "{who:?}: {said}");
+        assert!(said.contains(&common.display().to_string()), "{said}");
+        assert!(said.contains("conf/packages.libsonnet"), "{said}");
+        assert!(said.contains("1 of them outside the workspace"), "{said}");
+        let key = setup.home.path().join(".ssh/id_test");
+        let read_key = format!(
+            "{{ read -r line < {} && echo \"$line\"; }} 2>/dev/null || echo unreadable",
+            key.display()
+        );
+        let output = paude.run(["venv", "--", "/bin/sh", "-c", &read_key]);
+        assert!(
+            ok(&output).contains("unreadable"),
+            "{who:?}: the home is not inside"
+        );
+
+        // The import outside changes, as anything that can write its directory can change it.
+        write(
+            &common,
+            &format!("{{ mounts: [\"{}\"] }}\n", setup.home.path().display()),
+        );
+        hand_over(who, &out);
+        // Without the check: the user's own manifest takes the change, and the key is read.
+        let manifest_arg = manifest.to_str().expect("UTF-8 path");
+        let control = paude.run(["venv", "-f", manifest_arg, "--", "/bin/sh", "-c", &read_key]);
+        assert!(
+            ok(&control).contains("PRIVATE-KEY"),
+            "{who:?}: the changed import takes effect"
+        );
+        // Through the workspace's manifest: refused, naming the file, with what changed.
+        let output = paude.run(["venv", "--", "/bin/sh", "-c", &read_key]);
+        fails_with(
+            &output,
+            125,
+            &format!("{} changed since you trusted it:", common.display()),
+        );
+        let said = text(&output.stderr);
+        assert!(said.contains("    - { mounts: [] }"), "{said}");
+        assert!(said.contains("    + { mounts: [\""), "{said}");
+        assert!(said.contains("paude trust"), "{said}");
+        write(&common, "{ mounts: [] }\n");
+        hand_over(who, &out);
+        ok(&paude.run(["venv", "--", "/bin/sh", "-c", ":"]));
+
+        // The import behind the link lies in the workspace. Without paude's defence a sandbox
+        // of the workspace rewrites it; through paude it is read-only inside.
+        let widen = "printf '[\"dash\", \"bash\"]\\n' > conf/packages.libsonnet && echo widened";
+        let wsd = ws.display().to_string();
+        let control = raw_bwrap(who, &["--bind", &wsd, &wsd, "--chdir", &wsd], widen)
+            .output()
+            .expect("bwrap");
+        assert!(
+            says(&control, "widened"),
+            "{who:?}: {}",
+            text(&control.stderr)
+        );
+        // Changed by other means (here the raw sandbox): refused, by its real path.
+        let output = paude.run(["venv", "--", "/bin/sh", "-c", ":"]);
+        fails_with(
+            &output,
+            125,
+            &format!(
+                "{} changed since you trusted it (read as {}/conf/packages.libsonnet)",
+                packages.display(),
+                back.display()
+            ),
+        );
+        write(&packages, "[\"dash\"]\n");
+        hand_over(who, &ws);
+        let output = paude.run(["venv", "--", "/bin/sh", "-c", widen]);
+        assert!(!says(&output, "widened"), "{who:?}");
+        assert!(
+            text(&output.stderr).contains("Read-only file system"),
+            "{who:?}: {}",
+            text(&output.stderr)
+        );
+    }
+}
+
+/// The trust decision is made on exactly the bytes that were evaluated. A sandbox can swap
+/// the workspace's `paude.jsonnet` with a file of its own (`renameat2(RENAME_EXCHANGE)`) over
+/// and over; a launch that hashed the file by name and then evaluated it by name again was
+/// caught between the two about once in twenty launches, and evaluated the hostile manifest,
+/// which mounted a secret directory. Here a thread swaps the trusted manifest with one that
+/// mounts a secret directory, as fast as it can, while paude launches: every launch either
+/// runs the trusted manifest or is refused (the refusals show the swap racing the launches),
+/// and none binds the secret. The deterministic form of this is
+/// `manifest::trust::tests::the_check_is_on_the_bytes_evaluated_not_on_a_reread`.
+#[test]
+fn a_manifest_swapped_while_it_is_read_is_never_used() {
+    require_bwrap!();
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let who = As::Me;
+    let home = TestDir::new(who);
+    let workspace = TestDir::new(who);
+    let secret = TestDir::new(who);
+    let ws = std::fs::canonicalize(workspace.path()).expect("canonicalize");
+    let secret = std::fs::canonicalize(secret.path()).expect("canonicalize");
+    let manifest = ws.join("paude.jsonnet");
+    let evil = ws.join("evil.jsonnet");
+    write(&manifest, "{ packages: [\"dash\"] }\n");
+    write(
+        &evil,
+        &format!(
+            "{{ packages: [\"dash\"], mounts: [\"{}\"] }}\n",
+            secret.display()
+        ),
+    );
+    let store = shared_home(who).join(".paude");
+    let paude = Paude::new(who, home.path(), &ws).env("PAUDE_HOME", store.to_str().expect("UTF-8"));
+    paude.trust();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let stop = stop.clone();
+        let (manifest, evil) = (manifest.clone(), evil.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let swapped = rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &manifest,
+                    rustix::fs::CWD,
+                    &evil,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                );
+                if swapped.is_err() {
+                    break;
+                }
+                swaps += 1;
+                std::thread::yield_now();
+            }
+            swaps
+        })
+    };
+    let (mut ran, mut refused) = (0, 0);
+    for _ in 0..60 {
+        let output = paude.run(["venv", "--dry-run", "--", "/bin/sh", "-c", ":"]);
+        let line = text(&output.stdout);
+        assert!(
+            !line.contains(&secret.display().to_string()),
+            "the swapped-in manifest was used:\n{line}"
+        );
+        match output.status.code() {
+            Some(0) => ran += 1,
+            Some(125) => refused += 1,
+            other => panic!("exit {other:?}: {}", text(&output.stderr)),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().expect("the swapping thread");
+    assert!(
+        swaps > 0 && refused > 0,
+        "{swaps} swaps, {refused} refused, {ran} ran"
+    );
+}
+
 /// A launch directory (the sandbox's copies of the repository's files) outlives its launch
 /// only while its sandbox runs: `paude cleanup` removes one a `--dry-run` left, keeps the
 /// running sandbox's, and the holder removes that one when the sandbox ends.

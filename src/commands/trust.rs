@@ -1,14 +1,13 @@
-//! `paude trust`: the user trusts the workspace's own `paude.jsonnet` as it is now, with the
-//! files it imports from the workspace (see `manifest::trust`).
+//! `paude trust`: the user trusts the workspace's own `paude.jsonnet` as it is now, with every
+//! file its evaluation reads, wherever it lies (see `manifest::trust`).
 
 use super::status;
 use crate::cli::TrustArgs;
 use crate::host::HostFacts;
 use crate::manifest::{self, ManifestSource, trust};
-use crate::rootpath;
 use crate::sandbox::workspace;
 use crate::store::Store;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -41,19 +40,27 @@ pub fn run(args: TrustArgs, host: &HostFacts) -> Result<ExitCode> {
     options.evaluator = Some("/proc/self/exe".into());
     let loaded = manifest::load(&ManifestSource::File(path.clone()), &options)
         .with_context(|| format!("{} cannot be trusted as it is", path.display()))?;
+    // What is trusted is the digest of the bytes evaluated; the file is read again only for
+    // its text (to show what changes), which must be those same bytes.
     let mut files = Vec::new();
-    for file in loaded
-        .files_read
-        .iter()
-        .filter(|file| rootpath::is_within(file, &workspace))
-    {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        files.push(trust::Trusted::of(file, &bytes));
+    for file in &loaded.files_read {
+        let (now, _) = manifest::read_file(&file.path)
+            .with_context(|| format!("reading {}", file.path.display()))?;
+        files.push(trust::Trusted::of(file, &now).ok_or_else(|| {
+            anyhow!(
+                "{} changed while paude read it; look at it again, then run `paude trust` again",
+                file.path.display()
+            )
+        })?);
     }
     let names: Vec<String> = files
         .iter()
         .map(|file| shown(&file.path, &workspace))
         .collect();
+    let outside = files
+        .iter()
+        .filter(|file| file.path.strip_prefix(&workspace).is_err())
+        .count();
     store.set_trust(
         &workspace,
         Some(&trust::Record {
@@ -66,9 +73,16 @@ pub fn run(args: TrustArgs, host: &HostFacts) -> Result<ExitCode> {
         names.join(", "),
         workspace.display()
     ));
+    if outside > 0 {
+        status(&format!(
+            "{outside} of them outside the workspace: a change to any of them is refused too, \
+             until you trust it again"
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `path` as the user knows it: relative to the workspace when it lies there, else whole.
 fn shown(path: &Path, workspace: &Path) -> String {
     path.strip_prefix(workspace)
         .unwrap_or(path)

@@ -172,9 +172,10 @@ fn find_workspace(args: &VenvArgs, host: &HostFacts, user: &User) -> Result<Path
 }
 
 /// The manifest: found (`-e`, `-f`, the workspace's, the default), evaluated (or taken from
-/// the cache) and validated, with its `home` directory checked on the host; and the files it
-/// read that lie in the workspace, which the sandbox gets read-only. The workspace's own
-/// manifest is used only as the user trusted it (see `manifest::trust`).
+/// the cache) and validated, with its `home` directory checked on the host; and the paths of
+/// the files it read, of which those in the workspace the sandbox gets read-only. The
+/// workspace's own manifest is used only as the user trusted it, with every file its
+/// evaluation read (see `manifest::trust`).
 fn load_manifest(
     args: &VenvArgs,
     host: &HostFacts,
@@ -196,29 +197,30 @@ fn load_manifest(
     let refuse = |why: String| -> anyhow::Error {
         anyhow::anyhow!(
             "{why}\nThe workspace's own paude.jsonnet decides what its sandbox can reach, and \
-             a sandbox can write the workspace, so paude uses it only as you trusted it. Read \
-             it (and what it imports from the workspace), then run `paude trust` in the \
-             workspace; or give a manifest of your own with -e or -f."
+             a sandbox can write the workspace, so paude uses it only as you trusted it, with \
+             every file it reads. Read it (and what it imports), then run `paude trust` in the \
+             workspace (with the same -J and other Jsonnet options); or give a manifest of your \
+             own with -e or -f."
         )
     };
-    let check = |path: &Path, record: Option<&trust::Record>| -> Result<()> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        match trust::untrusted(record, path, &bytes) {
-            Some(why) => Err(refuse(why)),
-            None => Ok(()),
-        }
-    };
+    // Early, so that a manifest nobody trusted is not even evaluated.
     if let Some((path, record)) = &own {
-        check(path, record.as_ref())?;
+        let (bytes, read) =
+            manifest::read_file(path).with_context(|| format!("reading {}", path.display()))?;
+        if let Some(why) = trust::untrusted(record.as_ref(), &read, || Some(bytes)) {
+            return Err(refuse(why));
+        }
     }
     let (manifest, files_read) = launch::load_manifest(cache, &source, &options, began, learned)?;
-    let in_workspace: Vec<PathBuf> = files_read
-        .into_iter()
-        .filter(|path| rootpath::is_within(path, workspace))
-        .collect();
-    if let Some((path, record)) = &own {
-        for import in in_workspace.iter().filter(|import| *import != path) {
-            check(import, record.as_ref())?;
+    // What binds: the bytes that were evaluated, as the evaluator hashed them (or those the
+    // cached evaluation was made from), of every file read, wherever it lies. A file read
+    // again here could have been swapped back since.
+    if let Some((_, record)) = &own {
+        for file in &files_read {
+            let now = || manifest::read_file(&file.path).ok().map(|(bytes, _)| bytes);
+            if let Some(why) = trust::untrusted(record.as_ref(), file, now) {
+                return Err(refuse(why));
+            }
         }
     }
     if let HomeMode::Bind(source) = &manifest.home
@@ -232,7 +234,8 @@ fn load_manifest(
             ),
         });
     }
-    Ok((manifest, in_workspace))
+    let paths = files_read.into_iter().map(|file| file.path).collect();
+    Ok((manifest, paths))
 }
 
 /// The environment of the manifest's packages and fsEntries (its key), with a warning for
@@ -513,10 +516,11 @@ fn exec_bwrap(
     Err(exec::exec(bwrap, &bwrap::render(&plan), &inherit))
 }
 
-/// The manifest's `protect` entries as they are on the host, and the manifest's own files in
-/// the workspace: every component from the workspace down a directory, no link on the way or
-/// at the end (a link would lead the read-only bind anywhere on the host), each held by
-/// descriptor from this check to the mount (see `pin`). A missing entry protects nothing and is
+/// The manifest's `protect` entries as they are on the host, and the manifest's own files that
+/// lie in the workspace (by their real paths, whatever path they were read by): every
+/// component from the workspace down a directory, no link on the way or at the end (a link
+/// would lead the read-only bind anywhere on the host), each held by descriptor from this
+/// check to the mount (see `pin`). A missing entry protects nothing and is
 /// left out (never created on the host); entries in `.git` are left out too: the repository
 /// is protected on its own (see `git`).
 fn checked_protect(

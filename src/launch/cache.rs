@@ -19,7 +19,11 @@
 //! - The stamps are the files the result was computed from, and the paths that were looked for
 //!   and not found (an import found in the second `-J` directory changes when a file of that
 //!   name appears in the first). A stamp is the device, inode, size, mtime and ctime of the
-//!   path, or its absence. An entry is used only when every stamp is what it was.
+//!   path, or its absence. An entry is used only when every stamp is what it was. A file the
+//!   result was computed from is stamped from the descriptor its bytes were read from, not
+//!   by its name afterwards: a name swapped for another file meanwhile
+//!   (`renameat2(RENAME_EXCHANGE)`) would otherwise stamp the other file with a result
+//!   computed from the first.
 //!
 //! Invariant: an entry is never written from a file that might change without changing its
 //! stamp. A write in the same clock tick as the read could leave mtime, ctime and size as they
@@ -58,17 +62,38 @@ impl Seen {
     /// `None` when nothing is there.
     pub fn of(path: &Path) -> Result<Option<Seen>, rustix::io::Errno> {
         match rustix::fs::stat(path) {
-            Ok(stat) => Ok(Some(Seen {
-                dev: stat.st_dev,
-                ino: stat.st_ino,
-                mode: stat.st_mode,
-                size: stat.st_size as u64,
-                mtime: (stat.st_mtime, stat.st_mtime_nsec as i64),
-                ctime: (stat.st_ctime, stat.st_ctime_nsec as i64),
-            })),
+            Ok(stat) => Ok(Some(Seen::from_stat(&stat))),
             Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
             Err(errno) => Err(errno),
         }
+    }
+
+    /// What the file open as `file` looks like: the file a read from it read, whatever its
+    /// path leads to now.
+    pub fn of_open(file: impl std::os::fd::AsFd) -> Result<Seen, rustix::io::Errno> {
+        rustix::fs::fstat(file).map(|stat| Seen::from_stat(&stat))
+    }
+
+    /// The parts of `stat` a stamp compares.
+    fn from_stat(stat: &rustix::fs::Stat) -> Seen {
+        Seen {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+            mode: stat.st_mode,
+            size: stat.st_size as u64,
+            mtime: (stat.st_mtime, stat.st_mtime_nsec as i64),
+            ctime: (stat.st_ctime, stat.st_ctime_nsec as i64),
+        }
+    }
+
+    /// Whether this is a regular file.
+    pub fn is_file(&self) -> bool {
+        rustix::fs::FileType::from_raw_mode(self.mode) == rustix::fs::FileType::RegularFile
+    }
+
+    /// Whether `other` is the same file (device and inode), whatever its content.
+    pub fn same_file(&self, other: &Seen) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
     }
 }
 

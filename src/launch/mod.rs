@@ -3,7 +3,9 @@
 //! files it came from are unchanged.
 //!
 //! - [`load_manifest`]: `manifest::load` (Jsonnet evaluation), cached with a stamp of every
-//!   file the evaluation read and every import path it looked for in vain;
+//!   file the evaluation read (taken from the descriptor it was read from) and every import
+//!   path it looked for in vain, and with what the evaluation said of each file it read (the
+//!   digest of the bytes evaluated), which the trust check judges on a hit as on a miss;
 //! - [`PackageDatabase::environment`]: `packages::resolve` and `store::key` (the closure and
 //!   the key of its tree), cached with a stamp of the database's files: on a hit the database
 //!   is not even opened, and the closure is resolved only if the tree has to be built.
@@ -16,7 +18,7 @@
 
 pub mod cache;
 
-use crate::manifest::{self, FsEntry, LoadOptions, Manifest, ManifestSource};
+use crate::manifest::{self, FileRead, FsEntry, LoadOptions, Loaded, Manifest, ManifestSource};
 use crate::packages::{
     Closure, MissingDependency, PackageError, Provider,
     dpkg::{self, Dpkg},
@@ -46,15 +48,16 @@ impl Learned {
 
 /// The manifest, evaluated, or taken from the cache while none of its inputs changed (the
 /// files it read, the paths its imports looked for in vain, the `-e` text, `-J`, ext and tla
-/// values, and paude itself), with the files it read. What is cached is the validated
-/// manifest.
+/// values, and paude itself), with the files it read as the evaluation read them. What is
+/// cached is the validated manifest and those files: a hit gives the digests of the bytes the
+/// cached manifest was evaluated from, which are the files' bytes still (their stamps hold).
 pub fn load_manifest(
     cache: &Cache,
     source: &ManifestSource,
     options: &LoadOptions,
     began: SystemTime,
     learned: &mut Learned,
-) -> Result<(Manifest, Vec<PathBuf>)> {
+) -> Result<(Manifest, Vec<FileRead>)> {
     let key = || {
         let (kind, text): (&[u8], &[u8]) = match source {
             ManifestSource::Code(code) => (b"code", code.as_bytes()),
@@ -71,21 +74,11 @@ pub fn load_manifest(
             .pairs(&options.tla_str)
             .pairs(&options.tla_code)
     };
-    if let Some(cached) = cache.get::<(Manifest, Vec<PathBuf>)>(key()) {
+    if let Some(cached) = cache.get::<(Manifest, Vec<FileRead>)>(key()) {
         return Ok(cached);
     }
     let loaded = manifest::load(source, options)?;
-    // Stamped after evaluating: a file changed meanwhile has a fresh ctime and is not cached.
-    let read = loaded.files_read.iter().map(|path| (path, true));
-    let probed = loaded.not_found.iter().map(|path| (path, false));
-    let stamps: Option<Vec<Stamp>> = read
-        .chain(probed)
-        .map(|(path, exists)| {
-            Stamp::of(path)
-                .ok()
-                .filter(|stamp| stamp.seen.is_some() == exists)
-        })
-        .collect();
+    let stamps = stamps(&loaded);
     let loaded = (loaded.manifest, loaded.files_read);
     if let Some(stamps) = stamps {
         learned
@@ -93,6 +86,25 @@ pub fn load_manifest(
             .extend(cache.prepare(key(), stamps, began, &loaded));
     }
     Ok(loaded)
+}
+
+/// The stamps of what an evaluation depended on, `None` when it cannot be cached. A file read
+/// is stamped as the evaluator saw it once its bytes were read, from their descriptor: a path
+/// swapped for another file meanwhile leads to a file that does not match, and a file written
+/// while it was read has a fresh ctime, which does not settle. A path looked for in vain is
+/// stamped after evaluating, and must still be missing.
+fn stamps(loaded: &Loaded) -> Option<Vec<Stamp>> {
+    let read = loaded.files_read.iter().map(|file| {
+        Some(Stamp {
+            path: file.path.clone(),
+            seen: Some(file.seen),
+        })
+    });
+    let probed = loaded
+        .not_found
+        .iter()
+        .map(|path| Stamp::of(path).ok().filter(|stamp| stamp.seen.is_none()));
+    read.chain(probed).collect()
 }
 
 /// Which optional options the bwrap at `path` has, from the cache while that file is
@@ -234,5 +246,39 @@ impl PackageDatabase {
             ));
         }
         Ok(closure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file read is stamped as it was read, from its descriptor: when a sandbox swaps the
+    /// name for another file after the evaluator read it (and before a stamp by name could be
+    /// taken), the entry's stamp does not hold for what the name leads to now, so a cached
+    /// evaluation is never served for a file whose bytes it was not made from.
+    #[test]
+    fn a_file_read_is_stamped_as_it_was_read_not_by_name_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("paude.jsonnet");
+        let other = dir.path().join("other.jsonnet");
+        std::fs::write(&main, r#"{ packages: ["bash"] }"#).unwrap();
+        std::fs::write(&other, r#"{ packages: ["dash"] }"#).unwrap();
+        let options = LoadOptions {
+            cwd: dir.path().to_path_buf(),
+            ..LoadOptions::default()
+        };
+        let loaded = manifest::load(&ManifestSource::File(main.clone()), &options).unwrap();
+        assert!(stamps(&loaded).unwrap().iter().all(Stamp::holds));
+        // The swap, as `renameat2(RENAME_EXCHANGE)` makes it, in three renames.
+        let aside = dir.path().join("aside");
+        std::fs::rename(&main, &aside).unwrap();
+        std::fs::rename(&other, &main).unwrap();
+        std::fs::rename(&aside, &other).unwrap();
+        // A stamp taken by name now would hold for the other file: the old way was unsound.
+        assert!(Stamp::of(&main).unwrap().holds());
+        let stamps = stamps(&loaded).unwrap();
+        assert_eq!(stamps[0].path, main);
+        assert!(!stamps[0].holds(), "the name leads to another file now");
     }
 }

@@ -15,7 +15,10 @@
 //! Invariants:
 //! - only this module reads manifest files, and every file it reads from disk (the manifest and
 //!   each `import`, `importstr`, `importbin`) is listed, absolute, in [`Loaded::files_read`] in the
-//!   order first read, so a cache can tell when a manifest's inputs changed;
+//!   order first read, with its real path, the SHA-256 of the bytes evaluated and its stamp as
+//!   read ([`FileRead`]): each file is read once, from one descriptor, so the trust check
+//!   (`manifest::trust`) and the launch cache judge exactly the bytes that were evaluated, never
+//!   the file read again by name, which a sandbox could have swapped meanwhile;
 //! - a Jsonnet failure of any kind (syntax, static analysis, runtime, import) becomes
 //!   [`ManifestError::Jsonnet`] with `file:line:column` where jrsonnet knows it and one line per
 //!   stack frame; `-e` code is called `<cmdline>` and the embedded library `<paude>/NAME`;
@@ -41,6 +44,7 @@ use jrsonnet_gcmodule::Acyclic;
 use jrsonnet_ir::{SourceFifo, SourceFile, SourcePath, SourcePathT};
 
 use super::{Manifest, ManifestError, validate};
+use crate::launch::cache::Seen;
 
 /// The deepest Jsonnet call nesting allowed, as the `jsonnet` command line's `--max-stack`
 /// default. jrsonnet's own default (200) is lower than what some real libraries need.
@@ -99,14 +103,33 @@ pub struct LoadOptions {
     pub evaluator: Option<PathBuf>,
 }
 
-/// A loaded manifest and the files its evaluation read (for cache validation).
+/// A file an evaluation read, as it was read: where, which bytes, and what the file looked
+/// like. Whatever is decided about the bytes evaluated (their trust, whether a cached result
+/// still holds) is decided on this, not on the file read again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileRead {
+    /// The path it was read by, absolute, with `.` folded: the manifest's, or an import's as
+    /// it resolved from the importing file's path (links and `..` kept).
+    pub path: PathBuf,
+    /// Its real path (no link, no `..`) when it was read, checked to be the same file.
+    pub real: PathBuf,
+    /// The SHA-256 of the bytes evaluated, in hex.
+    pub sha256: String,
+    /// What the file looked like once read, from the descriptor its bytes came from: a result
+    /// computed from them holds only while `path` still leads to a file that looks so.
+    pub seen: Seen,
+}
+
+/// A loaded manifest and the files its evaluation read (for the trust check and cache
+/// validation).
 #[derive(Debug, Clone)]
 pub struct Loaded {
     /// The validated manifest.
     pub manifest: Manifest,
-    /// Every file read from disk, absolute, in the order first read: the manifest file (if
-    /// any) and each import. The embedded library is not listed: it changes only with paude.
-    pub files_read: Vec<PathBuf>,
+    /// Every file read from disk, in the order first read: the manifest file (if any) and
+    /// each import. The embedded library is not listed: it is no file, and changes only with
+    /// paude.
+    pub files_read: Vec<FileRead>,
     /// Paths an import looked for and did not find, before the place it was found: creating
     /// one of them changes what the manifest evaluates to.
     pub not_found: Vec<PathBuf>,
@@ -118,7 +141,7 @@ pub struct Evaluated {
     /// The value the Jsonnet program produced (after applying top-level arguments).
     pub value: serde_json::Value,
     /// As [`Loaded::files_read`].
-    pub files_read: Vec<PathBuf>,
+    pub files_read: Vec<FileRead>,
     /// As [`Loaded::not_found`].
     pub not_found: Vec<PathBuf>,
 }
@@ -165,11 +188,11 @@ pub fn evaluate(
             let path = clean(&cwd.join(path));
             // Read here rather than in the resolver so that a missing or unreadable manifest
             // is an I/O error naming the file, not a Jsonnet import error.
-            let bytes = std::fs::read(&path).map_err(|source| ManifestError::Io {
+            let read = read_file(&path).map_err(|source| ManifestError::Io {
                 path: path.clone(),
                 source,
             })?;
-            resolver.preloaded.borrow_mut().insert(path.clone(), bytes);
+            resolver.preloaded.borrow_mut().insert(path.clone(), read);
             SourcePath::new(SourceFile::new(path))
         }
         ManifestSource::Default => SourcePath::new(SourceEmbedded(DEFAULT_MANIFEST)),
@@ -385,16 +408,24 @@ struct Resolver {
     /// `-J` directories, absolute.
     jpath: Vec<PathBuf>,
     /// Files already read by `evaluate` (the manifest), handed over on first load.
-    preloaded: RefCell<HashMap<PathBuf, Vec<u8>>>,
+    preloaded: RefCell<HashMap<PathBuf, (Vec<u8>, FileRead)>>,
     /// Shared with `evaluate`, which returns it.
-    files_read: Rc<RefCell<Vec<PathBuf>>>,
+    files_read: Rc<RefCell<Vec<FileRead>>>,
     /// Shared with `evaluate`, which returns it.
     not_found: Rc<RefCell<Vec<PathBuf>>>,
 }
 
 impl Resolver {
-    fn record(&self, path: &Path) {
-        add_once(&self.files_read, path);
+    /// Lists a file read. jrsonnet loads each path once; were one read twice, both reads are
+    /// listed unless they read the same bytes, so that each is checked.
+    fn record(&self, read: FileRead) {
+        let mut files = self.files_read.borrow_mut();
+        if !files
+            .iter()
+            .any(|known| known.path == read.path && known.sha256 == read.sha256)
+        {
+            files.push(read);
+        }
     }
 }
 
@@ -479,14 +510,14 @@ impl ImportResolver for Resolver {
     fn load_file_contents(&self, resolved: &SourcePath) -> jrsonnet_evaluator::Result<Vec<u8>> {
         if let Some(file) = resolved.downcast_ref::<SourceFile>() {
             let path = file.path();
-            if let Some(bytes) = self.preloaded.borrow_mut().remove(path) {
-                self.record(path);
-                return Ok(bytes);
-            }
-            let bytes = std::fs::read(path).map_err(|error| {
-                ErrorKind::ImportCallbackError(format!("reading {}: {error}", path.display()))
-            })?;
-            self.record(path);
+            let preloaded = self.preloaded.borrow_mut().remove(path);
+            let (bytes, read) = match preloaded {
+                Some(read) => read,
+                None => read_file(path).map_err(|error| {
+                    ErrorKind::ImportCallbackError(format!("reading {}: {error}", path.display()))
+                })?,
+            };
+            self.record(read);
             return Ok(bytes);
         }
         if let Some(SourceEmbedded(name)) = resolved.downcast_ref::<SourceEmbedded>() {
@@ -504,6 +535,46 @@ impl ImportResolver for Resolver {
         }
         Err(ErrorKind::ImportCallbackError(format!("cannot load {resolved}")).into())
     }
+}
+
+/// Reads the file at `path` as the evaluation reads it, with what [`FileRead`] says of it
+/// (for the evaluation, and for whatever else reads a manifest's file). It is opened
+/// once, without waiting (a FIFO or a device put in its place is refused, not read), and read
+/// whole from that descriptor: the digest is of exactly the bytes returned, and the stamp is
+/// of the file they came from, taken once they were read (a write meanwhile shows in its
+/// ctime). Its real path is checked to lead to that same file; where it does not, the file
+/// was swapped while it was read, and nothing is said about either.
+pub fn read_file(path: &Path) -> std::io::Result<(Vec<u8>, FileRead)> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !Seen::of_open(&file)?.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file; a manifest and its imports must be files",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let seen = Seen::of_open(&file)?;
+    let real = std::fs::canonicalize(path)?;
+    match Seen::of(&real) {
+        Ok(Some(there)) if there.same_file(&seen) => {}
+        _ => {
+            return Err(std::io::Error::other(
+                "it was replaced by another file while paude read it; run paude again",
+            ));
+        }
+    }
+    let read = FileRead {
+        path: path.to_path_buf(),
+        real,
+        sha256: super::trust::digest(&bytes),
+        seen,
+    };
+    Ok((bytes, read))
 }
 
 /// Makes `path` absolute against the process's current directory if it is not already.
@@ -692,6 +763,11 @@ mod tests {
         }
     }
 
+    /// The paths of the files an evaluation read, in the order it read them.
+    fn paths(files: &[FileRead]) -> Vec<PathBuf> {
+        files.iter().map(|file| file.path.clone()).collect()
+    }
+
     fn write(path: &Path, text: &str) {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).unwrap();
@@ -768,7 +844,7 @@ mod tests {
         );
         // Lazy evaluation decides the order of reads; the set is what matters.
         let nested = fixtures().join("nested");
-        let mut files_read = loaded.files_read.clone();
+        let mut files_read = paths(&loaded.files_read);
         files_read.sort();
         assert_eq!(
             files_read,
@@ -780,7 +856,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            loaded.files_read.first(),
+            paths(&loaded.files_read).first(),
             Some(&nested.join("main.jsonnet"))
         );
     }
@@ -793,7 +869,7 @@ mod tests {
         );
         assert_eq!(loaded.manifest.packages, ["bash", "coreutils", "git"]);
         assert_eq!(
-            loaded.files_read.first(),
+            paths(&loaded.files_read).first(),
             Some(&fixtures().join("nested/main.jsonnet"))
         );
         assert_eq!(loaded.files_read.len(), 4);
@@ -810,7 +886,71 @@ mod tests {
         assert_eq!(value, serde_json::json!({ "bytes": [65, 66] }));
         let evaluated =
             evaluate(&code(r#"importbin "data.bin""#), &options_in(dir.path())).unwrap();
-        assert_eq!(evaluated.files_read, [dir.path().join("data.bin")]);
+        assert_eq!(paths(&evaluated.files_read), [dir.path().join("data.bin")]);
+    }
+
+    /// Each file read is reported as it was read: the digest of the bytes evaluated (the
+    /// manifest, `import`, `importstr` and `importbin` alike), its real path where the import
+    /// led through a link, and the stamp of the file those bytes came from.
+    #[test]
+    fn each_file_read_is_reported_with_the_digest_of_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        write(
+            &root.join("lib/real.libsonnet"),
+            r#"{ packages: ["bash"] }"#,
+        );
+        std::os::unix::fs::symlink("lib", root.join("link")).unwrap();
+        write(&root.join("text.txt"), "some text\n");
+        write(&root.join("data.bin"), "AB");
+        let main = root.join("main.jsonnet");
+        let text = r#"(import "link/real.libsonnet") + {
+            envSet: { T: importstr "text.txt", B: std.toString(importbin "data.bin") },
+        }"#;
+        write(&main, text);
+        let loaded = load_ok(&ManifestSource::File(main.clone()), &options_in(&root));
+        let digest = |bytes: &[u8]| crate::manifest::trust::digest(bytes);
+        let expected = [
+            (main.clone(), main.clone(), digest(text.as_bytes())),
+            (
+                root.join("link/real.libsonnet"),
+                root.join("lib/real.libsonnet"),
+                digest(br#"{ packages: ["bash"] }"#),
+            ),
+            (
+                root.join("text.txt"),
+                root.join("text.txt"),
+                digest(b"some text\n"),
+            ),
+            (root.join("data.bin"), root.join("data.bin"), digest(b"AB")),
+        ];
+        let mut reported: Vec<(PathBuf, PathBuf, String)> = loaded
+            .files_read
+            .iter()
+            .map(|file| (file.path.clone(), file.real.clone(), file.sha256.clone()))
+            .collect();
+        reported.sort();
+        let mut expected = expected.to_vec();
+        expected.sort();
+        assert_eq!(reported, expected);
+        for file in &loaded.files_read {
+            assert_eq!(Seen::of(&file.path).unwrap(), Some(file.seen), "{file:?}");
+        }
+    }
+
+    /// A FIFO (or a device) put where an import was is refused at once, not waited on: the
+    /// file is opened without blocking and must be a regular file.
+    #[test]
+    fn a_fifo_in_place_of_a_file_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.libsonnet");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let error = read_file(&fifo).unwrap_err();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
     }
 
     #[test]
@@ -889,7 +1029,10 @@ mod tests {
             &options,
         );
         assert_eq!(loaded.manifest.packages, ["bash", "coreutils"]);
-        assert_eq!(loaded.files_read, [dir.path().join("more.libsonnet")]);
+        assert_eq!(
+            paths(&loaded.files_read),
+            [dir.path().join("more.libsonnet")]
+        );
     }
 
     #[test]
@@ -1097,7 +1240,7 @@ mod tests {
                     Err(error) => panic!("{}: {error}", path.display()),
                 };
                 assert!(!loaded.manifest.packages.is_empty());
-                assert_eq!(loaded.files_read.first(), Some(&path));
+                assert_eq!(paths(&loaded.files_read).first(), Some(&path));
                 names.push(path.file_name().unwrap().to_string_lossy().into_owned());
             }
         }
@@ -1124,7 +1267,7 @@ mod tests {
             ["bash", "coreutils", "git", "dash"]
         );
         assert_eq!(
-            loaded.files_read,
+            paths(&loaded.files_read),
             [crate_dir().join("examples/core-venv.jsonnet")]
         );
     }

@@ -13,7 +13,7 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use eval::{LoadOptions, Loaded, ManifestSource, load};
+pub use eval::{FileRead, LoadOptions, Loaded, ManifestSource, load, read_file};
 pub use validate::validate;
 
 /// A validated v1 manifest.

@@ -28,3 +28,4 @@ pub mod rootpath;
 pub mod sandbox;
 pub mod store;
 pub mod sys;
+pub mod text;

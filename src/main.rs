@@ -43,7 +43,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("paude: error: {error:#}");
+            eprintln!(
+                "paude: error: {}",
+                paude::text::printable(&format!("{error:#}"))
+            );
             ExitCode::from(match error.downcast_ref::<ExitError>() {
                 Some(exit) => exit.code,
                 None => EXIT_PAUDE_FAILED,

@@ -1270,6 +1270,45 @@ fn worktrees_and_submodules_keep_their_control_files() {
                 "{who:?} {route}: host git ran the sandbox's program"
             );
         }
+        // A submodule's `.git` that names a sibling submodule's repository is refused: that
+        // repository (and what it holds) is not this workspace's.
+        let sibling_source = others.path().join("sibling");
+        std::fs::create_dir(&sibling_source).expect("mkdir");
+        write(&sibling_source.join("secret"), "SIBLING-SECRET\n");
+        hand_over(who, others.path());
+        git(&sibling_source, &["init", "-q"]);
+        git(&sibling_source, &["add", "secret"]);
+        git(&sibling_source, &["commit", "-q", "-m", "s"]);
+        let sibling = sibling_source.display().to_string();
+        git(
+            main,
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                &sibling,
+                "other",
+            ],
+        );
+        let sub = main.join("sub");
+        // The submodule itself is a workspace paude composes.
+        let in_sub = Paude::new(who, home, &sub).env(
+            "PAUDE_HOME",
+            shared_home(who).join(".paude").to_str().expect("utf-8"),
+        );
+        ok(&in_sub.run(["venv", "--", "git", "status", "--short"]));
+        let pointer = format!("gitdir: {}\n", main.join(".git/modules/other").display());
+        std::fs::write(sub.join(".git"), pointer).expect("write");
+        // Without the check: git there reads the sibling's repository.
+        let shown = host_git(who, home, &sub, &["show", "HEAD:secret"]);
+        assert_eq!(text(&shown.stdout), "SIBLING-SECRET\n", "{who:?}");
+        let paude = Paude::new(who, home, &sub).env(
+            "PAUDE_HOME",
+            shared_home(who).join(".paude").to_str().expect("utf-8"),
+        );
+        fails_with(&paude.run(["venv", "--", "true"]), 125, "core.worktree");
         // Git inside the worktree works, and its commit is the host's.
         let paude = Paude::new(who, home, &worktree).env(
             "PAUDE_HOME",

@@ -19,12 +19,12 @@ pub struct ExitError {
 
 /// Prints a status line on stderr (stdout belongs to the sandboxed command).
 pub fn status(message: &str) {
-    eprintln!("paude: {message}");
+    eprintln!("paude: {}", crate::text::printable(message));
 }
 
 /// Prints a warning on stderr.
 pub fn warn(message: &str) {
-    eprintln!("paude: warning: {message}");
+    eprintln!("paude: warning: {}", crate::text::printable(message));
 }
 
 /// `2026-11-22T09:30:00Z`: a time in UTC as RFC 3339, for JSON output.

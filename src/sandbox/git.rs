@@ -37,7 +37,7 @@ const POINTER_MAX: u64 = 4096 + 8;
 
 /// Subdirectories bound read-write: data, which git writes by creating files in them. A
 /// link, FIFO or socket the sandbox makes in them is removed when it ends (see [`sweep`]).
-const WRITABLE: [&str; 4] = ["objects", "refs", "lfs", "rr-cache"];
+const WRITABLE: [&str; 4] = ["refs", "objects", "lfs", "rr-cache"];
 
 /// Subdirectories the sandbox gets a private tree of: the reflogs, which host git appends to
 /// by following a link (a link the sandbox put at `logs/HEAD` would have host git append a
@@ -148,13 +148,55 @@ pub fn layout(workspace: &Path) -> Result<Layout, String> {
         let modules = above.join(".git/modules");
         modules.is_dir() && git_dir.starts_with(&modules) && git_dir != modules
     });
-    if !in_superproject {
+    // A submodule's repository names its own worktree (`core.worktree`, which git writes when
+    // it absorbs one): the workspace's `.git` must not name a sibling's.
+    let worktree = module_worktree(&git_dir).and_then(|dir| real(&git_dir.join(dir)));
+    if !in_superproject || worktree.as_deref() != Some(workspace) {
         return Err(refused(&format!(
-            "names {}, which is no submodule's repository in a repository above the workspace",
+            "names {}, which is no submodule's repository in a repository above the workspace \
+             whose `core.worktree` is this workspace",
             git_dir.display()
         )));
     }
     Ok(Layout::Module { git_dir })
+}
+
+/// The `core.worktree` a repository's `config` sets, read no further than 64 KiB: the last
+/// one of a `[core]` section, as git takes it.
+fn module_worktree(git_dir: &Path) -> Option<PathBuf> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(git_dir.join("config"))
+        .ok()?;
+    if !opened.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    opened.take(64 << 10).read_to_string(&mut text).ok()?;
+    let mut in_core = false;
+    let mut found = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(section) = line.strip_prefix('[') {
+            in_core = section
+                .trim_end_matches(']')
+                .trim()
+                .eq_ignore_ascii_case("core");
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if in_core && key.trim().eq_ignore_ascii_case("worktree") {
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            found = Some(PathBuf::from(value));
+        }
+    }
+    found.filter(|dir| !dir.as_os_str().is_empty())
 }
 
 /// A `gitdir:`-style pointer: the first line of `file`, after `prefix`, read no further than
@@ -203,6 +245,9 @@ pub struct Private {
     pub held: OwnedFd,
     /// The private directory bound at its path.
     pub copy: PathBuf,
+    /// The private directory, held: the sandbox can put a link anywhere in it (in place of
+    /// `logs/`, say), so the holder reads it one name at a time without following any.
+    pub copy_held: OwnedFd,
     /// Each file that may come back, with the host's file and the copy as they were at
     /// launch (`None`: absent).
     pub files: Vec<Synced>,
@@ -367,6 +412,7 @@ fn compose_dir(
         host: host.to_path_buf(),
         held,
         copy: copy.to_path_buf(),
+        copy_held: open_directory(copy)?,
         files,
         trees,
     });
@@ -498,12 +544,42 @@ fn could_not(shown: &Path, copy: &Path, error: &io::Error) -> String {
 /// as it was at launch (or absent, for a new one); anything but a regular file stays behind.
 fn bring_back_trees(private: &Private, lines: &mut Vec<String>) {
     let mut now = Vec::new();
+    let mut unread = Vec::new();
     for tree in PRIVATE_TREES {
-        list_tree(&private.copy, Path::new(tree), &mut now);
+        if open_below(&private.copy_held, Path::new(tree), false).is_err() {
+            // Gone, or a link now: nothing of it comes back, and nothing of the host's goes.
+            if private
+                .trees
+                .iter()
+                .any(|file| file.relative.starts_with(tree))
+            {
+                lines.push(format!(
+                    "the sandbox replaced its copy of git's {} with something other than a \
+                     directory; nothing of it was brought back",
+                    private.host.join(tree).display()
+                ));
+            }
+            unread.push(tree);
+            continue;
+        }
+        let mut budget = WALK_LIMIT;
+        list_tree(&private.copy_held, Path::new(tree), &mut now, &mut budget);
     }
     for (relative, kind) in &now {
-        let copy = private.copy.join(relative);
         let shown = private.host.join(relative);
+        // Reached through the held copy, one name at a time: a link the sandbox put in
+        // place of a directory leads nowhere.
+        let Ok(copy_dir) = open_below(
+            &private.copy_held,
+            relative.parent().unwrap_or(relative),
+            false,
+        ) else {
+            continue;
+        };
+        let Some(file_name) = relative.file_name() else {
+            continue;
+        };
+        let copy = through(&copy_dir).join(file_name);
         if !kind.is_file() {
             lines.push(format!(
                 "the sandbox left {}, which is not a regular file, in its copy of git's {}; it \
@@ -549,7 +625,9 @@ fn bring_back_trees(private: &Private, lines: &mut Vec<String>) {
     }
     // What the sandbox removed goes on the host too, where the host's is as it was.
     for file in &private.trees {
-        if now.iter().any(|(relative, _)| relative == &file.relative) {
+        if now.iter().any(|(relative, _)| relative == &file.relative)
+            || unread.iter().any(|tree| file.relative.starts_with(tree))
+        {
             continue;
         }
         let (Some(parent), Some(name)) = (file.relative.parent(), file.relative.file_name()) else {
@@ -565,19 +643,32 @@ fn bring_back_trees(private: &Private, lines: &mut Vec<String>) {
     }
 }
 
-/// Every entry below `root/relative`, by its path relative to `root`, with its kind; links
-/// are listed, never followed.
-fn list_tree(root: &Path, relative: &Path, out: &mut Vec<(PathBuf, std::fs::FileType)>) {
-    let Ok(entries) = std::fs::read_dir(root.join(relative)) else {
+/// Every entry below `relative` in the directory `root` holds, by its path relative to it,
+/// with its kind, at most `budget` of them; each directory is opened without following a
+/// link (a link in place of one is listed as the link it is, never followed).
+fn list_tree(
+    root: &OwnedFd,
+    relative: &Path,
+    out: &mut Vec<(PathBuf, std::fs::FileType)>,
+    budget: &mut usize,
+) {
+    let Ok(dir) = open_below(root, relative, false) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(through(&dir)) else {
         return;
     };
     for entry in entries.flatten() {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
         let Ok(kind) = entry.file_type() else {
             continue;
         };
         let path = relative.join(entry.file_name());
         if kind.is_dir() {
-            list_tree(root, &path, out);
+            list_tree(root, &path, out, budget);
         } else {
             out.push((path, kind));
         }
@@ -610,44 +701,59 @@ fn open_below(base: &OwnedFd, relative: &Path, make: bool) -> io::Result<OwnedFd
 /// while the sandbox runs: host git writing then would create a file named by a hash or a
 /// ref in the directory the link names (never one of the sandbox's choosing, and no program).
 pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
+    use rustix::fs::AtFlags;
     let mut lines = Vec::new();
-    let base = through(&private.held);
-    let mut seen = 0;
+    // `refs/` first: the one where a link leads host git to write under a name of the
+    // sandbox's choosing. Each directory has a budget of its own.
     for dir in WRITABLE {
+        let mut budget = WALK_LIMIT;
         let mut pending = vec![PathBuf::from(dir)];
         while let Some(relative) = pending.pop() {
-            let Ok(entries) = std::fs::read_dir(base.join(&relative)) else {
+            // From the held git directory, one name at a time, following no link: a
+            // directory swapped for a link since leads the sweep nowhere.
+            let Ok(held) = open_below(&private.held, &relative, false) else {
+                continue;
+            };
+            let Ok(entries) = std::fs::read_dir(through(&held)) else {
                 continue;
             };
             for entry in entries.flatten() {
-                seen += 1;
-                if seen > WALK_LIMIT {
-                    return lines;
+                if budget == 0 {
+                    lines.push(format!(
+                        "stopped looking for links in {} after {WALK_LIMIT} entries; look for \
+                         any yourself (`find {} ! -type f ! -type d`)",
+                        private.host.join(dir).display(),
+                        private.host.join(dir).display()
+                    ));
+                    pending.clear();
+                    break;
                 }
+                budget -= 1;
                 let Ok(kind) = entry.file_type() else {
                     continue;
                 };
-                let path = relative.join(entry.file_name());
+                let name = entry.file_name();
                 if kind.is_dir() {
-                    pending.push(path);
+                    pending.push(relative.join(&name));
                     continue;
                 }
                 if kind.is_file() {
                     continue;
                 }
-                let made_since = entry.metadata().is_ok_and(|meta| {
-                    std::time::UNIX_EPOCH
-                        + std::time::Duration::new(
-                            meta.ctime().max(0) as u64,
-                            meta.ctime_nsec().clamp(0, 999_999_999) as u32,
-                        )
-                        >= began
-                });
-                if made_since && std::fs::remove_file(entry.path()).is_ok() {
+                let made_since = rustix::fs::statat(&held, &name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|stat| {
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::new(
+                                stat.st_ctime.max(0) as u64,
+                                (stat.st_ctime_nsec as i64).clamp(0, 999_999_999) as u32,
+                            )
+                            >= began
+                    });
+                if made_since && rustix::fs::unlinkat(&held, &name, AtFlags::empty()).is_ok() {
                     lines.push(format!(
                         "removed {}, which the sandbox made in the repository and is not a \
                          regular file (host git would have followed it, or waited on it)",
-                        private.host.join(&path).display()
+                        private.host.join(relative.join(&name)).display()
                     ));
                 }
             }
@@ -1040,6 +1146,35 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(main.join(".git.real/MERGE_MSG")).unwrap(),
             "the sandbox's\n"
+        );
+    }
+
+    /// The sandbox can put a link in place of its copy's `logs/`: the holder neither follows
+    /// it (it would copy what the link leads to into the host's reflogs) nor takes the
+    /// missing tree as reflogs removed.
+    #[test]
+    fn a_private_tree_swapped_for_a_link_brings_nothing_back() {
+        let (_dir, root, main) = repository();
+        let dot_git = main.join(".git");
+        std::fs::create_dir_all(dot_git.join("logs")).unwrap();
+        std::fs::write(dot_git.join("logs/HEAD"), "one\n").unwrap();
+        let composition = compose(&layout(&main).unwrap(), &root.join("p")).unwrap();
+        let private = &composition.privates[0];
+        std::fs::create_dir(root.join("secrets")).unwrap();
+        std::fs::write(root.join("secrets/id_rsa"), "KEY\n").unwrap();
+        std::fs::rename(private.copy.join("logs"), private.copy.join("logs.old")).unwrap();
+        std::os::unix::fs::symlink(root.join("secrets"), private.copy.join("logs")).unwrap();
+        let lines = bring_back(private);
+        assert!(!dot_git.join("logs/id_rsa").exists());
+        assert_eq!(
+            std::fs::read_to_string(dot_git.join("logs/HEAD")).unwrap(),
+            "one\n"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.contains("something other than a directory")),
+            "{lines:?}"
         );
     }
 }

@@ -50,7 +50,11 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut keep: Vec<i32> = locks.iter().map(|lock| lock.as_raw_fd()).collect();
         keep.push(read.as_raw_fd());
-        keep.extend(work.git.iter().map(|private| private.held.as_raw_fd()));
+        keep.extend(
+            work.git
+                .iter()
+                .flat_map(|private| [private.held.as_raw_fd(), private.copy_held.as_raw_fd()]),
+        );
         // Above all the write end of the pipe, whose copy here would keep it open for ever;
         // and the launch's other descriptors, which the holder has no business with.
         if crate::sys::close_above_stderr_except(&keep).is_err() {
@@ -79,7 +83,7 @@ fn finish(work: &Work) {
             .into_iter()
             .chain(git::sweep(private, work.began))
         {
-            eprintln!("paude: {line}");
+            eprintln!("paude: {}", crate::text::printable(&line));
         }
     }
     // Empty unless something could not come back, which was said.
@@ -87,12 +91,13 @@ fn finish(work: &Work) {
         std::fs::remove_dir(dir).ok();
     }
     for repository in git::made_since(&work.workspace, work.began) {
-        eprintln!(
-            "paude: the sandbox made the git repository {} in the workspace: its config and \
-             hooks are the sandbox's, and host git obeys them when it works there (a submodule \
-             update, a cd into it); look at them, or remove it",
+        let line = format!(
+            "the sandbox made the git repository {} in the workspace: its config and hooks are \
+             the sandbox's, and host git obeys them when it works there (a submodule update, a \
+             cd into it); look at them, or remove it",
             repository.display()
         );
+        eprintln!("paude: {}", crate::text::printable(&line));
     }
 }
 

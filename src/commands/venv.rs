@@ -16,7 +16,7 @@ use crate::manifest::{
 use crate::packages::{Closure, Provider, dpkg};
 use crate::rootpath;
 use crate::sandbox::identity::User;
-use crate::sandbox::pin::{self, Opened, Pins};
+use crate::sandbox::pin::{Opened, Pins};
 use crate::sandbox::plan::{self, CommandLookup, Plan, PlanInput, Protected};
 use crate::sandbox::{bwrap, exec, git, holder, seccomp, workspace};
 use crate::store::{BuildInput, BuildSpec, LaunchDir, Lease, Store};
@@ -553,17 +553,19 @@ fn checked_protect(
         let mut held = Vec::new();
         for (at, name) in names.iter().enumerate() {
             path.push(name);
-            let (fd, kind) =
-                match pin::open(&path).with_context(|| format!("{label}: {}", path.display()))? {
-                    Opened::Found(fd, kind) => (fd, kind),
-                    Opened::Missing | Opened::NotDirectory(_) => continue 'entries,
-                    Opened::Link(link) => bail!(
-                        "{label}: {} is a symbolic link; paude protects paths without following \
+            let (fd, kind) = match pins
+                .open(&path)
+                .with_context(|| format!("{label}: {}", path.display()))?
+            {
+                Opened::Found(fd, kind) => (fd, kind),
+                Opened::Missing | Opened::NotDirectory(_) => continue 'entries,
+                Opened::Link(link) => bail!(
+                    "{label}: {} is a symbolic link; paude protects paths without following \
                      links (one could lead the read-only bind anywhere on the host): protect \
                      what it points to, or remove it",
-                        link.display()
-                    ),
-                };
+                    link.display()
+                ),
+            };
             if at + 1 < names.len() {
                 if kind != rustix::fs::FileType::Directory {
                     continue 'entries;

@@ -35,11 +35,27 @@ pub enum Opened {
 /// Opens `path` (absolute, with no `.` or `..`) from `/` one name at a time, following no
 /// link, not even the last.
 pub fn open(path: &Path) -> io::Result<Opened> {
+    let root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    open_from(root, Path::new("/"), path)
+}
+
+/// [`open`], starting from `start`, a directory opened the same way, which is `start_path`
+/// (an ancestor of `path`).
+fn open_from(start: OwnedFd, start_path: &Path, path: &Path) -> io::Result<Opened> {
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(below) = path.strip_prefix(start_path) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not below {}", path.display(), start_path.display()),
+        ));
+    };
     let mut names = Vec::new();
-    for component in path.components() {
+    for component in below.components() {
         match component {
-            Component::RootDir => {}
             Component::Normal(name) => names.push(name),
             _ => {
                 return Err(io::Error::new(
@@ -55,9 +71,9 @@ pub fn open(path: &Path) -> io::Result<Opened> {
             format!("{} is not an absolute path", path.display()),
         ));
     }
-    let mut current = rustix::fs::open("/", flags | OFlags::DIRECTORY, Mode::empty())?;
+    let mut current = start;
     let mut kind = FileType::Directory;
-    let mut prefix = PathBuf::from("/");
+    let mut prefix = start_path.to_path_buf();
     for (at, name) in names.iter().enumerate() {
         prefix.push(name);
         let next = match rustix::fs::openat(&current, *name, flags, Mode::empty()) {
@@ -98,7 +114,7 @@ impl Pins {
         if let Some(kind) = self.kind_of(path) {
             return Ok(kind);
         }
-        match open(path) {
+        match self.open(path) {
             Ok(Opened::Found(fd, kind)) => {
                 self.held.push((path.to_path_buf(), fd));
                 Ok(kind)
@@ -119,6 +135,25 @@ impl Pins {
                 dir.display()
             )),
             Err(error) => Err(format!("{what}: {error}")),
+        }
+    }
+
+    /// [`open`], from the nearest directory held above `path` (from `/` when there is none):
+    /// what was checked to be reached without links need not be walked again.
+    pub fn open(&self, path: &Path) -> io::Result<Opened> {
+        let nearest = self
+            .held
+            .iter()
+            .filter(|(held, fd)| {
+                path.starts_with(held)
+                    && held.as_path() != path
+                    && rustix::fs::fstat(fd)
+                        .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode).is_dir())
+            })
+            .max_by_key(|(held, _)| held.as_os_str().len());
+        match nearest {
+            Some((held, fd)) => open_from(rustix::io::dup(fd)?, held, path),
+            None => open(path),
         }
     }
 
@@ -243,6 +278,30 @@ mod tests {
             "{refused}"
         );
         assert!(fresh.is_empty());
+    }
+
+    #[test]
+    fn a_walk_from_a_held_directory_follows_no_link_either() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        symlink(root.join("a"), root.join("link")).unwrap();
+        let mut pins = Pins::default();
+        pins.hold(&root, "test").unwrap();
+        assert!(matches!(
+            pins.open(&root.join("a/b")).unwrap(),
+            Opened::Found(_, FileType::Directory)
+        ));
+        match pins.open(&root.join("link/b")).unwrap() {
+            Opened::Link(at) => assert_eq!(at, root.join("link")),
+            other => panic!("{other:?}"),
+        }
+        // What is below is looked up afresh: a directory renamed away is missing.
+        std::fs::rename(&root.join("a"), root.join("moved")).unwrap();
+        assert!(matches!(
+            pins.open(&root.join("a/b")).unwrap(),
+            Opened::Missing
+        ));
     }
 
     #[test]

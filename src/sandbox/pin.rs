@@ -297,7 +297,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // What is below is looked up afresh: a directory renamed away is missing.
-        std::fs::rename(&root.join("a"), root.join("moved")).unwrap();
+        std::fs::rename(root.join("a"), root.join("moved")).unwrap();
         assert!(matches!(
             pins.open(&root.join("a/b")).unwrap(),
             Opened::Missing

@@ -672,6 +672,92 @@ fn a_reflog_link_writes_nothing_outside() {
     }
 }
 
+/// A git index with one entry at `path` for the blob `blob` (hex), as git writes version 2,
+/// with its checksum: what a sandbox can write into its copy of `.git/index` byte by byte.
+fn crafted_index(path: &str, blob: &str) -> Vec<u8> {
+    let mut index = b"DIRC".to_vec();
+    index.extend(2u32.to_be_bytes());
+    index.extend(1u32.to_be_bytes());
+    let start = index.len();
+    index.extend([0u8; 24]); // ctime, mtime, dev, ino
+    index.extend(0o100644u32.to_be_bytes());
+    index.extend([0u8; 12]); // uid, gid, size
+    for pair in blob.as_bytes().chunks(2) {
+        let hex = std::str::from_utf8(pair).expect("hex");
+        index.push(u8::from_str_radix(hex, 16).expect("hex"));
+    }
+    index.extend((path.len() as u16).to_be_bytes());
+    index.extend(path.as_bytes());
+    index.push(0);
+    while !(index.len() - start).is_multiple_of(8) {
+        index.push(0);
+    }
+    let mut sha1sum = Command::new("sha1sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha1sum");
+    use std::io::Write;
+    sha1sum
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&index)
+        .expect("write");
+    let digest = text(&sha1sum.wait_with_output().expect("sha1sum").stdout);
+    for pair in digest.as_bytes()[..40].chunks(2) {
+        index.push(u8::from_str_radix(std::str::from_utf8(pair).expect("hex"), 16).expect("hex"));
+    }
+    index
+}
+
+/// The index comes back from the sandbox, and host git does not check again the paths of its
+/// entries: one at `../<file>` has the user's next `git checkout -- .` write outside the
+/// worktree (an entry in `.git/hooks/` would plant a hook). Such an index stays behind.
+#[test]
+fn an_index_with_paths_git_would_not_make_stays_behind() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let marker = setup.home.path().join("pwned");
+        repository_with_a_trap(&setup, &marker);
+        let (home, ws) = (setup.home.path(), setup.workspace.path());
+        let name = format!(
+            "{}-planted",
+            ws.file_name().expect("name").to_string_lossy()
+        );
+        let outside = ws.parent().expect("parent").join(&name);
+        write(&ws.join("payload"), "planted by the sandbox\n");
+        hand_over(who, ws);
+        let blob = host_git(who, home, ws, &["hash-object", "-w", "payload"]);
+        let blob = text(&blob.stdout).trim().to_string();
+        let index = crafted_index(&format!("../{name}"), &blob);
+        std::fs::write(ws.join("crafted-index"), &index).expect("write");
+        hand_over(who, ws);
+        // Without paude's check: the index in place, host git writes outside the worktree.
+        let saved = std::fs::read(ws.join(".git/index")).expect("read");
+        std::fs::write(ws.join(".git/index"), &index).expect("write");
+        host_git(who, home, ws, &["checkout", "--", "."]);
+        assert!(outside.exists(), "{who:?}: the route proves nothing");
+        std::fs::remove_file(&outside).expect("rm");
+        std::fs::write(ws.join(".git/index"), &saved).expect("write");
+        hand_over(who, ws);
+        // Through paude.
+        let inside = setup
+            .paude()
+            .run(["venv", "--", "sh", "-c", "cp crafted-index .git/index"]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        assert!(
+            text(&inside.stderr).contains("index was not brought back"),
+            "{who:?}: {}",
+            text(&inside.stderr)
+        );
+        assert_eq!(std::fs::read(ws.join(".git/index")).expect("read"), saved);
+        host_git(who, home, ws, &["checkout", "--", "."]);
+        assert!(!outside.exists(), "{who:?}");
+    }
+}
+
 /// The repository's shared data directories keep no link the sandbox made: a directory of
 /// refs linked elsewhere would have host git write there. The holder removes it when the
 /// sandbox ends, and says so.

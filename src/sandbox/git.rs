@@ -511,8 +511,21 @@ pub fn bring_back(private: &Private) -> Vec<String> {
             lines.push(changed_on_the_host(&shown, &copy));
             continue;
         }
+        if file.name == "index"
+            && let Some(why) = index_refusal(&host, &copy)
+        {
+            lines.push(format!(
+                "the sandbox's git index was not brought back: {why} (it is in {})",
+                copy.display()
+            ));
+            continue;
+        }
         if let Err(error) = replace(&host, &copy) {
             lines.push(could_not(&shown, &copy, &error));
+            continue;
+        }
+        if file.name == "index" {
+            mark_index_stale(&host);
         }
     }
     bring_back_trees(private, &mut lines);
@@ -520,6 +533,51 @@ pub fn bring_back(private: &Private) -> Vec<String> {
         std::fs::remove_dir_all(&private.copy).ok();
     }
     lines
+}
+
+/// Why the sandbox's index at `copy` must not replace the host's at `host` (see `index`).
+fn index_refusal(host: &Path, copy: &Path) -> Option<String> {
+    let read = |path: &Path| -> io::Result<Option<Vec<u8>>> {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        let mut file = match opened {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(Some(bytes))
+    };
+    let new = match read(copy) {
+        Ok(Some(new)) => new,
+        // Removed inside: the host's goes, as `replace` does it.
+        Ok(None) => return None,
+        Err(error) => return Some(error.to_string()),
+    };
+    let host = read(host).ok().flatten();
+    super::index::refusal(&new, host.as_deref())
+}
+
+/// Sets the host's index, just brought back, to a modification time long past. The sandbox
+/// can copy a changed file's size and times into its index entry, and host git would then
+/// take the file for unchanged; an index older than every entry makes git compare each file's
+/// content once (and write the index afresh), so nothing the sandbox changed hides from
+/// `git status` and `git diff`.
+fn mark_index_stale(host: &Path) {
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(host)
+    {
+        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .ok();
+    }
 }
 
 fn changed_on_the_host(shown: &Path, copy: &Path) -> String {

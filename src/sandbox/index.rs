@@ -1,0 +1,1059 @@
+//! Whether the sandbox's git index may replace the host's.
+//!
+//! The sandbox's `.git/index` is a private copy that comes back to the host's repository when
+//! the sandbox ends (see `git`). The sandbox can write any bytes into it, and host git does not
+//! check again the paths of the entries it reads from an index: an entry `../home/u/.bashrc`
+//! or `.git/hooks/post-checkout` would have the user's next `git restore .` or
+//! `git checkout -- .` write outside the worktree, or plant a hook that runs. An entry marked
+//! assume-valid or skip-worktree hides its changes from `git status` and `git diff`.
+//!
+//! [`refusal`] reads the index the way host git reads it and says why it must not come back,
+//! if it must not: it is not an index git wrote, an entry's path is not one git would create,
+//! it is a split index (its `link` extension names a shared index file elsewhere), or an entry
+//! hides its changes where the host's index does not.
+//!
+//! Host git can read an index in two more ways than from front to back, and both must agree
+//! with the one checked here: with several threads it finds its extensions through the
+//! end-of-entries extension (`EOIE`) at the end of the file, and its entries in blocks that the
+//! entry offset table (`IEOT`) names, each block read afresh (in version 4, with no previous
+//! path to continue). So an `EOIE` must name where the entries end, and every `IEOT` block must
+//! begin at an entry that, in version 4, continues nothing of the path before it.
+//!
+//! What this does not look at: the stat data of the entries (an index can say a changed file
+//! is unchanged by copying its size and times), and the file-system monitor (`FSMN`) and
+//! untracked cache (`UNTR`) extensions, which only matter where the host's git is configured to
+//! use them.
+
+use std::collections::HashSet;
+
+/// The bytes of the header: the signature `DIRC`, the version and the number of entries.
+const HEADER_LEN: usize = 12;
+
+/// The bytes of an object name and of the trailing checksum: SHA-1 (see [`refusal`]).
+const HASH_LEN: usize = 20;
+
+/// The bytes of an entry before its extended flags or path: ten 32-bit stat fields, the object
+/// name and the 16-bit flags.
+const FIXED_LEN: usize = 40 + HASH_LEN + 2;
+
+/// Where the 32-bit mode is in an entry.
+const MODE_AT: usize = 24;
+
+/// The flag that says git is to take the file as unchanged without looking at it.
+const ASSUME_VALID: u16 = 0x8000;
+
+/// The flag that says 16 bits of extended flags follow the flags (version 3 and later).
+const EXTENDED: u16 = 0x4000;
+
+/// The bits of the flags that hold the merge stage.
+const STAGE: u16 = 0x3000;
+
+/// The bits of the flags that hold the path's length, or all ones where it is longer.
+const NAME_MASK: u16 = 0x0FFF;
+
+/// The extended flag that says the file is outside the sparse checkout: git does not look at it.
+const SKIP_WORKTREE: u16 = 0x4000;
+
+/// The extended flag that says the file was added with `git add -N`.
+const INTENT_TO_ADD: u16 = 0x2000;
+
+/// The bytes of an `EOIE` extension's data: a 32-bit offset and a hash.
+const EOIE_DATA_LEN: usize = 4 + HASH_LEN;
+
+/// The modes git gives entries: a regular file, an executable, a symbolic link, a submodule.
+const MODES: [u32; 4] = [0o100644, 0o100755, 0o120000, 0o160000];
+
+/// The mode of a directory, which only a sparse index's directory entries have.
+const DIRECTORY: u32 = 0o040000;
+
+/// The mode of a symbolic link.
+const SYMLINK: u32 = 0o120000;
+
+/// Why the index `new` (the sandbox's) must not replace the host's, if it must not; `host` is
+/// the host's index as it is now (None: the host has none).
+///
+/// Both are read as the index of a SHA-1 repository (20-byte object names and checksum); a
+/// repository with `extensions.objectFormat=sha256` has 32-byte ones, and its index is refused
+/// as not parsing. The trailing checksum is not verified (there is no SHA-1 here), as host git
+/// does not verify it either when it reads an index. Unknown extensions are skipped.
+///
+/// A sparse index's directory entries (paths ending in `/`) are refused like other paths git
+/// would not check out. An entry that is assume-valid or skip-worktree is refused unless an
+/// entry of the same path in `host` has the same bit; if `host` is None or does not parse,
+/// every such entry is refused.
+pub fn refusal(new: &[u8], host: Option<&[u8]>) -> Option<String> {
+    let index = match parse(new) {
+        Ok(index) => index,
+        Err(why) => return Some(format!("the index is not one git wrote: {why}")),
+    };
+    extensions_problem(&index, new)
+        .or_else(|| entries_problem(&index))
+        .or_else(|| hiding_problem(&index, host))
+}
+
+/// One entry of an index, as host git reads it.
+struct Entry {
+    /// Where the entry begins in the file.
+    start: usize,
+    /// Its full path (in version 4, the previous path's kept prefix and its own suffix).
+    path: Vec<u8>,
+    /// Its mode.
+    mode: u32,
+    /// Its 16-bit flags, the path's length in them included.
+    flags: u16,
+    /// Its extended flags (zero where it has none).
+    extended: u16,
+    /// Whether its path continues nothing of the previous entry's (always so before version 4).
+    fresh: bool,
+}
+
+impl Entry {
+    /// The entry's merge stage, 0 to 3.
+    fn stage(&self) -> u16 {
+        (self.flags & STAGE) >> 12
+    }
+
+    /// Whether the entry is marked assume-valid.
+    fn assume_valid(&self) -> bool {
+        self.flags & ASSUME_VALID != 0
+    }
+
+    /// Whether the entry is marked skip-worktree.
+    fn skip_worktree(&self) -> bool {
+        self.extended & SKIP_WORKTREE != 0
+    }
+}
+
+/// One extension of an index.
+struct Extension<'a> {
+    /// Where its header begins in the file.
+    start: usize,
+    /// Its four-byte signature.
+    signature: [u8; 4],
+    /// Its data.
+    data: &'a [u8],
+}
+
+/// An index, as read from front to back.
+struct Index<'a> {
+    /// Its entries, in the file's order.
+    entries: Vec<Entry>,
+    /// Where the entries end and the extensions begin.
+    extensions_start: usize,
+    /// Its extensions, in the file's order.
+    extensions: Vec<Extension<'a>>,
+}
+
+/// The big-endian 16-bit number at `at`, if the bytes are there.
+fn be16(bytes: &[u8], at: usize) -> Option<u16> {
+    let field = bytes.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes(field.try_into().ok()?))
+}
+
+/// The big-endian 32-bit number at `at`, if the bytes are there.
+fn be32(bytes: &[u8], at: usize) -> Option<u32> {
+    let field = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(field.try_into().ok()?))
+}
+
+/// A 32-bit number of the file as an offset or count (it always fits on the targets paude has).
+fn to_usize(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// A path or signature as a message shows it: quoted, with anything unprintable escaped.
+fn shown(bytes: &[u8]) -> String {
+    format!("\"{}\"", String::from_utf8_lossy(bytes).escape_debug())
+}
+
+/// The index in `bytes` read from front to back, or why it cannot be.
+fn parse(bytes: &[u8]) -> Result<Index<'_>, String> {
+    let Some(body_len) = bytes
+        .len()
+        .checked_sub(HASH_LEN)
+        .filter(|&n| n >= HEADER_LEN)
+    else {
+        return Err(format!(
+            "its {} bytes are fewer than a header and a checksum",
+            bytes.len()
+        ));
+    };
+    // Entries and extensions end where the checksum begins: nothing is read from it.
+    let body = &bytes[..body_len];
+    if body.get(..4) != Some(b"DIRC".as_slice()) {
+        return Err("it does not begin with the signature \"DIRC\"".to_owned());
+    }
+    let version = be32(body, 4).unwrap_or(0);
+    if !(2..=4).contains(&version) {
+        return Err(format!("its version is {version}, not 2, 3 or 4"));
+    }
+    let count = to_usize(be32(body, 8).unwrap_or(0));
+    let mut entries: Vec<Entry> = Vec::with_capacity(count.min(body_len / FIXED_LEN));
+    let mut at = HEADER_LEN;
+    for number in 1..=count {
+        let previous = entries.last().map_or(&[][..], |e| e.path.as_slice());
+        let (entry, next) = parse_entry(body, at, version, previous)
+            .map_err(|why| format!("its entry {number} of {count} (at byte {at}) {why}"))?;
+        entries.push(entry);
+        at = next;
+    }
+    let extensions_start = at;
+    let mut extensions = Vec::new();
+    while at < body_len {
+        let Some(header) = body.get(at..at + 8) else {
+            return Err(format!(
+                "its last {} bytes before the checksum (from byte {at}) are not an extension",
+                body_len - at
+            ));
+        };
+        let mut signature = [0; 4];
+        signature.copy_from_slice(&header[..4]);
+        let size = to_usize(be32(header, 4).unwrap_or(0));
+        let data_at = at + 8;
+        let Some(data) = data_at
+            .checked_add(size)
+            .and_then(|end| body.get(data_at..end))
+        else {
+            return Err(format!(
+                "its extension {} (at byte {at}) claims {size} bytes, more than are left",
+                shown(&signature)
+            ));
+        };
+        extensions.push(Extension {
+            start: at,
+            signature,
+            data,
+        });
+        at = data_at + size;
+    }
+    Ok(Index {
+        entries,
+        extensions_start,
+        extensions,
+    })
+}
+
+/// The entry of an index of `version` that begins at `start` in `body` (the file without its
+/// checksum), `previous` being the path of the entry before it, and where the next begins; or
+/// why it cannot be read, as words that follow the entry's name.
+fn parse_entry(
+    body: &[u8],
+    start: usize,
+    version: u32,
+    previous: &[u8],
+) -> Result<(Entry, usize), String> {
+    const CUT: &str = "is cut off by the end of the file";
+    let mode = be32(body, start + MODE_AT).ok_or(CUT)?;
+    let flags = be16(body, start + FIXED_LEN - 2).ok_or(CUT)?;
+    let mut name_at = start + FIXED_LEN;
+    let mut extended = 0;
+    if flags & EXTENDED != 0 {
+        if version < 3 {
+            return Err("has extended flags, which a version 2 index does not have".to_owned());
+        }
+        extended = be16(body, name_at).ok_or(CUT)?;
+        if extended & !(SKIP_WORKTREE | INTENT_TO_ADD) != 0 {
+            return Err(format!(
+                "has extended flags {extended:#06x}, with bits git does not define"
+            ));
+        }
+        name_at += 2;
+    }
+    let (path, next, fresh) = if version == 4 {
+        // The number of bytes to drop from the end of the previous path, then the rest of
+        // this one, NUL-terminated; no padding.
+        let (strip, suffix_at) = varint(body, name_at)
+            .ok_or("has a count of path bytes to reuse that is cut off or too large")?;
+        let keep = previous.len().checked_sub(strip).ok_or_else(|| {
+            format!(
+                "drops {strip} bytes from the previous path, which has only {}",
+                previous.len()
+            )
+        })?;
+        let suffix = body.get(suffix_at..).ok_or(CUT)?;
+        let len = suffix.iter().position(|&b| b == 0).ok_or(CUT)?;
+        let mut path = Vec::with_capacity(keep + len);
+        path.extend_from_slice(&previous[..keep]);
+        path.extend_from_slice(&suffix[..len]);
+        (path, suffix_at + len + 1, keep == 0)
+    } else {
+        // The path, NUL-terminated, and NULs to a multiple of 8 bytes from the entry's start.
+        let name = body.get(name_at..).ok_or(CUT)?;
+        let len = name.iter().position(|&b| b == 0).ok_or(CUT)?;
+        let next = start + ((name_at - start + len + 8) & !7);
+        let padding = body.get(name_at + len..next).ok_or(CUT)?;
+        if padding.iter().any(|&b| b != 0) {
+            return Err("has bytes other than NUL after its path".to_owned());
+        }
+        (name[..len].to_vec(), next, true)
+    };
+    // Host git takes the length from the flags where it is short enough to fit: it must be
+    // the one the NUL gives, or host git would read another path than this one.
+    let named = usize::from(flags & NAME_MASK);
+    if named != path.len().min(usize::from(NAME_MASK)) {
+        return Err(format!(
+            "says its path has {named} bytes, but it has {} ({})",
+            path.len(),
+            shown(&path)
+        ));
+    }
+    let entry = Entry {
+        start,
+        path,
+        mode,
+        flags,
+        extended,
+        fresh,
+    };
+    Ok((entry, next))
+}
+
+/// The number in git's variable-length encoding at `at` (7 bits a byte, the high bit saying
+/// another byte follows, each continuation adding one), and where it ends; None where it is
+/// cut off or does not fit.
+fn varint(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut at = at;
+    let mut byte = *bytes.get(at)?;
+    at += 1;
+    let mut value = usize::from(byte & 0x7f);
+    while byte & 0x80 != 0 {
+        byte = *bytes.get(at)?;
+        at += 1;
+        value = value
+            .checked_add(1)?
+            .checked_mul(128)?
+            .checked_add(usize::from(byte & 0x7f))?;
+    }
+    Some((value, at))
+}
+
+/// What is wrong with the extensions of `index` (read from `bytes`), if anything: a split
+/// index, or an `EOIE` or `IEOT` that would have host git read other entries or extensions.
+fn extensions_problem(index: &Index, bytes: &[u8]) -> Option<String> {
+    // Host git looks for an EOIE at this place whatever comes before it.
+    let eoie_at = bytes
+        .len()
+        .checked_sub(HASH_LEN + 8 + EOIE_DATA_LEN)
+        .filter(|&at| at >= HEADER_LEN);
+    let marked = eoie_at.is_some_and(|at| bytes.get(at..at + 4) == Some(b"EOIE".as_slice()));
+    for (number, extension) in index.extensions.iter().enumerate() {
+        let last = number + 1 == index.extensions.len();
+        match &extension.signature {
+            b"link" => {
+                return Some(
+                    "the index is split: its \"link\" extension names a shared index file \
+                     elsewhere, whose entries host git would read as well"
+                        .to_owned(),
+                );
+            }
+            b"EOIE" => {
+                let placed = last && Some(extension.start) == eoie_at;
+                let points = extension.data.len() == EOIE_DATA_LEN
+                    && be32(extension.data, 0).map(to_usize) == Some(index.extensions_start);
+                if !(placed && points) {
+                    return Some(format!(
+                        "the index is not one git wrote: its end-of-entries extension (at \
+                         byte {}) is not the last or does not name where its entries end \
+                         (byte {})",
+                        extension.start, index.extensions_start
+                    ));
+                }
+            }
+            b"IEOT" => {
+                if let Some(why) = table_problem(index, extension.data) {
+                    return Some(format!(
+                        "the index is not one git wrote: its entry offset table (at byte {}) \
+                         {why}",
+                        extension.start
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    let found = index
+        .extensions
+        .last()
+        .is_some_and(|e| &e.signature == b"EOIE");
+    if marked && !found {
+        return Some(
+            "the index is not one git wrote: the bytes before its checksum look like an \
+             end-of-entries extension that is not one of its extensions"
+                .to_owned(),
+        );
+    }
+    None
+}
+
+/// What is wrong with the entry offset table `data` of `index`, if anything, as words that
+/// follow the table's name: each block it names must begin at an entry (one that continues no
+/// previous path), and its blocks must hold all the entries.
+fn table_problem(index: &Index, data: &[u8]) -> Option<String> {
+    if data.len() < 4 + 8 || !(data.len() - 4).is_multiple_of(8) {
+        return Some(format!(
+            "has {} bytes, not a version and blocks",
+            data.len()
+        ));
+    }
+    let version = be32(data, 0).unwrap_or(0);
+    if version != 1 {
+        return Some(format!("has version {version}, not 1"));
+    }
+    let mut first = 0usize;
+    for (number, block) in data[4..].chunks_exact(8).enumerate() {
+        let number = number + 1;
+        let offset = to_usize(be32(block, 0).unwrap_or(0));
+        let count = to_usize(be32(block, 4).unwrap_or(0));
+        let Some(entry) = index.entries.get(first) else {
+            return Some(format!("has a block {number} after the last entry"));
+        };
+        if entry.start != offset {
+            return Some(format!(
+                "says block {number} begins at byte {offset}, but entry {} begins at byte {}",
+                first + 1,
+                entry.start
+            ));
+        }
+        if !entry.fresh {
+            return Some(format!(
+                "begins block {number} at entry {}, whose path continues the previous entry's",
+                shown(&entry.path)
+            ));
+        }
+        if count == 0 {
+            return Some(format!("has an empty block {number}"));
+        }
+        first = first.saturating_add(count);
+    }
+    if first != index.entries.len() {
+        return Some(format!(
+            "has blocks of {first} entries, but the index has {}",
+            index.entries.len()
+        ));
+    }
+    None
+}
+
+/// What is wrong with the entries of `index`, if anything: a path git would not create, a mode
+/// git does not give, or an order git does not keep.
+fn entries_problem(index: &Index) -> Option<String> {
+    for entry in &index.entries {
+        if entry.mode == DIRECTORY && entry.path.ends_with(b"/") {
+            return Some(format!(
+                "the index has a sparse directory entry {}, which is not accepted",
+                shown(&entry.path)
+            ));
+        }
+        if let Some(why) = path_problem(&entry.path, entry.mode) {
+            return Some(format!(
+                "the index has an entry {} that git would not create: {why}",
+                shown(&entry.path)
+            ));
+        }
+        if !MODES.contains(&entry.mode) {
+            return Some(format!(
+                "the index is not one git wrote: its entry {} has mode {:o}",
+                shown(&entry.path),
+                entry.mode
+            ));
+        }
+    }
+    for pair in index.entries.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let ordered = match a.path.cmp(&b.path) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => a.stage() != 0 && a.stage() < b.stage(),
+            std::cmp::Ordering::Greater => false,
+        };
+        if !ordered {
+            return Some(format!(
+                "the index is not one git wrote: its entry {} (stage {}) comes after {} \
+                 (stage {})",
+                shown(&b.path),
+                b.stage(),
+                shown(&a.path),
+                a.stage()
+            ));
+        }
+    }
+    None
+}
+
+/// What is wrong with `path`, an entry's path of `mode`, if anything: git creates only
+/// relative paths of non-empty components, none of them `.`, `..` or its own directory.
+fn path_problem(path: &[u8], mode: u32) -> Option<&'static str> {
+    if path.is_empty() {
+        return Some("it is empty");
+    }
+    if path.starts_with(b"/") {
+        return Some("it begins with a slash");
+    }
+    if path.ends_with(b"/") {
+        return Some("it ends with a slash");
+    }
+    if path.contains(&b'\\') {
+        return Some("it has a backslash");
+    }
+    if path.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Some("it has a control character");
+    }
+    let mut components = path.split(|&b| b == b'/').peekable();
+    while let Some(component) = components.next() {
+        if component.is_empty() {
+            return Some("it has an empty component (\"//\")");
+        }
+        if component == b"." || component == b".." {
+            return Some("it has a \".\" or \"..\" component");
+        }
+        if names_any(component, &[b".git", b"git~1"]) {
+            return Some("it has a component that names git's own directory");
+        }
+        if components.peek().is_none()
+            && mode == SYMLINK
+            && names_any(component, &[b".gitmodules", b"gitmod~1"])
+        {
+            return Some("it is a symbolic link named .gitmodules");
+        }
+    }
+    None
+}
+
+/// Whether the path component `component` names one of `names` (lowercase) on some file
+/// system: compared without regard to ASCII case, ignoring trailing dots and spaces, and an
+/// NTFS stream name after a colon.
+fn names_any(component: &[u8], names: &[&[u8]]) -> bool {
+    let stem = match component.iter().position(|&b| b == b':') {
+        Some(colon) => &component[..colon],
+        None => component,
+    };
+    let kept = stem
+        .iter()
+        .rposition(|&b| b != b'.' && b != b' ')
+        .map_or(0, |last| last + 1);
+    let stem = &stem[..kept];
+    names.iter().any(|name| stem.eq_ignore_ascii_case(name))
+}
+
+/// What is wrong with the assume-valid and skip-worktree bits of `index`, if anything: an
+/// entry has one that no entry of the same path has in `host`, the host's index.
+fn hiding_problem(index: &Index, host: Option<&[u8]>) -> Option<String> {
+    if !index
+        .entries
+        .iter()
+        .any(|e| e.assume_valid() || e.skip_worktree())
+    {
+        return None;
+    }
+    let host = host.and_then(|bytes| parse(bytes).ok());
+    let entries = host.as_ref().map_or(&[][..], |h| h.entries.as_slice());
+    let assumed: HashSet<&[u8]> = entries
+        .iter()
+        .filter(|e| e.assume_valid())
+        .map(|e| e.path.as_slice())
+        .collect();
+    let skipped: HashSet<&[u8]> = entries
+        .iter()
+        .filter(|e| e.skip_worktree())
+        .map(|e| e.path.as_slice())
+        .collect();
+    for entry in &index.entries {
+        let path = entry.path.as_slice();
+        let bit = if entry.assume_valid() && !assumed.contains(path) {
+            "assume-valid"
+        } else if entry.skip_worktree() && !skipped.contains(path) {
+            "skip-worktree"
+        } else {
+            continue;
+        };
+        return Some(format!(
+            "the index marks its entry {} {bit}, which hides its changes from git status and \
+             git diff, and the host's index does not",
+            shown(path)
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Runs git with `args` in `dir`, away from the user's and the system's settings.
+    fn git(dir: &Path, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("HOME", dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    /// A temporary directory (kept alive by the value) with a repository of a few files added,
+    /// `f` among them, and one commit.
+    fn repository() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        std::fs::create_dir_all(root.join("src/deep")).unwrap();
+        for name in ["f", "README", "src/a.rs", "src/b.rs", "src/deep/c", "z"] {
+            std::fs::write(root.join(name), name).unwrap();
+        }
+        git(root, &["add", "."]);
+        git(root, &["commit", "-q", "-m", "x"]);
+        dir
+    }
+
+    /// The repository's index file.
+    fn index(dir: &Path) -> Vec<u8> {
+        std::fs::read(dir.join(".git/index")).unwrap()
+    }
+
+    /// The paths of the entries of the index `bytes`, which must parse.
+    fn paths(bytes: &[u8]) -> Vec<String> {
+        let index = parse(bytes).unwrap();
+        index
+            .entries
+            .iter()
+            .map(|e| String::from_utf8(e.path.clone()).unwrap())
+            .collect()
+    }
+
+    /// The paths of [`repository`], in the index's order.
+    const PATHS: [&str; 6] = ["README", "f", "src/a.rs", "src/b.rs", "src/deep/c", "z"];
+
+    /// An entry for [`build`]: a path, a mode, flags (without the length) and extended flags.
+    struct Made<'a> {
+        /// The entry's path.
+        path: &'a [u8],
+        /// The entry's mode.
+        mode: u32,
+        /// The entry's flags, without the path's length.
+        flags: u16,
+        /// The entry's extended flags (written when `flags` has [`EXTENDED`]).
+        extended: u16,
+    }
+
+    /// A regular file's entry of `path`.
+    fn file(path: &[u8]) -> Made<'_> {
+        Made {
+            path,
+            mode: 0o100644,
+            flags: 0,
+            extended: 0,
+        }
+    }
+
+    /// An index of `version` with `entries`, as git would write it (version 4 paths are
+    /// compressed against the previous path, which is forgotten before the entries of
+    /// `fresh`), and where each entry begins.
+    fn build_entries(version: u32, entries: &[Made], fresh: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let mut out = b"DIRC".to_vec();
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&u32::try_from(entries.len()).unwrap().to_be_bytes());
+        let mut starts = Vec::new();
+        let mut previous: &[u8] = b"";
+        for (number, entry) in entries.iter().enumerate() {
+            let start = out.len();
+            starts.push(start);
+            for field in 0..10u32 {
+                let value = if field == 6 { entry.mode } else { field };
+                out.extend_from_slice(&value.to_be_bytes());
+            }
+            out.extend_from_slice(&[0xab; HASH_LEN]);
+            let len = u16::try_from(entry.path.len().min(0xfff)).unwrap();
+            out.extend_from_slice(&(entry.flags | len).to_be_bytes());
+            if entry.flags & EXTENDED != 0 {
+                out.extend_from_slice(&entry.extended.to_be_bytes());
+            }
+            if version == 4 {
+                let common = if fresh.contains(&number) {
+                    0
+                } else {
+                    previous
+                        .iter()
+                        .zip(entry.path)
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                };
+                let strip = previous.len() - common;
+                let mut encoded = vec![u8::try_from(strip & 0x7f).unwrap()];
+                let mut rest = strip >> 7;
+                while rest > 0 {
+                    rest -= 1;
+                    encoded.insert(0, 0x80 | u8::try_from(rest & 0x7f).unwrap());
+                    rest >>= 7;
+                }
+                out.extend_from_slice(&encoded);
+                out.extend_from_slice(&entry.path[common..]);
+                out.push(0);
+            } else {
+                out.extend_from_slice(entry.path);
+                let len = out.len() - start;
+                out.resize(start + ((len + 8) & !7), 0);
+            }
+            previous = entry.path;
+        }
+        (out, starts)
+    }
+
+    /// `entries` (from [`build_entries`]) with `extensions` and a checksum of zeros.
+    fn finish(mut entries: Vec<u8>, extensions: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+        for (signature, data) in extensions {
+            entries.extend_from_slice(*signature);
+            entries.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
+            entries.extend_from_slice(data);
+        }
+        entries.extend_from_slice(&[0; HASH_LEN]);
+        entries
+    }
+
+    /// A version 2 index of regular files at `paths`, with no extensions.
+    fn build(paths: &[&[u8]]) -> Vec<u8> {
+        let entries: Vec<Made> = paths.iter().map(|p| file(p)).collect();
+        finish(build_entries(2, &entries, &[]).0, &[])
+    }
+
+    /// The data of an entry offset table of `blocks` (offset, count).
+    fn table(blocks: &[(usize, usize)]) -> Vec<u8> {
+        let mut data = 1u32.to_be_bytes().to_vec();
+        for &(offset, count) in blocks {
+            data.extend_from_slice(&u32::try_from(offset).unwrap().to_be_bytes());
+            data.extend_from_slice(&u32::try_from(count).unwrap().to_be_bytes());
+        }
+        data
+    }
+
+    /// The data of an end-of-entries extension naming `offset`.
+    fn end_of_entries(offset: usize) -> Vec<u8> {
+        let mut data = u32::try_from(offset).unwrap().to_be_bytes().to_vec();
+        data.extend_from_slice(&[0x5a; HASH_LEN]);
+        data
+    }
+
+    #[test]
+    fn real_indexes_are_accepted() {
+        let dir = repository();
+        let root = dir.path();
+        let v2 = index(root);
+        assert_eq!(be32(&v2, 4), Some(2));
+        assert_eq!(paths(&v2), PATHS);
+        assert_eq!(refusal(&v2, None), None);
+        assert_eq!(refusal(&v2, Some(&v2[..])), None);
+
+        git(root, &["update-index", "--index-version", "4"]);
+        let v4 = index(root);
+        assert_eq!(be32(&v4, 4), Some(4));
+        assert_eq!(paths(&v4), PATHS);
+        assert_eq!(refusal(&v4, None), None);
+        assert_eq!(refusal(&v4, Some(&v2[..])), None);
+
+        // `git add -N` makes a version 3 index with an intent-to-add entry; stages are fine.
+        git(root, &["update-index", "--index-version", "2"]);
+        std::fs::write(root.join("new"), "new").unwrap();
+        git(root, &["add", "-N", "new"]);
+        let v3 = index(root);
+        assert_eq!(be32(&v3, 4), Some(3));
+        assert!(paths(&v3).contains(&"new".to_owned()));
+        assert_eq!(refusal(&v3, None), None);
+    }
+
+    #[test]
+    fn real_threaded_indexes_are_accepted_and_their_tables_checked() {
+        let dir = repository();
+        let root = dir.path();
+        for (key, value) in [
+            ("index.threads", "2"),
+            ("index.recordOffsetTable", "true"),
+            ("index.recordEndOfIndexEntries", "true"),
+        ] {
+            git(root, &["config", key, value]);
+        }
+        // Each changes the version, so that git writes the index again.
+        for version in ["4", "2"] {
+            git(root, &["update-index", "--index-version", version]);
+            let bytes = index(root);
+            let parsed = parse(&bytes).unwrap();
+            let signatures: Vec<&[u8; 4]> =
+                parsed.extensions.iter().map(|e| &e.signature).collect();
+            assert!(signatures.contains(&b"IEOT"), "{signatures:?}");
+            assert_eq!(signatures.last(), Some(&b"EOIE"));
+            assert_eq!(paths(&bytes), PATHS);
+            assert_eq!(refusal(&bytes, None), None, "version {version}");
+
+            // A table naming a block anywhere else is refused.
+            let table_at = parsed
+                .extensions
+                .iter()
+                .find(|e| &e.signature == b"IEOT")
+                .unwrap()
+                .start;
+            let mut moved = bytes.clone();
+            moved[table_at + 8 + 4 + 8 + 3] ^= 8;
+            let why = refusal(&moved, None).unwrap();
+            assert!(why.contains("entry offset table"), "{why}");
+
+            // So is an end-of-entries extension naming another place.
+            let mut moved = bytes.clone();
+            let eoie_at = bytes.len() - HASH_LEN - 8 - EOIE_DATA_LEN;
+            moved[eoie_at + 8 + 3] ^= 8;
+            let why = refusal(&moved, None).unwrap();
+            assert!(why.contains("end-of-entries"), "{why}");
+        }
+    }
+
+    #[test]
+    fn hiding_bits_need_the_hosts_index_to_have_them() {
+        let dir = repository();
+        let root = dir.path();
+        let plain = index(root);
+        git(root, &["update-index", "--skip-worktree", "f"]);
+        let skipped = index(root);
+        let why = refusal(&skipped, None).unwrap();
+        assert!(why.contains("\"f\" skip-worktree"), "{why}");
+        assert!(refusal(&skipped, Some(&plain[..])).is_some());
+        assert!(refusal(&skipped, Some(&b"not an index"[..])).is_some());
+        assert_eq!(refusal(&skipped, Some(&skipped[..])), None);
+
+        git(root, &["update-index", "--no-skip-worktree", "f"]);
+        git(root, &["update-index", "--assume-unchanged", "src/a.rs"]);
+        let assumed = index(root);
+        let why = refusal(&assumed, None).unwrap();
+        assert!(why.contains("\"src/a.rs\" assume-valid"), "{why}");
+        assert!(refusal(&assumed, Some(&skipped[..])).is_some());
+        assert_eq!(refusal(&assumed, Some(&assumed[..])), None);
+    }
+
+    #[test]
+    fn hand_built_indexes_are_read_like_git_writes_them() {
+        let good = build(&[b"a", b"b/c", b"b/d", b".gitignore", b"x.git", b"..a"]);
+        // Not sorted: ".." sorts first.
+        assert!(refusal(&good, None).unwrap().contains("comes after"));
+        let good = build(&[b"..a", b".gitignore", b"a", b"b/.git-x", b"b/c", b"x.git"]);
+        assert_eq!(refusal(&good, None), None);
+
+        let entries = [file(b"src/a"), file(b"src/b"), file(b"src/c/d"), file(b"t")];
+        let (v4, starts) = build_entries(4, &entries, &[2]);
+        let extensions_start = v4.len();
+        let blocks = table(&[(starts[0], 2), (starts[2], 2)]);
+        let ieot_len = 8 + blocks.len();
+        let eoie = end_of_entries(extensions_start);
+        let bytes = finish(v4.clone(), &[(b"IEOT", blocks), (b"EOIE", eoie.clone())]);
+        assert_eq!(paths(&bytes), ["src/a", "src/b", "src/c/d", "t"]);
+        assert_eq!(refusal(&bytes, None), None);
+
+        // A block that begins where the path continues the previous one.
+        let bytes = finish(
+            v4.clone(),
+            &[(b"IEOT", table(&[(starts[0], 1), (starts[1], 3)]))],
+        );
+        assert!(refusal(&bytes, None).unwrap().contains("continues"));
+        // Blocks that do not hold every entry.
+        let bytes = finish(v4.clone(), &[(b"IEOT", table(&[(starts[0], 2)]))]);
+        assert!(refusal(&bytes, None).unwrap().contains("blocks of 2"));
+        // An end-of-entries extension that is not the last, or names another place.
+        let bytes = finish(v4.clone(), &[(b"EOIE", eoie.clone()), (b"ZZZZ", vec![])]);
+        assert!(refusal(&bytes, None).unwrap().contains("end-of-entries"));
+        let bytes = finish(v4.clone(), &[(b"EOIE", end_of_entries(starts[3]))]);
+        assert!(refusal(&bytes, None).unwrap().contains("end-of-entries"));
+        // One hidden in another extension's data, where host git looks for it.
+        let mut hidden = b"EOIE".to_vec();
+        hidden.extend_from_slice(&24u32.to_be_bytes());
+        hidden.extend_from_slice(&end_of_entries(extensions_start + ieot_len));
+        let bytes = finish(v4.clone(), &[(b"ZZZZ", hidden)]);
+        assert!(refusal(&bytes, None).unwrap().contains("end-of-entries"));
+
+        // Unknown extensions are skipped.
+        let bytes = finish(v4.clone(), &[(b"ZZZZ", vec![1, 2, 3]), (b"TREE", vec![])]);
+        assert_eq!(refusal(&bytes, None), None);
+        // A split index is refused.
+        let bytes = finish(v4.clone(), &[(b"link", vec![0; HASH_LEN])]);
+        assert!(refusal(&bytes, None).unwrap().contains("split"));
+        // An extension that runs into the checksum, and bytes that are not one.
+        let mut bytes = finish(v4.clone(), &[(b"ZZZZ", vec![1, 2, 3])]);
+        bytes[extensions_start + 7] = 4;
+        assert!(refusal(&bytes, None).unwrap().contains("claims 4 bytes"));
+        let mut bytes = finish(v4.clone(), &[]);
+        bytes.splice(extensions_start..extensions_start, [1, 2, 3]);
+        assert!(refusal(&bytes, None).unwrap().contains("not an extension"));
+    }
+
+    #[test]
+    fn paths_git_would_not_create_are_refused() {
+        for path in [
+            &b"../x"[..],
+            b".git/hooks/post-checkout",
+            b".GIT/config",
+            b"a/.git./b",
+            b"a/.git /b",
+            b".git::$INDEX_ALLOCATION/config",
+            b"git~1/x",
+            b"GIT~1/x",
+            b"a//b",
+            b"/abs",
+            b"a/",
+            b"a/./b",
+            b"a/..",
+            b".",
+            b"a\\b",
+            b"a\nb",
+            b"a\x7fb",
+            b".git",
+        ] {
+            let why = refusal(&build(&[path]), None).expect("refused");
+            assert!(why.contains(&shown(path)), "{why}");
+            assert!(why.contains("would not create"), "{why}");
+        }
+        let why = refusal(&build(&[b""]), None).unwrap();
+        assert!(why.contains("it is empty"), "{why}");
+
+        let mut link = file(b"sub/.gitmodules");
+        link.mode = SYMLINK;
+        let bytes = finish(build_entries(2, &[link], &[]).0, &[]);
+        assert!(refusal(&bytes, None).unwrap().contains("symbolic link"));
+        let mut link = file(b".gitmodules");
+        link.mode = 0o100755;
+        let bytes = finish(build_entries(2, &[link], &[]).0, &[]);
+        assert_eq!(refusal(&bytes, None), None);
+
+        // A version 4 path that only its prefix makes bad.
+        let entries = [file(b"a/..b"), file(b"a/..")];
+        let bytes = finish(build_entries(4, &entries, &[]).0, &[]);
+        assert_eq!(paths(&bytes), ["a/..b", "a/.."]);
+        assert!(refusal(&bytes, None).unwrap().contains("\"a/..\""));
+    }
+
+    #[test]
+    fn entries_git_would_not_write_are_refused() {
+        // A mode git does not give, and a sparse directory.
+        let mut odd = file(b"a");
+        odd.mode = 0o104755;
+        let bytes = finish(build_entries(2, &[odd], &[]).0, &[]);
+        assert!(refusal(&bytes, None).unwrap().contains("mode 104755"));
+        let mut sparse = file(b"dir/");
+        sparse.mode = DIRECTORY;
+        sparse.flags = EXTENDED;
+        sparse.extended = SKIP_WORKTREE;
+        let bytes = finish(build_entries(3, &[sparse], &[]).0, &[]);
+        assert!(refusal(&bytes, None).unwrap().contains("sparse"));
+
+        // Extended flags in version 2, or with bits git does not define.
+        let mut flagged = file(b"a");
+        flagged.flags = EXTENDED;
+        flagged.extended = INTENT_TO_ADD;
+        let bytes = finish(build_entries(2, &[flagged], &[]).0, &[]);
+        assert!(refusal(&bytes, None).unwrap().contains("version 2"));
+        let mut flagged = file(b"a");
+        flagged.flags = EXTENDED;
+        flagged.extended = 0x1000;
+        let bytes = finish(build_entries(3, &[flagged], &[]).0, &[]);
+        assert!(refusal(&bytes, None).unwrap().contains("0x1000"));
+
+        // Stages in order are fine; the same path twice, or a merged path with stages, is not.
+        let staged = |path: &'static [u8], stage: u16| Made {
+            flags: stage << 12,
+            ..file(path)
+        };
+        let merge = [
+            staged(b"a", 1),
+            staged(b"a", 2),
+            staged(b"a", 3),
+            file(b"b"),
+        ];
+        let bytes = finish(build_entries(2, &merge, &[]).0, &[]);
+        assert_eq!(refusal(&bytes, None), None);
+        for pair in [
+            [file(b"a"), file(b"a")],
+            [file(b"a"), staged(b"a", 2)],
+            [staged(b"a", 2), staged(b"a", 1)],
+        ] {
+            let bytes = finish(build_entries(2, &pair, &[]).0, &[]);
+            assert!(refusal(&bytes, None).unwrap().contains("comes after"));
+        }
+
+        // A length in the flags that is not the path's: host git would read another path.
+        let mut bytes = build(&[b"abc"]);
+        bytes[HEADER_LEN + FIXED_LEN - 1] = 2;
+        assert!(
+            refusal(&bytes, None)
+                .unwrap()
+                .contains("says its path has 2")
+        );
+        // Bytes other than NUL in the padding.
+        let mut bytes = build(&[b"abc"]);
+        bytes[HEADER_LEN + FIXED_LEN + 4] = b'x';
+        assert!(refusal(&bytes, None).unwrap().contains("other than NUL"));
+        // A version 4 entry dropping more than the previous path has.
+        let (mut v4, _) = build_entries(4, &[file(b"ab")], &[]);
+        v4[HEADER_LEN + FIXED_LEN] = 1;
+        let bytes = finish(v4, &[]);
+        assert!(refusal(&bytes, None).unwrap().contains("drops 1 bytes"));
+
+        // A long path, whose length the flags do not hold.
+        let long = vec![b'x'; 5000];
+        let bytes = build(&[&long]);
+        assert_eq!(refusal(&bytes, None), None);
+        let (v4, _) = build_entries(4, &[file(&long), file(b"y")], &[]);
+        assert_eq!(refusal(&finish(v4, &[]), None), None);
+    }
+
+    #[test]
+    fn files_that_are_not_indexes_are_refused() {
+        let good = build(&[b"a", b"b"]);
+        let mut bad = good.clone();
+        bad[0] = b'X';
+        assert!(refusal(&bad, None).unwrap().contains("DIRC"));
+        let mut bad = good.clone();
+        bad[7] = 5;
+        assert!(refusal(&bad, None).unwrap().contains("version is 5"));
+        let mut bad = good.clone();
+        bad[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(refusal(&bad, None).unwrap().contains("entry 3 of"));
+        assert!(refusal(b"", None).unwrap().contains("not one git wrote"));
+        let huge = varint(&[0xff; 64], 0);
+        assert_eq!(huge, None);
+        assert_eq!(varint(&[0x80, 0x00], 0), Some((128, 2)));
+    }
+
+    #[test]
+    fn every_truncation_and_many_corruptions_are_refused_without_panicking() {
+        let dir = repository();
+        let root = dir.path();
+        git(root, &["config", "index.threads", "2"]);
+        git(root, &["config", "index.recordOffsetTable", "true"]);
+        git(root, &["config", "index.recordEndOfIndexEntries", "true"]);
+        for version in ["4", "2"] {
+            git(root, &["update-index", "--index-version", version]);
+            let bytes = index(root);
+            assert_eq!(refusal(&bytes, None), None);
+            let parsed = parse(&bytes).unwrap();
+            // A file cut where an extension begins, its checksum aside, is still an index
+            // (git does not verify the checksum either); every other cut is refused.
+            let mut whole: Vec<usize> = parsed.extensions.iter().map(|e| e.start).collect();
+            whole.push(parsed.extensions_start);
+            for len in 0..bytes.len() {
+                let cut = &bytes[..len];
+                let why = refusal(cut, Some(cut));
+                let kept = len.checked_sub(HASH_LEN);
+                if !kept.is_some_and(|kept| whole.contains(&kept)) {
+                    assert!(why.is_some(), "version {version} cut at {len}");
+                }
+            }
+            // Every byte of the file set to a few values: whatever comes out, nothing panics.
+            for at in 0..bytes.len() {
+                for value in [0x00, 0x01, 0x2f, 0x7f, 0x80, 0xff] {
+                    let mut bent = bytes.clone();
+                    bent[at] = value;
+                    let _ = refusal(&bent, Some(&bent[..]));
+                }
+            }
+        }
+    }
+}

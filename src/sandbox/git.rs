@@ -164,14 +164,7 @@ pub fn layout(workspace: &Path) -> Result<Layout, String> {
 /// The `core.worktree` a repository's `config` sets, read no further than 64 KiB: the last
 /// one of a `[core]` section, as git takes it.
 fn module_worktree(git_dir: &Path) -> Option<PathBuf> {
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(git_dir.join("config"))
-        .ok()?;
-    if !opened.metadata().ok()?.is_file() {
-        return None;
-    }
+    let opened = super::pin::read_regular(&git_dir.join("config")).ok()??;
     let mut text = String::new();
     opened.take(64 << 10).read_to_string(&mut text).ok()?;
     let mut in_core = false;
@@ -204,14 +197,7 @@ fn module_worktree(git_dir: &Path) -> Option<PathBuf> {
 fn read_pointer(file: &Path, prefix: &str) -> Option<PathBuf> {
     let mut text = String::new();
     // Not through a link, and not waiting on a FIFO: only a regular file is read.
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(file)
-        .ok()?;
-    if !opened.metadata().ok()?.is_file() {
-        return None;
-    }
+    let opened = super::pin::read_regular(file).ok()??;
     opened.take(POINTER_MAX).read_to_string(&mut text).ok()?;
     // A line cut short by the limit is no pointer.
     if text.len() as u64 == POINTER_MAX && !text.contains('\n') {
@@ -348,7 +334,7 @@ fn compose_dir(
     // Read through a descriptor of the directory, opened without following links: what is
     // copied is what is in it, whatever a sandbox still running does to the names above.
     let held = open_directory(host)?;
-    let listed = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+    let listed = through(&held);
     let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(&listed)?.flatten().collect();
     entries.sort_by_key(|entry| entry.file_name());
     for entry in entries {
@@ -538,18 +524,9 @@ pub fn bring_back(private: &Private) -> Vec<String> {
 /// Why the sandbox's index at `copy` must not replace the host's at `host` (see `index`).
 fn index_refusal(host: &Path, copy: &Path) -> Option<String> {
     let read = |path: &Path| -> io::Result<Option<Vec<u8>>> {
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path);
-        let mut file = match opened {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error),
+        let Some(mut file) = regular_or_absent(path)? else {
+            return Ok(None);
         };
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         Ok(Some(bytes))
@@ -820,6 +797,17 @@ pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
     lines
 }
 
+/// The regular file at `path` opened to read (see `pin::read_regular`), `None` when there is
+/// nothing there, and an error when what is there is something else (a link, a FIFO).
+fn regular_or_absent(path: &Path) -> io::Result<Option<std::fs::File>> {
+    match super::pin::read_regular(path) {
+        Ok(Some(file)) => Ok(Some(file)),
+        Ok(None) => Err(io::Error::other("not a regular file")),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Replaces `host` with the regular file at `copy` (or removes it, when `copy` is gone), as
 /// git does: by its `.lock` file, made exclusively, then renamed into place. A lock that is
 /// there already is git at work on the host: then nothing is done.
@@ -829,19 +817,7 @@ fn replace(host: &Path, copy: &Path) -> io::Result<()> {
     let lock_path = PathBuf::from(lock_name);
     // Not through a link, and without waiting (a FIFO the sandbox put there would block the
     // holder, and with it the lock, for ever); only a regular file is read.
-    let source = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(copy);
-    let mut source = match source {
-        Ok(file) if file.metadata()?.is_file() => Some(file),
-        Ok(_) => return Err(io::Error::other("not a regular file")),
-        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(io::Error::other("not a regular file"));
-        }
-        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-        Err(error) => return Err(error),
-    };
+    let mut source = regular_or_absent(copy)?;
     let mut lock = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -908,20 +884,7 @@ pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> Vec<PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn git(dir: &Path, args: &[&str]) {
-        let status = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    }
+    use crate::sandbox::testing::{fifo, git};
 
     /// A temporary directory (kept alive by the first value), its real path, and a fresh
     /// repository `main` in it.
@@ -987,14 +950,7 @@ mod tests {
         // A FIFO at .git, or where a pointer is read, is refused without waiting on it.
         let piped = root.join("piped");
         std::fs::create_dir(&piped).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            piped.join(".git").as_path(),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        fifo(&piped.join(".git"));
         assert!(
             layout(&piped)
                 .unwrap_err()
@@ -1003,14 +959,7 @@ mod tests {
         std::fs::remove_file(piped.join(".git")).unwrap();
         let pointed = root.join("pointed");
         std::fs::create_dir_all(pointed.join("gd")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            pointed.join("gd/commondir").as_path(),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        fifo(&pointed.join("gd/commondir"));
         assert_eq!(read_pointer(&pointed.join("gd/commondir"), ""), None);
     }
 
@@ -1089,14 +1038,7 @@ mod tests {
         let composition = compose(&layout(&main).unwrap(), &root.join("r")).unwrap();
         let private = &composition.privates[0];
         std::fs::remove_file(private.copy.join("index")).ok();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            private.copy.join("index"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        fifo(&private.copy.join("index"));
         let lines = bring_back(private);
         assert!(
             lines.iter().any(|line| line.contains("not a regular file")),

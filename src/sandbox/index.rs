@@ -577,24 +577,8 @@ fn hiding_problem(index: &Index, host: Option<&[u8]>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::testing::git;
     use std::path::Path;
-
-    /// Runs git with `args` in `dir`, away from the user's and the system's settings.
-    fn git(dir: &Path, args: &[&str]) {
-        let status = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("HOME", dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    }
 
     /// A temporary directory (kept alive by the value) with a repository of a few files added,
     /// `f` among them, and one commit.

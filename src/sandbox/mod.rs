@@ -14,4 +14,6 @@ pub mod index;
 pub mod pin;
 pub mod plan;
 pub mod seccomp;
+#[cfg(test)]
+mod testing;
 pub mod workspace;

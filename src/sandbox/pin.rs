@@ -206,6 +206,12 @@ pub fn read_in(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<std::fs::
     Ok(file.metadata()?.is_file().then_some(file))
 }
 
+/// [`read_in`] for a path: the file at `path`, opened to read without following a link at its
+/// last name and without waiting on a FIFO; `None` when it is not a regular file.
+pub fn read_regular(path: &Path) -> io::Result<Option<std::fs::File>> {
+    read_in(rustix::fs::CWD, path.as_os_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,14 +316,7 @@ mod tests {
         let root = dir.path().canonicalize().unwrap();
         std::fs::write(root.join("HEAD"), "ref: x\n").unwrap();
         symlink("/etc/passwd", root.join("index")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            root.join("fifo").as_path(),
-            FileType::Fifo,
-            Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        crate::sandbox::testing::fifo(&root.join("fifo"));
         let Opened::Found(held, _) = open(&root).unwrap() else {
             panic!()
         };

@@ -37,10 +37,14 @@ impl Setup {
     }
 
     fn paude(&self) -> Paude {
-        let store = shared_home(self.who).join(".paude");
-        Paude::new(self.who, self.home.path(), self.workspace.path())
-            .env("PAUDE_HOME", store.to_str().expect("UTF-8 path"))
+        paude_in(self.who, self.home.path(), self.workspace.path())
     }
+}
+
+/// paude as `who` with `home`, in `workspace`, with the store shared by this user's tests.
+fn paude_in(who: As, home: &Path, workspace: &Path) -> Paude {
+    let store = shared_home(who).join(".paude");
+    Paude::new(who, home, workspace).env("PAUDE_HOME", store.to_str().expect("UTF-8 path"))
 }
 
 fn says(output: &Output, needle: &str) -> bool {
@@ -1150,8 +1154,7 @@ fn a_manifest_swapped_while_it_is_read_is_never_used() {
             secret.display()
         ),
     );
-    let store = shared_home(who).join(".paude");
-    let paude = Paude::new(who, home.path(), &ws).env("PAUDE_HOME", store.to_str().expect("UTF-8"));
+    let paude = paude_in(who, home.path(), &ws);
     paude.trust();
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let swapper = {
@@ -1335,10 +1338,7 @@ fn worktrees_and_submodules_keep_their_control_files() {
                 host_git(who, home, &dir, &["config", "--unset", "core.fsmonitor"]);
             }
             // Through paude.
-            let paude = Paude::new(who, home, workspace).env(
-                "PAUDE_HOME",
-                shared_home(who).join(".paude").to_str().expect("utf-8"),
-            );
+            let paude = paude_in(who, home, workspace);
             let inside = paude.run(["venv", "--", "sh", "-c", &attack]);
             assert!(
                 !inside.status.success(),
@@ -1380,26 +1380,17 @@ fn worktrees_and_submodules_keep_their_control_files() {
         );
         let sub = main.join("sub");
         // The submodule itself is a workspace paude composes.
-        let in_sub = Paude::new(who, home, &sub).env(
-            "PAUDE_HOME",
-            shared_home(who).join(".paude").to_str().expect("utf-8"),
-        );
+        let in_sub = paude_in(who, home, &sub);
         ok(&in_sub.run(["venv", "--", "git", "status", "--short"]));
         let pointer = format!("gitdir: {}\n", main.join(".git/modules/other").display());
         std::fs::write(sub.join(".git"), pointer).expect("write");
         // Without the check: git there reads the sibling's repository.
         let shown = host_git(who, home, &sub, &["show", "HEAD:secret"]);
         assert_eq!(text(&shown.stdout), "SIBLING-SECRET\n", "{who:?}");
-        let paude = Paude::new(who, home, &sub).env(
-            "PAUDE_HOME",
-            shared_home(who).join(".paude").to_str().expect("utf-8"),
-        );
+        let paude = paude_in(who, home, &sub);
         fails_with(&paude.run(["venv", "--", "true"]), 125, "core.worktree");
         // Git inside the worktree works, and its commit is the host's.
-        let paude = Paude::new(who, home, &worktree).env(
-            "PAUDE_HOME",
-            shared_home(who).join(".paude").to_str().expect("utf-8"),
-        );
+        let paude = paude_in(who, home, &worktree);
         let commit = "GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@b GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@b git commit -q --allow-empty -m inside && git log --oneline | wc -l";
         let out = ok(&paude.run(["venv", "--", "sh", "-c", commit]));
         assert_eq!(out.trim(), "3", "{who:?}");

@@ -497,11 +497,15 @@ pub fn bring_back(private: &Private) -> Vec<String> {
             lines.push(changed_on_the_host(&shown, &copy));
             continue;
         }
-        if file.name == "index"
-            && let Some(why) = index_refusal(&host, &copy)
-        {
+        let refusal = match file.name.as_str() {
+            "index" => index_refusal(&host, &copy),
+            "HEAD" => head_refusal(&copy),
+            _ => None,
+        };
+        if let Some(why) = refusal {
             lines.push(format!(
-                "the sandbox's git index was not brought back: {why} (it is in {})",
+                "the sandbox's git {} was not brought back: {why} (it is in {})",
+                file.name,
                 copy.display()
             ));
             continue;
@@ -519,6 +523,52 @@ pub fn bring_back(private: &Private) -> Vec<String> {
         std::fs::remove_dir_all(&private.copy).ok();
     }
     lines
+}
+
+/// Why the sandbox's `HEAD` at `copy` must not replace the host's: host git updates the ref
+/// it names on the next commit by writing that path, so `ref: refs/../hooks/post-commit` (which
+/// git takes, as it stays in `.git`) would have it create or overwrite any file there. A
+/// `HEAD` comes back as an object name, or as a branch under `refs/heads/` whose name keeps
+/// git's own rules for ref names.
+fn head_refusal(copy: &Path) -> Option<String> {
+    let mut text = String::new();
+    match regular_or_absent(copy) {
+        Ok(Some(file)) => {
+            if file.take(POINTER_MAX).read_to_string(&mut text).is_err() {
+                return Some("it is not text".into());
+            }
+        }
+        Ok(None) => return Some("it is gone".into()),
+        Err(error) => return Some(error.to_string()),
+    }
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    let object =
+        |id: &str| matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if object(line) {
+        return None;
+    }
+    match line.strip_prefix("ref: refs/heads/") {
+        Some(name) if branch_name(name) => None,
+        _ => Some(format!(
+            "it says {line:?}, which is neither an object name nor a branch in refs/heads/"
+        )),
+    }
+}
+
+/// Whether `name` (below `refs/heads/`) keeps git's rules for ref names: no empty component,
+/// none that begins with `.` or ends with `.lock`, no `..`, `@{`, trailing `.`, and none of
+/// the bytes git refuses (controls, space, `~^:?*[\`).
+fn branch_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !name.contains("@{")
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && !part.starts_with('.') && !part.ends_with(".lock"))
+        && name.bytes().all(|b| {
+            b > b' ' && b != 0x7f && !matches!(b, b'~' | b'^' | b':' | b'?' | b'*' | b'[' | b'\\')
+        })
 }
 
 /// Why the sandbox's index at `copy` must not replace the host's at `host` (see `index`).
@@ -1176,5 +1226,50 @@ mod tests {
                 .any(|line| line.contains("something other than a directory")),
             "{lines:?}"
         );
+    }
+
+    /// A `HEAD` naming a path outside `refs/heads/` stays behind: host git's next commit would
+    /// write the commit's name there (`ref: refs/../hooks/post-commit` makes a hook file).
+    #[test]
+    fn a_head_that_names_no_branch_stays_behind() {
+        assert!(branch_name("main") && branch_name("feature/x-1"));
+        for bad in [
+            "",
+            "../hooks/x",
+            "a/../b",
+            ".hidden",
+            "a.lock",
+            "a b",
+            "a~1",
+            "x/",
+            "a@{0}",
+        ] {
+            assert!(!branch_name(bad), "{bad}");
+        }
+        let (_dir, root, main) = repository();
+        let dot_git = main.join(".git");
+        let before = std::fs::read_to_string(dot_git.join("HEAD")).unwrap();
+        let composition = compose(&layout(&main).unwrap(), &root.join("p")).unwrap();
+        let private = &composition.privates[0];
+        std::fs::write(
+            private.copy.join("HEAD"),
+            "ref: refs/../hooks/post-commit\n",
+        )
+        .unwrap();
+        let lines = bring_back(private);
+        assert_eq!(
+            std::fs::read_to_string(dot_git.join("HEAD")).unwrap(),
+            before
+        );
+        assert!(
+            lines[0].contains("git HEAD was not brought back"),
+            "{lines:?}"
+        );
+        let composition = compose(&layout(&main).unwrap(), &root.join("q")).unwrap();
+        let private = &composition.privates[0];
+        let id = "0123456789abcdef0123456789abcdef01234567\n";
+        std::fs::write(private.copy.join("HEAD"), id).unwrap();
+        assert_eq!(bring_back(private), Vec::<String>::new());
+        assert_eq!(std::fs::read_to_string(dot_git.join("HEAD")).unwrap(), id);
     }
 }

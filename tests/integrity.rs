@@ -176,9 +176,9 @@ fn bad_input_ends_in_an_error_not_a_crash() {
         let home = TestDir::new(who);
         let paude = Paude::new(who, home.path(), setup.workspace.path());
         for nested in [
-            format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000)),
-            format!("{}1", "local a = 1;\n".repeat(100_000)),
-            format!("{}1", "1+".repeat(100_000)),
+            format!("{}1{}", "[".repeat(1_000_000), "]".repeat(1_000_000)),
+            format!("{}1", "local a = 1;\n".repeat(1_000_000)),
+            format!("{}1", "1+".repeat(1_000_000)),
         ] {
             let manifest =
                 format!("{{packages: [\"dash\"], envSet: {{x: std.toString({nested})}}}}");
@@ -696,6 +696,11 @@ fn crafted_index(path: &str, blob: &str) -> Vec<u8> {
     while !(index.len() - start).is_multiple_of(8) {
         index.push(0);
     }
+    with_checksum(index)
+}
+
+/// `body` (an index without its checksum) with its SHA-1 appended, as git writes it.
+fn with_checksum(mut body: Vec<u8>) -> Vec<u8> {
     let mut sha1sum = Command::new("sha1sum")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -706,13 +711,21 @@ fn crafted_index(path: &str, blob: &str) -> Vec<u8> {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(&index)
+        .write_all(&body)
         .expect("write");
     let digest = text(&sha1sum.wait_with_output().expect("sha1sum").stdout);
     for pair in digest.as_bytes()[..40].chunks(2) {
-        index.push(u8::from_str_radix(std::str::from_utf8(pair).expect("hex"), 16).expect("hex"));
+        body.push(u8::from_str_radix(std::str::from_utf8(pair).expect("hex"), 16).expect("hex"));
     }
-    index
+    body
+}
+
+/// The bytes of the object name `hex`.
+fn object_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("hex"))
+        .collect()
 }
 
 /// The index comes back from the sandbox, and host git does not check again the paths of its
@@ -759,6 +772,126 @@ fn an_index_with_paths_git_would_not_make_stays_behind() {
         assert_eq!(std::fs::read(ws.join(".git/index")).expect("read"), saved);
         host_git(who, home, ws, &["checkout", "--", "."]);
         assert!(!outside.exists(), "{who:?}");
+    }
+}
+
+/// An index can say more than its entries do. Its cache tree (`TREE`) names the tree of each
+/// directory, which the user's next `git commit` takes instead of writing one from the
+/// entries: a root tree of the sandbox's making is committed, whatever `git status` showed.
+/// Its stat data can copy a changed file's (with the modification time set long past), and
+/// `git status` then takes the file for unchanged. Both work with the index in place; brought
+/// back through paude, the index is written afresh and neither does.
+#[test]
+fn an_index_that_says_more_than_its_entries_is_written_afresh() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let marker = setup.home.path().join("pwned");
+        repository_with_a_trap(&setup, &marker);
+        let (home, ws) = (setup.home.path(), setup.workspace.path());
+        let git = |args: &[&str]| {
+            let output = host_git(who, home, ws, args);
+            assert!(
+                output.status.success(),
+                "{who:?} {args:?}: {}",
+                text(&output.stderr)
+            );
+            text(&output.stdout).trim().to_owned()
+        };
+        let index_path = ws.join(".git/index");
+        let read_index = || std::fs::read(&index_path).expect("index");
+        // A tree with evil.sh in it, then an index of a and b whose root tree is that one.
+        git(&["add", "evil.sh"]);
+        let evil = git(&["write-tree"]);
+        git(&["rm", "-q", "--cached", "evil.sh"]);
+        write(&ws.join("b"), "b\n");
+        hand_over(who, ws);
+        git(&["add", "b"]);
+        git(&["write-tree"]);
+        let saved = read_index();
+        let tree = saved
+            .windows(4)
+            .rposition(|w| w == b"TREE")
+            .expect("a cache tree");
+        let root = tree
+            + 8
+            + 1
+            + saved[tree + 9..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .expect("line")
+            + 1;
+        let mut crafted = saved[..saved.len() - 20].to_vec();
+        crafted[root..root + 20].copy_from_slice(&object_bytes(&evil));
+        let crafted = with_checksum(crafted);
+        std::fs::write(ws.join("crafted-tree"), &crafted).expect("write");
+        // Without paude: the next commit holds evil.sh.
+        std::fs::write(&index_path, &crafted).expect("write");
+        git(&["commit", "-q", "-m", "b"]);
+        let committed = git(&["ls-tree", "--name-only", "HEAD"]);
+        assert!(
+            committed.contains("evil.sh"),
+            "{who:?}: the route proves nothing"
+        );
+        git(&["reset", "-q", "--soft", "HEAD~1"]);
+        std::fs::write(&index_path, &saved).expect("write");
+        hand_over(who, ws);
+        // Through paude.
+        let inside = setup
+            .paude()
+            .run(["venv", "--", "sh", "-c", "cp crafted-tree .git/index"]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        assert!(
+            !text(&inside.stderr).contains("brought back"),
+            "{who:?}: {}",
+            text(&inside.stderr)
+        );
+        git(&["commit", "-q", "-m", "b"]);
+        assert_eq!(git(&["ls-tree", "--name-only", "HEAD"]), "a\nb", "{who:?}");
+
+        // A file changed to the same size, its time set long past, its stat data copied.
+        let saved = read_index();
+        write(&ws.join("a"), "x\n");
+        let file = std::fs::File::options()
+            .write(true)
+            .open(ws.join("a"))
+            .expect("a");
+        file.set_modified(std::time::UNIX_EPOCH).expect("touch");
+        hand_over(who, ws);
+        let meta = std::fs::metadata(ws.join("a")).expect("stat");
+        use std::os::unix::fs::MetadataExt;
+        let mut crafted = saved[..saved.len() - 20].to_vec();
+        // The first entry is a's, right after the 12-byte header.
+        assert_eq!(&crafted[12 + 62..12 + 64], b"a\0");
+        let fields = [
+            meta.ctime(),
+            meta.ctime_nsec(),
+            0,
+            0,
+            meta.dev() as i64,
+            meta.ino() as i64,
+        ];
+        for (number, value) in fields.into_iter().enumerate() {
+            let at = 12 + 4 * number;
+            crafted[at..at + 4].copy_from_slice(&(value as u32).to_be_bytes());
+        }
+        let crafted = with_checksum(crafted);
+        std::fs::write(ws.join("crafted-stat"), &crafted).expect("write");
+        // Without paude: git status does not see the change.
+        std::fs::write(&index_path, &crafted).expect("write");
+        hand_over(who, ws);
+        let status = git(&["status", "--short", "--untracked-files=no"]);
+        assert_eq!(status, "", "{who:?}: the route proves nothing");
+        std::fs::write(&index_path, &saved).expect("write");
+        hand_over(who, ws);
+        // Through paude.
+        let inside = setup
+            .paude()
+            .run(["venv", "--", "sh", "-c", "cp crafted-stat .git/index"]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        let status = git(&["status", "--short", "--untracked-files=no"]);
+        assert_eq!(status, "M a", "{who:?}");
+        assert!(!marker.exists());
     }
 }
 

@@ -497,25 +497,30 @@ pub fn bring_back(private: &Private) -> Vec<String> {
             lines.push(changed_on_the_host(&shown, &copy));
             continue;
         }
-        let refusal = match file.name.as_str() {
-            "index" => index_refusal(&host, &copy),
-            "HEAD" => head_refusal(&copy),
-            _ => None,
+        let content = match read_copy(&copy) {
+            Ok(content) => content,
+            Err(error) => {
+                lines.push(could_not(&shown, &copy, &error));
+                continue;
+            }
         };
-        if let Some(why) = refusal {
-            lines.push(format!(
+        let vetted = match content {
+            Some(bytes) => vetted(&file.name, bytes, &host).map(Some),
+            // Removed inside: the host's goes too, but a repository keeps its HEAD.
+            None if file.name == "HEAD" => Err("it is gone".to_owned()),
+            None => Ok(None),
+        };
+        match vetted {
+            Ok(content) => {
+                if let Err(error) = replace(&host, content.as_deref()) {
+                    lines.push(could_not(&shown, &copy, &error));
+                }
+            }
+            Err(why) => lines.push(format!(
                 "the sandbox's git {} was not brought back: {why} (it is in {})",
                 file.name,
                 copy.display()
-            ));
-            continue;
-        }
-        if let Err(error) = replace(&host, &copy) {
-            lines.push(could_not(&shown, &copy, &error));
-            continue;
-        }
-        if file.name == "index" {
-            mark_index_stale(&host);
+            )),
         }
     }
     bring_back_trees(private, &mut lines);
@@ -525,34 +530,103 @@ pub fn bring_back(private: &Private) -> Vec<String> {
     lines
 }
 
-/// Why the sandbox's `HEAD` at `copy` must not replace the host's: host git updates the ref
-/// it names on the next commit by writing that path, so `ref: refs/../hooks/post-commit` (which
-/// git takes, as it stays in `.git`) would have it create or overwrite any file there. A
-/// `HEAD` comes back as an object name, or as a branch under `refs/heads/` whose name keeps
-/// git's own rules for ref names.
-fn head_refusal(copy: &Path) -> Option<String> {
-    let mut text = String::new();
-    match regular_or_absent(copy) {
-        Ok(Some(file)) => {
-            if file.take(POINTER_MAX).read_to_string(&mut text).is_err() {
-                return Some("it is not text".into());
+/// The most of a copy that is read to bring it back: the index of some millions of files.
+const SYNCED_MAX: u64 = 1 << 30;
+
+/// The bytes of the regular file at `copy`, or None where it is gone.
+fn read_copy(copy: &Path) -> io::Result<Option<Vec<u8>>> {
+    let Some(file) = regular_or_absent(copy)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    file.take(SYNCED_MAX + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > SYNCED_MAX {
+        return Err(io::Error::other("it is larger than 1 GiB"));
+    }
+    Ok(Some(bytes))
+}
+
+/// What to write in place of the host's `name` (at `host`), from the sandbox's `bytes`, or why
+/// they must not come back. What host git reads as names of objects or refs must be no more
+/// than that: it writes through a ref a file names, and reads an index's paths, bits and caches
+/// without checking them again (see `index`). Messages (`COMMIT_EDITMSG`, `MERGE_MSG`,
+/// `MERGE_MODE`, `BISECT_LOG`) are text that git shows or parses, and come back as they are.
+fn vetted(name: &str, bytes: Vec<u8>, host: &Path) -> Result<Vec<u8>, String> {
+    let lines = || {
+        let text = std::str::from_utf8(&bytes).map_err(|_| "it is not text".to_owned())?;
+        Ok::<_, String>(text.strip_suffix('\n').unwrap_or(text).split('\n'))
+    };
+    let why = match name {
+        "index" => return host_index_for(&bytes, host),
+        "HEAD" => {
+            let line = lines()?.collect::<Vec<_>>().join("\n");
+            let named = line
+                .strip_prefix("ref: refs/heads/")
+                .is_some_and(branch_name);
+            if object_name(&line) || named {
+                return Ok(bytes);
+            }
+            format!("it says {line:?}, which is neither an object name nor a branch in refs/heads/")
+        }
+        "ORIG_HEAD" | "MERGE_HEAD" | "CHERRY_PICK_HEAD" | "REVERT_HEAD" | "AUTO_MERGE" => {
+            match lines()?.find(|line| !object_name(line)) {
+                None => return Ok(bytes),
+                Some(line) => format!("it has a line {line:?}, which is not an object name"),
             }
         }
-        Ok(None) => return Some("it is gone".into()),
-        Err(error) => return Some(error.to_string()),
-    }
-    let line = text.strip_suffix('\n').unwrap_or(&text);
-    let object =
-        |id: &str| matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if object(line) {
-        return None;
-    }
-    match line.strip_prefix("ref: refs/heads/") {
-        Some(name) if branch_name(name) => None,
-        _ => Some(format!(
-            "it says {line:?}, which is neither an object name nor a branch in refs/heads/"
-        )),
-    }
+        "FETCH_HEAD" => {
+            let fetched = |line: &str| line.split_once('\t').is_some_and(|(id, _)| object_name(id));
+            match lines()?.find(|line| !line.is_empty() && !fetched(line)) {
+                None => return Ok(bytes),
+                Some(line) => format!("it has a line {line:?}, which names no fetched object"),
+            }
+        }
+        "packed-refs" => {
+            let packed = |line: &str| {
+                if line.starts_with("# pack-refs with:") {
+                    return true;
+                }
+                if let Some(peeled) = line.strip_prefix('^') {
+                    return object_name(peeled);
+                }
+                line.split_once(' ').is_some_and(|(id, full)| {
+                    object_name(id) && full.strip_prefix("refs/").is_some_and(branch_name)
+                })
+            };
+            match lines()?.find(|line| !line.is_empty() && !packed(line)) {
+                None => return Ok(bytes),
+                Some(line) => format!("it has a line {line:?}, which is not a packed ref"),
+            }
+        }
+        _ => return Ok(bytes),
+    };
+    Err(why)
+}
+
+/// Whether `id` is an object name: 40 (SHA-1) or 64 (SHA-256) hexadecimal digits.
+fn object_name(id: &str) -> bool {
+    matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The index to write at `host` from the sandbox's index `new` (see `index`).
+fn host_index_for(new: &[u8], host: &Path) -> Result<Vec<u8>, String> {
+    let read = || -> io::Result<Option<(Vec<u8>, u64)>> {
+        let Some(mut file) = regular_or_absent(host)? else {
+            return Ok(None);
+        };
+        let modified = file.metadata()?.mtime();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(Some((bytes, u64::try_from(modified).unwrap_or(0))))
+    };
+    let current = read().ok().flatten();
+    let host = current
+        .as_ref()
+        .map(|(bytes, modified)| super::index::HostIndex {
+            bytes,
+            modified: *modified,
+        });
+    super::index::brought_back(new, host)
 }
 
 /// Whether `name` (below `refs/heads/`) keeps git's rules for ref names: no empty component,
@@ -569,42 +643,6 @@ fn branch_name(name: &str) -> bool {
         && name.bytes().all(|b| {
             b > b' ' && b != 0x7f && !matches!(b, b'~' | b'^' | b':' | b'?' | b'*' | b'[' | b'\\')
         })
-}
-
-/// Why the sandbox's index at `copy` must not replace the host's at `host` (see `index`).
-fn index_refusal(host: &Path, copy: &Path) -> Option<String> {
-    let read = |path: &Path| -> io::Result<Option<Vec<u8>>> {
-        let Some(mut file) = regular_or_absent(path)? else {
-            return Ok(None);
-        };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(Some(bytes))
-    };
-    let new = match read(copy) {
-        Ok(Some(new)) => new,
-        // Removed inside: the host's goes, as `replace` does it.
-        Ok(None) => return None,
-        Err(error) => return Some(error.to_string()),
-    };
-    let host = read(host).ok().flatten();
-    super::index::refusal(&new, host.as_deref())
-}
-
-/// Sets the host's index, just brought back, to a modification time long past. The sandbox
-/// can copy a changed file's size and times into its index entry, and host git would then
-/// take the file for unchanged; an index older than every entry makes git compare each file's
-/// content once (and write the index afresh), so nothing the sandbox changed hides from
-/// `git status` and `git diff`.
-fn mark_index_stale(host: &Path) {
-    if let Ok(file) = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(host)
-    {
-        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
-            .ok();
-    }
 }
 
 fn changed_on_the_host(shown: &Path, copy: &Path) -> String {
@@ -704,7 +742,7 @@ fn bring_back_trees(private: &Private, lines: &mut Vec<String>) {
         };
         if !host_as_at_launch {
             lines.push(changed_on_the_host(&shown, &copy));
-        } else if let Err(error) = replace(&host, &copy) {
+        } else if let Err(error) = read_copy(&copy).and_then(|c| replace(&host, c.as_deref())) {
             lines.push(could_not(&shown, &copy, &error));
         }
     }
@@ -858,25 +896,22 @@ fn regular_or_absent(path: &Path) -> io::Result<Option<std::fs::File>> {
     }
 }
 
-/// Replaces `host` with the regular file at `copy` (or removes it, when `copy` is gone), as
-/// git does: by its `.lock` file, made exclusively, then renamed into place. A lock that is
-/// there already is git at work on the host: then nothing is done.
-fn replace(host: &Path, copy: &Path) -> io::Result<()> {
+/// Replaces `host` with `content` (or removes it, when None), as git does: by its `.lock`
+/// file, made exclusively, then renamed into place. A lock that is there already is git at
+/// work on the host: then nothing is done.
+fn replace(host: &Path, content: Option<&[u8]>) -> io::Result<()> {
     let mut lock_name = host.as_os_str().to_os_string();
     lock_name.push(".lock");
     let lock_path = PathBuf::from(lock_name);
-    // Not through a link, and without waiting (a FIFO the sandbox put there would block the
-    // holder, and with it the lock, for ever); only a regular file is read.
-    let mut source = regular_or_absent(copy)?;
     let mut lock = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
         .mode(0o644)
         .open(&lock_path)?;
-    let result = (|| match &mut source {
-        Some(source) => {
-            io::copy(source, &mut lock)?;
+    let result = (|| match content {
+        Some(bytes) => {
+            lock.write_all(bytes)?;
             lock.flush()?;
             std::fs::rename(&lock_path, host)
         }
@@ -1049,6 +1084,60 @@ mod tests {
     }
 
     #[test]
+    fn names_of_objects_and_refs_come_back_only_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("none");
+        let id = "a".repeat(40);
+        let vet = |name: &str, text: &str| vetted(name, text.as_bytes().to_vec(), &host);
+        for (name, text) in [
+            ("HEAD", format!("{id}\n")),
+            ("HEAD", "ref: refs/heads/topic/x\n".to_owned()),
+            ("ORIG_HEAD", format!("{id}\n")),
+            ("MERGE_HEAD", format!("{id}\n{}\n", "b".repeat(40))),
+            ("AUTO_MERGE", "c".repeat(64)),
+            ("FETCH_HEAD", format!("{id}\t\tbranch 'main' of ../up\n")),
+            ("FETCH_HEAD", String::new()),
+            (
+                "packed-refs",
+                format!(
+                    "# pack-refs with: peeled fully-peeled sorted \n{id} refs/tags/v1.0\n^{id}\n"
+                ),
+            ),
+            ("MERGE_MSG", "Merge ../../x; rm -rf ~\n".to_owned()),
+        ] {
+            assert_eq!(
+                vet(name, &text),
+                Ok(text.clone().into_bytes()),
+                "{name}: {text:?}"
+            );
+        }
+        for (name, text, said) in [
+            ("HEAD", "ref: refs/../hooks/post-commit\n", "neither"),
+            ("HEAD", "ref: refs/heads/.hidden\n", "neither"),
+            ("ORIG_HEAD", "ref: HEAD\n", "not an object name"),
+            ("ORIG_HEAD", "", "not an object name"),
+            ("CHERRY_PICK_HEAD", "1111\n", "not an object name"),
+            ("MERGE_HEAD", "\u{ff}\u{fe}", "not an object name"),
+            ("FETCH_HEAD", "not fetched\n", "no fetched object"),
+            ("packed-refs", "aaaa refs/heads/x\n", "not a packed ref"),
+            (
+                "packed-refs",
+                &format!("{id} refs/heads/../../../x\n"),
+                "not a packed ref",
+            ),
+            ("packed-refs", &format!("{id} HEAD\n"), "not a packed ref"),
+        ] {
+            let why = vet(name, text).expect_err(name);
+            assert!(why.contains(said), "{name}: {text:?}: {why}");
+        }
+        assert!(
+            vetted("HEAD", vec![0xff], &host)
+                .unwrap_err()
+                .contains("not text")
+        );
+    }
+
+    #[test]
     fn copies_come_back_only_where_the_host_did_not_change() {
         let (_dir, root, main) = repository();
         let dot_git = main.join(".git");
@@ -1059,7 +1148,8 @@ mod tests {
         // The sandbox changes HEAD and ORIG_HEAD, makes MERGE_HEAD and a config.worktree.
         std::fs::write(copy.join("HEAD"), "ref: refs/heads/other\n").unwrap();
         std::fs::write(copy.join("ORIG_HEAD"), "2222\n").unwrap();
-        std::fs::write(copy.join("MERGE_HEAD"), "3333\n").unwrap();
+        let merged = format!("{}\n", "3".repeat(40));
+        std::fs::write(copy.join("MERGE_HEAD"), &merged).unwrap();
         std::fs::write(copy.join("config.worktree"), "[core]\nfsmonitor = evil\n").unwrap();
         // Meanwhile the host changes ORIG_HEAD.
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -1071,7 +1161,7 @@ mod tests {
         );
         assert_eq!(
             std::fs::read_to_string(dot_git.join("MERGE_HEAD")).unwrap(),
-            "3333\n"
+            merged
         );
         assert_eq!(
             std::fs::read_to_string(dot_git.join("ORIG_HEAD")).unwrap(),

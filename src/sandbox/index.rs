@@ -1,43 +1,49 @@
-//! Whether the sandbox's git index may replace the host's.
+//! What of the sandbox's git index may replace the host's.
 //!
 //! The sandbox's `.git/index` is a private copy that comes back to the host's repository when
-//! the sandbox ends (see `git`). The sandbox can write any bytes into it, and host git does not
-//! check again the paths of the entries it reads from an index: an entry `../home/u/.bashrc`
-//! or `.git/hooks/post-checkout` would have the user's next `git restore .` or
-//! `git checkout -- .` write outside the worktree, or plant a hook that runs. An entry marked
-//! assume-valid or skip-worktree hides its changes from `git status` and `git diff`.
+//! the sandbox ends (see `git`). The sandbox can write any bytes into it, and host git trusts
+//! much of what an index says:
 //!
-//! [`refusal`] reads the index the way host git reads it and says why it must not come back,
-//! if it must not: it is not an index git wrote, an entry's path is not one git would create,
-//! it is a split index (its `link` extension names a shared index file elsewhere), or an entry
-//! hides its changes where the host's index does not.
+//! - the paths of its entries, which it does not check again: an entry `../home/u/.bashrc` or
+//!   `.git/hooks/post-checkout` would have the user's next `git restore .` or
+//!   `git checkout -- .` write outside the worktree, or plant a hook that runs;
+//! - the assume-valid and skip-worktree bits, which hide an entry's changes from `git status`
+//!   and `git diff`;
+//! - the stat data of each entry: an entry that copies a changed file's size and times (with
+//!   its modification time set long past) says the file is unchanged;
+//! - its extensions: the cache tree (`TREE`) names the tree objects of directories, which
+//!   `git commit` takes instead of writing them from the entries (so the next commit could
+//!   hold a tree the sandbox made, whatever the entries say); the untracked cache (`UNTR`) and
+//!   the file-system monitor's token (`FSMN`) hide files from `git status`; a `link` makes the
+//!   index split, read with a shared index file elsewhere; the end-of-entries (`EOIE`) and
+//!   entry offset table (`IEOT`) have a threaded reader find extensions and entries elsewhere
+//!   than where they follow one another.
 //!
-//! Host git can read an index in two more ways than from front to back, and both must agree
-//! with the one checked here: with several threads it finds its extensions through the
-//! end-of-entries extension (`EOIE`) at the end of the file, and its entries in blocks that the
-//! entry offset table (`IEOT`) names, each block read afresh (in version 4, with no previous
-//! path to continue). So an `EOIE` must name where the entries end, and every `IEOT` block must
-//! begin at an entry that, in version 4, continues nothing of the path before it.
-//!
-//! What this does not look at: the stat data of the entries (an index can say a changed file
-//! is unchanged by copying its size and times), and the file-system monitor (`FSMN`) and
-//! untracked cache (`UNTR`) extensions, which only matter where the host's git is configured to
-//! use them.
+//! So [`brought_back`] reads the index as host git reads it, refuses it where an entry's path
+//! or bits are wrong, and otherwise writes a new one of the same entries: with no extensions
+//! (each is a cache git rebuilds, or state of a merge the sandbox did), with the stat data of
+//! every entry zeroed where it is not the host's own for the same file, and with its
+//! checksum. An entry whose stat data is zero is one git compares by content, as after
+//! `git read-tree`; what the sandbox changed cannot hide behind it.
 
-use std::collections::HashSet;
+use sha1::{Digest, Sha1};
+use std::collections::{HashMap, HashSet};
 
 /// The bytes of the header: the signature `DIRC`, the version and the number of entries.
 const HEADER_LEN: usize = 12;
 
-/// The bytes of an object name and of the trailing checksum: SHA-1 (see [`refusal`]).
+/// The bytes of an object name and of the trailing checksum: SHA-1 (see [`brought_back`]).
 const HASH_LEN: usize = 20;
 
 /// The bytes of an entry before its extended flags or path: ten 32-bit stat fields, the object
 /// name and the 16-bit flags.
 const FIXED_LEN: usize = 40 + HASH_LEN + 2;
 
-/// Where the 32-bit mode is in an entry.
+/// Where the 32-bit mode is in an entry; the stat data is the 40 bytes around it.
 const MODE_AT: usize = 24;
+
+/// Where the 32-bit seconds of the modification time are in an entry.
+const MTIME_AT: usize = 8;
 
 /// The flag that says git is to take the file as unchanged without looking at it.
 const ASSUME_VALID: u16 = 0x8000;
@@ -57,8 +63,9 @@ const SKIP_WORKTREE: u16 = 0x4000;
 /// The extended flag that says the file was added with `git add -N`.
 const INTENT_TO_ADD: u16 = 0x2000;
 
-/// The bytes of an `EOIE` extension's data: a 32-bit offset and a hash.
-const EOIE_DATA_LEN: usize = 4 + HASH_LEN;
+/// The bytes of an end-of-entries extension: its header and its data (an offset and a hash).
+/// Host git reads the bytes this far before the checksum as one, whatever comes before them.
+const EOIE_LEN: usize = 8 + 4 + HASH_LEN;
 
 /// The modes git gives entries: a regular file, an executable, a symbolic link, a submodule.
 const MODES: [u32; 4] = [0o100644, 0o100755, 0o120000, 0o160000];
@@ -69,26 +76,78 @@ const DIRECTORY: u32 = 0o040000;
 /// The mode of a symbolic link.
 const SYMLINK: u32 = 0o120000;
 
-/// Why the index `new` (the sandbox's) must not replace the host's, if it must not; `host` is
-/// the host's index as it is now (None: the host has none).
+/// The host's index as it is when the sandbox's comes back.
+#[derive(Clone, Copy)]
+pub struct HostIndex<'a> {
+    /// Its bytes.
+    pub bytes: &'a [u8],
+    /// The seconds of its modification time since the epoch.
+    pub modified: u64,
+}
+
+/// The index to write in place of the host's, made from `new` (the sandbox's), or why `new`
+/// must not come back; `host` is the host's index as it is now (None: the host has none, or
+/// it could not be read).
 ///
 /// Both are read as the index of a SHA-1 repository (20-byte object names and checksum); a
 /// repository with `extensions.objectFormat=sha256` has 32-byte ones, and its index is refused
-/// as not parsing. The trailing checksum is not verified (there is no SHA-1 here), as host git
-/// does not verify it either when it reads an index. Unknown extensions are skipped.
+/// as not parsing. The checksum of `new` is not verified, as host git does not verify it when
+/// it reads an index; the one written is right.
 ///
-/// A sparse index's directory entries (paths ending in `/`) are refused like other paths git
-/// would not check out. An entry that is assume-valid or skip-worktree is refused unless an
-/// entry of the same path in `host` has the same bit; if `host` is None or does not parse,
-/// every such entry is refused.
-pub fn refusal(new: &[u8], host: Option<&[u8]>) -> Option<String> {
-    let index = match parse(new) {
-        Ok(index) => index,
-        Err(why) => return Some(format!("the index is not one git wrote: {why}")),
-    };
-    extensions_problem(&index, new)
+/// Refused: a file that does not parse; a split index; an entry whose path git would not
+/// check out (a sparse index's directory entries among them); an entry that is assume-valid
+/// or skip-worktree where no entry of the same path in `host` has the same bit.
+///
+/// An entry keeps its stat data only where the host's index has an entry of the same path
+/// with the same stat data, mode and object, modified before the host's index was (so that
+/// host git took the file as clean by comparing it, not racily).
+pub fn brought_back(new: &[u8], host: Option<HostIndex>) -> Result<Vec<u8>, String> {
+    let index = parse(new).map_err(|why| format!("the index is not one git wrote: {why}"))?;
+    let host_index = host.and_then(|h| parse(h.bytes).ok().map(|index| (h, index)));
+    if let Some(why) = split_problem(&index)
         .or_else(|| entries_problem(&index))
-        .or_else(|| hiding_problem(&index, host))
+        .or_else(|| hiding_problem(&index, host_index.as_ref().map(|(_, i)| i)))
+    {
+        return Err(why);
+    }
+    let clean: HashMap<&[u8], &[u8]> = host_index.as_ref().map_or_else(HashMap::new, |(h, i)| {
+        i.entries
+            .iter()
+            .filter(|e| {
+                u64::from(be32(h.bytes, e.start + MTIME_AT).unwrap_or(u32::MAX)) < h.modified
+            })
+            .map(|e| (e.path.as_slice(), stat_and_object(h.bytes, e)))
+            .collect()
+    });
+    let mut out = new[..index.extensions_start].to_vec();
+    for entry in &index.entries {
+        if clean.get(entry.path.as_slice()) == Some(&stat_and_object(new, entry)) {
+            continue;
+        }
+        out[entry.start..entry.start + MODE_AT].fill(0);
+        out[entry.start + MODE_AT + 4..entry.start + 40].fill(0);
+    }
+    // With no extensions, host git must find none: bytes of an entry where it looks for an
+    // end-of-entries extension would have it read extensions from inside the entries.
+    let probe = out
+        .len()
+        .checked_sub(EOIE_LEN)
+        .filter(|&at| at >= HEADER_LEN);
+    if probe.is_some_and(|at| out.get(at..at + 4) == Some(b"EOIE".as_slice())) {
+        return Err(
+            "the index is not one git wrote: its last entry ends in bytes that read as an \
+             end-of-entries extension"
+                .to_owned(),
+        );
+    }
+    let checksum = Sha1::digest(&out);
+    out.extend_from_slice(&checksum);
+    Ok(out)
+}
+
+/// The stat data, mode and object name of `entry` in `bytes`.
+fn stat_and_object<'a>(bytes: &'a [u8], entry: &Entry) -> &'a [u8] {
+    &bytes[entry.start..entry.start + 40 + HASH_LEN]
 }
 
 /// One entry of an index, as host git reads it.
@@ -103,8 +162,6 @@ struct Entry {
     flags: u16,
     /// Its extended flags (zero where it has none).
     extended: u16,
-    /// Whether its path continues nothing of the previous entry's (always so before version 4).
-    fresh: bool,
 }
 
 impl Entry {
@@ -124,24 +181,14 @@ impl Entry {
     }
 }
 
-/// One extension of an index.
-struct Extension<'a> {
-    /// Where its header begins in the file.
-    start: usize,
-    /// Its four-byte signature.
-    signature: [u8; 4],
-    /// Its data.
-    data: &'a [u8],
-}
-
 /// An index, as read from front to back.
-struct Index<'a> {
+struct Index {
     /// Its entries, in the file's order.
     entries: Vec<Entry>,
     /// Where the entries end and the extensions begin.
     extensions_start: usize,
-    /// Its extensions, in the file's order.
-    extensions: Vec<Extension<'a>>,
+    /// Its extensions, in the file's order: where each header begins, and its signature.
+    extensions: Vec<(usize, [u8; 4])>,
 }
 
 /// The big-endian 16-bit number at `at`, if the bytes are there.
@@ -167,7 +214,7 @@ fn shown(bytes: &[u8]) -> String {
 }
 
 /// The index in `bytes` read from front to back, or why it cannot be.
-fn parse(bytes: &[u8]) -> Result<Index<'_>, String> {
+fn parse(bytes: &[u8]) -> Result<Index, String> {
     let Some(body_len) = bytes
         .len()
         .checked_sub(HASH_LEN)
@@ -210,20 +257,13 @@ fn parse(bytes: &[u8]) -> Result<Index<'_>, String> {
         signature.copy_from_slice(&header[..4]);
         let size = to_usize(be32(header, 4).unwrap_or(0));
         let data_at = at + 8;
-        let Some(data) = data_at
-            .checked_add(size)
-            .and_then(|end| body.get(data_at..end))
-        else {
+        if data_at.checked_add(size).is_none_or(|end| end > body_len) {
             return Err(format!(
                 "its extension {} (at byte {at}) claims {size} bytes, more than are left",
                 shown(&signature)
             ));
-        };
-        extensions.push(Extension {
-            start: at,
-            signature,
-            data,
-        });
+        }
+        extensions.push((at, signature));
         at = data_at + size;
     }
     Ok(Index {
@@ -259,7 +299,7 @@ fn parse_entry(
         }
         name_at += 2;
     }
-    let (path, next, fresh) = if version == 4 {
+    let (path, next) = if version == 4 {
         // The number of bytes to drop from the end of the previous path, then the rest of
         // this one, NUL-terminated; no padding.
         let (strip, suffix_at) = varint(body, name_at)
@@ -275,7 +315,7 @@ fn parse_entry(
         let mut path = Vec::with_capacity(keep + len);
         path.extend_from_slice(&previous[..keep]);
         path.extend_from_slice(&suffix[..len]);
-        (path, suffix_at + len + 1, keep == 0)
+        (path, suffix_at + len + 1)
     } else {
         // The path, NUL-terminated, and NULs to a multiple of 8 bytes from the entry's start.
         let name = body.get(name_at..).ok_or(CUT)?;
@@ -285,7 +325,7 @@ fn parse_entry(
         if padding.iter().any(|&b| b != 0) {
             return Err("has bytes other than NUL after its path".to_owned());
         }
-        (name[..len].to_vec(), next, true)
+        (name[..len].to_vec(), next)
     };
     // Host git takes the length from the flags where it is short enough to fit: it must be
     // the one the NUL gives, or host git would read another path than this one.
@@ -303,7 +343,6 @@ fn parse_entry(
         mode,
         flags,
         extended,
-        fresh,
     };
     Ok((entry, next))
 }
@@ -327,111 +366,18 @@ fn varint(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
     Some((value, at))
 }
 
-/// What is wrong with the extensions of `index` (read from `bytes`), if anything: a split
-/// index, or an `EOIE` or `IEOT` that would have host git read other entries or extensions.
-fn extensions_problem(index: &Index, bytes: &[u8]) -> Option<String> {
-    // Host git looks for an EOIE at this place whatever comes before it.
-    let eoie_at = bytes
-        .len()
-        .checked_sub(HASH_LEN + 8 + EOIE_DATA_LEN)
-        .filter(|&at| at >= HEADER_LEN);
-    let marked = eoie_at.is_some_and(|at| bytes.get(at..at + 4) == Some(b"EOIE".as_slice()));
-    for (number, extension) in index.extensions.iter().enumerate() {
-        let last = number + 1 == index.extensions.len();
-        match &extension.signature {
-            b"link" => {
-                return Some(
-                    "the index is split: its \"link\" extension names a shared index file \
-                     elsewhere, whose entries host git would read as well"
-                        .to_owned(),
-                );
-            }
-            b"EOIE" => {
-                let placed = last && Some(extension.start) == eoie_at;
-                let points = extension.data.len() == EOIE_DATA_LEN
-                    && be32(extension.data, 0).map(to_usize) == Some(index.extensions_start);
-                if !(placed && points) {
-                    return Some(format!(
-                        "the index is not one git wrote: its end-of-entries extension (at \
-                         byte {}) is not the last or does not name where its entries end \
-                         (byte {})",
-                        extension.start, index.extensions_start
-                    ));
-                }
-            }
-            b"IEOT" => {
-                if let Some(why) = table_problem(index, extension.data) {
-                    return Some(format!(
-                        "the index is not one git wrote: its entry offset table (at byte {}) \
-                         {why}",
-                        extension.start
-                    ));
-                }
-            }
-            _ => {}
-        }
-    }
-    let found = index
+/// Why `index` must not come back if it is split: its `link` extension names a shared index
+/// file elsewhere, whose entries host git would read as well, and which this one leaves out.
+fn split_problem(index: &Index) -> Option<String> {
+    index
         .extensions
-        .last()
-        .is_some_and(|e| &e.signature == b"EOIE");
-    if marked && !found {
-        return Some(
-            "the index is not one git wrote: the bytes before its checksum look like an \
-             end-of-entries extension that is not one of its extensions"
-                .to_owned(),
-        );
-    }
-    None
-}
-
-/// What is wrong with the entry offset table `data` of `index`, if anything, as words that
-/// follow the table's name: each block it names must begin at an entry (one that continues no
-/// previous path), and its blocks must hold all the entries.
-fn table_problem(index: &Index, data: &[u8]) -> Option<String> {
-    if data.len() < 4 + 8 || !(data.len() - 4).is_multiple_of(8) {
-        return Some(format!(
-            "has {} bytes, not a version and blocks",
-            data.len()
-        ));
-    }
-    let version = be32(data, 0).unwrap_or(0);
-    if version != 1 {
-        return Some(format!("has version {version}, not 1"));
-    }
-    let mut first = 0usize;
-    for (number, block) in data[4..].chunks_exact(8).enumerate() {
-        let number = number + 1;
-        let offset = to_usize(be32(block, 0).unwrap_or(0));
-        let count = to_usize(be32(block, 4).unwrap_or(0));
-        let Some(entry) = index.entries.get(first) else {
-            return Some(format!("has a block {number} after the last entry"));
-        };
-        if entry.start != offset {
-            return Some(format!(
-                "says block {number} begins at byte {offset}, but entry {} begins at byte {}",
-                first + 1,
-                entry.start
-            ));
-        }
-        if !entry.fresh {
-            return Some(format!(
-                "begins block {number} at entry {}, whose path continues the previous entry's",
-                shown(&entry.path)
-            ));
-        }
-        if count == 0 {
-            return Some(format!("has an empty block {number}"));
-        }
-        first = first.saturating_add(count);
-    }
-    if first != index.entries.len() {
-        return Some(format!(
-            "has blocks of {first} entries, but the index has {}",
-            index.entries.len()
-        ));
-    }
-    None
+        .iter()
+        .any(|(_, signature)| signature == b"link")
+        .then(|| {
+            "the index is split: its \"link\" extension names a shared index file elsewhere, \
+             whose entries host git would read as well"
+                .to_owned()
+        })
 }
 
 /// What is wrong with the entries of `index`, if anything: a path git would not create, a mode
@@ -536,7 +482,7 @@ fn names_any(component: &[u8], names: &[&[u8]]) -> bool {
 
 /// What is wrong with the assume-valid and skip-worktree bits of `index`, if anything: an
 /// entry has one that no entry of the same path has in `host`, the host's index.
-fn hiding_problem(index: &Index, host: Option<&[u8]>) -> Option<String> {
+fn hiding_problem(index: &Index, host: Option<&Index>) -> Option<String> {
     if !index
         .entries
         .iter()
@@ -544,8 +490,7 @@ fn hiding_problem(index: &Index, host: Option<&[u8]>) -> Option<String> {
     {
         return None;
     }
-    let host = host.and_then(|bytes| parse(bytes).ok());
-    let entries = host.as_ref().map_or(&[][..], |h| h.entries.as_slice());
+    let entries = host.map_or(&[][..], |h| h.entries.as_slice());
     let assumed: HashSet<&[u8]> = entries
         .iter()
         .filter(|e| e.assume_valid())
@@ -705,39 +650,90 @@ mod tests {
         finish(build_entries(2, &entries, &[]).0, &[])
     }
 
-    /// The data of an entry offset table of `blocks` (offset, count).
-    fn table(blocks: &[(usize, usize)]) -> Vec<u8> {
-        let mut data = 1u32.to_be_bytes().to_vec();
-        for &(offset, count) in blocks {
-            data.extend_from_slice(&u32::try_from(offset).unwrap().to_be_bytes());
-            data.extend_from_slice(&u32::try_from(count).unwrap().to_be_bytes());
-        }
-        data
+    /// Why `new` is refused where the host has `host`, if it is.
+    fn refusal(new: &[u8], host: Option<&[u8]>) -> Option<String> {
+        let host = host.map(|bytes| HostIndex {
+            bytes,
+            modified: u64::MAX,
+        });
+        brought_back(new, host).err()
     }
 
-    /// The data of an end-of-entries extension naming `offset`.
-    fn end_of_entries(offset: usize) -> Vec<u8> {
-        let mut data = u32::try_from(offset).unwrap().to_be_bytes().to_vec();
-        data.extend_from_slice(&[0x5a; HASH_LEN]);
-        data
+    /// What `new` brings back where the host has `host` (modified long after every entry).
+    fn accepted(new: &[u8], host: Option<&[u8]>) -> Vec<u8> {
+        let host = host.map(|bytes| HostIndex {
+            bytes,
+            modified: u64::MAX,
+        });
+        brought_back(new, host).expect("accepted")
+    }
+
+    /// Why `new` is refused where the host has `host`.
+    fn refused(new: &[u8], host: Option<&[u8]>) -> String {
+        let host = host.map(|bytes| HostIndex {
+            bytes,
+            modified: u64::MAX,
+        });
+        brought_back(new, host).expect_err("refused")
+    }
+
+    /// Whether `out` is what [`brought_back`] writes: it parses, has no extensions, and ends
+    /// in the SHA-1 of the rest.
+    fn written(out: &[u8]) -> bool {
+        let (body, checksum) = out.split_at(out.len() - HASH_LEN);
+        parse(out).is_ok_and(|i| i.extensions.is_empty())
+            && Sha1::digest(body).as_slice() == checksum
+    }
+
+    /// `out` installed as `root`'s index, and what `git status --porcelain` says of it.
+    fn status_with(root: &Path, out: &[u8]) -> String {
+        std::fs::write(root.join(".git/index"), out).unwrap();
+        let status = std::process::Command::new("git")
+            .args(["status", "--porcelain"])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(status.status.success());
+        String::from_utf8(status.stdout).unwrap()
+    }
+
+    /// `bytes` with its checksum made again, as git would write it.
+    fn rehashed(mut bytes: Vec<u8>) -> Vec<u8> {
+        let body = bytes.len() - HASH_LEN;
+        let checksum = Sha1::digest(&bytes[..body]);
+        bytes[body..].copy_from_slice(&checksum);
+        bytes
+    }
+
+    /// The bytes of the 40-hex object name `hex`.
+    fn object(hex: &str) -> Vec<u8> {
+        (0..40)
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
-    fn real_indexes_are_accepted() {
+    fn real_indexes_are_accepted_and_written_as_git_reads_them() {
         let dir = repository();
         let root = dir.path();
         let v2 = index(root);
         assert_eq!(be32(&v2, 4), Some(2));
         assert_eq!(paths(&v2), PATHS);
-        assert_eq!(refusal(&v2, None), None);
-        assert_eq!(refusal(&v2, Some(&v2[..])), None);
+        for host in [None, Some(&v2[..])] {
+            let out = accepted(&v2, host);
+            assert!(written(&out));
+            assert_eq!(paths(&out), PATHS);
+        }
+        git(root, &["fsck", "--no-dangling"]);
 
         git(root, &["update-index", "--index-version", "4"]);
         let v4 = index(root);
         assert_eq!(be32(&v4, 4), Some(4));
-        assert_eq!(paths(&v4), PATHS);
-        assert_eq!(refusal(&v4, None), None);
-        assert_eq!(refusal(&v4, Some(&v2[..])), None);
+        let out = accepted(&v4, Some(&v2));
+        assert_eq!(paths(&out), PATHS);
+        assert_eq!(status_with(root, &out), "");
+        git(root, &["fsck", "--no-dangling"]);
 
         // `git add -N` makes a version 3 index with an intent-to-add entry; stages are fine.
         git(root, &["update-index", "--index-version", "2"]);
@@ -745,51 +741,193 @@ mod tests {
         git(root, &["add", "-N", "new"]);
         let v3 = index(root);
         assert_eq!(be32(&v3, 4), Some(3));
-        assert!(paths(&v3).contains(&"new".to_owned()));
-        assert_eq!(refusal(&v3, None), None);
+        let out = accepted(&v3, None);
+        assert!(paths(&out).contains(&"new".to_owned()));
+        assert_eq!(status_with(root, &out), " A new\n");
     }
 
     #[test]
-    fn real_threaded_indexes_are_accepted_and_their_tables_checked() {
+    fn extensions_do_not_come_back() {
         let dir = repository();
         let root = dir.path();
         for (key, value) in [
             ("index.threads", "2"),
             ("index.recordOffsetTable", "true"),
             ("index.recordEndOfIndexEntries", "true"),
+            ("core.untrackedCache", "true"),
         ] {
             git(root, &["config", key, value]);
         }
         // Each changes the version, so that git writes the index again.
         for version in ["4", "2"] {
             git(root, &["update-index", "--index-version", version]);
+            git(root, &["write-tree"]);
+            git(root, &["status", "--porcelain"]);
             let bytes = index(root);
-            let parsed = parse(&bytes).unwrap();
-            let signatures: Vec<&[u8; 4]> =
-                parsed.extensions.iter().map(|e| &e.signature).collect();
-            assert!(signatures.contains(&b"IEOT"), "{signatures:?}");
-            assert_eq!(signatures.last(), Some(&b"EOIE"));
-            assert_eq!(paths(&bytes), PATHS);
-            assert_eq!(refusal(&bytes, None), None, "version {version}");
-
-            // A table naming a block anywhere else is refused.
-            let table_at = parsed
+            let signatures: Vec<[u8; 4]> = parse(&bytes)
+                .unwrap()
                 .extensions
                 .iter()
-                .find(|e| &e.signature == b"IEOT")
-                .unwrap()
-                .start;
-            let mut moved = bytes.clone();
-            moved[table_at + 8 + 4 + 8 + 3] ^= 8;
-            let why = refusal(&moved, None).unwrap();
-            assert!(why.contains("entry offset table"), "{why}");
+                .map(|e| e.1)
+                .collect();
+            for signature in [b"TREE", b"UNTR", b"IEOT", b"EOIE"] {
+                assert!(signatures.contains(signature), "{signatures:?}");
+            }
+            let out = accepted(&bytes, Some(&bytes));
+            assert!(written(&out), "version {version}");
+            assert_eq!(paths(&out), PATHS);
+            assert_eq!(status_with(root, &out), "");
+            git(root, &["fsck", "--no-dangling"]);
+        }
+    }
 
-            // So is an end-of-entries extension naming another place.
-            let mut moved = bytes.clone();
-            let eoie_at = bytes.len() - HASH_LEN - 8 - EOIE_DATA_LEN;
-            moved[eoie_at + 8 + 3] ^= 8;
-            let why = refusal(&moved, None).unwrap();
-            assert!(why.contains("end-of-entries"), "{why}");
+    #[test]
+    fn a_cache_tree_the_sandbox_wrote_is_not_committed() {
+        let dir = repository();
+        let root = dir.path();
+        std::fs::write(root.join("new"), "new").unwrap();
+        git(root, &["add", "new"]);
+        git(root, &["write-tree"]);
+        // A tree of the sandbox's choosing, with a file the entries do not have.
+        let made = root.join(".git/made-index");
+        let with_made = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .env("GIT_INDEX_FILE", &made)
+                .current_dir(root)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        with_made(&["read-tree", "HEAD"]);
+        std::fs::write(root.join("evil.sh"), "echo planted").unwrap();
+        let blob = with_made(&["hash-object", "-w", "evil.sh"]);
+        std::fs::remove_file(root.join("evil.sh")).unwrap();
+        with_made(&[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("100755,{blob},evil.sh"),
+        ]);
+        let evil = with_made(&["write-tree"]);
+        // The index's root tree swapped for it.
+        let mut bytes = index(root);
+        let parsed = parse(&bytes).unwrap();
+        let tree = parsed
+            .extensions
+            .iter()
+            .find(|e| &e.1 == b"TREE")
+            .unwrap()
+            .0;
+        let data = tree + 8;
+        assert_eq!(bytes[data], 0, "the root comes first, with an empty path");
+        let line = data + 1 + bytes[data + 1..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        bytes[line..line + HASH_LEN].copy_from_slice(&object(&evil));
+        let crafted = rehashed(bytes);
+
+        // Taken as it is, the next commit has the sandbox's tree.
+        let copy = tempfile::tempdir().unwrap();
+        let control = copy.path().join("r");
+        let cp = std::process::Command::new("cp")
+            .args(["-a"])
+            .arg(root)
+            .arg(&control)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        std::fs::write(control.join(".git/index"), &crafted).unwrap();
+        git(&control, &["commit", "-q", "-m", "x"]);
+        let tree = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD^{tree}"])
+            .current_dir(&control)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(tree.stdout).unwrap().trim(), evil);
+
+        // Brought back, it commits what its entries say.
+        let host = index(root);
+        let out = accepted(&crafted, Some(&host));
+        std::fs::write(root.join(".git/index"), &out).unwrap();
+        git(root, &["commit", "-q", "-m", "x"]);
+        let listed = std::process::Command::new("git")
+            .args(["ls-tree", "--name-only", "HEAD"])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        let listed = String::from_utf8(listed.stdout).unwrap();
+        assert!(
+            listed.contains("new\n") && !listed.contains("evil.sh"),
+            "{listed}"
+        );
+    }
+
+    #[test]
+    fn stat_data_stays_only_where_it_is_the_hosts() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = repository();
+        let root = dir.path();
+        let host = index(root);
+        // A changed file of the same size, its modification time set long past, and an entry
+        // that copies its stat data.
+        let f = root.join("f");
+        std::fs::write(&f, "g").unwrap();
+        let file = std::fs::File::options().write(true).open(&f).unwrap();
+        file.set_modified(std::time::UNIX_EPOCH).unwrap();
+        let meta = f.metadata().unwrap();
+        let parsed = parse(&host).unwrap();
+        let entry = parsed.entries.iter().find(|e| e.path == b"f").unwrap();
+        let mut crafted = host.clone();
+        let fields = [
+            meta.ctime(),
+            meta.ctime_nsec(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            i64::try_from(meta.dev()).unwrap(),
+            i64::try_from(meta.ino()).unwrap(),
+        ];
+        for (number, value) in fields.into_iter().enumerate() {
+            let at = entry.start + 4 * number;
+            crafted[at..at + 4].copy_from_slice(&(value as u32).to_be_bytes());
+        }
+        let crafted = rehashed(crafted);
+        // Taken as it is, the change is hidden.
+        assert_eq!(status_with(root, &crafted), "");
+        // Brought back, it shows.
+        std::fs::write(root.join(".git/index"), &host).unwrap();
+        let out = accepted(&crafted, Some(&host));
+        assert_eq!(status_with(root, &out), " M f\n");
+
+        // Every other entry kept the host's stat data; an index modified before an entry
+        // (which host git would compare racily) keeps none.
+        let out = accepted(&host, Some(&host));
+        assert_eq!(
+            out,
+            host[..parse(&host).unwrap().extensions_start]
+                .iter()
+                .chain(&out[out.len() - HASH_LEN..])
+                .copied()
+                .collect::<Vec<u8>>()
+        );
+        let early = HostIndex {
+            bytes: &host,
+            modified: 0,
+        };
+        let out = brought_back(&host, Some(early)).unwrap();
+        for entry in parse(&out).unwrap().entries {
+            assert!(
+                out[entry.start..entry.start + MODE_AT]
+                    .iter()
+                    .all(|&b| b == 0)
+            );
+        }
+        let out = accepted(&host, None);
+        for entry in parse(&out).unwrap().entries {
+            assert!(
+                out[entry.start + MODE_AT + 4..entry.start + 40]
+                    .iter()
+                    .all(|&b| b == 0)
+            );
         }
     }
 
@@ -800,73 +938,62 @@ mod tests {
         let plain = index(root);
         git(root, &["update-index", "--skip-worktree", "f"]);
         let skipped = index(root);
-        let why = refusal(&skipped, None).unwrap();
+        let why = refused(&skipped, None);
         assert!(why.contains("\"f\" skip-worktree"), "{why}");
-        assert!(refusal(&skipped, Some(&plain[..])).is_some());
-        assert!(refusal(&skipped, Some(&b"not an index"[..])).is_some());
-        assert_eq!(refusal(&skipped, Some(&skipped[..])), None);
+        refused(&skipped, Some(&plain));
+        refused(&skipped, Some(b"not an index"));
+        accepted(&skipped, Some(&skipped));
 
         git(root, &["update-index", "--no-skip-worktree", "f"]);
         git(root, &["update-index", "--assume-unchanged", "src/a.rs"]);
         let assumed = index(root);
-        let why = refusal(&assumed, None).unwrap();
+        let why = refused(&assumed, None);
         assert!(why.contains("\"src/a.rs\" assume-valid"), "{why}");
-        assert!(refusal(&assumed, Some(&skipped[..])).is_some());
-        assert_eq!(refusal(&assumed, Some(&assumed[..])), None);
+        refused(&assumed, Some(&skipped));
+        accepted(&assumed, Some(&assumed));
     }
 
     #[test]
     fn hand_built_indexes_are_read_like_git_writes_them() {
         let good = build(&[b"a", b"b/c", b"b/d", b".gitignore", b"x.git", b"..a"]);
         // Not sorted: ".." sorts first.
-        assert!(refusal(&good, None).unwrap().contains("comes after"));
+        assert!(refused(&good, None).contains("comes after"));
         let good = build(&[b"..a", b".gitignore", b"a", b"b/.git-x", b"b/c", b"x.git"]);
-        assert_eq!(refusal(&good, None), None);
+        assert!(written(&accepted(&good, None)));
 
         let entries = [file(b"src/a"), file(b"src/b"), file(b"src/c/d"), file(b"t")];
-        let (v4, starts) = build_entries(4, &entries, &[2]);
+        let (v4, _) = build_entries(4, &entries, &[2]);
         let extensions_start = v4.len();
-        let blocks = table(&[(starts[0], 2), (starts[2], 2)]);
-        let ieot_len = 8 + blocks.len();
-        let eoie = end_of_entries(extensions_start);
-        let bytes = finish(v4.clone(), &[(b"IEOT", blocks), (b"EOIE", eoie.clone())]);
-        assert_eq!(paths(&bytes), ["src/a", "src/b", "src/c/d", "t"]);
-        assert_eq!(refusal(&bytes, None), None);
-
-        // A block that begins where the path continues the previous one.
-        let bytes = finish(
-            v4.clone(),
-            &[(b"IEOT", table(&[(starts[0], 1), (starts[1], 3)]))],
+        let bytes = finish(v4.clone(), &[]);
+        assert_eq!(
+            paths(&accepted(&bytes, None)),
+            ["src/a", "src/b", "src/c/d", "t"]
         );
-        assert!(refusal(&bytes, None).unwrap().contains("continues"));
-        // Blocks that do not hold every entry.
-        let bytes = finish(v4.clone(), &[(b"IEOT", table(&[(starts[0], 2)]))]);
-        assert!(refusal(&bytes, None).unwrap().contains("blocks of 2"));
-        // An end-of-entries extension that is not the last, or names another place.
-        let bytes = finish(v4.clone(), &[(b"EOIE", eoie.clone()), (b"ZZZZ", vec![])]);
-        assert!(refusal(&bytes, None).unwrap().contains("end-of-entries"));
-        let bytes = finish(v4.clone(), &[(b"EOIE", end_of_entries(starts[3]))]);
-        assert!(refusal(&bytes, None).unwrap().contains("end-of-entries"));
-        // One hidden in another extension's data, where host git looks for it.
-        let mut hidden = b"EOIE".to_vec();
-        hidden.extend_from_slice(&24u32.to_be_bytes());
-        hidden.extend_from_slice(&end_of_entries(extensions_start + ieot_len));
-        let bytes = finish(v4.clone(), &[(b"ZZZZ", hidden)]);
-        assert!(refusal(&bytes, None).unwrap().contains("end-of-entries"));
 
-        // Unknown extensions are skipped.
+        // Extensions, known or not, are read past and left out.
         let bytes = finish(v4.clone(), &[(b"ZZZZ", vec![1, 2, 3]), (b"TREE", vec![])]);
-        assert_eq!(refusal(&bytes, None), None);
+        let out = accepted(&bytes, None);
+        assert!(written(&out));
+        assert_eq!(out.len(), extensions_start + HASH_LEN);
         // A split index is refused.
         let bytes = finish(v4.clone(), &[(b"link", vec![0; HASH_LEN])]);
-        assert!(refusal(&bytes, None).unwrap().contains("split"));
+        assert!(refused(&bytes, None).contains("split"));
         // An extension that runs into the checksum, and bytes that are not one.
         let mut bytes = finish(v4.clone(), &[(b"ZZZZ", vec![1, 2, 3])]);
         bytes[extensions_start + 7] = 4;
-        assert!(refusal(&bytes, None).unwrap().contains("claims 4 bytes"));
+        assert!(refused(&bytes, None).contains("claims 4 bytes"));
         let mut bytes = finish(v4.clone(), &[]);
         bytes.splice(extensions_start..extensions_start, [1, 2, 3]);
-        assert!(refusal(&bytes, None).unwrap().contains("not an extension"));
+        assert!(refused(&bytes, None).contains("not an extension"));
+
+        // A last entry whose path ends where host git looks for an end-of-entries extension.
+        let mut path = b"aaaaaaaaaa".to_vec();
+        path.extend_from_slice(b"EOIE");
+        path.resize(40, b'b');
+        let bytes = build(&[&path]);
+        assert!(refused(&bytes, None).contains("end-of-entries"));
+        path[10] = b'F';
+        accepted(&build(&[&path]), None);
     }
 
     #[test]
@@ -1020,7 +1147,7 @@ mod tests {
             let parsed = parse(&bytes).unwrap();
             // A file cut where an extension begins, its checksum aside, is still an index
             // (git does not verify the checksum either); every other cut is refused.
-            let mut whole: Vec<usize> = parsed.extensions.iter().map(|e| e.start).collect();
+            let mut whole: Vec<usize> = parsed.extensions.iter().map(|e| e.0).collect();
             whole.push(parsed.extensions_start);
             for len in 0..bytes.len() {
                 let cut = &bytes[..len];

@@ -895,6 +895,113 @@ fn an_index_that_says_more_than_its_entries_is_written_afresh() {
     }
 }
 
+/// What the sandbox leaves in the repository that host git obeys without running anything
+/// named in it: a submodule entry in the index, whose repository (made by the sandbox, with a
+/// `core.fsmonitor`) the host's `git status` recurses into; a replace ref, which has host git
+/// show another commit in place of HEAD and hides a staged change from `git status`; a loose
+/// ref linking to `refs/heads/../../../<name>`, through which the host's next commit writes a
+/// file outside the repository. Each works when the sandbox's writes are made on the host;
+/// through paude, none does.
+#[test]
+fn what_host_git_obeys_in_refs_and_submodules_does_not_come_back() {
+    require_bwrap!();
+    for who in users() {
+        let marker_of = |setup: &Setup| setup.home.path().join("pwned");
+        let outside_of = |setup: &Setup| {
+            let ws = setup.workspace.path();
+            let name = format!(
+                "{}-written",
+                ws.file_name().expect("name").to_string_lossy()
+            );
+            ws.parent().expect("parent").join(name)
+        };
+        let attacks = |setup: &Setup| {
+            let outside = outside_of(setup);
+            let name = outside
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            format!(
+                "set -e; export GIT_AUTHOR_NAME=In GIT_AUTHOR_EMAIL=in@x GIT_COMMITTER_NAME=In \
+                 GIT_COMMITTER_EMAIL=in@x; \
+                 git init -q sub; git -C sub commit -q --allow-empty -m s; \
+                 git -C sub config core.fsmonitor 'touch {marker}; false'; git add sub; \
+                 echo evil >> a; git add a; T=$(git write-tree); \
+                 N=$(git commit-tree -m first $T); \
+                 git replace HEAD $N; \
+                 printf 'ref: refs/heads/../../../../{name}\\n' > .git/refs/heads/topic",
+                marker = marker_of(setup).display(),
+            )
+        };
+        // What host git does next: a status (which recurses into submodules and obeys replace
+        // refs), and a commit on the branch the loose ref is.
+        let host_next = |setup: &Setup| {
+            let (home, ws) = (setup.home.path(), setup.workspace.path());
+            let status = host_git(
+                who,
+                home,
+                ws,
+                &["status", "--porcelain", "--untracked-files=no"],
+            );
+            host_git(who, home, ws, &["symbolic-ref", "HEAD", "refs/heads/topic"]);
+            host_git(
+                who,
+                home,
+                ws,
+                &["commit", "-q", "--allow-empty", "-m", "mine"],
+            );
+            text(&status.stdout)
+        };
+
+        // Without paude: the writes made on the host.
+        let control = Setup::new(who);
+        repository_with_a_trap(&control, &marker_of(&control));
+        let script = attacks(&control);
+        let made = command_as(who, "sh")
+            .args(["-c", &script])
+            .current_dir(control.workspace.path())
+            .env("HOME", control.home.path())
+            .output()
+            .expect("sh");
+        assert!(made.status.success(), "{who:?}: {}", text(&made.stderr));
+        let status = host_next(&control);
+        assert!(
+            marker_of(&control).exists(),
+            "{who:?}: the submodule route proves nothing"
+        );
+        assert!(
+            !status.contains(" a"),
+            "{who:?}: the replace route proves nothing: {status}"
+        );
+        assert!(
+            outside_of(&control).exists(),
+            "{who:?}: the ref route proves nothing"
+        );
+        std::fs::remove_file(outside_of(&control)).expect("rm");
+
+        // Through paude.
+        let setup = Setup::new(who);
+        repository_with_a_trap(&setup, &marker_of(&setup));
+        let inside = setup
+            .paude()
+            .run(["venv", "--", "sh", "-c", &attacks(&setup)]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        let said = text(&inside.stderr);
+        assert!(said.contains("submodule \"sub\""), "{who:?}: {said}");
+        assert!(said.contains("is a replace ref"), "{who:?}: {said}");
+        assert!(said.contains("refs/heads/topic"), "{who:?}: {said}");
+        assert!(
+            said.contains("changed the git repository"),
+            "{who:?}: {said}"
+        );
+        let status = host_next(&setup);
+        assert!(!marker_of(&setup).exists(), "{who:?}");
+        assert!(status.contains("M a"), "{who:?}: {status}");
+        assert!(!outside_of(&setup).exists(), "{who:?}");
+    }
+}
+
 /// The repository's shared data directories keep no link the sandbox made: a directory of
 /// refs linked elsewhere would have host git write there. The holder removes it when the
 /// sandbox ends, and says so.
@@ -1049,7 +1156,7 @@ fn a_repository_made_inside_is_named() {
         // until then.
         let said = text(&output.stderr);
         assert!(
-            said.contains("made the git repository") && said.contains("vendor/lib"),
+            said.contains("made or changed the git repository") && said.contains("vendor/lib"),
             "{who:?}: {said}"
         );
     }

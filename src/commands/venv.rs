@@ -51,9 +51,12 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let mounts = checked_mounts(&manifest, host, &workspace, &mut pins)?;
     let protected = checked_protect(&workspace, &manifest, &manifest_files, &mut pins)?;
     let bwrap = host.bwrap()?;
-    let options = launch::bwrap_options(&cache, &bwrap, began, &mut learned);
+    let (options, asked) = launch::bwrap_options(&cache, &bwrap, began, &mut learned);
     let disable_userns = options.disable_userns;
-    if let Some(reason) = host.userns_refusal() {
+    // The kernel's settings are read (from /proc/sys, slow to look up) where bwrap was just
+    // asked what it can do: on the first launch, and until one goes through. A setting
+    // changed after that is bwrap's to report (`paude doctor` reads them every time).
+    if asked && let Some(reason) = host.userns_refusal() {
         bail!("{reason}");
     }
     let database = PackageDatabase::new(
@@ -572,10 +575,10 @@ fn checked_protect(
                 }
                 ancestors.push(path.clone());
             }
-            held.push((path.clone(), fd));
+            held.push((path.clone(), fd, kind));
         }
-        for (path, fd) in held {
-            pins.insert(&path, fd);
+        for (path, fd, kind) in held {
+            pins.insert(&path, fd, kind);
         }
         out.push(Protected {
             label,

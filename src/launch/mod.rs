@@ -109,19 +109,21 @@ fn stamps(loaded: &Loaded) -> Option<Vec<Stamp>> {
 
 /// Which optional options the bwrap at `path` has, from the cache while that file is
 /// unchanged, else asked (`bwrap --help`, a few milliseconds); none when it cannot be asked.
+/// The flag says whether bwrap was asked: a launch that was not is one like an earlier one
+/// that went through.
 pub fn bwrap_options(
     cache: &Cache,
     path: &std::path::Path,
     began: SystemTime,
     learned: &mut Learned,
-) -> crate::host::BwrapOptions {
+) -> (crate::host::BwrapOptions, bool) {
     let key = || cache::Key::new("bwrap-options").field(path.as_os_str().as_bytes());
     if let Some(options) = cache.get(key()) {
-        return options;
+        return (options, false);
     }
     // Stamped before asking: a file replaced meanwhile has a new stamp, and is asked again.
     let Ok(stamp) = Stamp::of(path) else {
-        return Default::default();
+        return (Default::default(), true);
     };
     let Ok(output) = std::process::Command::new(path)
         .arg("--help")
@@ -130,13 +132,13 @@ pub fn bwrap_options(
         .stderr(std::process::Stdio::null())
         .output()
     else {
-        return Default::default();
+        return (Default::default(), true);
     };
     let options = crate::host::BwrapOptions::from_help(&String::from_utf8_lossy(&output.stdout));
     learned
         .0
         .extend(cache.prepare(key(), vec![stamp], began, &options));
-    options
+    (options, true)
 }
 
 /// What a launch needs to know of its environment before it looks in the store: the key of

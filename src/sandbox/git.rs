@@ -27,8 +27,9 @@
 //! submodule's repository must lie in the `.git/modules/` of a repository above the
 //! workspace. Anything else is refused: what the workspace says never adds a host path.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -278,14 +279,17 @@ impl Identity {
     }
 
     fn of(path: &Path) -> Option<Identity> {
-        let meta = path.symlink_metadata().ok()?;
-        Some(Identity {
+        Some(Identity::from(&path.symlink_metadata().ok()?))
+    }
+
+    fn from(meta: &std::fs::Metadata) -> Identity {
+        Identity {
             dev: meta.dev(),
             ino: meta.ino(),
             size: meta.size(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
-        })
+        }
     }
 }
 
@@ -337,6 +341,7 @@ fn compose_dir(
     let listed = through(&held);
     let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(&listed)?.flatten().collect();
     entries.sort_by_key(|entry| entry.file_name());
+    let names: Vec<std::ffi::OsString> = entries.iter().map(|entry| entry.file_name()).collect();
     for entry in entries {
         let name = entry.file_name();
         let Some(text) = name.to_str() else { continue };
@@ -361,11 +366,12 @@ fn compose_dir(
                 writable: false,
             });
         } else if kind.is_file() {
-            let before = Identity::of(&path);
-            // Not through a link put there since the listing, nor held up by a FIFO.
+            // Not through a link put there since the listing, nor held up by a FIFO; its
+            // identity is the file's as it was opened, before it was read.
             let Some(mut source) = super::pin::read_in(held.as_fd(), &name)? else {
                 continue;
             };
+            let before = Identity::from(&source.metadata()?);
             let mut target = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -375,8 +381,8 @@ fn compose_dir(
             if synced.contains(&text) {
                 files.push(Synced {
                     name: text.to_string(),
-                    host: before,
-                    copy: Identity::of(&inside),
+                    host: Some(before),
+                    copy: Some(Identity::from(&target.metadata()?)),
                 });
             }
         } else if kind.is_symlink() {
@@ -386,7 +392,7 @@ fn compose_dir(
     }
     // Files git may make while the sandbox runs come back too.
     for name in synced {
-        if !files.iter().any(|file| file.name == *name) && !host.join(name).exists() {
+        if !names.iter().any(|listed| listed == name) {
             files.push(Synced {
                 name: name.to_string(),
                 host: None,
@@ -582,6 +588,26 @@ fn vetted(name: &str, bytes: Vec<u8>, host: &Path) -> Result<Vec<u8>, String> {
             }
         }
         "packed-refs" => {
+            let replacing = |text: &str| -> HashSet<String> {
+                text.lines()
+                    .filter(|line| {
+                        line.split_once(' ')
+                            .is_some_and(|(_, r)| r.starts_with("refs/replace/"))
+                    })
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let host_text = read_copy(host).ok().flatten().unwrap_or_default();
+            let known = replacing(&String::from_utf8_lossy(&host_text));
+            if let Some(line) = replacing(&String::from_utf8_lossy(&bytes))
+                .into_iter()
+                .find(|line| !known.contains(line))
+            {
+                return Err(format!(
+                    "it has a replace ref the host's does not, {line:?} (host git would show \
+                     another object in place of the one named)"
+                ));
+            }
             let packed = |line: &str| {
                 if line.starts_with("# pack-refs with:") {
                     return true;
@@ -820,7 +846,10 @@ fn open_below(base: &OwnedFd, relative: &Path, make: bool) -> io::Result<OwnedFd
 
 /// Removes what the sandbox made in the repository's shared data directories ([`WRITABLE`])
 /// that host git would follow or wait on: links, FIFOs and sockets made since `began` (a link
-/// the user made before is left alone); a line for each. A link there is the one route left
+/// the user made before is left alone); and in `refs/`, the refs made or changed since then
+/// that are not an object name or a link to a valid ref name (host git writes through a
+/// `ref: refs/heads/../../x` on the next commit), and every replace ref (`refs/replace/`); a
+/// line for each. A link there is the one route left
 /// while the sandbox runs: host git writing then would create a file named by a hash or a
 /// ref in the directory the link names (never one of the sandbox's choosing, and no program).
 pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
@@ -860,9 +889,6 @@ pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
                     pending.push(relative.join(&name));
                     continue;
                 }
-                if kind.is_file() {
-                    continue;
-                }
                 let made_since = rustix::fs::statat(&held, &name, AtFlags::SYMLINK_NOFOLLOW)
                     .is_ok_and(|stat| {
                         std::time::UNIX_EPOCH
@@ -872,10 +898,24 @@ pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
                             )
                             >= began
                     });
-                if made_since && rustix::fs::unlinkat(&held, &name, AtFlags::empty()).is_ok() {
+                if !made_since {
+                    continue;
+                }
+                let why = if !kind.is_file() {
+                    "is not a regular file (host git would have followed it, or waited on it)"
+                } else if dir != "refs" {
+                    continue;
+                } else if relative.starts_with("refs/replace") {
+                    "is a replace ref (host git would show another commit, tree or blob in \
+                     place of the one named, and hide a change from status and diff)"
+                } else if let Some(why) = loose_ref_problem(held.as_fd(), &name) {
+                    why
+                } else {
+                    continue;
+                };
+                if rustix::fs::unlinkat(&held, &name, AtFlags::empty()).is_ok() {
                     lines.push(format!(
-                        "removed {}, which the sandbox made in the repository and is not a \
-                         regular file (host git would have followed it, or waited on it)",
+                        "removed {}, which the sandbox made or changed in the repository and {why}",
                         private.host.join(relative.join(&name)).display()
                     ));
                 }
@@ -883,6 +923,22 @@ pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
         }
     }
     lines
+}
+
+/// Why the loose ref `name` in the directory `dir` must not stay, if it must not: it is not one
+/// line holding an object name or `ref: ` and a valid ref name under `refs/`.
+fn loose_ref_problem(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> Option<&'static str> {
+    const NOT_A_REF: &str = "is not a ref git writes (an object name, or a link to a ref)";
+    let Ok(Some(file)) = super::pin::read_in(dir, name) else {
+        return Some(NOT_A_REF);
+    };
+    let mut text = String::new();
+    if file.take(POINTER_MAX).read_to_string(&mut text).is_err() {
+        return Some(NOT_A_REF);
+    }
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    let linked = line.strip_prefix("ref: refs/").is_some_and(branch_name);
+    (!(object_name(line) || linked)).then_some(NOT_A_REF)
 }
 
 /// The regular file at `path` opened to read (see `pin::read_regular`), `None` when there is
@@ -929,8 +985,8 @@ fn replace(host: &Path, content: Option<&[u8]>) -> io::Result<()> {
 /// The most entries [`made_since`] looks at: a workspace bigger than that is looked at in part.
 const WALK_LIMIT: usize = 200_000;
 
-/// The directories of `workspace` holding a `.git` made at or after `began` (the workspace's
-/// own excepted), by the file system's birth time where it keeps one.
+/// The directories of `workspace` holding a `.git` made, renamed into place or changed at or
+/// after `began` (the workspace's own excepted), by its birth and change times.
 pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![workspace.to_path_buf()];
@@ -948,10 +1004,17 @@ pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> Vec<PathBuf
                 continue;
             };
             if entry.file_name() == ".git" {
-                let made = entry
-                    .metadata()
-                    .and_then(|meta| meta.created())
-                    .is_ok_and(|created| created >= began);
+                // Made (birth time), or renamed into place or changed (change time): a `.git`
+                // renamed from a tracked file keeps its birth time.
+                let changed = |meta: std::fs::Metadata| {
+                    let ctime = std::time::UNIX_EPOCH
+                        + std::time::Duration::new(
+                            u64::try_from(meta.ctime()).unwrap_or(0),
+                            u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+                        );
+                    meta.created().is_ok_and(|created| created >= began) || ctime >= began
+                };
+                let made = entry.metadata().is_ok_and(changed);
                 if dir != workspace && made {
                     found.push(dir.clone());
                 }
@@ -1126,6 +1189,11 @@ mod tests {
                 "not a packed ref",
             ),
             ("packed-refs", &format!("{id} HEAD\n"), "not a packed ref"),
+            (
+                "packed-refs",
+                &format!("{id} refs/replace/{id}\n"),
+                "replace ref",
+            ),
         ] {
             let why = vet(name, text).expect_err(name);
             assert!(why.contains(said), "{name}: {text:?}: {why}");

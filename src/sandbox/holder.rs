@@ -92,9 +92,10 @@ fn finish(work: &Work) {
     }
     for repository in git::made_since(&work.workspace, work.began) {
         let line = format!(
-            "the sandbox made the git repository {} in the workspace: its config and hooks are \
-             the sandbox's, and host git obeys them when it works there (a submodule update, a \
-             cd into it); look at them, or remove it",
+            "the sandbox made or changed the git repository {} in the workspace: its config \
+             and hooks may be the sandbox's, and host git obeys them when it works there (a cd \
+             into it, a submodule update, or a `git status` that recurses into it as a \
+             submodule); look at them, or remove it",
             repository.display()
         );
         eprintln!("paude: {}", crate::text::printable(&line));

@@ -76,6 +76,9 @@ const DIRECTORY: u32 = 0o040000;
 /// The mode of a symbolic link.
 const SYMLINK: u32 = 0o120000;
 
+/// The mode of a submodule (a "gitlink").
+const GITLINK: u32 = 0o160000;
+
 /// The host's index as it is when the sandbox's comes back.
 #[derive(Clone, Copy)]
 pub struct HostIndex<'a> {
@@ -96,7 +99,8 @@ pub struct HostIndex<'a> {
 ///
 /// Refused: a file that does not parse; a split index; an entry whose path git would not
 /// check out (a sparse index's directory entries among them); an entry that is assume-valid
-/// or skip-worktree where no entry of the same path in `host` has the same bit.
+/// or skip-worktree where no entry of the same path in `host` has the same bit; a submodule
+/// entry where `host` has none of the same path.
 ///
 /// An entry keeps its stat data only where the host's index has an entry of the same path
 /// with the same stat data, mode and object, modified before the host's index was (so that
@@ -104,9 +108,11 @@ pub struct HostIndex<'a> {
 pub fn brought_back(new: &[u8], host: Option<HostIndex>) -> Result<Vec<u8>, String> {
     let index = parse(new).map_err(|why| format!("the index is not one git wrote: {why}"))?;
     let host_index = host.and_then(|h| parse(h.bytes).ok().map(|index| (h, index)));
+    let host_entries = host_index.as_ref().map(|(_, i)| i);
     if let Some(why) = split_problem(&index)
         .or_else(|| entries_problem(&index))
-        .or_else(|| hiding_problem(&index, host_index.as_ref().map(|(_, i)| i)))
+        .or_else(|| hiding_problem(&index, host_entries))
+        .or_else(|| submodule_problem(&index, host_entries))
     {
         return Err(why);
     }
@@ -478,6 +484,30 @@ fn names_any(component: &[u8], names: &[&[u8]]) -> bool {
         .map_or(0, |last| last + 1);
     let stem = &stem[..kept];
     names.iter().any(|name| stem.eq_ignore_ascii_case(name))
+}
+
+/// What is wrong with the submodule entries of `index`, if anything: one at a path where the
+/// host's index has none. Host git recurses into a submodule on `git status`, `git diff` and
+/// `git add`, and obeys the config of the repository it finds there: a repository the sandbox
+/// made in the workspace, with a `core.fsmonitor` of its choosing, and an index naming it as a
+/// submodule, would have the user's next `git status` run that program.
+fn submodule_problem(index: &Index, host: Option<&Index>) -> Option<String> {
+    let known: HashSet<&[u8]> = host
+        .map_or(&[][..], |h| h.entries.as_slice())
+        .iter()
+        .filter(|e| e.mode == GITLINK)
+        .map(|e| e.path.as_slice())
+        .collect();
+    let new = index
+        .entries
+        .iter()
+        .find(|e| e.mode == GITLINK && !known.contains(e.path.as_slice()))?;
+    Some(format!(
+        "the index has a submodule {} that the host's index does not: host git would run \
+         `git status` in it, obeying a config the sandbox may have written (add submodules \
+         on the host)",
+        shown(&new.path)
+    ))
 }
 
 /// What is wrong with the assume-valid and skip-worktree bits of `index`, if anything: an
@@ -951,6 +981,20 @@ mod tests {
         assert!(why.contains("\"src/a.rs\" assume-valid"), "{why}");
         refused(&assumed, Some(&skipped));
         accepted(&assumed, Some(&assumed));
+    }
+
+    #[test]
+    fn a_submodule_comes_back_only_where_the_host_has_it() {
+        let mut module = file(b"sub");
+        module.mode = GITLINK;
+        let with = finish(build_entries(2, &[file(b"a"), module], &[]).0, &[]);
+        let without = build(&[b"a"]);
+        let why = refused(&with, Some(&without));
+        assert!(why.contains("submodule \"sub\""), "{why}");
+        refused(&with, None);
+        accepted(&with, Some(&with));
+        // A host's submodule that the sandbox's index drops is a change git shows.
+        accepted(&without, Some(&with));
     }
 
     #[test]

@@ -40,12 +40,18 @@ pub fn open(path: &Path) -> io::Result<Opened> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    open_from(root, Path::new("/"), path)
+    open_from(root.as_fd(), Path::new("/"), path, &mut |_, _| {})
 }
 
 /// [`open`], starting from `start`, a directory opened the same way, which is `start_path`
-/// (an ancestor of `path`).
-fn open_from(start: OwnedFd, start_path: &Path, path: &Path) -> io::Result<Opened> {
+/// (an ancestor of `path`); each directory opened on the way is handed to `passed` with its
+/// path.
+fn open_from(
+    start: BorrowedFd<'_>,
+    start_path: &Path,
+    path: &Path,
+    passed: &mut dyn FnMut(&Path, OwnedFd),
+) -> io::Result<Opened> {
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let Ok(below) = path.strip_prefix(start_path) else {
         return Err(io::Error::new(
@@ -65,23 +71,27 @@ fn open_from(start: OwnedFd, start_path: &Path, path: &Path) -> io::Result<Opene
             }
         }
     }
-    if !path.has_root() {
+    if !path.has_root() || names.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} is not an absolute path", path.display()),
+            format!(
+                "{} is not an absolute path below {}",
+                path.display(),
+                start_path.display()
+            ),
         ));
     }
-    let mut current = start;
-    let mut kind = FileType::Directory;
+    let mut current: Option<OwnedFd> = None;
     let mut prefix = start_path.to_path_buf();
     for (at, name) in names.iter().enumerate() {
         prefix.push(name);
-        let next = match rustix::fs::openat(&current, *name, flags, Mode::empty()) {
+        let dir = current.as_ref().map_or(start, |fd| fd.as_fd());
+        let next = match rustix::fs::openat(dir, *name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => return Ok(Opened::Missing),
             Err(error) => return Err(with_path(error.into(), &prefix)),
         };
-        kind = FileType::from_raw_mode(
+        let kind = FileType::from_raw_mode(
             rustix::fs::fstat(&next)
                 .map_err(|error| with_path(error.into(), &prefix))?
                 .st_mode,
@@ -89,22 +99,32 @@ fn open_from(start: OwnedFd, start_path: &Path, path: &Path) -> io::Result<Opene
         if kind == FileType::Symlink {
             return Ok(Opened::Link(prefix));
         }
-        if at + 1 < names.len() && kind != FileType::Directory {
+        if at + 1 == names.len() {
+            if let (Some(dir), Some(dir_path)) = (current, prefix.parent()) {
+                passed(dir_path, dir);
+            }
+            return Ok(Opened::Found(next, kind));
+        }
+        if kind != FileType::Directory {
             return Ok(Opened::NotDirectory(prefix));
         }
-        current = next;
+        if let Some(done) = current.replace(next) {
+            passed(prefix.parent().unwrap_or(&prefix), done);
+        }
     }
-    Ok(Opened::Found(current, kind))
+    unreachable!("the last name returns")
 }
 
 fn with_path(error: io::Error, path: &Path) -> io::Error {
     io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
-/// The descriptors of the bind sources a launch holds, by the path the plan names.
+/// The descriptors of the bind sources a launch holds, by the path the plan names, and the
+/// directories opened on the way to them (kept to start later walks from, never bound).
 #[derive(Debug, Default)]
 pub struct Pins {
-    held: Vec<(PathBuf, OwnedFd)>,
+    held: Vec<(PathBuf, OwnedFd, FileType)>,
+    passed: Vec<(PathBuf, OwnedFd)>,
 }
 
 impl Pins {
@@ -116,7 +136,7 @@ impl Pins {
         }
         match self.open(path) {
             Ok(Opened::Found(fd, kind)) => {
-                self.held.push((path.to_path_buf(), fd));
+                self.held.push((path.to_path_buf(), fd, kind));
                 Ok(kind)
             }
             Ok(Opened::Link(link)) => Err(format!(
@@ -138,50 +158,53 @@ impl Pins {
         }
     }
 
-    /// [`open`], from the nearest directory held above `path` (from `/` when there is none):
-    /// what was checked to be reached without links need not be walked again.
-    pub fn open(&self, path: &Path) -> io::Result<Opened> {
-        let nearest = self
+    /// [`open`], from the nearest directory held or passed above `path` (from `/` when there
+    /// is none): what was checked to be reached without links need not be walked again.
+    pub fn open(&mut self, path: &Path) -> io::Result<Opened> {
+        let held = self
             .held
             .iter()
-            .filter(|(held, fd)| {
-                path.starts_with(held)
-                    && held.as_path() != path
-                    && rustix::fs::fstat(fd)
-                        .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode).is_dir())
-            })
+            .filter(|(_, _, kind)| *kind == FileType::Directory)
+            .map(|(held, fd, _)| (held, fd));
+        let passed = self.passed.iter().map(|(held, fd)| (held, fd));
+        let nearest = held
+            .chain(passed)
+            .filter(|(held, _)| path.starts_with(held) && held.as_path() != path)
             .max_by_key(|(held, _)| held.as_os_str().len());
-        match nearest {
-            Some((held, fd)) => open_from(rustix::io::dup(fd)?, held, path),
+        let mut on_the_way = Vec::new();
+        let opened = match nearest {
+            Some((held, fd)) => open_from(fd.as_fd(), held, path, &mut |dir, fd| {
+                on_the_way.push((dir.to_path_buf(), fd))
+            }),
             None => open(path),
-        }
+        };
+        self.passed.extend(on_the_way);
+        opened
     }
 
     /// Holds `fd`, opened by [`open`], as `path`'s.
-    pub fn insert(&mut self, path: &Path, fd: OwnedFd) {
+    pub fn insert(&mut self, path: &Path, fd: OwnedFd, kind: FileType) {
         if self.kind_of(path).is_none() {
-            self.held.push((path.to_path_buf(), fd));
+            self.held.push((path.to_path_buf(), fd, kind));
         }
     }
 
     fn kind_of(&self, path: &Path) -> Option<FileType> {
-        let (_, fd) = self.held.iter().find(|(held, _)| held == path)?;
-        rustix::fs::fstat(fd)
-            .ok()
-            .map(|stat| FileType::from_raw_mode(stat.st_mode))
+        let (_, _, kind) = self.held.iter().find(|(held, _, _)| held == path)?;
+        Some(*kind)
     }
 
     /// The paths and descriptor numbers, for the plan.
     pub fn numbers(&self) -> Vec<(PathBuf, RawFd)> {
         self.held
             .iter()
-            .map(|(path, fd)| (path.clone(), fd.as_raw_fd()))
+            .map(|(path, fd, _)| (path.clone(), fd.as_raw_fd()))
             .collect()
     }
 
     /// The descriptors, for bwrap to inherit.
     pub fn descriptors(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        self.held.iter().map(|(_, fd)| fd.as_fd())
+        self.held.iter().map(|(_, fd, _)| fd.as_fd())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -302,10 +325,18 @@ mod tests {
             Opened::Link(at) => assert_eq!(at, root.join("link")),
             other => panic!("{other:?}"),
         }
-        // What is below is looked up afresh: a directory renamed away is missing.
+        // A directory passed on the way is kept: what was checked is reached through it by
+        // descriptor, whatever its name means now. Looked up afresh, a directory renamed away
+        // is missing.
         std::fs::rename(root.join("a"), root.join("moved")).unwrap();
         assert!(matches!(
             pins.open(&root.join("a/b")).unwrap(),
+            Opened::Found(_, FileType::Directory)
+        ));
+        let mut fresh = Pins::default();
+        fresh.hold(&root, "test").unwrap();
+        assert!(matches!(
+            fresh.open(&root.join("a/b")).unwrap(),
             Opened::Missing
         ));
     }

@@ -468,6 +468,36 @@ fn host_git(who: As, home: &Path, dir: &Path, args: &[&str]) -> Output {
         .expect("git")
 }
 
+/// [`host_git`], which must succeed.
+fn git_ok(who: As, home: &Path, dir: &Path, args: &[&str]) {
+    let output = host_git(who, home, dir, args);
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        text(&output.stderr)
+    );
+}
+
+/// A repository of one empty commit made at `source`, added to the repository `workspace` as
+/// the submodule `sub` (its repository in `.git/modules/sub`) and committed.
+fn add_a_submodule(who: As, home: &Path, workspace: &Path, source: &Path) {
+    let git = |dir: &Path, args: &[&str]| git_ok(who, home, dir, args);
+    git(source, &["init", "-q"]);
+    git(source, &["commit", "-q", "--allow-empty", "-m", "m"]);
+    let url = source.display().to_string();
+    let add = [
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "-q",
+        &url,
+        "sub",
+    ];
+    git(workspace, &add);
+    git(workspace, &["commit", "-q", "-m", "sub"]);
+}
+
 /// A repository with one commit, and a program that marks `marker` when run: what a planted
 /// hook or `core.fsmonitor` would run on the host.
 fn repository_with_a_trap(setup: &Setup, marker: &Path) {
@@ -1002,6 +1032,69 @@ fn what_host_git_obeys_in_refs_and_submodules_does_not_come_back() {
     }
 }
 
+/// A submodule checked out in the workspace has a `.git` file naming its repository, and host
+/// `git status` recurses into it and obeys the repository that file names: rewritten to name
+/// one the sandbox made (with a `core.fsmonitor`), the user's next `git status` runs that
+/// program. The file is read-only inside, and its directory cannot be renamed away.
+#[test]
+fn a_submodules_git_file_cannot_be_rewritten() {
+    require_bwrap!();
+    for who in users() {
+        let attack = |marker: &Path| {
+            format!(
+                "set -e; export GIT_AUTHOR_NAME=In GIT_AUTHOR_EMAIL=in@x GIT_COMMITTER_NAME=In \
+                 GIT_COMMITTER_EMAIL=in@x; git init -q evil; \
+                 printf 'gitdir: ../evil/.git\\n' > sub/.git; echo rewrote; \
+                 echo x > sub/f; git -C sub add -A; git -C sub commit -q -m e; \
+                 git -C evil config core.fsmonitor 'touch {}; false'",
+                marker.display()
+            )
+        };
+        let with_submodule = || {
+            let setup = Setup::new(who);
+            let marker = setup.home.path().join("pwned");
+            repository_with_a_trap(&setup, &marker);
+            let (home, ws) = (setup.home.path(), setup.workspace.path());
+            let source = setup.home.path().join("source");
+            std::fs::create_dir(&source).expect("mkdir");
+            hand_over(who, home);
+            add_a_submodule(who, home, ws, &source);
+            (setup, marker)
+        };
+
+        // Without paude: the rewrite made on the host, and host git status runs the program.
+        let (control, marker) = with_submodule();
+        let made = command_as(who, "sh")
+            .args(["-c", &attack(&marker)])
+            .current_dir(control.workspace.path())
+            .env("HOME", control.home.path())
+            .output()
+            .expect("sh");
+        assert!(made.status.success(), "{who:?}: {}", text(&made.stderr));
+        host_git(
+            who,
+            control.home.path(),
+            control.workspace.path(),
+            &["status"],
+        );
+        assert!(marker.exists(), "{who:?}: the route proves nothing");
+
+        // Through paude: neither the rewrite nor a rename of the directory goes through.
+        let (setup, marker) = with_submodule();
+        let script = format!("{}; true", attack(&marker).replacen("set -e; ", "", 1))
+            + "; mv sub sub-away 2>/dev/null && echo moved; true";
+        let inside = setup.paude().run(["venv", "--", "sh", "-c", &script]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        let out = text(&inside.stdout);
+        assert!(!out.contains("moved"), "{who:?}: {out}");
+        host_git(who, setup.home.path(), setup.workspace.path(), &["status"]);
+        assert!(!marker.exists(), "{who:?}");
+        let pointer =
+            std::fs::read_to_string(setup.workspace.path().join("sub/.git")).expect("sub/.git");
+        assert!(pointer.contains("modules/sub"), "{who:?}: {pointer}");
+    }
+}
+
 /// The repository's shared data directories keep no link the sandbox made: a directory of
 /// refs linked elsewhere would have host git write there. The holder removes it when the
 /// sandbox ends, and says so.
@@ -1507,33 +1600,8 @@ fn worktrees_and_submodules_keep_their_control_files() {
         let module_source = others.path().join("source");
         std::fs::create_dir(&module_source).expect("mkdir");
         hand_over(who, others.path());
-        let git = |dir: &Path, args: &[&str]| {
-            let output = host_git(who, home, dir, args);
-            assert!(
-                output.status.success(),
-                "git {args:?}: {}",
-                text(&output.stderr)
-            );
-        };
-        git(&module_source, &["init", "-q"]);
-        git(
-            &module_source,
-            &["commit", "-q", "--allow-empty", "-m", "m"],
-        );
-        let source = module_source.display().to_string();
-        git(
-            main,
-            &[
-                "-c",
-                "protocol.file.allow=always",
-                "submodule",
-                "add",
-                "-q",
-                &source,
-                "sub",
-            ],
-        );
-        git(main, &["commit", "-q", "-m", "sub"]);
+        add_a_submodule(who, home, main, &module_source);
+        let git = |dir: &Path, args: &[&str]| git_ok(who, home, dir, args);
         let worktree = others.path().join("wt");
         git(
             main,

@@ -49,7 +49,14 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let (manifest, manifest_files) =
         load_manifest(&args, host, &workspace, &store, &cache, began, &mut learned)?;
     let mounts = checked_mounts(&manifest, host, &workspace, &mut pins)?;
-    let protected = checked_protect(&workspace, &manifest, &manifest_files, &mut pins)?;
+    let submodules = git::submodule_gitfiles(&repository, &workspace);
+    let protected = checked_protect(
+        &workspace,
+        &manifest,
+        &manifest_files,
+        &submodules,
+        &mut pins,
+    )?;
     let bwrap = host.bwrap()?;
     let (options, asked) = launch::bwrap_options(&cache, &bwrap, began, &mut learned);
     let disable_userns = options.disable_userns;
@@ -530,20 +537,31 @@ fn checked_protect(
     workspace: &Path,
     manifest: &Manifest,
     manifest_files: &[PathBuf],
+    submodules: &[PathBuf],
     pins: &mut Pins,
 ) -> Result<Vec<Protected>> {
     // By their real paths: an import names its file as written (`conf/../lib.libsonnet`).
-    let own = manifest_files
+    let own: Vec<PathBuf> = manifest_files
         .iter()
         .filter_map(|path| path.canonicalize().ok())
-        .filter_map(|path| Some(path.strip_prefix(workspace).ok()?.to_path_buf()));
-    let entries: Vec<PathBuf> = manifest.protect.iter().cloned().chain(own).collect();
+        .filter_map(|path| Some(path.strip_prefix(workspace).ok()?.to_path_buf()))
+        .collect();
+    let labelled = manifest
+        .protect
+        .iter()
+        .enumerate()
+        .map(|(index, path)| (format!("protect[{index}]"), path))
+        .chain(
+            own.iter()
+                .map(|path| ("the manifest's own file".to_string(), path)),
+        )
+        .chain(
+            submodules
+                .iter()
+                .map(|path| ("a submodule's `.git`".to_string(), path)),
+        );
     let mut out = Vec::new();
-    'entries: for (index, relative) in entries.iter().enumerate() {
-        let label = match index < manifest.protect.len() {
-            true => format!("protect[{index}]"),
-            false => "the manifest's own file".to_string(),
-        };
+    'entries: for (label, relative) in labelled {
         let names: Vec<_> = relative.components().collect();
         if names
             .first()

@@ -162,6 +162,59 @@ pub fn layout(workspace: &Path) -> Result<Layout, String> {
     Ok(Layout::Module { git_dir })
 }
 
+/// The `.git` files of the submodules checked out in `workspace`, relative to it: for each
+/// submodule repository in the repository's `modules/` (and theirs, nested), the worktree its
+/// `core.worktree` names, where that lies in the workspace. Host git recurses into them on
+/// `git status` and obeys the repository a `.git` file names, so they are protected like the
+/// user's `protect` entries: read-only, and their directories not to be renamed.
+pub fn submodule_gitfiles(layout: &Layout, workspace: &Path) -> Vec<PathBuf> {
+    let root = match layout {
+        Layout::None => return Vec::new(),
+        Layout::Main { git_dir } | Layout::Module { git_dir } => git_dir,
+        Layout::Linked { common, .. } => common,
+    };
+    let mut found = Vec::new();
+    let mut pending = vec![(root.join("modules"), 0)];
+    while let Some((dir, depth)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|kind| kind.is_dir()) || depth > 16 {
+                continue;
+            }
+            let module = entry.path();
+            if !module.join("HEAD").is_file() {
+                // A part of a submodule's name (`libs/a` is `modules/libs/a`).
+                pending.push((module, depth + 1));
+                continue;
+            }
+            pending.push((module.join("modules"), depth + 1));
+            let Some(worktree) = module_worktree(&module) else {
+                continue;
+            };
+            let mut path = PathBuf::new();
+            for component in module.join(worktree).components() {
+                match component {
+                    std::path::Component::ParentDir => {
+                        path.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => path.push(other),
+                }
+            }
+            if let Ok(relative) = path.strip_prefix(workspace)
+                && !relative.as_os_str().is_empty()
+                && !relative.starts_with(".git")
+            {
+                found.push(relative.join(".git"));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// The `core.worktree` a repository's `config` sets, read no further than 64 KiB: the last
 /// one of a `[core]` section, as git takes it.
 fn module_worktree(git_dir: &Path) -> Option<PathBuf> {

@@ -39,6 +39,14 @@ impl Setup {
     fn paude(&self) -> Paude {
         paude_in(self.who, self.home.path(), self.workspace.path())
     }
+
+    /// [`Setup::new`] with [`repository_with_a_trap`] in it, and the trap's marker.
+    fn trapped(who: As) -> (Setup, std::path::PathBuf) {
+        let setup = Setup::new(who);
+        let marker = setup.home.path().join("pwned");
+        repository_with_a_trap(&setup, &marker);
+        (setup, marker)
+    }
 }
 
 /// paude as `who` with `home`, in `workspace`, with the store shared by this user's tests.
@@ -468,14 +476,15 @@ fn host_git(who: As, home: &Path, dir: &Path, args: &[&str]) -> Output {
         .expect("git")
 }
 
-/// [`host_git`], which must succeed.
-fn git_ok(who: As, home: &Path, dir: &Path, args: &[&str]) {
+/// [`host_git`], which must succeed; its output, trimmed.
+fn git_ok(who: As, home: &Path, dir: &Path, args: &[&str]) -> String {
     let output = host_git(who, home, dir, args);
     assert!(
         output.status.success(),
-        "git {args:?}: {}",
+        "{who:?}: git {args:?}: {}",
         text(&output.stderr)
     );
+    text(&output.stdout).trim().to_owned()
 }
 
 /// A repository of one empty commit made at `source`, added to the repository `workspace` as
@@ -557,9 +566,7 @@ fn host_git_runs_nothing_the_sandbox_chose() {
         for (route, attack, host_command) in routes {
             // Without paude: the workspace bound read-write, .git/hooks and .git/config
             // read-only when they exist (the old defence).
-            let setup = Setup::new(who);
-            let marker = setup.home.path().join("pwned");
-            repository_with_a_trap(&setup, &marker);
+            let (setup, marker) = Setup::trapped(who);
             let ws = setup.workspace.path().display().to_string();
             let mut args = vec!["--bind", &ws, &ws, "--chdir", &ws];
             let hooks = format!("{ws}/.git/hooks");
@@ -581,9 +588,7 @@ fn host_git_runs_nothing_the_sandbox_chose() {
             host_git(who, setup.home.path(), setup.workspace.path(), host_command);
             let worked = marker.exists();
             // Through paude.
-            let setup = Setup::new(who);
-            let marker = setup.home.path().join("pwned");
-            repository_with_a_trap(&setup, &marker);
+            let (setup, marker) = Setup::trapped(who);
             let inside = setup.paude().run(["venv", "--", "sh", "-c", attack]);
             let after = host_git(who, setup.home.path(), setup.workspace.path(), host_command);
             assert!(
@@ -603,9 +608,7 @@ fn host_git_runs_nothing_the_sandbox_chose() {
             // Where the old defence held already, the route must still be one that works
             // against a sandbox with no defence at all.
             if !worked {
-                let setup = Setup::new(who);
-                let marker = setup.home.path().join("pwned");
-                repository_with_a_trap(&setup, &marker);
+                let (setup, marker) = Setup::trapped(who);
                 let ws = setup.workspace.path().display().to_string();
                 let mut args = vec!["--bind", &ws, &ws, "--chdir", &ws];
                 args.extend(env);
@@ -654,9 +657,7 @@ fn a_reflog_link_writes_nothing_outside() {
             (back, sourced)
         };
         // Without paude: the workspace bound read-write.
-        let setup = Setup::new(who);
-        let marker = setup.home.path().join("pwned");
-        repository_with_a_trap(&setup, &marker);
+        let (setup, marker) = Setup::trapped(who);
         write(&setup.home.path().join(".bashrc"), "# the user's\n");
         hand_over(who, setup.home.path());
         let ws = setup.workspace.path().display().to_string();
@@ -673,9 +674,7 @@ fn a_reflog_link_writes_nothing_outside() {
         run(&setup);
         assert!(marker.exists(), "{who:?}: the attack proves nothing");
         // Through paude.
-        let setup = Setup::new(who);
-        let marker = setup.home.path().join("pwned");
-        repository_with_a_trap(&setup, &marker);
+        let (setup, marker) = Setup::trapped(who);
         write(&setup.home.path().join(".bashrc"), "# the user's\n");
         hand_over(who, setup.home.path());
         let inside = setup.paude().run(["venv", "--", "sh", "-c", attack]);
@@ -765,9 +764,7 @@ fn object_bytes(hex: &str) -> Vec<u8> {
 fn an_index_with_paths_git_would_not_make_stays_behind() {
     require_bwrap!();
     for who in users() {
-        let setup = Setup::new(who);
-        let marker = setup.home.path().join("pwned");
-        repository_with_a_trap(&setup, &marker);
+        let (setup, _) = Setup::trapped(who);
         let (home, ws) = (setup.home.path(), setup.workspace.path());
         let name = format!(
             "{}-planted",
@@ -815,19 +812,9 @@ fn an_index_with_paths_git_would_not_make_stays_behind() {
 fn an_index_that_says_more_than_its_entries_is_written_afresh() {
     require_bwrap!();
     for who in users() {
-        let setup = Setup::new(who);
-        let marker = setup.home.path().join("pwned");
-        repository_with_a_trap(&setup, &marker);
+        let (setup, marker) = Setup::trapped(who);
         let (home, ws) = (setup.home.path(), setup.workspace.path());
-        let git = |args: &[&str]| {
-            let output = host_git(who, home, ws, args);
-            assert!(
-                output.status.success(),
-                "{who:?} {args:?}: {}",
-                text(&output.stderr)
-            );
-            text(&output.stdout).trim().to_owned()
-        };
+        let git = |args: &[&str]| git_ok(who, home, ws, args);
         let index_path = ws.join(".git/index");
         let read_index = || std::fs::read(&index_path).expect("index");
         // A tree with evil.sh in it, then an index of a and b whose root tree is that one.
@@ -1051,9 +1038,7 @@ fn a_submodules_git_file_cannot_be_rewritten() {
             )
         };
         let with_submodule = || {
-            let setup = Setup::new(who);
-            let marker = setup.home.path().join("pwned");
-            repository_with_a_trap(&setup, &marker);
+            let (setup, marker) = Setup::trapped(who);
             let (home, ws) = (setup.home.path(), setup.workspace.path());
             let source = setup.home.path().join("source");
             std::fs::create_dir(&source).expect("mkdir");
@@ -1102,9 +1087,7 @@ fn a_submodules_git_file_cannot_be_rewritten() {
 fn links_in_shared_repository_data_are_removed() {
     require_bwrap!();
     for who in users() {
-        let setup = Setup::new(who);
-        let marker = setup.home.path().join("pwned");
-        repository_with_a_trap(&setup, &marker);
+        let (setup, _) = Setup::trapped(who);
         let elsewhere = setup.home.path().join("elsewhere");
         std::fs::create_dir(&elsewhere).expect("mkdir");
         hand_over(who, setup.home.path());
@@ -1146,9 +1129,7 @@ fn links_in_shared_repository_data_are_removed() {
 fn everyday_git_inside_works_and_comes_back() {
     require_bwrap!();
     for who in users() {
-        let setup = Setup::new(who);
-        let marker = setup.home.path().join("pwned");
-        repository_with_a_trap(&setup, &marker);
+        let (setup, marker) = Setup::trapped(who);
         let script = "set -e; export GIT_AUTHOR_NAME=In GIT_AUTHOR_EMAIL=in@x GIT_COMMITTER_NAME=In GIT_COMMITTER_EMAIL=in@x; \
                       git status --short; echo b > b; git add b; git commit -q -m second; \
                       git branch topic; git switch -q topic; echo c > c; git add c; git stash -q; \
@@ -1592,9 +1573,7 @@ fn worktrees_and_submodules_keep_their_control_files() {
     require_bwrap!();
     for who in users() {
         // A repository, a linked worktree of it, and a submodule in it.
-        let setup = Setup::new(who);
-        let marker = setup.home.path().join("pwned");
-        repository_with_a_trap(&setup, &marker);
+        let (setup, marker) = Setup::trapped(who);
         let (home, main) = (setup.home.path(), setup.workspace.path());
         let others = TestDir::new(who);
         let module_source = others.path().join("source");

@@ -592,17 +592,23 @@ pub fn bring_back(private: &Private) -> Vec<String> {
 /// The most of a copy that is read to bring it back: the index of some millions of files.
 const SYNCED_MAX: u64 = 1 << 30;
 
-/// The bytes of the regular file at `copy`, or None where it is gone.
-fn read_copy(copy: &Path) -> io::Result<Option<Vec<u8>>> {
-    let Some(file) = regular_or_absent(copy)? else {
+/// The bytes of the regular file at `path`, or None where it is gone.
+fn read_copy(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    Ok(read_with_metadata(path)?.map(|(bytes, _)| bytes))
+}
+
+/// [`read_copy`], with what the file's descriptor said of it before it was read.
+fn read_with_metadata(path: &Path) -> io::Result<Option<(Vec<u8>, std::fs::Metadata)>> {
+    let Some(file) = regular_or_absent(path)? else {
         return Ok(None);
     };
+    let metadata = file.metadata()?;
     let mut bytes = Vec::new();
     file.take(SYNCED_MAX + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > SYNCED_MAX {
         return Err(io::Error::other("it is larger than 1 GiB"));
     }
-    Ok(Some(bytes))
+    Ok(Some((bytes, metadata)))
 }
 
 /// What to write in place of the host's `name` (at `host`), from the sandbox's `bytes`, or why
@@ -618,13 +624,11 @@ fn vetted(name: &str, bytes: Vec<u8>, host: &Path) -> Result<Vec<u8>, String> {
     let why = match name {
         "index" => return host_index_for(&bytes, host),
         "HEAD" => {
-            let line = lines()?.collect::<Vec<_>>().join("\n");
-            let named = line
-                .strip_prefix("ref: refs/heads/")
-                .is_some_and(branch_name);
-            if object_name(&line) || named {
+            let text = std::str::from_utf8(&bytes).map_err(|_| "it is not text".to_owned())?;
+            if names_a_ref(text, "refs/heads/") {
                 return Ok(bytes);
             }
+            let line = text.strip_suffix('\n').unwrap_or(text);
             format!("it says {line:?}, which is neither an object name nor a branch in refs/heads/")
         }
         "ORIG_HEAD" | "MERGE_HEAD" | "CHERRY_PICK_HEAD" | "REVERT_HEAD" | "AUTO_MERGE" => {
@@ -682,6 +686,17 @@ fn vetted(name: &str, bytes: Vec<u8>, host: &Path) -> Result<Vec<u8>, String> {
     Err(why)
 }
 
+/// Whether `text`, a ref's file, is one line of an object name or of `ref: ` and a valid ref
+/// name below `under` (host git writes through such a link on the next commit).
+fn names_a_ref(text: &str, under: &str) -> bool {
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    object_name(line)
+        || line
+            .strip_prefix("ref: ")
+            .and_then(|target| target.strip_prefix(under))
+            .is_some_and(branch_name)
+}
+
 /// Whether `id` is an object name: 40 (SHA-1) or 64 (SHA-256) hexadecimal digits.
 fn object_name(id: &str) -> bool {
     matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
@@ -689,21 +704,12 @@ fn object_name(id: &str) -> bool {
 
 /// The index to write at `host` from the sandbox's index `new` (see `index`).
 fn host_index_for(new: &[u8], host: &Path) -> Result<Vec<u8>, String> {
-    let read = || -> io::Result<Option<(Vec<u8>, u64)>> {
-        let Some(mut file) = regular_or_absent(host)? else {
-            return Ok(None);
-        };
-        let modified = file.metadata()?.mtime();
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(Some((bytes, u64::try_from(modified).unwrap_or(0))))
-    };
-    let current = read().ok().flatten();
+    let current = read_with_metadata(host).ok().flatten();
     let host = current
         .as_ref()
-        .map(|(bytes, modified)| super::index::HostIndex {
+        .map(|(bytes, metadata)| super::index::HostIndex {
             bytes,
-            modified: *modified,
+            modified: u64::try_from(metadata.mtime()).unwrap_or(0),
         });
     super::index::brought_back(new, host)
 }
@@ -943,14 +949,7 @@ pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
                     continue;
                 }
                 let made_since = rustix::fs::statat(&held, &name, AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|stat| {
-                        std::time::UNIX_EPOCH
-                            + std::time::Duration::new(
-                                stat.st_ctime.max(0) as u64,
-                                (stat.st_ctime_nsec as i64).clamp(0, 999_999_999) as u32,
-                            )
-                            >= began
-                    });
+                    .is_ok_and(|stat| at_or_after(stat.st_ctime, stat.st_ctime_nsec as i64, began));
                 if !made_since {
                     continue;
                 }
@@ -989,9 +988,18 @@ fn loose_ref_problem(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> Option<&'st
     if file.take(POINTER_MAX).read_to_string(&mut text).is_err() {
         return Some(NOT_A_REF);
     }
-    let line = text.strip_suffix('\n').unwrap_or(&text);
-    let linked = line.strip_prefix("ref: refs/").is_some_and(branch_name);
-    (!(object_name(line) || linked)).then_some(NOT_A_REF)
+    (!names_a_ref(&text, "refs/")).then_some(NOT_A_REF)
+}
+
+/// Whether the time `seconds` and `nanoseconds` after the epoch (a change time) is at or after
+/// `began`.
+fn at_or_after(seconds: i64, nanoseconds: i64, began: std::time::SystemTime) -> bool {
+    let time = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            u64::try_from(seconds).unwrap_or(0),
+            u32::try_from(nanoseconds.clamp(0, 999_999_999)).unwrap_or(0),
+        );
+    time >= began
 }
 
 /// The regular file at `path` opened to read (see `pin::read_regular`), `None` when there is
@@ -1060,12 +1068,8 @@ pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> Vec<PathBuf
                 // Made (birth time), or renamed into place or changed (change time): a `.git`
                 // renamed from a tracked file keeps its birth time.
                 let changed = |meta: std::fs::Metadata| {
-                    let ctime = std::time::UNIX_EPOCH
-                        + std::time::Duration::new(
-                            u64::try_from(meta.ctime()).unwrap_or(0),
-                            u32::try_from(meta.ctime_nsec()).unwrap_or(0),
-                        );
-                    meta.created().is_ok_and(|created| created >= began) || ctime >= began
+                    meta.created().is_ok_and(|created| created >= began)
+                        || at_or_after(meta.ctime(), meta.ctime_nsec(), began)
                 };
                 let made = entry.metadata().is_ok_and(changed);
                 if dir != workspace && made {

@@ -680,31 +680,28 @@ mod tests {
         finish(build_entries(2, &entries, &[]).0, &[])
     }
 
-    /// Why `new` is refused where the host has `host`, if it is.
-    fn refusal(new: &[u8], host: Option<&[u8]>) -> Option<String> {
+    /// [`brought_back`] where the host has `host`, modified long after every entry.
+    fn against(new: &[u8], host: Option<&[u8]>) -> Result<Vec<u8>, String> {
         let host = host.map(|bytes| HostIndex {
             bytes,
             modified: u64::MAX,
         });
-        brought_back(new, host).err()
+        brought_back(new, host)
     }
 
-    /// What `new` brings back where the host has `host` (modified long after every entry).
+    /// Why `new` is refused where the host has `host`, if it is.
+    fn refusal(new: &[u8], host: Option<&[u8]>) -> Option<String> {
+        against(new, host).err()
+    }
+
+    /// What `new` brings back where the host has `host`.
     fn accepted(new: &[u8], host: Option<&[u8]>) -> Vec<u8> {
-        let host = host.map(|bytes| HostIndex {
-            bytes,
-            modified: u64::MAX,
-        });
-        brought_back(new, host).expect("accepted")
+        against(new, host).expect("accepted")
     }
 
     /// Why `new` is refused where the host has `host`.
     fn refused(new: &[u8], host: Option<&[u8]>) -> String {
-        let host = host.map(|bytes| HostIndex {
-            bytes,
-            modified: u64::MAX,
-        });
-        brought_back(new, host).expect_err("refused")
+        against(new, host).expect_err("refused")
     }
 
     /// Whether `out` is what [`brought_back`] writes: it parses, has no extensions, and ends

@@ -476,6 +476,18 @@ fn host_git(who: As, home: &Path, dir: &Path, args: &[&str]) -> Output {
         .expect("git")
 }
 
+/// `sh -c SCRIPT` as `who` on the host, in `dir`, with `home`: a sandbox's writes made
+/// without paude. It must succeed.
+fn sh_on_the_host(who: As, dir: &Path, home: &Path, script: &str) {
+    let made = command_as(who, "sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .env("HOME", home)
+        .output()
+        .expect("sh");
+    assert!(made.status.success(), "{who:?}: {}", text(&made.stderr));
+}
+
 /// [`host_git`], which must succeed; its output, trimmed.
 fn git_ok(who: As, home: &Path, dir: &Path, args: &[&str]) -> String {
     let output = host_git(who, home, dir, args);
@@ -975,13 +987,7 @@ fn what_host_git_obeys_in_refs_and_submodules_does_not_come_back() {
         let control = Setup::new(who);
         repository_with_a_trap(&control, &marker_of(&control));
         let script = attacks(&control);
-        let made = command_as(who, "sh")
-            .args(["-c", &script])
-            .current_dir(control.workspace.path())
-            .env("HOME", control.home.path())
-            .output()
-            .expect("sh");
-        assert!(made.status.success(), "{who:?}: {}", text(&made.stderr));
+        sh_on_the_host(who, control.workspace.path(), control.home.path(), &script);
         let status = host_next(&control);
         assert!(
             marker_of(&control).exists(),
@@ -1049,13 +1055,12 @@ fn a_submodules_git_file_cannot_be_rewritten() {
 
         // Without paude: the rewrite made on the host, and host git status runs the program.
         let (control, marker) = with_submodule();
-        let made = command_as(who, "sh")
-            .args(["-c", &attack(&marker)])
-            .current_dir(control.workspace.path())
-            .env("HOME", control.home.path())
-            .output()
-            .expect("sh");
-        assert!(made.status.success(), "{who:?}: {}", text(&made.stderr));
+        sh_on_the_host(
+            who,
+            control.workspace.path(),
+            control.home.path(),
+            &attack(&marker),
+        );
         host_git(
             who,
             control.home.path(),
@@ -1077,6 +1082,169 @@ fn a_submodules_git_file_cannot_be_rewritten() {
         let pointer =
             std::fs::read_to_string(setup.workspace.path().join("sub/.git")).expect("sub/.git");
         assert!(pointer.contains("modules/sub"), "{who:?}: {pointer}");
+    }
+}
+
+/// `.git` files host git follows without the sandbox having to make a repository look like a
+/// submodule: a linked worktree's own `.git` (rewritten to name a repository the sandbox made
+/// in the shared `objects/`, with a `core.fsmonitor`), and the `.git` of a submodule that is
+/// not checked out (a plain clone, or `deinit`), made inside and hidden from a listing with
+/// `chmod 0111`. Made on the host, each has the next `git status` run the program; through
+/// paude, the first is read-only and the second is moved aside when the sandbox ends.
+#[test]
+fn git_files_host_git_follows_are_not_the_sandboxs() {
+    require_bwrap!();
+    for who in users() {
+        let own = |marker: &Path| {
+            format!(
+                "set -e; C=$(git rev-parse --git-common-dir); git init -q --bare $C/objects/zz; \
+                 printf \"gitdir: $(cd $C/objects/zz && pwd)\\n\" > .git; \
+                 git config core.bare false; git config status.showUntrackedFiles no; \
+                 git config core.fsmonitor 'touch {}; false'",
+                marker.display()
+            )
+        };
+        let unchecked = |marker: &Path| {
+            format!(
+                "set -e; git init -q --bare .git/objects/zz; \
+                 printf \"gitdir: $(pwd)/.git/objects/zz\\n\" > sub/.git; \
+                 git -C sub config core.bare false; \
+                 git -C sub config status.showUntrackedFiles no; \
+                 git -C sub config core.fsmonitor 'touch {}; false'; chmod 0111 sub",
+                marker.display()
+            )
+        };
+        // A linked worktree of the workspace's repository, with its own `.git` file.
+        let worktree_of = |setup: &Setup, name: &str| {
+            let dir = setup.home.path().join(name);
+            let dir_text = dir.display().to_string();
+            git_ok(
+                who,
+                setup.home.path(),
+                setup.workspace.path(),
+                &["worktree", "add", "-q", &dir_text],
+            );
+            dir
+        };
+        // A submodule, then `deinit`: its gitlink in the index, and no `.git` in `sub/`.
+        let deinit = |setup: &Setup| {
+            let (home, ws) = (setup.home.path(), setup.workspace.path());
+            let source = home.join("source");
+            std::fs::create_dir(&source).expect("mkdir");
+            hand_over(who, home);
+            add_a_submodule(who, home, ws, &source);
+            git_ok(who, home, ws, &["submodule", "deinit", "-q", "-f", "sub"]);
+            assert!(!ws.join("sub/.git").exists());
+        };
+
+        // Without paude.
+        let (control, marker) = Setup::trapped(who);
+        let home = control.home.path();
+        let worktree = worktree_of(&control, "wt");
+        sh_on_the_host(who, &worktree, home, &own(&marker));
+        host_git(who, home, &worktree, &["status"]);
+        assert!(
+            marker.exists(),
+            "{who:?}: the worktree route proves nothing"
+        );
+        std::fs::remove_file(&marker).expect("rm");
+        deinit(&control);
+        sh_on_the_host(who, control.workspace.path(), home, &unchecked(&marker));
+        host_git(who, home, control.workspace.path(), &["status"]);
+        assert!(
+            marker.exists(),
+            "{who:?}: the submodule route proves nothing"
+        );
+
+        // Through paude.
+        let (setup, marker) = Setup::trapped(who);
+        let home = setup.home.path();
+        let worktree = worktree_of(&setup, "wt");
+        let pointer = std::fs::read_to_string(worktree.join(".git")).expect("read");
+        let inside = paude_in(who, home, &worktree).run(["venv", "--", "sh", "-c", &own(&marker)]);
+        assert!(
+            !inside.status.success(),
+            "{who:?}: {}",
+            text(&inside.stdout)
+        );
+        assert_eq!(
+            std::fs::read_to_string(worktree.join(".git")).expect("read"),
+            pointer
+        );
+        host_git(who, home, &worktree, &["status"]);
+        assert!(!marker.exists(), "{who:?}");
+        deinit(&setup);
+        let inside = setup
+            .paude()
+            .run(["venv", "--", "sh", "-c", &unchecked(&marker)]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        assert!(
+            text(&inside.stderr).contains("sub/.git to .git.paude-"),
+            "{who:?}: {}",
+            text(&inside.stderr)
+        );
+        host_git(who, home, setup.workspace.path(), &["status"]);
+        assert!(!marker.exists(), "{who:?}");
+    }
+}
+
+/// A replace ref hides a staged change from `git status`. The holder removes the sandbox's,
+/// also where the sandbox took the permissions from `refs/replace/` (the removal once failed
+/// there, and said nothing), and also one renamed into `refs/replace/` in a later launch
+/// from where an earlier one parked it (a rename keeps a file's change time).
+#[test]
+fn replace_refs_hidden_by_permissions_or_renames_are_removed() {
+    require_bwrap!();
+    let stage = "set -e; export GIT_AUTHOR_NAME=In GIT_AUTHOR_EMAIL=in@x GIT_COMMITTER_NAME=In \
+                 GIT_COMMITTER_EMAIL=in@x; echo evil >> a; git add a; \
+                 N=$(git commit-tree -m first $(git write-tree));";
+    let routes: [(&str, Vec<String>); 2] = [
+        (
+            "permissions",
+            vec![format!(
+                "{stage} git replace HEAD $N; chmod 0555 .git/refs/replace"
+            )],
+        ),
+        (
+            "a rename in the next launch",
+            vec![
+                format!("{stage} git update-ref refs/q/$(git rev-parse HEAD) $N"),
+                "mv .git/refs/q .git/refs/replace".to_string(),
+            ],
+        ),
+    ];
+    for who in users() {
+        for (route, launches) in &routes {
+            // Without paude: the host's status shows nothing of the staged change.
+            let (control, _) = Setup::trapped(who);
+            for script in launches {
+                sh_on_the_host(who, control.workspace.path(), control.home.path(), script);
+            }
+            let status = git_ok(
+                who,
+                control.home.path(),
+                control.workspace.path(),
+                &["status", "--porcelain", "--untracked-files=no"],
+            );
+            assert_eq!(status, "", "{who:?} {route}: the route proves nothing");
+            // Through paude: it shows.
+            let (setup, _) = Setup::trapped(who);
+            for script in launches {
+                let inside = setup.paude().run(["venv", "--", "sh", "-c", script]);
+                assert!(
+                    inside.status.success(),
+                    "{who:?} {route}: {}",
+                    text(&inside.stderr)
+                );
+            }
+            let status = git_ok(
+                who,
+                setup.home.path(),
+                setup.workspace.path(),
+                &["status", "--porcelain", "--untracked-files=no"],
+            );
+            assert!(status.contains("a"), "{who:?} {route}: {status}");
+        }
     }
 }
 

@@ -88,11 +88,27 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         git::Layout::None => None,
         _ => Some(store.launch_dir()?),
     };
-    let composition = match &launch_dir {
+    let mut composition = match &launch_dir {
         Some(dir) => git::compose(&repository, &dir.path)
             .context("making the sandbox's copy of the repository's files")?,
         None => git::Composition::default(),
     };
+    // A linked worktree's or a submodule's `.git` is a file naming its repository, which host
+    // git obeys: read-only inside (and, bound, it cannot be renamed away).
+    if matches!(
+        repository,
+        git::Layout::Linked { .. } | git::Layout::Module { .. }
+    ) {
+        let pointer = workspace.join(".git");
+        composition.binds.insert(
+            0,
+            git::Bind {
+                path: pointer.clone(),
+                source: pointer,
+                writable: false,
+            },
+        );
+    }
     for bind in composition
         .binds
         .iter()

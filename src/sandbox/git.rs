@@ -168,13 +168,16 @@ pub fn layout(workspace: &Path) -> Result<Layout, String> {
 /// `git status` and obeys the repository a `.git` file names, so they are protected like the
 /// user's `protect` entries: read-only, and their directories not to be renamed.
 pub fn submodule_gitfiles(layout: &Layout, workspace: &Path) -> Vec<PathBuf> {
-    let root = match layout {
+    // A linked worktree's submodules have their repositories in its own directory in the
+    // repository's `worktrees/`; the main worktree's, in the repository's `modules/`.
+    let roots = match layout {
         Layout::None => return Vec::new(),
-        Layout::Main { git_dir } | Layout::Module { git_dir } => git_dir,
-        Layout::Linked { common, .. } => common,
+        Layout::Main { git_dir } | Layout::Module { git_dir } => vec![git_dir],
+        Layout::Linked { common, admin } => vec![admin, common],
     };
     let mut found = Vec::new();
-    let mut pending = vec![(root.join("modules"), 0)];
+    let mut pending: Vec<(PathBuf, usize)> =
+        roots.iter().map(|root| (root.join("modules"), 0)).collect();
     while let Some((dir, depth)) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -293,6 +296,9 @@ pub struct Private {
     pub files: Vec<Synced>,
     /// The files of the private trees ([`PRIVATE_TREES`]) at launch.
     pub trees: Vec<Planted>,
+    /// The replace refs (`refs/replace/...`, relative to the git directory) at launch: the
+    /// only ones that stay (see [`sweep`]).
+    pub replace_refs: HashSet<PathBuf>,
 }
 
 /// A file of a private tree as it was at launch: its path relative to the git directory, the
@@ -453,6 +459,7 @@ fn compose_dir(
             });
         }
     }
+    let replace_refs = files_below(&held, Path::new("refs/replace"));
     composition.privates.push(Private {
         host: host.to_path_buf(),
         held,
@@ -460,8 +467,35 @@ fn compose_dir(
         copy_held: open_directory(copy)?,
         files,
         trees,
+        replace_refs,
     });
     Ok(())
+}
+
+/// The regular files below `relative` in the git directory `held`, by their paths relative
+/// to it, reached one name at a time without following links; none where it is absent.
+fn files_below(held: &OwnedFd, relative: &Path) -> HashSet<PathBuf> {
+    let mut found = HashSet::new();
+    let mut pending = vec![relative.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(dir_held) = open_below(held, &dir, false) else {
+            continue;
+        };
+        for entry in std::fs::read_dir(through(&dir_held))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(dir.join(entry.file_name())),
+                Ok(kind) if kind.is_file() => {
+                    found.insert(dir.join(entry.file_name()));
+                }
+                _ => {}
+            }
+        }
+    }
+    found
 }
 
 /// `path` opened as a directory without following a link anywhere on the way.
@@ -925,8 +959,21 @@ pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
             let Ok(held) = open_below(&private.held, &relative, false) else {
                 continue;
             };
-            let Ok(entries) = std::fs::read_dir(through(&held)) else {
-                continue;
+            // A directory the sandbox took the user's permissions from is given them back
+            // (it is the user's own): what is in it is looked at all the same.
+            let listed = std::fs::read_dir(through(&held)).or_else(|_| {
+                let_the_user_in(&held);
+                std::fs::read_dir(through(&held))
+            });
+            let entries = match listed {
+                Ok(entries) => entries,
+                Err(error) => {
+                    lines.push(format!(
+                        "could not look into {} ({error}); look at what is in it yourself",
+                        private.host.join(&relative).display()
+                    ));
+                    continue;
+                }
             };
             for entry in entries.flatten() {
                 if budget == 0 {
@@ -950,31 +997,58 @@ pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
                 }
                 let made_since = rustix::fs::statat(&held, &name, AtFlags::SYMLINK_NOFOLLOW)
                     .is_ok_and(|stat| at_or_after(stat.st_ctime, stat.st_ctime_nsec as i64, began));
-                if !made_since {
-                    continue;
-                }
                 let why = if !kind.is_file() {
+                    if !made_since {
+                        continue;
+                    }
                     "is not a regular file (host git would have followed it, or waited on it)"
-                } else if dir != "refs" {
+                } else if dir != "refs" || name.as_encoded_bytes().ends_with(b".lock") {
+                    // A lock is git at work, and no ref git reads.
                     continue;
                 } else if relative.starts_with("refs/replace") {
+                    // By name, not by time: a ref renamed into `refs/replace/` keeps the
+                    // change time it had.
+                    if !made_since && private.replace_refs.contains(&relative.join(&name)) {
+                        continue;
+                    }
                     "is a replace ref (host git would show another commit, tree or blob in \
                      place of the one named, and hide a change from status and diff)"
                 } else if let Some(why) = loose_ref_problem(held.as_fd(), &name) {
+                    // Whatever its age: git writes no such ref.
                     why
                 } else {
                     continue;
                 };
-                if rustix::fs::unlinkat(&held, &name, AtFlags::empty()).is_ok() {
-                    lines.push(format!(
+                let removed = rustix::fs::unlinkat(&held, &name, AtFlags::empty()).or_else(|_| {
+                    let_the_user_in(&held);
+                    rustix::fs::unlinkat(&held, &name, AtFlags::empty())
+                });
+                let shown = private.host.join(relative.join(&name));
+                lines.push(match removed {
+                    Ok(()) => format!(
                         "removed {}, which the sandbox made or changed in the repository and {why}",
-                        private.host.join(relative.join(&name)).display()
-                    ));
-                }
+                        shown.display()
+                    ),
+                    Err(error) => format!(
+                        "could not remove {} ({error}), which {why}; remove it yourself",
+                        shown.display()
+                    ),
+                });
             }
         }
     }
     lines
+}
+
+/// Gives the user back the read, write and search permissions on the directory `held` (one
+/// of the repository's own, which the sandbox could chmod), through the kernel's link to it.
+fn let_the_user_in(held: &OwnedFd) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = through(held);
+    if let Ok(meta) = std::fs::metadata(&path) {
+        let mode = meta.permissions().mode() | 0o700;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).ok();
+    }
 }
 
 /// Why the loose ref `name` in the directory `dir` must not stay, if it must not: it is not one
@@ -1041,6 +1115,80 @@ fn replace(host: &Path, content: Option<&[u8]>) -> io::Result<()> {
         std::fs::remove_file(&lock_path).ok();
     }
     result
+}
+
+/// Moves aside each `.git` that the sandbox made, renamed into place or changed at the path of
+/// a submodule in the host's index (read through `private`, the repository of the workspace's
+/// own index): host git recurses into a submodule on `git status` and obeys the repository
+/// its `.git` names, also where the submodule was not checked out at launch (and so had no
+/// `.git` to protect). A line for each, and for each path that could not be looked at.
+pub fn move_aside_planted_submodules(
+    private: &Private,
+    workspace: &Path,
+    began: std::time::SystemTime,
+) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(Some(index)) = read_copy(&through(&private.held).join("index")) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for path in super::index::submodules(&index) {
+        let dir = workspace.join(std::ffi::OsStr::from_bytes(&path));
+        let Ok(super::pin::Opened::Found(held, rustix::fs::FileType::Directory)) =
+            super::pin::open(&dir)
+        else {
+            continue;
+        };
+        let planted = || {
+            let meta = std::fs::symlink_metadata(through(&held).join(".git"))?;
+            Ok::<_, io::Error>(
+                meta.created().is_ok_and(|created| created >= began)
+                    || at_or_after(meta.ctime(), meta.ctime_nsec(), began),
+            )
+        };
+        let found = planted().or_else(|error| {
+            if error.kind() != io::ErrorKind::PermissionDenied {
+                return Err(error);
+            }
+            let_the_user_in(&held);
+            planted()
+        });
+        let aside = format!(
+            ".git.paude-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        let rename = || rustix::fs::renameat(&held, ".git", &held, aside.as_str());
+        let line = match found {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Ok(false) => continue,
+            Err(error) => format!(
+                "could not look at {} ({error}): host git status recurses into this \
+                 submodule and obeys the repository its .git names; look at it yourself",
+                dir.join(".git").display()
+            ),
+            Ok(true) => match rename().or_else(|_| {
+                let_the_user_in(&held);
+                rename()
+            }) {
+                Ok(()) => format!(
+                    "moved {} to {aside}: the sandbox made it at a submodule's path, and host \
+                     git status would have obeyed the repository it names",
+                    dir.join(".git").display()
+                ),
+                Err(error) => format!(
+                    "could not move aside {} ({error}), which the sandbox made at a \
+                     submodule's path: host git status would obey the repository it names; \
+                     remove it before you run git there",
+                    dir.join(".git").display()
+                ),
+            },
+        };
+        lines.push(line);
+    }
+    lines
 }
 
 /// The most entries [`made_since`] looks at: a workspace bigger than that is looked at in part.

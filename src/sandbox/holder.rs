@@ -86,6 +86,13 @@ fn finish(work: &Work) {
             eprintln!("paude: {}", crate::text::printable(&line));
         }
     }
+    // The repository whose index is the workspace's: the last composed (a linked worktree's
+    // own directory comes after its repository's).
+    if let Some(private) = work.git.last() {
+        for line in git::move_aside_planted_submodules(private, &work.workspace, work.began) {
+            eprintln!("paude: {}", crate::text::printable(&line));
+        }
+    }
     // Empty unless something could not come back, which was said.
     if let Some(dir) = &work.launch_dir {
         std::fs::remove_dir(dir).ok();

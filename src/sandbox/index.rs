@@ -151,6 +151,21 @@ pub fn brought_back(new: &[u8], host: Option<HostIndex>) -> Result<Vec<u8>, Stri
     Ok(out)
 }
 
+/// The paths of the submodule entries of the index `bytes` (none where it does not parse).
+pub fn submodules(bytes: &[u8]) -> Vec<Vec<u8>> {
+    parse(bytes).map_or_else(
+        |_| Vec::new(),
+        |index| {
+            index
+                .entries
+                .into_iter()
+                .filter(|e| e.mode == GITLINK)
+                .map(|e| e.path)
+                .collect()
+        },
+    )
+}
+
 /// The stat data, mode and object name of `entry` in `bytes`.
 fn stat_and_object<'a>(bytes: &'a [u8], entry: &Entry) -> &'a [u8] {
     &bytes[entry.start..entry.start + 40 + HASH_LEN]

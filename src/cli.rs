@@ -27,6 +27,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Trust the workspace's own paude.jsonnet as it is now (or forget it).
     Trust(TrustArgs),
+    /// Write the environment a manifest describes as a reproducible, layered OCI image.
+    Export(ExportArgs),
     /// paude's own manifest evaluator, which a launch runs as a child (see
     /// `manifest::isolated`).
     #[command(name = "__evaluate", hide = true)]
@@ -137,6 +139,51 @@ pub struct TrustArgs {
     pub revoke: bool,
     #[command(flatten)]
     pub jsonnet: JsonnetArgs,
+}
+
+/// `paude export`.
+#[derive(Debug, Args)]
+#[command(
+    group(clap::ArgGroup::new("output").required(true).multiple(true).args(["oci", "oci_archive"])),
+    after_help = "\
+Writes the environment (built first if it is not cached) as an OCI image: one layer per \
+package (small packages share a few layers), one for what the environment adds, and a config \
+with the manifest's envSet, the default PATH and LD_LIBRARY_PATH, /workspace as the working \
+directory and the default shell as the command. The same closure gives the same digests: \
+times are SOURCE_DATE_EPOCH (else 0), owners 0:0. The manifest's digest goes to stdout. \
+What a paude launch adds around the tree (the workspace bind, venv shadowing, the seccomp \
+filter, protected paths) is no part of an image; paude export says which.
+
+Examples:
+  paude export -e examples/core-venv.jsonnet --oci ./image --tag core
+  skopeo inspect oci:./image:core
+  paude export --oci-archive core.tar --tag localhost/core:1 && podman load -i core.tar")]
+pub struct ExportArgs {
+    /// Jsonnet code, or the path of an existing manifest file.
+    #[arg(
+        short = 'e',
+        long = "exec",
+        value_name = "CODE|FILE",
+        conflicts_with = "file"
+    )]
+    pub exec: Option<String>,
+    /// A manifest file.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The workspace whose paude.jsonnet is the manifest when neither -e nor -f is given.
+    #[arg(long = "workspace", value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    #[command(flatten)]
+    pub jsonnet: JsonnetArgs,
+    /// Write an OCI image layout in DIR (new, empty, or a layout to add the image to).
+    #[arg(long = "oci", value_name = "DIR")]
+    pub oci: Option<PathBuf>,
+    /// Write the image as one tar of its layout, what `podman load` reads.
+    #[arg(long = "oci-archive", value_name = "FILE")]
+    pub oci_archive: Option<PathBuf>,
+    /// The image's name in the layout's index (org.opencontainers.image.ref.name).
+    #[arg(long = "tag", value_name = "NAME")]
+    pub tag: Option<String>,
 }
 
 /// `paude venv`.

@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod commands;
 pub mod host;
+pub mod image;
 pub mod launch;
 pub mod manifest;
 pub mod packages;

@@ -67,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cleanup(args) => commands::cleanup::run(args, &host),
         Command::Doctor(args) => commands::doctor::run(args, &host),
         Command::Trust(args) => commands::trust::run(args, &host),
+        Command::Export(args) => commands::export::run(args, &host),
         Command::Evaluate => Ok(paude::manifest::isolated::serve()),
     }
 }

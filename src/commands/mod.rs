@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod doctor;
+pub mod export;
 pub mod list;
 pub mod trust;
 pub mod venv;
@@ -86,8 +87,8 @@ impl crate::store::Report for BuildReport {
         };
         // Kept short: a line longer than the terminal wraps, and then is not redrawn in place.
         eprint!(
-            "\r\x1b[2Kpaude: unpacking packages {}/{}, {bytes}{left}",
-            progress.packages_done, progress.packages_total
+            "\r\x1b[2Kpaude: {} {}/{}, {bytes}{left}",
+            progress.what, progress.packages_done, progress.packages_total
         );
         self.drawn = true;
     }

@@ -158,6 +158,51 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     )? {}
 }
 
+/// The manifest and its environment's tree, built if the store does not have it, for a
+/// command that reads the tree rather than launching it (`paude export`): the same stages as
+/// a launch up to the lease, with the workspace only a place to find the manifest in.
+pub(super) fn environment_of(
+    args: &VenvArgs,
+    host: &HostFacts,
+) -> Result<(Manifest, Store, Lease)> {
+    let began = SystemTime::now();
+    let cache = Cache::new(&host.paude_home);
+    let store = Store::new(host.paude_home.clone());
+    let mut learned = Learned::default();
+    let workspace = match &args.workspace {
+        Some(dir) => {
+            std::fs::canonicalize(dir).with_context(|| format!("--workspace {}", dir.display()))?
+        }
+        None => workspace::find_root(&host.cwd),
+    };
+    let (manifest, _) = load_manifest(args, host, &workspace, &store, &cache, began, &mut learned)?;
+    let database = PackageDatabase::new(
+        host.var("DPKG_ROOT").map(|v| v.as_os_str()),
+        host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()),
+    );
+    let (environment, closure) = resolve(&database, &manifest, &cache, began, &mut learned)?;
+    learned.write(&cache);
+    let lease = ensure(
+        &store,
+        &cache,
+        &environment,
+        closure,
+        &manifest,
+        &database,
+        host,
+    )?;
+    Ok((manifest, store, lease))
+}
+
+/// The shell a launch without a command starts, and the tree's users' shell: bash where the
+/// tree has it, resolved inside the tree as the sandbox will see it (a link in it may point
+/// anywhere), else `/bin/sh`.
+pub(super) fn default_shell(rootfs: &Path) -> &'static str {
+    let has_bash =
+        rootpath::resolve(rootfs, Path::new("/bin/bash")).is_ok_and(|resolved| resolved.exists());
+    if has_bash { "/bin/bash" } else { "/bin/sh" }
+}
+
 /// Who the user is, as the host's `/etc/passwd` and `/etc/group` say.
 fn identity(host: &HostFacts) -> User {
     let read_text = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
@@ -381,10 +426,7 @@ fn plan_sandbox(
         }
     }
     let library_dirs = store.library_dirs(rootfs)?;
-    // Resolved inside the tree, as the sandbox will see it (a link in it may point anywhere).
-    let has_bash = rootpath::resolve(&rootfs.path, Path::new("/bin/bash"))
-        .is_ok_and(|resolved| resolved.exists());
-    let shell = if has_bash { "/bin/bash" } else { "/bin/sh" };
+    let shell = default_shell(&rootfs.path);
     let passwd = store.small_file("passwd", user.passwd(shell).as_bytes())?;
     let group = store.small_file("group", user.group().as_bytes())?;
     let venv_state = if manifest.venv_persist && !venvs.is_empty() {

@@ -650,6 +650,40 @@ impl Environment {
     }
 }
 
+/// What every environment gets where the manifest does not say: the default `PATH`, and the
+/// tree's library directories as `LD_LIBRARY_PATH` (the tree has no `ld.so.cache`).
+fn tree_defaults(env: &mut Environment, library_dirs: &[String]) {
+    if env.get("PATH").is_none() {
+        env.set("PATH", DEFAULT_PATH);
+    }
+    if env.get("LD_LIBRARY_PATH").is_none() && !library_dirs.is_empty() {
+        env.set("LD_LIBRARY_PATH", library_dirs.join(":"));
+    }
+}
+
+/// The variables of an image of the environment (`paude export`): the manifest's `envSet`
+/// with the defaults of a launch that depend on the tree alone. What depends on the host or
+/// the launch (`envKeep`, `HOME`, git's `safe.directory`, `TERM`) is the runtime's.
+pub fn image_environment(
+    env_set: &BTreeMap<String, String>,
+    library_dirs: &[String],
+) -> Vec<(String, String)> {
+    let mut env = Environment::default();
+    for (name, value) in env_set {
+        env.set(name, value);
+    }
+    tree_defaults(&mut env, library_dirs);
+    env.vars
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
+}
+
 fn environment(input: &PlanInput<'_>) -> Result<Vec<(OsString, OsString)>, PlanError> {
     let mut env = Environment::default();
     let host: std::collections::HashMap<&OsStr, &OsString> = input
@@ -665,17 +699,12 @@ fn environment(input: &PlanInput<'_>) -> Result<Vec<(OsString, OsString)>, PlanE
     for (name, value) in &input.manifest.env_set {
         env.set(name, value);
     }
-    if env.get("PATH").is_none() {
-        env.set("PATH", DEFAULT_PATH);
-    }
     if let Some(home) = input.home
         && env.get("HOME").is_none()
     {
         env.set("HOME", home.as_os_str());
     }
-    if env.get("LD_LIBRARY_PATH").is_none() && !input.library_dirs.is_empty() {
-        env.set("LD_LIBRARY_PATH", input.library_dirs.join(":"));
-    }
+    tree_defaults(&mut env, input.library_dirs);
     // Seed 003: git refuses a repository whose owner differs from the user ("dubious
     // ownership"). Trust exactly the workspace, through git's environment config, appended
     // after any the user passes, never by editing a config file and never with `*`.

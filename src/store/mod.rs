@@ -517,6 +517,44 @@ impl Store {
         }
     }
 
+    /// The package store's entries a tree was built from, in its closure's order (the order
+    /// in which the build linked them: an earlier package's file won), each with its package.
+    /// The tree's lease keeps them: an entry is removed only when no tree refers to it.
+    pub fn packages_of(
+        &self,
+        rootfs: &Rootfs,
+    ) -> Result<Vec<(PackageId, packages::Entry)>, StoreError> {
+        let meta = read_meta(&rootfs.dir)?;
+        let refs_dir = rootfs.dir.join(packages::REFS);
+        let mut names: Vec<String> = std::fs::read_dir(&refs_dir)
+            .map_err(io_error("listing", &refs_dir))?
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let store = PackageStore::new(&self.home);
+        let mut found = Vec::with_capacity(meta.closure.len());
+        for id in meta.closure {
+            // Entry names are `<name>_<version>_<arch>-<hash>`, and none of the three holds `_`.
+            let prefix = format!("{}_{}_{}-", id.name, id.version, id.arch);
+            let entry = names
+                .iter()
+                .find(|name| name.starts_with(&prefix))
+                .map(|name| store.present(name))
+                .transpose()?
+                .flatten()
+                .ok_or_else(|| StoreError::Meta {
+                    path: refs_dir.clone(),
+                    message: format!(
+                        "no package store entry of {} {} ({}) is referred to; remove the \
+                         environment with `paude cleanup` and build it again",
+                        id.name, id.version, id.arch
+                    ),
+                })?;
+            found.push((id, entry));
+        }
+        Ok(found)
+    }
+
     /// Records a launch: sets the mtime of `venv/<key>/last-used` to now (one system call;
     /// the file is made with the tree, and again here should it be gone).
     pub fn touch(&self, rootfs: &Rootfs) -> Result<(), StoreError> {

@@ -77,6 +77,8 @@ impl Entry {
 /// Where a build is, for a progress display.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Progress {
+    /// What is being done, as the line says it: "unpacking packages".
+    pub what: &'static str,
     pub packages_done: usize,
     pub packages_total: usize,
     pub bytes_done: u64,
@@ -205,7 +207,7 @@ impl PackageStore {
     }
 
     /// The published entry `name`, if there is one.
-    fn present(&self, name: &str) -> Result<Option<Entry>, StoreError> {
+    pub(super) fn present(&self, name: &str) -> Result<Option<Entry>, StoreError> {
         let dir = self.root.join(name);
         let Some(stats) = read_json::<ExportStats>(&dir.join("meta.json"))? else {
             return Ok(None);
@@ -276,6 +278,7 @@ impl PackageStore {
             loop {
                 let finished = done.load(Ordering::Relaxed);
                 report.progress(&Progress {
+                    what: "unpacking packages",
                     packages_done: finished,
                     packages_total: todo.len(),
                     bytes_done: copied.load(Ordering::Relaxed),

@@ -532,6 +532,16 @@ pub fn write_blobs(
     let done = AtomicU64::new(0);
     let finished = AtomicUsize::new(0);
     let next = AtomicUsize::new(0);
+    // The biggest first, so that no core is left with one big layer at the end.
+    let mut order: Vec<usize> = (0..plan.len()).collect();
+    order.sort_by_key(|&index| {
+        let bytes: u64 = plan[index]
+            .1
+            .iter()
+            .map(|&m| request.packages[m].bytes)
+            .sum();
+        (std::cmp::Reverse(bytes), index)
+    });
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -545,10 +555,10 @@ pub fn write_blobs(
                 scope.spawn(|| {
                     let mut mine = Vec::new();
                     loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((_, members)) = plan.get(index) else {
+                        let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
                             break;
                         };
+                        let members = &plan[index].1;
                         let trees: Vec<&Path> = members
                             .iter()
                             .map(|&m| request.packages[m].tree.as_path())

@@ -2001,3 +2001,282 @@ fn pin_held_binds_survive_a_swap() {
         assert!(text(&refused.stderr).contains("a symbolic link in the workspace"));
     }
 }
+
+/// A script that makes `dir` a repository whose `core.fsmonitor` marks `marker`: what host git
+/// runs once it works in `dir`, which it does on `git status` where `dir` is a submodule's
+/// path, and after a `cd` into a worktree whose `.git` names it.
+fn plant(dir: &str, marker: &Path) -> String {
+    format!(
+        "mkdir -p {dir} && (cd {dir} && git init -q . && echo x > x && git add x && \
+         git -c user.name=e -c user.email=e@x commit -qm x && \
+         git config core.fsmonitor 'touch {}; false')",
+        marker.display()
+    )
+}
+
+/// One way to have host git obey a repository the sandbox made in the workspace: how the
+/// workspace is set up, what each launch runs, and the host git that obeys it (in which
+/// directory of the workspace, and what runs first).
+struct Nested {
+    route: &'static str,
+    set_up: fn(who: As, home: &Path, workspace: &Path),
+    launches: fn(marker: &Path) -> Vec<String>,
+    host: (&'static str, &'static [&'static [&'static str]]),
+}
+
+/// A submodule `sub` whose own repository has a submodule `inner`, added without
+/// `--recursive`: `sub` is checked out, and `sub/inner` is an empty directory whose gitlink
+/// is in `.git/modules/sub/index`.
+fn nested_submodule(who: As, home: &Path, workspace: &Path) {
+    let (inner, mid) = (home.join("inner"), home.join("mid"));
+    for dir in [&inner, &mid] {
+        std::fs::create_dir(dir).expect("mkdir");
+    }
+    hand_over(who, home);
+    git_ok(who, home, &mid, &["init", "-q"]);
+    add_a_submodule(who, home, &mid, &inner);
+    add_a_submodule(who, home, workspace, &mid);
+    assert!(workspace.join("sub/sub").is_dir() && !workspace.join("sub/sub/.git").exists());
+}
+
+/// A submodule `sub`, then `deinit`: its gitlink in the index, and no `.git` in `sub/`.
+fn submodule_not_checked_out(who: As, home: &Path, workspace: &Path) {
+    let source = home.join("source");
+    std::fs::create_dir(&source).expect("mkdir");
+    hand_over(who, home);
+    add_a_submodule(who, home, workspace, &source);
+    git_ok(
+        who,
+        home,
+        workspace,
+        &["submodule", "deinit", "-q", "-f", "sub"],
+    );
+    assert!(!workspace.join("sub/.git").exists());
+}
+
+/// The routes the sixth round of attacks found, each once the time of a `.git` was all the
+/// holder went by, or only the workspace's own index at the end: a nested submodule, a
+/// gitlink the sandbox unstaged (the user's `git reset` puts it back), a repository made in
+/// one launch and renamed onto a submodule's path in the next (a rename keeps the times of
+/// what is inside), the user's linked worktree inside the workspace, and a SHA-256
+/// repository. Each works without paude; through paude, host git runs nothing.
+#[test]
+fn nested_repositories_host_git_obeys_stay_the_users() {
+    require_bwrap!();
+    let routes = [
+        Nested {
+            route: "a nested submodule not checked out",
+            set_up: nested_submodule,
+            launches: |marker| vec![plant("sub/sub", marker)],
+            host: ("", &[&["status"]]),
+        },
+        Nested {
+            route: "a gitlink the sandbox unstaged",
+            set_up: submodule_not_checked_out,
+            launches: |marker| {
+                vec![format!(
+                    "git rm -q --cached sub && {}",
+                    plant("sub", marker)
+                )]
+            },
+            host: ("", &[&["reset", "-q"], &["status"]]),
+        },
+        Nested {
+            route: "a repository renamed onto a submodule's path in a later launch",
+            set_up: submodule_not_checked_out,
+            launches: |marker| {
+                vec![
+                    format!("{} && chmod 000 .stash", plant(".stash", marker)),
+                    "chmod 755 .stash && rmdir sub && mv .stash sub".to_string(),
+                ]
+            },
+            host: ("", &[&["status"]]),
+        },
+        Nested {
+            route: "the user's linked worktree inside the workspace",
+            set_up: |who, home, workspace| {
+                git_ok(who, home, workspace, &["worktree", "add", "-q", "wt"]);
+            },
+            launches: |marker| {
+                vec![format!(
+                    "{}; printf 'gitdir: ../.cache/evil/.git\\n' > wt/.git",
+                    plant(".cache/evil", marker)
+                )]
+            },
+            host: ("wt", &[&["status"]]),
+        },
+        Nested {
+            route: "a submodule's path in a SHA-256 repository",
+            set_up: |who, home, workspace| {
+                std::fs::remove_dir_all(workspace.join(".git")).expect("rm");
+                git_ok(
+                    who,
+                    home,
+                    workspace,
+                    &["init", "-q", "--object-format=sha256"],
+                );
+                let id = "ab".repeat(32);
+                let entry = format!("160000,{id},sub");
+                git_ok(
+                    who,
+                    home,
+                    workspace,
+                    &["update-index", "--add", "--cacheinfo", &entry],
+                );
+                std::fs::create_dir(workspace.join("sub")).expect("mkdir");
+                hand_over(who, workspace);
+            },
+            launches: |marker| vec![plant("sub", marker)],
+            host: ("", &[&["status"]]),
+        },
+    ];
+    for who in users() {
+        for nested in &routes {
+            let route = nested.route;
+            let host_git_there = |setup: &Setup| {
+                let (dir, commands) = nested.host;
+                let dir = setup.workspace.path().join(dir);
+                for args in commands {
+                    host_git(who, setup.home.path(), &dir, args);
+                }
+            };
+            // Without paude.
+            let (control, marker) = Setup::trapped(who);
+            let (home, ws) = (control.home.path(), control.workspace.path());
+            (nested.set_up)(who, home, ws);
+            for script in (nested.launches)(&marker) {
+                sh_on_the_host(who, ws, home, &script);
+            }
+            host_git_there(&control);
+            assert!(marker.exists(), "{who:?} {route}: the route proves nothing");
+
+            // Through paude.
+            let (setup, marker) = Setup::trapped(who);
+            let (home, ws) = (setup.home.path(), setup.workspace.path());
+            (nested.set_up)(who, home, ws);
+            let mut said = String::new();
+            for script in (nested.launches)(&marker) {
+                let inside = setup.paude().run(["venv", "--", "sh", "-c", &script]);
+                said.push_str(&text(&inside.stderr));
+            }
+            host_git_there(&setup);
+            assert!(!marker.exists(), "{who:?} {route}: {said}");
+            // Each but the worktree's, which the sandbox cannot write, is moved aside, and said.
+            if nested.host.0.is_empty() {
+                assert!(said.contains("moved "), "{who:?} {route}: {said}");
+            }
+        }
+    }
+}
+
+/// The sandbox cannot keep the list of repositories it made from being said: a directory it
+/// made unreadable is named as not looked into. (Root reads it all the same: as an
+/// unprivileged user only.)
+#[test]
+fn what_the_holder_could_not_look_at_is_said() {
+    require_bwrap!();
+    for who in users()
+        .into_iter()
+        .filter(|who| !(is_root() && *who == As::Me))
+    {
+        let setup = Setup::new(who);
+        let output = setup.paude().run([
+            "venv",
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p hidden/lib && git -C hidden/lib init -q && chmod 000 hidden",
+        ]);
+        ok(&output);
+        let said = text(&output.stderr);
+        assert!(
+            said.contains("could not look into") && said.contains("hidden"),
+            "{who:?}: {said}"
+        );
+        std::fs::set_permissions(
+            setup.workspace.path().join("hidden"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+    }
+}
+
+/// A replace ref the user had at launch stays only with the content it had: the sandbox
+/// parks its own commit under the same name elsewhere in one launch and renames the
+/// directory into `refs/replace/` in the next (which keeps the file's change time), and host
+/// `git log` would show the sandbox's commit in place of the user's.
+#[test]
+fn a_replace_ref_keeps_its_launch_content() {
+    require_bwrap!();
+    let launches = [
+        "set -e; export GIT_AUTHOR_NAME=In GIT_AUTHOR_EMAIL=in@x GIT_COMMITTER_NAME=In \
+         GIT_COMMITTER_EMAIL=in@x; C=$(git --no-replace-objects rev-parse HEAD); \
+         E=$(git commit-tree -m EVIL $(git write-tree)); mkdir -p .git/refs/tags/park; \
+         echo $E > .git/refs/tags/park/$C",
+        "cd .git/refs && mv replace old && mv tags/park replace",
+    ];
+    for who in users() {
+        let subject = |setup: &Setup| {
+            git_ok(
+                who,
+                setup.home.path(),
+                setup.workspace.path(),
+                &["log", "-1", "--format=%s"],
+            )
+        };
+        let users_replacement = |setup: &Setup| {
+            let (home, ws) = (setup.home.path(), setup.workspace.path());
+            let tree = git_ok(who, home, ws, &["write-tree"]);
+            let alternative = git_ok(who, home, ws, &["commit-tree", "-m", "mine", &tree]);
+            git_ok(who, home, ws, &["replace", "HEAD", &alternative]);
+            assert_eq!(subject(setup), "mine");
+        };
+        let (control, _) = Setup::trapped(who);
+        users_replacement(&control);
+        for script in launches {
+            sh_on_the_host(who, control.workspace.path(), control.home.path(), script);
+        }
+        assert_eq!(
+            subject(&control),
+            "EVIL",
+            "{who:?}: the route proves nothing"
+        );
+
+        let (setup, _) = Setup::trapped(who);
+        users_replacement(&setup);
+        for script in launches {
+            let inside = setup.paude().run(["venv", "--", "sh", "-c", script]);
+            assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        }
+        assert_ne!(subject(&setup), "EVIL", "{who:?}");
+    }
+}
+
+/// A ref's lock the sandbox leaves would fail every host commit on that branch: the holder
+/// removes it, once a host git's own lock would have gone.
+#[test]
+fn a_ref_lock_the_sandbox_left_is_removed() {
+    require_bwrap!();
+    for who in users() {
+        let (setup, _) = Setup::trapped(who);
+        let (home, ws) = (setup.home.path(), setup.workspace.path());
+        let branch = git_ok(who, home, ws, &["symbolic-ref", "--short", "HEAD"]);
+        let script = format!("git rev-parse HEAD > .git/refs/heads/{branch}.lock");
+        // Without paude, the next commit fails.
+        sh_on_the_host(who, ws, home, &script);
+        let commit = ["commit", "-q", "--allow-empty", "-m", "next"];
+        assert!(
+            !host_git(who, home, ws, &commit).status.success(),
+            "{who:?}"
+        );
+        std::fs::remove_file(ws.join(format!(".git/refs/heads/{branch}.lock"))).expect("rm");
+
+        let inside = setup.paude().run(["venv", "--", "sh", "-c", &script]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        assert!(
+            text(&inside.stderr).contains("a lock the sandbox left"),
+            "{who:?}"
+        );
+        git_ok(who, home, ws, &commit);
+    }
+}

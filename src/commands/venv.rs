@@ -49,7 +49,12 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let (manifest, manifest_files) =
         load_manifest(&args, host, &workspace, &store, &cache, began, &mut learned)?;
     let mounts = checked_mounts(&manifest, host, &workspace, &mut pins)?;
-    let submodules = git::submodule_gitfiles(&repository, &workspace);
+    let nested = git::nested_gitfiles(&repository, &workspace);
+    let submodules: Vec<PathBuf> = nested
+        .iter()
+        .filter(|guard| guard.at_launch.is_some())
+        .map(|guard| guard.relative.clone())
+        .collect();
     let protected = checked_protect(
         &workspace,
         &manifest,
@@ -119,6 +124,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     }
     let mut handover = Handover {
         privates: composition.privates,
+        nested,
         workspace: workspace.clone(),
         began,
         pins,
@@ -378,6 +384,7 @@ fn ensure(
 /// bwrap, the bind sources held by descriptor.
 struct Handover {
     privates: Vec<git::Private>,
+    nested: Vec<git::Guarded>,
     workspace: PathBuf,
     began: SystemTime,
     pins: Pins,
@@ -565,6 +572,7 @@ fn exec_bwrap(
         &locks,
         holder::Work {
             git: handover.privates,
+            nested: handover.nested,
             launch_dir: launch_dir.as_ref().map(|dir| dir.path.clone()),
             workspace: handover.workspace,
             began: handover.began,
@@ -616,7 +624,7 @@ fn checked_protect(
         .chain(
             submodules
                 .iter()
-                .map(|path| ("a submodule's `.git`".to_string(), path)),
+                .map(|path| ("a nested repository's `.git`".to_string(), path)),
         );
     let mut out = Vec::new();
     'entries: for (label, relative) in labelled {

@@ -27,7 +27,7 @@
 //! submodule's repository must lie in the `.git/modules/` of a repository above the
 //! workspace. Anything else is refused: what the workspace says never adds a host path.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -162,20 +162,46 @@ pub fn layout(workspace: &Path) -> Result<Layout, String> {
     Ok(Layout::Module { git_dir })
 }
 
-/// The `.git` files of the submodules checked out in `workspace`, relative to it: for each
-/// submodule repository in the repository's `modules/` (and theirs, nested), the worktree its
-/// `core.worktree` names, where that lies in the workspace. Host git recurses into them on
-/// `git status` and obeys the repository a `.git` file names, so they are protected like the
-/// user's `protect` entries: read-only, and their directories not to be renamed.
-pub fn submodule_gitfiles(layout: &Layout, workspace: &Path) -> Vec<PathBuf> {
+/// A `.git` in the workspace that host git would obey when it works in the repository:
+/// where a submodule is (or would be, once checked out), or a linked worktree of the user's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guarded {
+    /// `<path>/.git`, relative to the workspace.
+    pub relative: PathBuf,
+    /// What was there at launch (device and inode), reached without following a link;
+    /// `None` when nothing was (or something on the way was a link, which host git does not
+    /// follow into a submodule either).
+    pub at_launch: Option<(u64, u64)>,
+}
+
+/// The `.git` paths of `workspace` that host git obeys when it works in the workspace's
+/// repository, with what was at each at launch:
+///
+/// - at every submodule path of the workspace's index, and of the indexes of the submodule
+///   repositories in `modules/` (nested ones included, at their worktrees): host `git status`
+///   recurses into a submodule and obeys the repository its `.git` names, also one that was
+///   not checked out at launch, once something is there;
+/// - at each worktree that a submodule repository's `core.worktree` names;
+/// - at each linked worktree (`worktrees/*/gitdir`) that lies in the workspace: a `cd` into it
+///   and host git obeys the repository its `.git` names.
+///
+/// Those present at launch are protected like the user's `protect` entries (read-only, their
+/// directories not to be renamed); those absent are what the holder moves aside when the
+/// sandbox put something there ([`move_aside_planted`]). By identity rather than by time: a
+/// directory renamed into place keeps the times of what is in it.
+pub fn nested_gitfiles(layout: &Layout, workspace: &Path) -> Vec<Guarded> {
     // A linked worktree's submodules have their repositories in its own directory in the
     // repository's `worktrees/`; the main worktree's, in the repository's `modules/`.
-    let roots = match layout {
+    let (roots, own_index, common) = match layout {
         Layout::None => return Vec::new(),
-        Layout::Main { git_dir } | Layout::Module { git_dir } => vec![git_dir],
-        Layout::Linked { common, admin } => vec![admin, common],
+        Layout::Main { git_dir } | Layout::Module { git_dir } => {
+            (vec![git_dir], git_dir.join("index"), git_dir)
+        }
+        Layout::Linked { common, admin } => (vec![admin, common], admin.join("index"), common),
     };
-    let mut found = Vec::new();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    // (the index, the worktree its paths are relative to)
+    let mut indexes = vec![(own_index, workspace.to_path_buf())];
     let mut pending: Vec<(PathBuf, usize)> =
         roots.iter().map(|root| (root.join("modules"), 0)).collect();
     while let Some((dir, depth)) = pending.pop() {
@@ -196,26 +222,78 @@ pub fn submodule_gitfiles(layout: &Layout, workspace: &Path) -> Vec<PathBuf> {
             let Some(worktree) = module_worktree(&module) else {
                 continue;
             };
-            let mut path = PathBuf::new();
-            for component in module.join(worktree).components() {
-                match component {
-                    std::path::Component::ParentDir => {
-                        path.pop();
-                    }
-                    std::path::Component::CurDir => {}
-                    other => path.push(other),
-                }
-            }
-            if let Ok(relative) = path.strip_prefix(workspace)
-                && !relative.as_os_str().is_empty()
-                && !relative.starts_with(".git")
-            {
-                found.push(relative.join(".git"));
+            let worktree = lexically_normal(&module.join(worktree));
+            paths.push(worktree.join(".git"));
+            indexes.push((module.join("index"), worktree));
+        }
+    }
+    for (index, worktree) in indexes {
+        if !worktree.starts_with(workspace) {
+            continue;
+        }
+        let Ok(Some(bytes)) = read_copy(&index) else {
+            continue;
+        };
+        for path in super::index::submodules(&bytes) {
+            use std::os::unix::ffi::OsStrExt;
+            paths.push(
+                worktree
+                    .join(std::ffi::OsStr::from_bytes(&path))
+                    .join(".git"),
+            );
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(common.join("worktrees")) {
+        for entry in entries.flatten() {
+            if let Some(gitfile) = read_pointer(&entry.path().join("gitdir"), "") {
+                paths.push(lexically_normal(&gitfile));
             }
         }
     }
-    found.sort();
+    let mut found: Vec<Guarded> = paths
+        .into_iter()
+        .filter_map(|path| {
+            let relative = path.strip_prefix(workspace).ok()?;
+            (relative.file_name() == Some(std::ffi::OsStr::new(".git"))
+                && relative != Path::new(".git")
+                && !relative.starts_with(".git"))
+            .then(|| relative.to_path_buf())
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|relative| Guarded {
+            at_launch: inode_of(&workspace.join(&relative)),
+            relative,
+        })
+        .collect();
+    found.sort_by(|a, b| a.relative.cmp(&b.relative));
     found
+}
+
+/// `path` with `.` and `..` taken away by their names (the paths git writes are its own).
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    normal
+}
+
+/// The device and inode of what is at `path`, reached without following any link.
+fn inode_of(path: &Path) -> Option<(u64, u64)> {
+    match super::pin::open(path).ok()? {
+        super::pin::Opened::Found(fd, _) => {
+            let stat = rustix::fs::fstat(&fd).ok()?;
+            Some((stat.st_dev, stat.st_ino))
+        }
+        _ => None,
+    }
 }
 
 /// The `core.worktree` a repository's `config` sets, read no further than 64 KiB: the last
@@ -296,9 +374,9 @@ pub struct Private {
     pub files: Vec<Synced>,
     /// The files of the private trees ([`PRIVATE_TREES`]) at launch.
     pub trees: Vec<Planted>,
-    /// The replace refs (`refs/replace/...`, relative to the git directory) at launch: the
-    /// only ones that stay (see [`sweep`]).
-    pub replace_refs: HashSet<PathBuf>,
+    /// The replace refs (`refs/replace/...`, relative to the git directory) at launch, with
+    /// their content: the only ones that stay, as they were (see [`sweep`]).
+    pub replace_refs: HashMap<PathBuf, Vec<u8>>,
 }
 
 /// A file of a private tree as it was at launch: its path relative to the git directory, the
@@ -474,8 +552,8 @@ fn compose_dir(
 
 /// The regular files below `relative` in the git directory `held`, by their paths relative
 /// to it, reached one name at a time without following links; none where it is absent.
-fn files_below(held: &OwnedFd, relative: &Path) -> HashSet<PathBuf> {
-    let mut found = HashSet::new();
+fn files_below(held: &OwnedFd, relative: &Path) -> HashMap<PathBuf, Vec<u8>> {
+    let mut found = HashMap::new();
     let mut pending = vec![relative.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let Ok(dir_held) = open_below(held, &dir, false) else {
@@ -489,13 +567,23 @@ fn files_below(held: &OwnedFd, relative: &Path) -> HashSet<PathBuf> {
             match entry.file_type() {
                 Ok(kind) if kind.is_dir() => pending.push(dir.join(entry.file_name())),
                 Ok(kind) if kind.is_file() => {
-                    found.insert(dir.join(entry.file_name()));
+                    if let Some(content) = small_file_in(dir_held.as_fd(), &entry.file_name()) {
+                        found.insert(dir.join(entry.file_name()), content);
+                    }
                 }
                 _ => {}
             }
         }
     }
     found
+}
+
+/// The content of the regular file `name` in `dir`, read no further than a ref can be long.
+fn small_file_in(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> Option<Vec<u8>> {
+    let file = super::pin::read_in(dir, name).ok()??;
+    let mut content = Vec::new();
+    file.take(POINTER_MAX).read_to_end(&mut content).ok()?;
+    Some(content)
 }
 
 /// `path` opened as a directory without following a link anywhere on the way.
@@ -1002,13 +1090,40 @@ pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
                         continue;
                     }
                     "is not a regular file (host git would have followed it, or waited on it)"
-                } else if dir != "refs" || name.as_encoded_bytes().ends_with(b".lock") {
-                    // A lock is git at work, and no ref git reads.
+                } else if dir != "refs" {
                     continue;
+                } else if name.as_encoded_bytes().ends_with(b".lock") {
+                    // No ref git reads, but one left would fail every host git that updates
+                    // the ref. One made since launch is the sandbox's, unless it is a host
+                    // git's at work right now: a ref's lock lives milliseconds, so a young one
+                    // is given a moment to go first.
+                    if !made_since {
+                        continue;
+                    }
+                    let age = rustix::fs::statat(&held, &name, AtFlags::SYMLINK_NOFOLLOW)
+                        .ok()
+                        .and_then(|stat| {
+                            let changed = std::time::UNIX_EPOCH
+                                + std::time::Duration::new(
+                                    u64::try_from(stat.st_ctime).unwrap_or(0),
+                                    u32::try_from(stat.st_ctime_nsec).unwrap_or(0),
+                                );
+                            changed.elapsed().ok()
+                        })
+                        .unwrap_or_default();
+                    if age < LOCK_MOMENT {
+                        std::thread::sleep(LOCK_MOMENT - age);
+                        if rustix::fs::statat(&held, &name, AtFlags::SYMLINK_NOFOLLOW).is_err() {
+                            continue;
+                        }
+                    }
+                    "is a lock the sandbox left (host git would fail to update the ref)"
                 } else if relative.starts_with("refs/replace") {
-                    // By name, not by time: a ref renamed into `refs/replace/` keeps the
-                    // change time it had.
-                    if !made_since && private.replace_refs.contains(&relative.join(&name)) {
+                    // By name and content, not by time: a ref renamed into `refs/replace/`,
+                    // or its directory, keeps the change time it had.
+                    let launched = private.replace_refs.get(&relative.join(&name));
+                    if launched.is_some() && launched == small_file_in(held.as_fd(), &name).as_ref()
+                    {
                         continue;
                     }
                     "is a replace ref (host git would show another commit, tree or blob in \
@@ -1117,97 +1232,104 @@ fn replace(host: &Path, content: Option<&[u8]>) -> io::Result<()> {
     result
 }
 
-/// Moves aside each `.git` that the sandbox made, renamed into place or changed at the path of
-/// a submodule in the host's index (read through `private`, the repository of the workspace's
-/// own index): host git recurses into a submodule on `git status` and obeys the repository
-/// its `.git` names, also where the submodule was not checked out at launch (and so had no
-/// `.git` to protect). A line for each, and for each path that could not be looked at.
-pub fn move_aside_planted_submodules(
-    private: &Private,
-    workspace: &Path,
-    began: std::time::SystemTime,
-) -> Vec<String> {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(Some(index)) = read_copy(&through(&private.held).join("index")) else {
-        return Vec::new();
-    };
+/// Moves aside each `.git` at a guarded path ([`nested_gitfiles`]) that is not what was there
+/// at launch: made there, or renamed into place with the directory around it, by the sandbox.
+/// Host git would obey the repository it names on the next `git status` (a submodule) or `cd`
+/// (a worktree). A line for each, and for each that could not be looked at.
+pub fn move_aside_planted(workspace: &Path, guarded: &[Guarded]) -> Vec<String> {
     let mut lines = Vec::new();
-    for path in super::index::submodules(&index) {
-        let dir = workspace.join(std::ffi::OsStr::from_bytes(&path));
+    for guard in guarded {
+        let gitfile = workspace.join(&guard.relative);
+        let Some(parent) = gitfile.parent() else {
+            continue;
+        };
+        // Through no link: one on the way is what host git does not go through either.
         let Ok(super::pin::Opened::Found(held, rustix::fs::FileType::Directory)) =
-            super::pin::open(&dir)
+            super::pin::open(parent)
         else {
             continue;
         };
-        let planted = || {
-            let meta = std::fs::symlink_metadata(through(&held).join(".git"))?;
-            Ok::<_, io::Error>(
-                meta.created().is_ok_and(|created| created >= began)
-                    || at_or_after(meta.ctime(), meta.ctime_nsec(), began),
-            )
-        };
-        let found = planted().or_else(|error| {
-            if error.kind() != io::ErrorKind::PermissionDenied {
+        let look = || rustix::fs::statat(&held, ".git", rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+        let now = look().or_else(|error| {
+            if error != rustix::io::Errno::ACCESS {
                 return Err(error);
             }
             let_the_user_in(&held);
-            planted()
+            look()
         });
-        let aside = format!(
-            ".git.paude-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        );
-        let rename = || rustix::fs::renameat(&held, ".git", &held, aside.as_str());
-        let line = match found {
-            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-            Ok(false) => continue,
+        let line = match now {
+            Err(rustix::io::Errno::NOENT) => continue,
+            Ok(stat) if guard.at_launch == Some((stat.st_dev, stat.st_ino)) => continue,
             Err(error) => format!(
-                "could not look at {} ({error}): host git status recurses into this \
-                 submodule and obeys the repository its .git names; look at it yourself",
-                dir.join(".git").display()
+                "could not look at {} ({error}): host git obeys the repository a .git there names; look at it yourself",
+                gitfile.display()
             ),
-            Ok(true) => match rename().or_else(|_| {
-                let_the_user_in(&held);
-                rename()
-            }) {
-                Ok(()) => format!(
-                    "moved {} to {aside}: the sandbox made it at a submodule's path, and host \
-                     git status would have obeyed the repository it names",
-                    dir.join(".git").display()
-                ),
-                Err(error) => format!(
-                    "could not move aside {} ({error}), which the sandbox made at a \
-                     submodule's path: host git status would obey the repository it names; \
-                     remove it before you run git there",
-                    dir.join(".git").display()
-                ),
-            },
+            Ok(_) => {
+                let aside = format!(
+                    ".git.paude-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos()
+                );
+                let rename = || rustix::fs::renameat(&held, ".git", &held, aside.as_str());
+                match rename().or_else(|_| {
+                    let_the_user_in(&held);
+                    rename()
+                }) {
+                    Ok(()) => format!(
+                        "moved {} to {aside}: the sandbox put it where host git would have obeyed the repository it names",
+                        gitfile.display()
+                    ),
+                    Err(error) => format!(
+                        "could not move aside {} ({error}), which the sandbox put where host git obeys the repository it names; remove it before you run git there",
+                        gitfile.display()
+                    ),
+                }
+            }
         };
         lines.push(line);
     }
     lines
 }
 
+/// How long a git ref lock lives at most while git works: one younger than this at the end
+/// of a sandbox may be a host git's.
+const LOCK_MOMENT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The most entries [`made_since`] looks at: a workspace bigger than that is looked at in part.
 const WALK_LIMIT: usize = 200_000;
 
 /// The directories of `workspace` holding a `.git` made, renamed into place or changed at or
-/// after `began` (the workspace's own excepted), by its birth and change times.
-pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> Vec<PathBuf> {
+/// after `began` (the workspace's own excepted), by its birth and change times; and a line for
+/// each part of the workspace that was not looked at (a directory it could not read, the
+/// entries past [`WALK_LIMIT`]), so that a sandbox cannot hide one from this list unsaid.
+pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> (Vec<PathBuf>, Vec<String>) {
     let mut found = Vec::new();
+    let mut unseen = Vec::new();
     let mut pending = vec![workspace.to_path_buf()];
     let mut seen = 0;
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
+    'walk: while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) => {
+                unseen.push(format!(
+                    "could not look into {} ({error}) for git repositories the sandbox made; \
+                     look at it yourself before you run git there",
+                    dir.display()
+                ));
+                continue;
+            }
         };
         for entry in entries.flatten() {
             seen += 1;
             if seen > WALK_LIMIT {
-                return found;
+                unseen.push(format!(
+                    "stopped looking for git repositories the sandbox made after {WALK_LIMIT} \
+                     entries of the workspace; look for any yourself (`find {} -name .git`)",
+                    workspace.display()
+                ));
+                break 'walk;
             }
             let Ok(kind) = entry.file_type() else {
                 continue;
@@ -1231,7 +1353,7 @@ pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> Vec<PathBuf
         }
     }
     found.sort();
-    found
+    (found, unseen)
 }
 
 #[cfg(test)]

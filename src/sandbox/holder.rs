@@ -30,6 +30,8 @@ pub struct Work {
     /// The repositories whose sandbox copies to bring back, and the launch directory they
     /// are in, removed once they came back.
     pub git: Vec<git::Private>,
+    /// The `.git` paths where host git would obey a repository the sandbox put there.
+    pub nested: Vec<git::Guarded>,
     pub launch_dir: Option<PathBuf>,
     /// The workspace, to name the repositories the sandbox made in it.
     pub workspace: PathBuf,
@@ -86,18 +88,18 @@ fn finish(work: &Work) {
             eprintln!("paude: {}", crate::text::printable(&line));
         }
     }
-    // The repository whose index is the workspace's: the last composed (a linked worktree's
-    // own directory comes after its repository's).
-    if let Some(private) = work.git.last() {
-        for line in git::move_aside_planted_submodules(private, &work.workspace, work.began) {
-            eprintln!("paude: {}", crate::text::printable(&line));
-        }
+    for line in git::move_aside_planted(&work.workspace, &work.nested) {
+        eprintln!("paude: {}", crate::text::printable(&line));
     }
     // Empty unless something could not come back, which was said.
     if let Some(dir) = &work.launch_dir {
         std::fs::remove_dir(dir).ok();
     }
-    for repository in git::made_since(&work.workspace, work.began) {
+    let (made, unseen) = git::made_since(&work.workspace, work.began);
+    for line in unseen {
+        eprintln!("paude: {}", crate::text::printable(&line));
+    }
+    for repository in made {
         let line = format!(
             "the sandbox made or changed the git repository {} in the workspace: its config \
              and hooks may be the sandbox's, and host git obeys them when it works there (a cd \

@@ -37,6 +37,7 @@ const HASH_LEN: usize = 20;
 
 /// The bytes of an entry before its extended flags or path: ten 32-bit stat fields, the object
 /// name and the 16-bit flags.
+#[cfg(test)]
 const FIXED_LEN: usize = 40 + HASH_LEN + 2;
 
 /// Where the 32-bit mode is in an entry; the stat data is the 40 bytes around it.
@@ -153,17 +154,22 @@ pub fn brought_back(new: &[u8], host: Option<HostIndex>) -> Result<Vec<u8>, Stri
 
 /// The paths of the submodule entries of the index `bytes` (none where it does not parse).
 pub fn submodules(bytes: &[u8]) -> Vec<Vec<u8>> {
-    parse(bytes).map_or_else(
-        |_| Vec::new(),
-        |index| {
-            index
-                .entries
-                .into_iter()
-                .filter(|e| e.mode == GITLINK)
-                .map(|e| e.path)
-                .collect()
-        },
-    )
+    // A SHA-256 repository's index has longer object names and checksum; what a SHA-1 reading
+    // of it makes of its entries fails on their lengths. (The index read here is the host's,
+    // which git wrote: none of the sandbox's comes back unless it is SHA-1.)
+    parse(bytes)
+        .or_else(|_| parse_with(bytes, SHA256_LEN))
+        .map_or_else(
+            |_| Vec::new(),
+            |index| {
+                index
+                    .entries
+                    .into_iter()
+                    .filter(|e| e.mode == GITLINK)
+                    .map(|e| e.path)
+                    .collect()
+            },
+        )
 }
 
 /// The stat data, mode and object name of `entry` in `bytes`.
@@ -235,12 +241,16 @@ fn shown(bytes: &[u8]) -> String {
 }
 
 /// The index in `bytes` read from front to back, or why it cannot be.
+/// The bytes of a SHA-256 object name and checksum, for [`submodules`].
+const SHA256_LEN: usize = 32;
+
 fn parse(bytes: &[u8]) -> Result<Index, String> {
-    let Some(body_len) = bytes
-        .len()
-        .checked_sub(HASH_LEN)
-        .filter(|&n| n >= HEADER_LEN)
-    else {
+    parse_with(bytes, HASH_LEN)
+}
+
+/// The index in `bytes`, whose object names and checksum have `hash` bytes.
+fn parse_with(bytes: &[u8], hash: usize) -> Result<Index, String> {
+    let Some(body_len) = bytes.len().checked_sub(hash).filter(|&n| n >= HEADER_LEN) else {
         return Err(format!(
             "its {} bytes are fewer than a header and a checksum",
             bytes.len()
@@ -256,11 +266,11 @@ fn parse(bytes: &[u8]) -> Result<Index, String> {
         return Err(format!("its version is {version}, not 2, 3 or 4"));
     }
     let count = to_usize(be32(body, 8).unwrap_or(0));
-    let mut entries: Vec<Entry> = Vec::with_capacity(count.min(body_len / FIXED_LEN));
+    let mut entries: Vec<Entry> = Vec::with_capacity(count.min(body_len / (40 + hash + 2)));
     let mut at = HEADER_LEN;
     for number in 1..=count {
         let previous = entries.last().map_or(&[][..], |e| e.path.as_slice());
-        let (entry, next) = parse_entry(body, at, version, previous)
+        let (entry, next) = parse_entry(body, at, version, previous, hash)
             .map_err(|why| format!("its entry {number} of {count} (at byte {at}) {why}"))?;
         entries.push(entry);
         at = next;
@@ -302,11 +312,13 @@ fn parse_entry(
     start: usize,
     version: u32,
     previous: &[u8],
+    hash: usize,
 ) -> Result<(Entry, usize), String> {
     const CUT: &str = "is cut off by the end of the file";
+    let fixed = 40 + hash + 2;
     let mode = be32(body, start + MODE_AT).ok_or(CUT)?;
-    let flags = be16(body, start + FIXED_LEN - 2).ok_or(CUT)?;
-    let mut name_at = start + FIXED_LEN;
+    let flags = be16(body, start + fixed - 2).ok_or(CUT)?;
+    let mut name_at = start + fixed;
     let mut extended = 0;
     if flags & EXTENDED != 0 {
         if version < 3 {

@@ -554,10 +554,7 @@ pub fn write_blobs(
             .map(|_| {
                 scope.spawn(|| {
                     let mut mine = Vec::new();
-                    loop {
-                        let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                            break;
-                        };
+                    while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
                         let members = &plan[index].1;
                         let trees: Vec<&Path> = members
                             .iter()

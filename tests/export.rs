@@ -448,3 +448,65 @@ fn bad_export_input_is_refused_before_anything_is_written() {
     );
     assert!(!Path::new(image).exists());
 }
+
+/// `podman load` takes the archive, into a store of the test's own, with its name, digest,
+/// variables and working directory. (Loading as root: podman gives an unprivileged user a
+/// store only through subordinate ids, which nobody has none of. Running a container is
+/// not tried: that needs a runtime that may set resource limits, which a container running
+/// the tests may not allow.)
+#[test]
+fn podman_loads_the_archive() {
+    require_bwrap!();
+    if !is_root() {
+        eprintln!("SKIPPED: podman loads into a store of its own as root");
+        return;
+    }
+    if !tool("podman") {
+        return;
+    }
+    let home = TestDir::new(As::Me);
+    let workspace = TestDir::new(As::Me);
+    let out = images(As::Me);
+    let archive = out.path().join("core.tar");
+    let paude = Paude::new(As::Me, home.path(), workspace.path());
+    // A small closure: podman's portable storage copies the tree once per layer.
+    let digest = export(
+        &paude,
+        &[
+            "-e",
+            "{packages: ['dash']}",
+            "--oci-archive",
+            archive.to_str().unwrap(),
+            "--tag",
+            "localhost/core:1",
+        ],
+    );
+    let storage = out.path().join("podman");
+    let root = storage.join("root");
+    let run = storage.join("run");
+    let podman = |args: &[&str]| {
+        let mut all = vec![
+            "--root",
+            root.to_str().unwrap(),
+            "--runroot",
+            run.to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+        ];
+        all.extend_from_slice(args);
+        run_ok(As::Me, "podman", &all)
+    };
+    let loaded = podman(&["load", "-q", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("localhost/core:1"), "{loaded}");
+    let inspected = podman(&[
+        "image",
+        "inspect",
+        "localhost/core:1",
+        "--format",
+        "{{.Digest}} {{.Config.WorkingDir}} {{.Config.Env}}",
+    ]);
+    assert!(
+        inspected.starts_with(&format!("{digest} /workspace [PATH=")),
+        "{inspected}"
+    );
+}

@@ -28,7 +28,7 @@ pub fn run(args: ExportArgs, host: &HostFacts) -> Result<ExitCode> {
     let mtime = source_date_epoch(host)?;
     // Checked before the environment is built or read: a mistake here costs nothing.
     if let Some(dir) = &args.oci {
-        image::open_layout(dir).map_err(anyhow::Error::msg)?;
+        image::check_layout(dir).map_err(anyhow::Error::msg)?;
     }
     if let Some(file) = &args.oci_archive {
         check_archive_path(file)?;
@@ -64,7 +64,10 @@ pub fn run(args: ExportArgs, host: &HostFacts) -> Result<ExitCode> {
     let started = Instant::now();
     // Without --oci the layout is made beside the archive, and removed once it is written.
     let scratch = match (&args.oci, &args.oci_archive) {
-        (Some(dir), _) => Layout::Kept(dir.clone()),
+        (Some(dir), _) => {
+            image::open_layout(dir).map_err(anyhow::Error::msg)?;
+            Layout::Kept(dir.clone())
+        }
         (None, Some(file)) => Layout::Scratch(scratch_beside(file)?),
         (None, None) => unreachable!("clap requires --oci or --oci-archive"),
     };

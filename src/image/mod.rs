@@ -718,6 +718,21 @@ pub fn write_blobs(
 
 /// Makes `dir` an image layout (or checks that it is one), with its blob directory.
 pub fn open_layout(dir: &Path) -> Result<(), String> {
+    if !check_layout(dir)? {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        write_synced(
+            &dir.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .map_err(|e| format!("{e}: {}", e.source))?;
+    }
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(|e| format!("creating {}: {e}", blobs.display()))
+}
+
+/// Whether `dir` is an image layout paude can add to (true), or can become one (false: it is
+/// missing or an empty directory); else an error that says why not. Writes nothing.
+pub fn check_layout(dir: &Path) -> Result<bool, String> {
     let layout = dir.join("oci-layout");
     match fs::read(&layout) {
         Ok(bytes) => {
@@ -733,7 +748,12 @@ pub fn open_layout(dir: &Path) -> Result<(), String> {
                     layout.display()
                 ));
             }
+            Ok(true)
         }
+        Err(_) if dir.exists() && !dir.is_dir() => Err(format!(
+            "{} is not a directory; name a new or empty directory",
+            dir.display()
+        )),
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             if fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
                 return Err(format!(
@@ -741,14 +761,10 @@ pub fn open_layout(dir: &Path) -> Result<(), String> {
                     dir.display()
                 ));
             }
-            fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            write_synced(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
-                .map_err(|e| format!("{e}: {}", e.source))?;
+            Ok(false)
         }
-        Err(error) => return Err(format!("reading {}: {error}", layout.display())),
+        Err(error) => Err(format!("reading {}: {error}", layout.display())),
     }
-    let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).map_err(|e| format!("creating {}: {e}", blobs.display()))
 }
 
 /// Writes `index.json` of the layout at `dir`: the images it held, but another of the same

@@ -4,7 +4,9 @@
 //!
 //! - [`close_on_exec_above_stderr`]: the exec site's guarantee that nothing paude's caller
 //!   left open reaches the sandbox;
-//! - [`fork`] and [`close_above_stderr_except`]: the holder's start (see `sandbox::holder`).
+//! - [`fork`] and [`close_above_stderr_except`]: the holder's start (see `sandbox::holder`);
+//! - [`HeldSignals`]: the holder waits for the sandbox with the signals that would end it
+//!   blocked and read from a signalfd, to pass them on to bwrap.
 
 #![allow(unsafe_code)]
 
@@ -101,4 +103,73 @@ fn close_range(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) -> 
     // SAFETY: the call touches no memory; its callers either only mark descriptors
     // close-on-exec or close what nothing will use again.
     unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) == 0 }
+}
+
+/// Signals blocked for this process and readable from a signalfd instead, so that the holder
+/// sees them without a handler (and without dying of them) while it waits for the sandbox.
+pub struct HeldSignals {
+    previous: libc::sigset_t,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl HeldSignals {
+    /// Blocks `signals` and opens a close-on-exec signalfd for them.
+    pub fn hold(signals: &[libc::c_int]) -> io::Result<HeldSignals> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the sets are plain values initialized by sigemptyset before use; the calls
+        // write only into them, and sigprocmask changes this thread's mask alone.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &signal in signals {
+                libc::sigaddset(&mut set, signal);
+            }
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, &mut previous) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+            if fd < 0 {
+                let error = io::Error::last_os_error();
+                libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+                return Err(error);
+            }
+            Ok(HeldSignals {
+                previous,
+                fd: std::os::fd::OwnedFd::from_raw_fd(fd),
+            })
+        }
+    }
+
+    /// The signalfd, to poll.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
+    /// The next signal: its number, and whether a process sent it (rather than the kernel,
+    /// as for the terminal's Ctrl-C, which reaches the whole foreground process group).
+    pub fn next(&self) -> io::Result<(libc::c_int, bool)> {
+        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        let read = rustix::io::read(&self.fd, &mut info)?;
+        if read != info.len() {
+            return Err(io::Error::other("a short read from the signalfd"));
+        }
+        // SAFETY: the kernel wrote one whole signalfd_siginfo, a plain struct of integers;
+        // read_unaligned copies it out of the byte buffer whatever its alignment.
+        let info: libc::signalfd_siginfo =
+            unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
+        Ok((info.ssi_signo as libc::c_int, info.ssi_code <= 0))
+    }
+
+    /// Restores the signal mask there was before [`HeldSignals::hold`] (in a child that goes
+    /// on to exec, which would inherit the blocked mask), and closes the signalfd.
+    pub fn release(self) -> io::Result<()> {
+        // SAFETY: `previous` was filled by sigprocmask in `hold`.
+        if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut()) }
+            != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }

@@ -324,6 +324,62 @@ fn second_launch_reuses_the_rootfs() {
     }
 }
 
+/// Debian packages never declare a dependency on an Essential one, and scripts assume them
+/// all: the default manifest (like every manifest) has them, and `essential: false` leaves
+/// them out. The probe's tools are on the host, so their absence inside means something.
+#[test]
+fn the_essential_set_is_in_every_closure() {
+    require_bwrap!();
+    let script = "echo a | grep a | sed s/a/b/; echo x > /tmp/f; cmp /tmp/f /tmp/f && echo same; \
+                  find /usr/bin -name gzip; gzip -c /tmp/f | gzip -dc; tar --version | head -1; \
+                  test -n \"$(hostname)\" && echo named";
+    for tool in [
+        "/usr/bin/grep",
+        "/usr/bin/sed",
+        "/usr/bin/cmp",
+        "/usr/bin/find",
+        "/usr/bin/tar",
+    ] {
+        assert!(Path::new(tool).exists(), "the host must have {tool}");
+    }
+    for who in users() {
+        let workspace = TestDir::new(who);
+        let paude = Paude::new(who, shared_home(who), workspace.path());
+        let out = ok(&paude.run(["venv", "--", "sh", "-c", script]));
+        assert_eq!(
+            out,
+            "b\nsame\n/usr/bin/gzip\nx\ntar (GNU tar) 1.34\nnamed\n"
+                .replace("1.34", tar_version().as_str()),
+            "{who:?}"
+        );
+        let minimal = "{packages: ['bash'], essential: false}";
+        let out = ok(&paude.run([
+            "venv",
+            "-e",
+            minimal,
+            "--",
+            "bash",
+            "-c",
+            "for t in grep sed cmp find gzip tar; do type $t >/dev/null 2>&1 && echo $t; done; echo done",
+        ]));
+        assert_eq!(out, "done\n", "{who:?}");
+    }
+}
+
+/// The version GNU tar says it is on the host (and so inside, where it is the host's).
+fn tar_version() -> String {
+    let out = std::process::Command::new("tar")
+        .arg("--version")
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    first.trim_start_matches("tar (GNU tar) ").to_string()
+}
+
 #[test]
 fn default_manifest_runs_git() {
     require_bwrap!();

@@ -327,6 +327,7 @@ fn resolve(
     let (environment, closure) = database.environment(
         cache,
         &manifest.packages,
+        manifest.essential,
         &manifest.fs_entries,
         began,
         learned,
@@ -366,6 +367,7 @@ fn ensure(
                 environment,
                 closure.take(),
                 &manifest.packages,
+                manifest.essential,
                 &manifest.fs_entries,
             )?;
             let plan = database.provider()?.export_plan(&closure)?;

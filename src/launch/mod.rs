@@ -185,16 +185,17 @@ impl PackageDatabase {
         &self,
         cache: &Cache,
         requested: &[String],
+        essential: bool,
         fs_entries: &[FsEntry],
         began: SystemTime,
         learned: &mut Learned,
     ) -> Result<(Environment, Option<Closure>)> {
-        let key = || self.environment_key(requested, fs_entries);
+        let key = || self.environment_key(requested, essential, fs_entries);
         if let Some(environment) = cache.get::<Environment>(key()) {
             return Ok((environment, None));
         }
         let provider = self.provider().context("opening the dpkg database")?;
-        let closure = provider.resolve(requested)?;
+        let closure = provider.resolve(&with_essential(provider, requested, essential))?;
         let environment = Environment {
             key: store::key::key(&closure, fs_entries, &self.root),
             missing: closure.missing.clone(),
@@ -213,11 +214,21 @@ impl PackageDatabase {
     }
 
     /// The cache key of the environment of `requested` with `fs_entries`.
-    fn environment_key(&self, requested: &[String], fs_entries: &[FsEntry]) -> cache::Key {
+    fn environment_key(
+        &self,
+        requested: &[String],
+        essential: bool,
+        fs_entries: &[FsEntry],
+    ) -> cache::Key {
         cache::Key::new("environment")
             .field(dpkg::NAME.as_bytes())
             .field(self.root.as_os_str().as_bytes())
             .field(self.admindir.as_os_str().as_bytes())
+            .field(if essential {
+                b"essential"
+            } else {
+                b"no essential"
+            })
             .fields(requested.iter().map(|name| name.as_bytes()))
             .fs_entries(fs_entries)
     }
@@ -232,6 +243,7 @@ impl PackageDatabase {
         environment: &Environment,
         resolved: Option<Closure>,
         requested: &[String],
+        essential: bool,
         fs_entries: &[FsEntry],
     ) -> Result<Closure, PackageError> {
         if let Some(closure) = resolved {
@@ -240,15 +252,31 @@ impl PackageDatabase {
         let provider = self.provider().map_err(|error| {
             PackageError::Invalid(format!("opening the dpkg database: {error}"))
         })?;
-        let closure = provider.resolve(requested)?;
+        let closure = provider.resolve(&with_essential(provider, requested, essential))?;
         if store::key::key(&closure, fs_entries, &self.root) != environment.key {
-            cache.remove(self.environment_key(requested, fs_entries));
+            cache.remove(self.environment_key(requested, essential, fs_entries));
             return Err(PackageError::Invalid(
                 "the package database changed while paude was starting; run it again".into(),
             ));
         }
         Ok(closure)
     }
+}
+
+/// The packages to resolve: those the manifest asks for, and with `essential` the host's
+/// `Essential: yes` ones, by name and architecture (a closure never reaches them otherwise:
+/// no package declares a dependency on one).
+fn with_essential(provider: &Dpkg, requested: &[String], essential: bool) -> Vec<String> {
+    let mut names = requested.to_vec();
+    if essential {
+        names.extend(
+            provider
+                .essential_packages()
+                .into_iter()
+                .map(|id| format!("{}:{}", id.name, id.arch)),
+        );
+    }
+    names
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub use validate::validate;
 pub struct Manifest {
     /// Requested host packages (`name` or `name:arch`), in manifest order, duplicates removed.
     pub packages: Vec<String>,
+    /// Whether the host's `Essential: yes` packages (and what they need) are in the closure:
+    /// no package declares a dependency on them, and every shell script assumes them.
+    pub essential: bool,
     /// Host variables passed through when set on the host.
     pub env_keep: Vec<String>,
     /// Variables set inside (after `env_keep`, so they win).

@@ -35,6 +35,7 @@ type Result<T> = std::result::Result<T, ManifestError>;
 /// The top-level fields of a v1 manifest, in the order they are documented and checked.
 const MANIFEST_FIELDS: &[&str] = &[
     "packages",
+    "essential",
     "envKeep",
     "envSet",
     "mountDefaults",
@@ -104,6 +105,10 @@ pub fn validate(value: &Value) -> Result<Manifest> {
         Some(value) => venv(value)?,
         None => VenvMode::Auto,
     };
+    let essential = match root.get("essential") {
+        Some(value) => expect_bool(value, "essential")?,
+        None => true,
+    };
     let venv_persist = match root.get("venvPersist") {
         Some(value) => expect_bool(value, "venvPersist")?,
         None => false,
@@ -122,6 +127,7 @@ pub fn validate(value: &Value) -> Result<Manifest> {
     };
     Ok(Manifest {
         packages,
+        essential,
         env_keep,
         env_set,
         mount_defaults,
@@ -943,6 +949,7 @@ mod tests {
         assert_eq!(
             manifest,
             Manifest {
+                essential: true,
                 packages: vec!["bash".into()],
                 env_keep: vec![],
                 env_set: BTreeMap::new(),

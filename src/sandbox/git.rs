@@ -204,6 +204,25 @@ pub fn nested_gitfiles(layout: &Layout, workspace: &Path) -> Vec<Guarded> {
     let mut indexes = vec![(own_index, workspace.to_path_buf())];
     let mut pending: Vec<(PathBuf, usize)> =
         roots.iter().map(|root| (root.join("modules"), 0)).collect();
+    // The linked worktrees in the workspace: their `.git` files, their indexes and the
+    // repositories of their submodules (in their own directories of `worktrees/`).
+    if let Ok(entries) = std::fs::read_dir(common.join("worktrees")) {
+        for entry in entries.flatten() {
+            let admin = entry.path();
+            let Some(gitfile) = read_pointer(&admin.join("gitdir"), "") else {
+                continue;
+            };
+            let gitfile = lexically_normal(&gitfile);
+            if let Some(worktree) = gitfile.parent()
+                && worktree.starts_with(workspace)
+                && worktree != workspace
+            {
+                indexes.push((admin.join("index"), worktree.to_path_buf()));
+                pending.push((admin.join("modules"), 0));
+                paths.push(gitfile);
+            }
+        }
+    }
     while let Some((dir, depth)) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -241,13 +260,6 @@ pub fn nested_gitfiles(layout: &Layout, workspace: &Path) -> Vec<Guarded> {
                     .join(std::ffi::OsStr::from_bytes(&path))
                     .join(".git"),
             );
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(common.join("worktrees")) {
-        for entry in entries.flatten() {
-            if let Some(gitfile) = read_pointer(&entry.path().join("gitdir"), "") {
-                paths.push(lexically_normal(&gitfile));
-            }
         }
     }
     let mut found: Vec<Guarded> = paths
@@ -1083,8 +1095,17 @@ pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
                     pending.push(relative.join(&name));
                     continue;
                 }
-                let made_since = rustix::fs::statat(&held, &name, AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|stat| at_or_after(stat.st_ctime, stat.st_ctime_nsec as i64, began));
+                // An entry that cannot be looked at (its directory listable, not searchable)
+                // is given the benefit of no doubt: made since, as far as the sweep goes.
+                let look = || rustix::fs::statat(&held, &name, AtFlags::SYMLINK_NOFOLLOW);
+                let made_since = look()
+                    .or_else(|_| {
+                        let_the_user_in(&held);
+                        look()
+                    })
+                    .map_or(true, |stat| {
+                        at_or_after(stat.st_ctime, stat.st_ctime_nsec as i64, began)
+                    });
                 let why = if !kind.is_file() {
                     if !made_since {
                         continue;
@@ -1094,28 +1115,11 @@ pub fn sweep(private: &Private, began: std::time::SystemTime) -> Vec<String> {
                     continue;
                 } else if name.as_encoded_bytes().ends_with(b".lock") {
                     // No ref git reads, but one left would fail every host git that updates
-                    // the ref. One made since launch is the sandbox's, unless it is a host
-                    // git's at work right now: a ref's lock lives milliseconds, so a young one
-                    // is given a moment to go first.
+                    // the ref. One made since launch is the sandbox's (a host git's own lives
+                    // the milliseconds of an update; one removed under it fails that update,
+                    // which says so).
                     if !made_since {
                         continue;
-                    }
-                    let age = rustix::fs::statat(&held, &name, AtFlags::SYMLINK_NOFOLLOW)
-                        .ok()
-                        .and_then(|stat| {
-                            let changed = std::time::UNIX_EPOCH
-                                + std::time::Duration::new(
-                                    u64::try_from(stat.st_ctime).unwrap_or(0),
-                                    u32::try_from(stat.st_ctime_nsec).unwrap_or(0),
-                                );
-                            changed.elapsed().ok()
-                        })
-                        .unwrap_or_default();
-                    if age < LOCK_MOMENT {
-                        std::thread::sleep(LOCK_MOMENT - age);
-                        if rustix::fs::statat(&held, &name, AtFlags::SYMLINK_NOFOLLOW).is_err() {
-                            continue;
-                        }
                     }
                     "is a lock the sandbox left (host git would fail to update the ref)"
                 } else if relative.starts_with("refs/replace") {
@@ -1293,10 +1297,6 @@ pub fn move_aside_planted(workspace: &Path, guarded: &[Guarded]) -> Vec<String> 
     lines
 }
 
-/// How long a git ref lock lives at most while git works: one younger than this at the end
-/// of a sandbox may be a host git's.
-const LOCK_MOMENT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// The most entries [`made_since`] looks at: a workspace bigger than that is looked at in part.
 const WALK_LIMIT: usize = 200_000;
 
@@ -1334,25 +1334,43 @@ pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> (Vec<PathBu
             let Ok(kind) = entry.file_type() else {
                 continue;
             };
-            if entry.file_name() == ".git" {
+            let name = entry.file_name();
+            // A `.git`, or the `HEAD` of a bare repository (beside its `objects/` and `refs/`:
+            // a `cd` into it, and host git obeys its config as well).
+            let marks = name == ".git"
+                || (name == "HEAD"
+                    && kind.is_file()
+                    && dir.join("objects").is_dir()
+                    && dir.join("refs").is_dir());
+            if marks && dir != workspace {
                 // Made (birth time), or renamed into place or changed (change time): a `.git`
                 // renamed from a tracked file keeps its birth time.
-                let changed = |meta: std::fs::Metadata| {
-                    meta.created().is_ok_and(|created| created >= began)
-                        || at_or_after(meta.ctime(), meta.ctime_nsec(), began)
-                };
-                let made = entry.metadata().is_ok_and(changed);
-                if dir != workspace && made {
-                    found.push(dir.clone());
+                match entry.metadata() {
+                    Ok(meta) => {
+                        if meta.created().is_ok_and(|created| created >= began)
+                            || at_or_after(meta.ctime(), meta.ctime_nsec(), began)
+                        {
+                            found.push(dir.clone());
+                        }
+                    }
+                    Err(error) => unseen.push(format!(
+                        "could not look at {} ({error}) to see whether the sandbox made that \
+                         git repository; look at it yourself before you run git there",
+                        entry.path().display()
+                    )),
                 }
+            }
+            if name == ".git" {
                 continue;
             }
-            if kind.is_dir() {
+            // What the holder moved aside is said where it was moved.
+            if kind.is_dir() && !name.as_encoded_bytes().starts_with(b".git.paude-") {
                 pending.push(entry.path());
             }
         }
     }
     found.sort();
+    found.dedup();
     (found, unseen)
 }
 

@@ -39,31 +39,48 @@ pub struct Work {
     pub began: std::time::SystemTime,
 }
 
-/// Starts the holder for `locks`; returns the pipe's write end, close-on-exec, for bwrap's
-/// `--sync-fd`. Call it with one thread running.
+/// Signals that would end the holder before its work is done: blocked while it waits, and
+/// passed on to bwrap when a process sent them to the holder alone (the terminal's reach the
+/// whole foreground process group, bwrap with it).
+const PASSED_ON: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP];
+
+/// Forks: the child returns the write end of the pipe (close-on-exec, for bwrap's
+/// `--sync-fd`) and goes on to exec bwrap; this process becomes the holder of `locks`, waits
+/// for the sandbox to end, does `work`, and exits with bwrap's status. Call it with one
+/// thread running.
 pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    if crate::sys::fork()?.is_some() {
-        // The holder has its own copies of the locks and the read end; this process's read
-        // end closes here, the locks' at the exec (they are close-on-exec).
-        return Ok(write);
-    }
+    // Blocked before the fork, so that no signal finds the holder unprepared; the child
+    // unblocks them before it execs.
+    let signals = crate::sys::HeldSignals::hold(&PASSED_ON)?;
+    let child = match crate::sys::fork() {
+        Ok(None) => {
+            signals.release()?;
+            drop(read);
+            return Ok(write);
+        }
+        Ok(Some(child)) => child,
+        Err(error) => {
+            signals.release().ok();
+            return Err(error);
+        }
+    };
+    drop(write);
     // The holder. Whatever happens, it never returns into the launch.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut keep: Vec<i32> = locks.iter().map(|lock| lock.as_raw_fd()).collect();
         keep.push(read.as_raw_fd());
+        keep.push(signals.fd().as_raw_fd());
         keep.extend(
             work.git
                 .iter()
                 .flat_map(|private| [private.held.as_raw_fd(), private.copy_held.as_raw_fd()]),
         );
-        // Above all the write end of the pipe, whose copy here would keep it open for ever;
-        // and the launch's other descriptors, which the holder has no business with.
+        // The launch's other descriptors (the bind sources held for bwrap, the seccomp
+        // filter), which the holder has no business with.
         if crate::sys::close_above_stderr_except(&keep).is_err() {
             return;
         }
-        // Its own session: Ctrl-C, Ctrl-\ and hang-ups at the terminal do not reach it.
-        rustix::process::setsid().ok();
         if let Ok(null) = std::fs::File::options()
             .read(true)
             .write(true)
@@ -72,24 +89,57 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
             rustix::stdio::dup2_stdin(&null).ok();
             rustix::stdio::dup2_stdout(&null).ok();
         }
-        wait_for_end_of_file(&read);
-        finish(&work);
+        wait_for_end_of_file(&read, &signals, child);
     }));
-    std::process::exit(if outcome.is_ok() { 0 } else { 1 })
+    let status = wait_for(child);
+    if outcome.is_ok() {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| finish(&work))).ok();
+    }
+    std::process::exit(status)
+}
+
+/// bwrap's exit status, as the holder exits with it: its own, or 128 and the signal that
+/// ended it, as a shell reports that.
+fn wait_for(child: libc::pid_t) -> i32 {
+    let Some(pid) = rustix::process::Pid::from_raw(child) else {
+        return 125;
+    };
+    loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, status))) => {
+                if let Some(code) = status.exit_status() {
+                    return code;
+                }
+                if let Some(signal) = status.terminating_signal() {
+                    return 128 + signal;
+                }
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => return 125,
+        }
+    }
+}
+
+/// A line on stderr, if it can still be written: a closed pipe (`paude venv ... 2>&1 | head`)
+/// must not end the holder before its work is done, as `eprintln!` would.
+fn say(line: &str) {
+    use std::io::Write;
+    writeln!(std::io::stderr(), "paude: {}", crate::text::printable(line)).ok();
 }
 
 /// What the holder does once the sandbox is over; the locks go as it exits.
 fn finish(work: &Work) {
+    // First what host git would obey: the user's next command may be `git status`.
+    for line in git::move_aside_planted(&work.workspace, &work.nested) {
+        say(&line);
+    }
     for private in &work.git {
         for line in git::bring_back(private)
             .into_iter()
             .chain(git::sweep(private, work.began))
         {
-            eprintln!("paude: {}", crate::text::printable(&line));
+            say(&line);
         }
-    }
-    for line in git::move_aside_planted(&work.workspace, &work.nested) {
-        eprintln!("paude: {}", crate::text::printable(&line));
     }
     // Empty unless something could not come back, which was said.
     if let Some(dir) = &work.launch_dir {
@@ -97,29 +147,52 @@ fn finish(work: &Work) {
     }
     let (made, unseen) = git::made_since(&work.workspace, work.began);
     for line in unseen {
-        eprintln!("paude: {}", crate::text::printable(&line));
+        say(&line);
     }
     for repository in made {
-        let line = format!(
+        say(&format!(
             "the sandbox made or changed the git repository {} in the workspace: its config \
              and hooks may be the sandbox's, and host git obeys them when it works there (a cd \
              into it, a submodule update, or a `git status` that recurses into it as a \
              submodule); look at them, or remove it",
             repository.display()
-        );
-        eprintln!("paude: {}", crate::text::printable(&line));
+        ));
     }
 }
 
 /// Reads the pipe until every copy of its write end is closed (what the sandbox writes into
-/// it is ignored).
-fn wait_for_end_of_file(pipe: &OwnedFd) {
+/// it is ignored), passing on to bwrap the signals a process sent the holder.
+fn wait_for_end_of_file(pipe: &OwnedFd, signals: &crate::sys::HeldSignals, child: libc::pid_t) {
+    use rustix::event::{PollFd, PollFlags};
     let mut buffer = [0u8; 64];
+    let signal_fd = signals.fd();
     loop {
-        match rustix::io::read(pipe, &mut buffer) {
-            Ok(0) => break,
-            Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+        let mut fds = [
+            PollFd::new(pipe, PollFlags::IN),
+            PollFd::new(&signal_fd, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => break,
+        }
+        let (pipe_ready, signal_ready) =
+            (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
+        if signal_ready
+            && let Ok((signal, sent)) = signals.next()
+            && sent
+            && let (Some(pid), Some(signal)) = (
+                rustix::process::Pid::from_raw(child),
+                rustix::process::Signal::from_named_raw(signal),
+            )
+        {
+            rustix::process::kill_process(pid, signal).ok();
+        }
+        if pipe_ready {
+            match rustix::io::read(pipe, &mut buffer) {
+                Ok(0) => break,
+                Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => break,
+            }
         }
     }
 }

@@ -525,15 +525,33 @@ fn submodule_problem(index: &Index, host: Option<&Index>) -> Option<String> {
         .filter(|e| e.mode == GITLINK)
         .map(|e| e.path.as_slice())
         .collect();
-    let new = index
+    if let Some(new) = index
         .entries
         .iter()
-        .find(|e| e.mode == GITLINK && !known.contains(e.path.as_slice()))?;
+        .find(|e| e.mode == GITLINK && !known.contains(e.path.as_slice()))
+    {
+        return Some(format!(
+            "the index has a submodule {} that the host's index does not: host git would run \
+             `git status` in it, obeying a config the sandbox may have written (add submodules \
+             on the host)",
+            shown(&new.path)
+        ));
+    }
+    // A submodule's path is guarded only while the index names it: one dropped here would let
+    // a later sandbox put a repository there unguarded, which a `git reset` on the host then
+    // names again.
+    let kept: HashSet<&[u8]> = index
+        .entries
+        .iter()
+        .filter(|e| e.mode == GITLINK)
+        .map(|e| e.path.as_slice())
+        .collect();
+    let dropped = known.iter().find(|path| !kept.contains(**path))?;
     Some(format!(
-        "the index has a submodule {} that the host's index does not: host git would run \
-         `git status` in it, obeying a config the sandbox may have written (add submodules \
-         on the host)",
-        shown(&new.path)
+        "the index no longer has the submodule {}, which the host's index has: paude guards a \
+         submodule's path only while the index names it, and host git would obey a repository \
+         put there once the submodule is back (remove submodules on the host)",
+        shown(dropped)
     ))
 }
 

@@ -955,6 +955,7 @@ mod tests {
 
     fn manifest() -> Manifest {
         Manifest {
+            essential: true,
             packages: vec!["bash".into()],
             env_keep: vec!["TERM".into(), "ABSENT".into()],
             env_set: BTreeMap::from([("A".to_string(), "1".to_string())]),

@@ -1,7 +1,7 @@
-//! The single exec site: paude becomes bwrap.
+//! The single exec site: the launch's child becomes bwrap (the launch itself waits for it as
+//! the holder, and exits with its status: see `holder`).
 //!
-//! No supervisor process stays behind: the sandboxed command's exit status is bwrap's, which
-//! is paude's. bwrap runs with an empty environment: the caller's variables (API keys,
+//! bwrap runs with an empty environment: the caller's variables (API keys,
 //! tokens) would otherwise be readable inside from bwrap's own `/proc/1/environ`. bwrap passes every descriptor it inherits on to the sandboxed command, so
 //! before the exec every descriptor above 2 is marked close-on-exec, and then the flag is
 //! cleared on those in `inherit` alone: descriptors paude's own caller leaked to it (a shell's

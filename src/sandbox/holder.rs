@@ -1,25 +1,31 @@
-//! The holder: the process that outlives paude's exec into bwrap for as long as the sandbox
-//! runs, and does what must happen after it.
+//! The holder: the launch itself, once bwrap runs, for as long as the sandbox runs, and what
+//! must happen after it before the user gets the shell back.
 //!
-//! Right before the exec, the launch forks. The child, the holder, keeps three descriptors
-//! and closes every other one it inherited: the environment's lock, held shared, the launch
-//! directory's lock, and the read end of a pipe whose write end bwrap gets with `--sync-fd`.
-//! bwrap's pid 1 keeps that end open until the last process of the sandbox has exited, so
-//! the holder's read of the pipe returns end of file exactly when the sandbox is over. The
-//! sandbox holds only a pipe: nothing in it can reach the store's lock file, change its mode
-//! or learn its path, and the most it can do is end its own lease early.
+//! Right before the exec, the launch forks. The child goes on to exec bwrap (the one exec
+//! site, `exec`); the launch becomes the holder. It keeps the environment's lock, held
+//! shared, the launch directory's lock, and the read end of a pipe whose write end bwrap
+//! gets with `--sync-fd`, and closes every other descriptor it had. bwrap's pid 1 keeps that
+//! end open until the last process of the sandbox has exited, so the holder's read of the
+//! pipe returns end of file exactly when the sandbox is over. The sandbox holds only a pipe:
+//! nothing in it can reach the store's lock file, change its mode or learn its path, and the
+//! most it can do is end its own lease early.
 //!
-//! When the sandbox is over the holder brings back what git changed in the sandbox's copy of
-//! the repository's files (see `git`), names the git repositories the sandbox made in the
-//! workspace, and exits, which lets the locks go. It runs in a session of its own, so Ctrl-C
-//! at the terminal does not end it before its work is done; its stdin and stdout are
-//! /dev/null and its stderr paude's, for those lines.
+//! When the sandbox is over the holder moves aside what the sandbox put where host git would
+//! obey it, brings back what git changed in the sandbox's copy of the repository's files (see
+//! `git`), names the git repositories the sandbox made in the workspace, and exits with
+//! bwrap's status. Its parent (the user's shell) waits for it, so the user's next command,
+//! a `git status` say, starts only once that is done: a holder that ran beside the shell
+//! left a window in which host git obeyed what the sandbox planted. While it waits it has
+//! SIGINT, SIGQUIT, SIGTERM and SIGHUP blocked and read from a signalfd: the terminal's reach
+//! bwrap too (the same process group), and those a process sent the holder alone are passed
+//! on to bwrap. Its stdin and stdout are /dev/null; its stderr is paude's, for those lines,
+//! written so that a closed stderr does not end it.
 //!
 //! A fork, not a new program: the launch runs one thread when it forks (the evaluator runs in
-//! a process of its own, and the build's threads have ended), so the child may do anything
-//! the parent could, and it costs the launch neither an exec nor a second start-up of paude on
-//! a machine's other core while bwrap sets the sandbox up. The child never returns into the
-//! launch's code: it exits once its work is done, also when that work panics.
+//! a process of its own, and the build's threads have ended), so either side may do anything
+//! the launch could, and it costs the launch neither an exec nor a second start-up of paude.
+//! The holder never returns into the launch's code: it exits once its work is done, also when
+//! that work panics.
 
 use super::git;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};

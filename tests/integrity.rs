@@ -1391,7 +1391,7 @@ fn a_repository_made_inside_is_named() {
             "--",
             "sh",
             "-c",
-            "mkdir -p vendor/lib && git -C vendor/lib init -q && echo made",
+            "mkdir -p vendor/lib && git -C vendor/lib init -q && git init -q --bare docs && echo made",
         ]);
         assert_eq!(ok(&output), "made\n");
         // The holder says it as the sandbox ends, on paude's stderr, which it holds open
@@ -1401,6 +1401,8 @@ fn a_repository_made_inside_is_named() {
             said.contains("made or changed the git repository") && said.contains("vendor/lib"),
             "{who:?}: {said}"
         );
+        // A bare one too: a `cd` into it, and host git obeys its config.
+        assert!(said.contains("/docs in the workspace"), "{who:?}: {said}");
     }
 }
 
@@ -2019,6 +2021,8 @@ fn plant(dir: &str, marker: &Path) -> String {
 /// directory of the workspace, and what runs first).
 struct Nested {
     route: &'static str,
+    /// Whether the holder moves the sandbox's `.git` aside (else the sandbox cannot make it).
+    moved: bool,
     set_up: fn(who: As, home: &Path, workspace: &Path),
     launches: fn(marker: &Path) -> Vec<String>,
     host: (&'static str, &'static [&'static [&'static str]]),
@@ -2066,12 +2070,14 @@ fn nested_repositories_host_git_obeys_stay_the_users() {
     let routes = [
         Nested {
             route: "a nested submodule not checked out",
+            moved: true,
             set_up: nested_submodule,
             launches: |marker| vec![plant("sub/sub", marker)],
             host: ("", &[&["status"]]),
         },
         Nested {
             route: "a gitlink the sandbox unstaged",
+            moved: true,
             set_up: submodule_not_checked_out,
             launches: |marker| {
                 vec![format!(
@@ -2083,6 +2089,7 @@ fn nested_repositories_host_git_obeys_stay_the_users() {
         },
         Nested {
             route: "a repository renamed onto a submodule's path in a later launch",
+            moved: true,
             set_up: submodule_not_checked_out,
             launches: |marker| {
                 vec![
@@ -2094,6 +2101,7 @@ fn nested_repositories_host_git_obeys_stay_the_users() {
         },
         Nested {
             route: "the user's linked worktree inside the workspace",
+            moved: false,
             set_up: |who, home, workspace| {
                 git_ok(who, home, workspace, &["worktree", "add", "-q", "wt"]);
             },
@@ -2107,6 +2115,7 @@ fn nested_repositories_host_git_obeys_stay_the_users() {
         },
         Nested {
             route: "a submodule's path in a SHA-256 repository",
+            moved: true,
             set_up: |who, home, workspace| {
                 std::fs::remove_dir_all(workspace.join(".git")).expect("rm");
                 git_ok(
@@ -2128,6 +2137,21 @@ fn nested_repositories_host_git_obeys_stay_the_users() {
             },
             launches: |marker| vec![plant("sub", marker)],
             host: ("", &[&["status"]]),
+        },
+        Nested {
+            route: "a submodule of the user's linked worktree inside the workspace",
+            moved: true,
+            set_up: |who, home, workspace| {
+                let source = home.join("source");
+                std::fs::create_dir(&source).expect("mkdir");
+                hand_over(who, home);
+                add_a_submodule(who, home, workspace, &source);
+                // The worktree has the gitlink, and (not initialized there) no `.git` in it.
+                git_ok(who, home, workspace, &["worktree", "add", "-q", "wt"]);
+                assert!(!workspace.join("wt/sub/.git").exists());
+            },
+            launches: |marker| vec![plant("wt/sub", marker)],
+            host: ("wt", &[&["status"]]),
         },
     ];
     for who in users() {
@@ -2161,8 +2185,8 @@ fn nested_repositories_host_git_obeys_stay_the_users() {
             }
             host_git_there(&setup);
             assert!(!marker.exists(), "{who:?} {route}: {said}");
-            // Each but the worktree's, which the sandbox cannot write, is moved aside, and said.
-            if nested.host.0.is_empty() {
+            // Moved aside, and said (but the worktree's `.git`, which the sandbox cannot write).
+            if nested.moved {
                 assert!(said.contains("moved "), "{who:?} {route}: {said}");
             }
         }
@@ -2278,5 +2302,136 @@ fn a_ref_lock_the_sandbox_left_is_removed() {
             "{who:?}"
         );
         git_ok(who, home, ws, &commit);
+    }
+}
+
+/// The user's next command runs only once the holder's work is done: paude returns when the
+/// sandbox's `.git` at a submodule's path is moved aside (a holder that ran beside the shell
+/// left a window in which a `git status` right after obeyed it), also when paude's stderr is a
+/// pipe nobody reads any more (`2>&1 | head`), which once ended the holder at its first line.
+#[test]
+fn paude_returns_once_the_holders_work_is_done() {
+    require_bwrap!();
+    for who in users() {
+        // Without paude: the plant works (see `nested_repositories_host_git_obeys_stay_the_users`).
+        let (control, marker) = Setup::trapped(who);
+        let (home, ws) = (control.home.path(), control.workspace.path());
+        submodule_not_checked_out(who, home, ws);
+        sh_on_the_host(who, ws, home, &plant("sub", &marker));
+        host_git(who, home, ws, &["status"]);
+        assert!(marker.exists(), "{who:?}: the route proves nothing");
+
+        for stderr in ["null", "a closed pipe"] {
+            let (setup, marker) = Setup::trapped(who);
+            let (home, ws) = (setup.home.path(), setup.workspace.path());
+            submodule_not_checked_out(who, home, ws);
+            let script = format!(
+                "{}; echo 1 >&2; echo 2 >&2; echo 3 >&2",
+                plant("sub", &marker)
+            );
+            let mut command = setup.paude().command(["venv", "--", "sh", "-c", &script]);
+            command.stdout(Stdio::null());
+            let status = if stderr == "null" {
+                command.stderr(Stdio::null()).status().expect("paude")
+            } else {
+                let mut child = command.stderr(Stdio::piped()).spawn().expect("paude");
+                drop(child.stderr.take());
+                child.wait().expect("paude")
+            };
+            // Straight after paude returns, not once its stderr closes.
+            host_git(who, home, ws, &["status"]);
+            assert!(!marker.exists(), "{who:?}, stderr {stderr}: {status:?}");
+            assert!(!ws.join("sub/.git").exists(), "{who:?}, stderr {stderr}");
+        }
+    }
+}
+
+/// A signal sent to paude alone, as a supervisor sends it, reaches the sandbox: the command
+/// ends with it, and paude exits as a shell reports that (128 and the signal).
+#[test]
+fn a_signal_sent_to_paude_reaches_the_sandbox() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let mut child = setup
+            .paude()
+            .command(["venv", "--", "sleep", "60"])
+            .spawn()
+            .expect("paude");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("kill");
+        let began = std::time::Instant::now();
+        let status = child.wait().expect("wait");
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(20),
+            "{who:?}"
+        );
+        assert_eq!(status.code(), Some(128 + 15), "{who:?}: {status:?}");
+    }
+}
+
+/// Links in `objects/` the sandbox hid behind a directory it can list but not search
+/// (`chmod 0400`), then made searchable again in a later launch, are removed all the same:
+/// host git's next commit would write object files through them, outside the repository.
+#[test]
+fn links_hidden_behind_an_unsearchable_directory_are_removed() {
+    require_bwrap!();
+    for who in users() {
+        let (setup, _) = Setup::trapped(who);
+        let home = setup.home.path();
+        let elsewhere = home.join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("mkdir");
+        hand_over(who, home);
+        let links = format!(
+            "cd .git/objects && for i in $(seq 0 255); do x=$(printf %02x $i); \
+             [ -e $x ] || ln -s '{}' $x; done",
+            elsewhere.display()
+        );
+        let commit = |setup: &Setup| {
+            let ws = setup.workspace.path();
+            write(&ws.join("g"), "new\n");
+            hand_over(who, ws);
+            git_ok(who, setup.home.path(), ws, &["add", "g"]);
+            git_ok(who, setup.home.path(), ws, &["commit", "-q", "-m", "g"]);
+        };
+        // Without paude.
+        let (control, _) = Setup::trapped(who);
+        let control_out = control.home.path().join("elsewhere");
+        std::fs::create_dir(&control_out).expect("mkdir");
+        hand_over(who, control.home.path());
+        sh_on_the_host(
+            who,
+            control.workspace.path(),
+            control.home.path(),
+            &links.replace(
+                &elsewhere.display().to_string(),
+                &control_out.display().to_string(),
+            ),
+        );
+        commit(&control);
+        assert!(
+            std::fs::read_dir(&control_out)
+                .expect("read")
+                .next()
+                .is_some(),
+            "{who:?}: the route proves nothing"
+        );
+        // Through paude, in two launches.
+        for script in [
+            format!("{links}; chmod 0400 ../objects"),
+            "chmod 755 .git/objects".into(),
+        ] {
+            let inside = setup.paude().run(["venv", "--", "sh", "-c", &script]);
+            assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        }
+        commit(&setup);
+        assert!(
+            std::fs::read_dir(&elsewhere)
+                .expect("read")
+                .next()
+                .is_none(),
+            "{who:?}: host git wrote through a link"
+        );
     }
 }

@@ -220,9 +220,44 @@ pub struct VenvArgs {
     /// venv's lock only paude holds.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// Print no status lines (the shadowed venvs, a build's summary and progress): only
+    /// warnings, errors, and what the sandbox's end makes paude say.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
     /// The command to run, after `--`; none starts an interactive shell.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// For `paude venv git status`, which clap refuses (the command goes after `--`): the line
+/// as it was meant, for a hint under clap's error.
+pub fn command_hint(args: &[OsString], error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument || args.get(1)? != "venv" {
+        return None;
+    }
+    let Some(ContextValue::String(word)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    if word.starts_with('-') {
+        return None;
+    }
+    let at = args
+        .iter()
+        .position(|arg| arg.to_str() == Some(word.as_str()))?;
+    let shown = |words: &[OsString]| -> Vec<String> {
+        words
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut line = shown(&args[1..at]);
+    line.push("--".into());
+    line.extend(shown(&args[at..]));
+    Some(format!(
+        "the command to run goes after `--`: paude {}",
+        line.join(" ")
+    ))
 }
 
 /// One of `paude venv`'s options, as [`quick_venv_args`] knows it.
@@ -237,11 +272,12 @@ pub enum VenvOption {
     TlaStr,
     TlaCode,
     DryRun,
+    Quiet,
 }
 
 /// `paude venv`'s options: short name, long name, which field. A test holds this table to the
 /// clap definitions above, name for name, so the two cannot drift apart.
-const VENV_OPTIONS: [(Option<char>, &str, VenvOption); 9] = [
+const VENV_OPTIONS: [(Option<char>, &str, VenvOption); 10] = [
     (Some('e'), "exec", VenvOption::Exec),
     (Some('f'), "file", VenvOption::File),
     (None, "workspace", VenvOption::Workspace),
@@ -251,6 +287,7 @@ const VENV_OPTIONS: [(Option<char>, &str, VenvOption); 9] = [
     (Some('A'), "tla-str", VenvOption::TlaStr),
     (None, "tla-code", VenvOption::TlaCode),
     (None, "dry-run", VenvOption::DryRun),
+    (Some('q'), "quiet", VenvOption::Quiet),
 ];
 
 /// `paude venv`'s arguments read without clap, for the command lines a launch usually has:
@@ -292,11 +329,17 @@ pub fn quick_venv_args(args: &[OsString]) -> Option<VenvArgs> {
                 .find(|(letter, _, _)| *letter == Some(char::from(*short)))?;
             (*option, None)
         };
-        if option == VenvOption::DryRun {
-            if venv.dry_run || attached.is_some() {
+        // The two flags: no value, and once each.
+        let flag = match option {
+            VenvOption::DryRun => Some(&mut venv.dry_run),
+            VenvOption::Quiet => Some(&mut venv.quiet),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            if *flag || attached.is_some() {
                 return None;
             }
-            venv.dry_run = true;
+            *flag = true;
             continue;
         }
         let value = match attached {
@@ -322,8 +365,8 @@ pub fn quick_venv_args(args: &[OsString]) -> Option<VenvArgs> {
             VenvOption::ExtCode => venv.jsonnet.ext_code.push(text()?),
             VenvOption::TlaStr => venv.jsonnet.tla_str.push(text()?),
             VenvOption::TlaCode => venv.jsonnet.tla_code.push(text()?),
-            // Taken above: it has no value.
-            VenvOption::DryRun => {}
+            // Taken above: they have no value.
+            VenvOption::DryRun | VenvOption::Quiet => {}
         }
     }
     // No `--`: no command, an interactive shell; every word was the launch's own.
@@ -385,7 +428,10 @@ mod tests {
             .collect();
         let mut quick: Vec<(Option<char>, String, bool)> = VENV_OPTIONS
             .iter()
-            .map(|(short, long, option)| (*short, long.to_string(), *option != VenvOption::DryRun))
+            .map(|(short, long, option)| {
+                let flag = matches!(option, VenvOption::DryRun | VenvOption::Quiet);
+                (*short, long.to_string(), !flag)
+            })
             .collect();
         from_clap.sort();
         quick.sort();
@@ -420,6 +466,10 @@ mod tests {
             &["--dry-run"],
             &["--dry-run", "--dry-run"],
             &["--dry-run=yes"],
+            &["-q"],
+            &["--quiet", "-e", "m"],
+            &["-q", "--quiet"],
+            &["--quiet=1"],
             &["-e"],
             &["-e", "-f"],
             &["-e", "-x"],

@@ -32,6 +32,9 @@ fn main() -> ExitCode {
             Err(error) if error.use_stderr() => {
                 // clap's text starts with "error: "; prefixed, it reads like every other failure.
                 eprint!("paude: {}", error.render());
+                if let Some(hint) = paude::cli::command_hint(&args, &error) {
+                    eprintln!("paude: hint: {hint}");
+                }
                 return ExitCode::from(EXIT_PAUDE_FAILED);
             }
             Err(help_or_version) => {

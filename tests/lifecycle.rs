@@ -260,7 +260,7 @@ fn cleanup_ages_venvs_by_last_use_not_build_time() {
 }
 
 #[test]
-fn a_running_sandbox_keeps_its_venv_after_paude_has_exec_ed() {
+fn a_running_sandbox_keeps_its_venv_while_paude_waits() {
     require_bwrap!();
     for who in users() {
         let (_home, _workspace, paude) = setup(who);
@@ -309,13 +309,19 @@ fn a_running_sandbox_keeps_its_venv_after_paude_has_exec_ed() {
                 "{holder}, in the sandbox, holds the lock"
             );
         }
-        // The holder keeps the lock and the read end of its pipe, its stdin and stdout lead
-        // nowhere and its stderr is paude's (for what it says when the sandbox ends), and
-        // nothing else of paude's stays open in it: not the caller's descriptor 7, not the
-        // pipe's write end (or it would never see the sandbox end).
+        // The holder (paude itself, waiting) keeps the lock, the read end of its pipe and the
+        // signalfd it reads the signals it passes on from; its stdin and stdout lead nowhere
+        // and its stderr is paude's (for what it says when the sandbox ends), and nothing
+        // else of paude's stays open in it: not the caller's descriptor 7, not the pipe's
+        // write end (or it would never see the sandbox end).
         assert_eq!(holders.len(), 1, "{holders:?}");
+        assert_eq!(holders[0], sandbox.id(), "the holder is paude itself");
         let open = descriptors(holders[0]);
-        assert_eq!(open.len(), 5, "{open:?}");
+        assert_eq!(open.len(), 6, "{open:?}");
+        assert!(
+            open.iter().any(|target| target.contains("signalfd")),
+            "{open:?}"
+        );
         assert_eq!(
             open.iter().filter(|target| *target == "/dev/null").count(),
             2,

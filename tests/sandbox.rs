@@ -261,6 +261,36 @@ fn host_python_venv_is_shadowed() {
             workspace.path().join(".venv/bin/python").exists(),
             "{who:?}: the host venv is intact"
         );
+        // Each launch says so, but with --quiet.
+        let said = text(&sh(&paude, "true").stderr);
+        assert!(
+            said.contains("shadowing the host's venv"),
+            "{who:?}: {said}"
+        );
+        let quiet = paude.run(["venv", "--quiet", "--", "true"]);
+        assert!(quiet.status.success());
+        assert_eq!(text(&quiet.stderr), "", "{who:?}");
+    }
+}
+
+/// `USER` and `LOGNAME` are the user's inside, as a login sets them; and a command given
+/// without `--` gets a hint with the line that was meant.
+#[test]
+fn the_user_is_named_inside_and_a_command_without_dashes_gets_a_hint() {
+    require_bwrap!();
+    for who in users() {
+        let (_workspace, paude) = small_workspace(who);
+        let out = ok(&sh(&paude, "echo $USER $LOGNAME; id -un"));
+        let name = out.lines().last().unwrap_or_default().to_string();
+        assert_eq!(out, format!("{name} {name}\n{name}\n"), "{who:?}");
+        let out = paude.run(["venv", "git", "status"]);
+        fails_with(&out, 125, "unexpected argument 'git'");
+        assert!(
+            text(&out.stderr)
+                .contains("hint: the command to run goes after `--`: paude venv -- git status"),
+            "{}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -508,6 +538,9 @@ fn bad_inputs_exit_125_and_leave_the_cache_empty() {
             r#"{ packages: ["bash"], mounts: [{ type: "ro-bind", source: "/proc/self/fd/999/dangling", target: "/x" }] }"#,
             "mounts[0].source",
         ),
+        // A file's name that is not there is said to be missing, not evaluated as code.
+        ("nothere.jsonnet", "-e nothere.jsonnet: no such file"),
+        (r#"{ packages: ["bash"], essential: "no" }"#, "essential"),
     ];
     for who in users() {
         let home = TestDir::new(who);

@@ -39,6 +39,7 @@ pub fn run(args: ExportArgs, host: &HostFacts) -> Result<ExitCode> {
         workspace: args.workspace.clone(),
         jsonnet: args.jsonnet,
         dry_run: false,
+        quiet: false,
         command: Vec::new(),
     };
     let (manifest, store, lease) = venv::environment_of(&venv_args, host)?;

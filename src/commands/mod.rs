@@ -18,9 +18,19 @@ pub struct ExitError {
     pub message: String,
 }
 
-/// Prints a status line on stderr (stdout belongs to the sandboxed command).
+/// Whether status lines are left out (`--quiet`).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Leaves out the status lines from here on (`--quiet`); warnings and errors stay.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints a status line on stderr (stdout belongs to the sandboxed command), unless quiet.
 pub fn status(message: &str) {
-    eprintln!("paude: {}", crate::text::printable(message));
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("paude: {}", crate::text::printable(message));
+    }
 }
 
 /// Prints a warning on stderr.
@@ -62,11 +72,11 @@ impl crate::store::Report for BuildReport {
     }
 
     fn wants_progress(&self) -> bool {
-        self.terminal
+        self.terminal && !QUIET.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn progress(&mut self, progress: &crate::store::packages::Progress) {
-        if !self.terminal {
+        if !self.wants_progress() {
             return;
         }
         use crate::store::human_bytes;

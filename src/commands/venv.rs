@@ -35,6 +35,7 @@ pub const WORKSPACE_MANIFEST: &str = "paude.jsonnet";
 /// Runs `paude venv`; returns only for `--dry-run` or on failure.
 pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let began = SystemTime::now();
+    super::set_quiet(args.quiet);
     let cache = Cache::new(&host.paude_home);
     let store = Store::new(host.paude_home.clone());
     let mut learned = Learned::default();
@@ -504,6 +505,7 @@ fn plan_sandbox(
         stdin_is_terminal: host.stdin_is_terminal,
         disable_userns,
         home: Some(&user.home),
+        user: Some(&user.name),
         identity: Some((&passwd, &group)),
         command: &args.command,
     };
@@ -731,6 +733,20 @@ fn manifest_source(args: &VenvArgs, workspace: &Path) -> Result<ManifestSource> 
         let path = Path::new(text);
         if !text.contains('\n') && path.is_file() {
             return Ok(ManifestSource::File(path.to_path_buf()));
+        }
+        // A file's name, not code: one that is not there is said to be missing, rather than
+        // evaluated as Jsonnet (`undefined local: nothere`).
+        let looks_like_a_file = [".jsonnet", ".libsonnet", ".json"]
+            .iter()
+            .any(|suffix| text.ends_with(suffix))
+            && !text.contains(|c: char| c.is_whitespace() || "{}[]()'\"".contains(c));
+        if looks_like_a_file {
+            bail!(
+                "-e {text}: no such file (from {}); give the manifest's path, or Jsonnet code",
+                std::env::current_dir()
+                    .map(|dir| dir.display().to_string())
+                    .unwrap_or_default()
+            );
         }
         return Ok(ManifestSource::Code(text.clone()));
     }

@@ -1035,8 +1035,10 @@ mod tests {
         assert!(why.contains("submodule \"sub\""), "{why}");
         refused(&with, None);
         accepted(&with, Some(&with));
-        // A host's submodule that the sandbox's index drops is a change git shows.
-        accepted(&without, Some(&with));
+        // A host's submodule that the sandbox's index drops is refused too: its path would go
+        // unguarded in the next launch.
+        let why = refused(&without, Some(&with));
+        assert!(why.contains("no longer has the submodule \"sub\""), "{why}");
     }
 
     #[test]

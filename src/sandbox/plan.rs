@@ -132,6 +132,8 @@ pub struct PlanInput<'a> {
     pub disable_userns: bool,
     /// The user's home path on the host, which is `HOME` inside (none: no home is set up).
     pub home: Option<&'a Path>,
+    /// The user's name, which is `USER` and `LOGNAME` inside (as a login sets them).
+    pub user: Option<&'a str>,
     /// Files for `/etc/passwd` and `/etc/group` naming the user (see `identity`).
     pub identity: Option<(&'a Path, &'a Path)>,
     /// Empty: an interactive shell.
@@ -704,6 +706,13 @@ fn environment(input: &PlanInput<'_>) -> Result<Vec<(OsString, OsString)>, PlanE
     {
         env.set("HOME", home.as_os_str());
     }
+    if let Some(user) = input.user {
+        for name in ["USER", "LOGNAME"] {
+            if env.get(name).is_none() {
+                env.set(name, user);
+            }
+        }
+    }
     tree_defaults(&mut env, input.library_dirs);
     // Seed 003: git refuses a repository whose owner differs from the user ("dubious
     // ownership"). Trust exactly the workspace, through git's environment config, appended
@@ -1023,6 +1032,7 @@ mod tests {
             stdin_is_terminal: false,
             disable_userns: true,
             home: None,
+            user: None,
             identity: None,
             command: &command,
         };
@@ -1385,6 +1395,7 @@ mod tests {
             stdin_is_terminal: true,
             disable_userns: true,
             home: None,
+            user: None,
             identity: None,
             command: &[],
         };

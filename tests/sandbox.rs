@@ -874,3 +874,81 @@ fn python_venvs_are_shadowed_and_can_be_kept() {
         assert_eq!(host_python(host_check), prefix, "the host venv works after");
     }
 }
+
+/// A commit made inside carries the host's git identity for the workspace, as host git
+/// resolves it (here through a conditional include), and the next launch follows a change of
+/// the host's config (also once the identity was cached); `gitIdentity: false` passes none.
+#[test]
+fn a_commit_inside_carries_the_hosts_identity() {
+    require_bwrap!();
+    for who in users() {
+        let home = TestDir::new(who);
+        let workspace = TestDir::new(who);
+        let ws = workspace.path();
+        let init = std::process::Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(ws)
+            .status()
+            .unwrap();
+        assert!(init.success());
+        let config = home.path().join(".gitconfig");
+        let with_email = |email: &str| {
+            write(
+                &config,
+                &format!(
+                    "[user]\n\tname = Host Person\n\temail = home@example.com\n\
+                     [includeIf \"gitdir:{}/\"]\n\tpath = {}/work.inc\n",
+                    ws.display(),
+                    home.path().display()
+                ),
+            );
+            write(
+                &home.path().join("work.inc"),
+                &format!("[user]\n\temail = {email}\n"),
+            );
+            hand_over(who, home.path());
+        };
+        with_email("work@example.com");
+        hand_over(who, ws);
+        let paude = Paude::new(who, home.path(), ws).env(
+            "PAUDE_HOME",
+            shared_home(who).join(".paude").to_str().unwrap(),
+        );
+        let commit = |message: &str| {
+            ok(&paude.run([
+                "venv",
+                "--",
+                "sh",
+                "-c",
+                &format!(
+                    "git commit -q --allow-empty -m {message} && git log -1 --format='%an <%ae> %cn <%ce>'"
+                ),
+            ]))
+        };
+        assert_eq!(
+            commit("one"),
+            "Host Person <work@example.com> Host Person <work@example.com>\n",
+            "{who:?}"
+        );
+        // Once its inputs are old enough to be cached, a launch caches the identity; a change
+        // of an included file is a miss all the same.
+        std::thread::sleep(std::time::Duration::from_millis(2700));
+        commit("two");
+        with_email("changed@example.com");
+        assert_eq!(
+            commit("three"),
+            "Host Person <changed@example.com> Host Person <changed@example.com>\n",
+            "{who:?}"
+        );
+        let out = ok(&paude.run([
+            "venv",
+            "-e",
+            "{packages: ['git'], gitIdentity: false}",
+            "--",
+            "sh",
+            "-c",
+            "env | grep -c '^GIT_AUTHOR' || true",
+        ]));
+        assert_eq!(out, "0\n", "{who:?}");
+    }
+}

@@ -9,6 +9,7 @@ use super::{BuildReport, ExitError, status, warn};
 use crate::cli::{JsonnetArgs, VenvArgs};
 use crate::host::HostFacts;
 use crate::launch::cache::Cache;
+use crate::launch::identity::{self, GitIdentity};
 use crate::launch::{self, Environment, Learned, PackageDatabase};
 use crate::manifest::{
     self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount, MountKind, trust,
@@ -78,6 +79,23 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     );
     let (environment, closure) = resolve(&database, &manifest, &cache, began, &mut learned)?;
     let venvs = workspace::venvs_to_shadow(&workspace, &manifest.venv, &mut |w| warn(&w));
+    let git_identity = if manifest.git_identity {
+        let git_dir = match &repository {
+            git::Layout::None => None,
+            git::Layout::Main { git_dir } | git::Layout::Module { git_dir } => Some(git_dir),
+            git::Layout::Linked { common, .. } => Some(common),
+        };
+        identity::git_identity(
+            &cache,
+            host,
+            &workspace,
+            git_dir.map(PathBuf::as_path),
+            began,
+            &mut learned,
+        )
+    } else {
+        GitIdentity::default()
+    };
     // Every input has passed its checks: what this launch learned may be kept.
     learned.write(&cache);
 
@@ -132,6 +150,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     };
     let sandbox = Sandbox {
         git: composition.binds,
+        git_identity,
         protected,
         user,
         disable_userns,
@@ -396,6 +415,7 @@ struct Handover {
 /// What the plan is made of besides the host facts and the environment's tree.
 struct Sandbox {
     git: Vec<git::Bind>,
+    git_identity: GitIdentity,
     protected: Vec<Protected>,
     user: User,
     disable_userns: bool,
@@ -417,6 +437,7 @@ fn plan_sandbox(
 ) -> Result<(Plan, Option<PathBuf>)> {
     let Sandbox {
         git,
+        git_identity,
         protected,
         user,
         disable_userns,
@@ -506,6 +527,7 @@ fn plan_sandbox(
         disable_userns,
         home: Some(&user.home),
         user: Some(&user.name),
+        git_identity: &git_identity.variables(),
         identity: Some((&passwd, &group)),
         command: &args.command,
     };

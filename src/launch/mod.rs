@@ -17,6 +17,7 @@
 //! bad input leaves nothing in the cache.
 
 pub mod cache;
+pub mod identity;
 
 use crate::manifest::{self, FileRead, FsEntry, LoadOptions, Loaded, Manifest, ManifestSource};
 use crate::packages::{

@@ -44,6 +44,9 @@ pub struct Manifest {
     pub protect: Vec<PathBuf>,
     /// What `HOME` is inside.
     pub home: HomeMode,
+    /// Whether the host's git identity for the workspace passes in (`GIT_AUTHOR_*`,
+    /// `GIT_COMMITTER_*`), so that a commit made inside carries it.
+    pub git_identity: bool,
 }
 
 /// The paths `protect` lists by default: none. The workspace's repository is protected on its

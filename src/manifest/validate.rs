@@ -46,6 +46,7 @@ const MANIFEST_FIELDS: &[&str] = &[
     "network",
     "protect",
     "home",
+    "gitIdentity",
 ];
 /// The fields of a mount object.
 const MOUNT_FIELDS: &[&str] = &["type", "source", "target", "optional"];
@@ -125,6 +126,10 @@ pub fn validate(value: &Value) -> Result<Manifest> {
         Some(value) => home(value)?,
         None => HomeMode::Tmpfs,
     };
+    let git_identity = match root.get("gitIdentity") {
+        Some(value) => expect_bool(value, "gitIdentity")?,
+        None => true,
+    };
     Ok(Manifest {
         packages,
         essential,
@@ -138,6 +143,7 @@ pub fn validate(value: &Value) -> Result<Manifest> {
         network,
         protect,
         home,
+        git_identity,
     })
 }
 
@@ -949,6 +955,7 @@ mod tests {
         assert_eq!(
             manifest,
             Manifest {
+                git_identity: true,
                 essential: true,
                 packages: vec!["bash".into()],
                 env_keep: vec![],

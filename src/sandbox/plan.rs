@@ -134,6 +134,9 @@ pub struct PlanInput<'a> {
     pub home: Option<&'a Path>,
     /// The user's name, which is `USER` and `LOGNAME` inside (as a login sets them).
     pub user: Option<&'a str>,
+    /// Variables of the host's git identity (`GIT_AUTHOR_NAME`, ...), set where the manifest
+    /// sets none of the same name.
+    pub git_identity: &'a [(&'static str, &'a str)],
     /// Files for `/etc/passwd` and `/etc/group` naming the user (see `identity`).
     pub identity: Option<(&'a Path, &'a Path)>,
     /// Empty: an interactive shell.
@@ -713,6 +716,11 @@ fn environment(input: &PlanInput<'_>) -> Result<Vec<(OsString, OsString)>, PlanE
             }
         }
     }
+    for (name, value) in input.git_identity {
+        if env.get(name).is_none() {
+            env.set(*name, *value);
+        }
+    }
     tree_defaults(&mut env, input.library_dirs);
     // Seed 003: git refuses a repository whose owner differs from the user ("dubious
     // ownership"). Trust exactly the workspace, through git's environment config, appended
@@ -964,6 +972,7 @@ mod tests {
 
     fn manifest() -> Manifest {
         Manifest {
+            git_identity: true,
             essential: true,
             packages: vec!["bash".into()],
             env_keep: vec!["TERM".into(), "ABSENT".into()],
@@ -1033,6 +1042,7 @@ mod tests {
             disable_userns: true,
             home: None,
             user: None,
+            git_identity: &[],
             identity: None,
             command: &command,
         };
@@ -1396,6 +1406,7 @@ mod tests {
             disable_userns: true,
             home: None,
             user: None,
+            git_identity: &[],
             identity: None,
             command: &[],
         };

@@ -12,7 +12,7 @@ use crate::launch::cache::Cache;
 use crate::launch::identity::{self, GitIdentity};
 use crate::launch::{self, Environment, Learned, PackageDatabase};
 use crate::manifest::{
-    self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount, MountKind, trust,
+    self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount, MountKind, VenvMode, trust,
 };
 use crate::packages::{Closure, Provider, dpkg};
 use crate::rootpath;
@@ -78,7 +78,12 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()),
     );
     let (environment, closure) = resolve(&database, &manifest, &cache, began, &mut learned)?;
-    let venvs = workspace::venvs_to_shadow(&workspace, &manifest.venv, &mut |w| warn(&w));
+    // A venv the sandbox made in an earlier run is kept in paude's state (see `holder`), and
+    // bound where it was made.
+    let kept_venvs = store.state_of(&workspace, "venvs");
+    let kept =
+        |relative: &Path| manifest.venv_persist && workspace::is_venv(&kept_venvs.join(relative));
+    let venvs = workspace::venvs_to_shadow(&workspace, &manifest.venv, &kept, &mut |w| warn(&w));
     let git_identity = if manifest.git_identity {
         let git_dir = match &repository {
             git::Layout::None => None,
@@ -141,9 +146,19 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         pins.hold(&bind.source, "the workspace's repository")
             .map_err(anyhow::Error::msg)?;
     }
+    let kept_venvs =
+        (manifest.venv_persist && manifest.venv != VenvMode::None).then(|| holder::KeptVenvs {
+            state: store.state_of(&workspace, "venvs"),
+            listed: match &manifest.venv {
+                VenvMode::List(dirs) => Some(dirs.clone()),
+                _ => None,
+            },
+            bound: venvs.clone(),
+        });
     let mut handover = Handover {
         privates: composition.privates,
         nested,
+        kept_venvs,
         workspace: workspace.clone(),
         began,
         pins,
@@ -407,6 +422,7 @@ fn ensure(
 struct Handover {
     privates: Vec<git::Private>,
     nested: Vec<git::Guarded>,
+    kept_venvs: Option<holder::KeptVenvs>,
     workspace: PathBuf,
     began: SystemTime,
     pins: Pins,
@@ -475,19 +491,32 @@ fn plan_sandbox(
         manifest.home = HomeMode::Bind(home);
     }
     for venv in &venvs {
-        status(&format!(
-            "shadowing the host's venv {} with {}",
-            venv.display(),
-            match &venv_state {
-                Some(state) => format!(
-                    "the sandbox's own, kept in {}",
-                    state
-                        .join(venv.strip_prefix(&workspace).unwrap_or(venv))
-                        .display()
-                ),
-                None => "an empty directory (venvPersist: true keeps the sandbox's own)".into(),
-            }
-        ));
+        let kept_in = |state: &Path| {
+            state
+                .join(venv.strip_prefix(&workspace).unwrap_or(venv))
+                .display()
+                .to_string()
+        };
+        status(&match &venv_state {
+            Some(state) if !workspace::is_venv(venv) => format!(
+                "using the venv {} the sandbox made, kept in {}",
+                venv.display(),
+                kept_in(state)
+            ),
+            Some(state) => format!(
+                "shadowing the host's venv {} with the sandbox's own, kept in {}",
+                venv.display(),
+                kept_in(state)
+            ),
+            None => format!(
+                "shadowing the host's venv {} with an empty directory (venvPersist: true keeps \
+                 the sandbox's own)",
+                venv.display()
+            ),
+        });
+    }
+    if venv_state.is_some() {
+        store.touch_state(&workspace, "venvs");
     }
     // The plan reads the host's variables that `envKeep` names, and no others.
     let kept_env: Vec<(OsString, OsString)> = manifest
@@ -599,6 +628,7 @@ fn exec_bwrap(
         holder::Work {
             git: handover.privates,
             nested: handover.nested,
+            venvs: handover.kept_venvs,
             launch_dir: launch_dir.as_ref().map(|dir| dir.path.clone()),
             workspace: handover.workspace,
             began: handover.began,

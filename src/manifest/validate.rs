@@ -112,7 +112,7 @@ pub fn validate(value: &Value) -> Result<Manifest> {
     };
     let venv_persist = match root.get("venvPersist") {
         Some(value) => expect_bool(value, "venvPersist")?,
-        None => false,
+        None => true,
     };
     let network = match root.get("network") {
         Some(value) => expect_bool(value, "network")?,

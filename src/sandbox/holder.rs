@@ -38,11 +38,28 @@ pub struct Work {
     pub git: Vec<git::Private>,
     /// The `.git` paths where host git would obey a repository the sandbox put there.
     pub nested: Vec<git::Guarded>,
+    /// Where the venvs the sandbox makes in the workspace are kept (`venvPersist`).
+    pub venvs: Option<KeptVenvs>,
     pub launch_dir: Option<PathBuf>,
     /// The workspace, to name the repositories the sandbox made in it.
     pub workspace: PathBuf,
     /// When the launch began: a `.git` changed since then was made by the sandbox.
     pub began: std::time::SystemTime,
+}
+
+/// Where the venvs the sandbox makes in the workspace go when it ends: into paude's state,
+/// from where the next run binds each at the same place. A venv in the workspace is the
+/// host's (the host can run it, so the sandbox gets an empty shadow or its own over it); one
+/// the sandbox made is the sandbox's, and stays out of the host's reach.
+#[derive(Debug, Clone)]
+pub struct KeptVenvs {
+    /// `$PAUDE_HOME/state/<workspace>/venvs`.
+    pub state: PathBuf,
+    /// The directories that may hold one, relative to the workspace; `None`: each top-level
+    /// directory (`venv: "auto"`).
+    pub listed: Option<Vec<PathBuf>>,
+    /// The venv directories bound at launch: the host's, and those kept before.
+    pub bound: Vec<PathBuf>,
 }
 
 /// Signals that would end the holder before its work is done: blocked while it waits, and
@@ -104,6 +121,64 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
     std::process::exit(status)
 }
 
+/// Moves each venv the sandbox made in the workspace (a directory holding `pyvenv.cfg` where
+/// none was bound at launch) into paude's state, leaving an empty directory for the next run
+/// to bind it on; a line for each.
+fn keep_made_venvs(workspace: &std::path::Path, kept: &KeptVenvs) -> Vec<String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let candidates = match &kept.listed {
+        None => crate::sandbox::workspace::subdirectories(workspace),
+        Some(dirs) => dirs.iter().map(|dir| workspace.join(dir)).collect(),
+    };
+    let mut lines = Vec::new();
+    for dir in candidates {
+        let is_dir = dir.symlink_metadata().is_ok_and(|meta| meta.is_dir());
+        if kept.bound.contains(&dir) || !is_dir || !crate::sandbox::workspace::is_venv(&dir) {
+            continue;
+        }
+        let Ok(relative) = dir.strip_prefix(workspace) else {
+            continue;
+        };
+        let target = kept.state.join(relative);
+        let moved = (|| {
+            if let Some(parent) = target.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)?;
+            }
+            if target.symlink_metadata().is_ok() {
+                let old = kept.state.join(format!(
+                    ".old-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos()
+                ));
+                std::fs::rename(&target, &old)?;
+                crate::store::tree::remove(&old).ok();
+            }
+            std::fs::rename(&dir, &target)?;
+            std::fs::DirBuilder::new().mode(0o755).create(&dir)
+        })();
+        lines.push(match moved {
+            Ok(()) => format!(
+                "kept the venv {} that the sandbox made in paude's state ({}): the next run \
+                 uses it there, and the workspace keeps an empty {} for it",
+                dir.display(),
+                target.display(),
+                relative.display()
+            ),
+            Err(error) => format!(
+                "could not keep the venv {} that the sandbox made in paude's state ({error}): \
+                 it stays in the workspace, and the next run shadows it as the host's",
+                dir.display()
+            ),
+        });
+    }
+    lines
+}
+
 /// bwrap's exit status, as the holder exits with it: its own, or 128 and the signal that
 /// ended it, as a shell reports that.
 fn wait_for(child: libc::pid_t) -> i32 {
@@ -144,6 +219,11 @@ fn finish(work: &Work) {
             .into_iter()
             .chain(git::sweep(private, work.began))
         {
+            say(&line);
+        }
+    }
+    if let Some(kept) = &work.venvs {
+        for line in keep_made_venvs(&work.workspace, kept) {
             say(&line);
         }
     }

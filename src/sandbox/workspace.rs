@@ -80,7 +80,7 @@ pub fn is_venv(dir: &Path) -> bool {
 }
 
 /// The directories (not links to them) at the top level of `dir`, sorted by name.
-fn subdirectories(dir: &Path) -> Vec<PathBuf> {
+pub fn subdirectories(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -94,19 +94,26 @@ fn subdirectories(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The venv directories of `workspace` to shadow under `mode`, as absolute paths in a stable
-/// order. A listed directory without `pyvenv.cfg` is still shadowed (the user named it), with a
+/// order: the host's venvs, and the directories where paude keeps a venv the sandbox made
+/// (`kept`, by the path relative to the workspace). A listed directory without `pyvenv.cfg` is still shadowed (the user named it), with a
 /// warning; a listed entry that is missing or not a directory is skipped with a warning, because
 /// shadowing it would make bwrap create a mount point in the host's workspace.
 pub fn venvs_to_shadow(
     workspace: &Path,
     mode: &VenvMode,
+    kept: &dyn Fn(&Path) -> bool,
     warn: &mut dyn FnMut(String),
 ) -> Vec<PathBuf> {
     match mode {
         VenvMode::None => Vec::new(),
         VenvMode::Auto => subdirectories(workspace)
             .into_iter()
-            .filter(|path| is_venv(path))
+            .filter(|path| {
+                is_venv(path)
+                    || path
+                        .strip_prefix(workspace)
+                        .is_ok_and(|relative| kept(relative))
+            })
             .collect(),
         VenvMode::List(dirs) => dirs
             .iter()
@@ -123,7 +130,7 @@ pub fn venvs_to_shadow(
                         "venv `{}` is not a directory; it is left as it is",
                         dir.display()
                     ));
-                } else if !is_venv(&path) {
+                } else if !is_venv(&path) && !kept(dir) {
                     warn(format!(
                         "venv `{}` has no pyvenv.cfg, so it is not a Python venv; shadowing it anyway",
                         dir.display()
@@ -175,9 +182,11 @@ mod tests {
             std::fs::write(ws.join(name).join("pyvenv.cfg"), "home = /x\n").unwrap();
         }
         std::fs::create_dir_all(ws.join("src")).unwrap();
-        let got = venvs_to_shadow(ws, &VenvMode::Auto, &mut |w| panic!("{w}"));
+        let got = venvs_to_shadow(ws, &VenvMode::Auto, &|_| false, &mut |w| panic!("{w}"));
         assert_eq!(got, vec![ws.join(".venv"), ws.join("custom")]);
-        assert!(venvs_to_shadow(ws, &VenvMode::None, &mut |w| panic!("{w}")).is_empty());
+        assert!(
+            venvs_to_shadow(ws, &VenvMode::None, &|_| false, &mut |w| panic!("{w}")).is_empty()
+        );
     }
 
     #[test]
@@ -190,6 +199,7 @@ mod tests {
         let got = venvs_to_shadow(
             ws,
             &VenvMode::List(vec!["missing".into(), "plain".into(), "file".into()]),
+            &|_| false,
             &mut |w| warnings.push(w),
         );
         assert_eq!(got, vec![ws.join("plain")]);

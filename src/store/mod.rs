@@ -627,13 +627,34 @@ impl Store {
         kind: &str,
         dirs: &[&Path],
     ) -> Result<PathBuf, StoreError> {
-        use std::os::unix::ffi::OsStrExt;
-        let digest = short_hash(workspace.as_os_str().as_bytes());
-        let state = self.home.join("state").join(digest).join(kind);
+        let state = self.state_of(workspace, kind);
         for dir in dirs {
             private_dir(&state.join(dir))?;
         }
         Ok(state)
+    }
+
+    /// Marks the workspace's `kind` of state used now (`<kind>.last-used` beside it), for
+    /// `paude cleanup`.
+    pub fn touch_state(&self, workspace: &Path, kind: &str) {
+        let state = self.state_of(workspace, kind);
+        if let Some(parent) = state.parent() {
+            let mark = parent.join(format!("{kind}.last-used"));
+            let touched = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&mark)
+                .and_then(|file| file.set_modified(SystemTime::now()));
+            touched.ok();
+        }
+    }
+
+    /// `$PAUDE_HOME/state/<hash of workspace>/<kind>`, whether or not it exists.
+    pub fn state_of(&self, workspace: &Path, kind: &str) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let digest = short_hash(workspace.as_os_str().as_bytes());
+        self.home.join("state").join(digest).join(kind)
     }
 }
 

@@ -964,7 +964,7 @@ mod tests {
                 mounts: vec![],
                 fs_entries: vec![],
                 venv: VenvMode::Auto,
-                venv_persist: false,
+                venv_persist: true,
                 network: true,
                 protect: vec![],
                 home: HomeMode::Tmpfs,

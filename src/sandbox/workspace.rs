@@ -112,7 +112,7 @@ pub fn venvs_to_shadow(
                 is_venv(path)
                     || path
                         .strip_prefix(workspace)
-                        .is_ok_and(|relative| kept(relative))
+                        .is_ok_and(kept)
             })
             .collect(),
         VenvMode::List(dirs) => dirs

@@ -699,8 +699,10 @@ pub fn bring_back(private: &Private) -> Vec<String> {
         };
         let vetted = match content {
             Some(bytes) => vetted(&file.name, bytes, &host).map(Some),
-            // Removed inside: the host's goes too, but a repository keeps its HEAD.
-            None if file.name == "HEAD" => Err("it is gone".to_owned()),
+            // Removed inside: the host's goes too, but a repository keeps its HEAD, and its
+            // index (whose submodules are what the next launch guards: one removed would
+            // leave them all unguarded, and host git rebuilds a lost index only from HEAD).
+            None if file.name == "HEAD" || file.name == "index" => Err("it is gone".to_owned()),
             None => Ok(None),
         };
         match vetted {
@@ -884,6 +886,9 @@ fn could_not(shown: &Path, copy: &Path, error: &io::Error) -> String {
 /// The private trees' part of [`bring_back`]: a file shared with the host (a hard link) has
 /// nothing to bring; one the sandbox made, rewrote or removed comes back where the host's is
 /// as it was at launch (or absent, for a new one); anything but a regular file stays behind.
+/// The most bytes [`bring_back_trees`] copies back in one sandbox's end.
+const TREES_COPY_MAX: u64 = 64 << 20;
+
 fn bring_back_trees(private: &Private, lines: &mut Vec<String>) {
     let mut now = Vec::new();
     let mut unread = Vec::new();
@@ -907,6 +912,9 @@ fn bring_back_trees(private: &Private, lines: &mut Vec<String>) {
         let mut budget = WALK_LIMIT;
         list_tree(&private.copy_held, Path::new(tree), &mut now, &mut budget);
     }
+    // What is copied back, at most: a sandbox could leave sparse files of gigabytes there,
+    // which the holder, which the user's shell now waits for, would copy whole.
+    let mut copy_budget = TREES_COPY_MAX;
     for (relative, kind) in &now {
         let shown = private.host.join(relative);
         // Reached through the held copy, one name at a time: a link the sandbox put in
@@ -959,9 +967,22 @@ fn bring_back_trees(private: &Private, lines: &mut Vec<String>) {
             Some(file) => unwritten(host_now, &file.host),
             None => host_now.is_none(),
         };
+        let size = copy_now.map_or(0, |identity| identity.size);
         if !host_as_at_launch {
             lines.push(changed_on_the_host(&shown, &copy));
-        } else if let Err(error) = read_copy(&copy).and_then(|c| replace(&host, c.as_deref())) {
+        } else if size > copy_budget {
+            lines.push(format!(
+                "the sandbox's {} was not brought back: with it, what comes back of git's \
+                 reflogs would be more than {} MiB (it is in {})",
+                shown.display(),
+                TREES_COPY_MAX >> 20,
+                copy.display()
+            ));
+            copy_budget = 0;
+        } else if let Err(error) = {
+            copy_budget -= size;
+            read_copy(&copy).and_then(|c| replace(&host, c.as_deref()))
+        } {
             lines.push(could_not(&shown, &copy, &error));
         }
     }
@@ -1337,11 +1358,13 @@ pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> (Vec<PathBu
             let name = entry.file_name();
             // A `.git`, or the `HEAD` of a bare repository (beside its `objects/` and `refs/`:
             // a `cd` into it, and host git obeys its config as well).
+            // (git takes a directory for one where `HEAD` is a file or a link, beside
+            // `objects/` and `refs/` or a `commondir`.)
             let marks = name == ".git"
                 || (name == "HEAD"
-                    && kind.is_file()
-                    && dir.join("objects").is_dir()
-                    && dir.join("refs").is_dir());
+                    && (kind.is_file() || kind.is_symlink())
+                    && ((dir.join("objects").is_dir() && dir.join("refs").is_dir())
+                        || dir.join("commondir").symlink_metadata().is_ok()));
             if marks && dir != workspace {
                 // Made (birth time), or renamed into place or changed (change time): a `.git`
                 // renamed from a tracked file keeps its birth time.
@@ -1363,8 +1386,7 @@ pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> (Vec<PathBu
             if name == ".git" {
                 continue;
             }
-            // What the holder moved aside is said where it was moved.
-            if kind.is_dir() && !name.as_encoded_bytes().starts_with(b".git.paude-") {
+            if kind.is_dir() {
                 pending.push(entry.path());
             }
         }

@@ -64,8 +64,28 @@ pub struct KeptVenvs {
 
 /// Signals that would end the holder before its work is done: blocked while it waits, and
 /// passed on to bwrap when a process sent them to the holder alone (the terminal's reach the
-/// whole foreground process group, bwrap with it).
-const PASSED_ON: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP];
+/// foreground process group, which is bwrap's).
+const PASSED_ON: [libc::c_int; 14] = [
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGPROF,
+    libc::SIGVTALRM,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGIO,
+    libc::SIGPWR,
+    libc::SIGSTKFLT,
+];
+
+/// Signals the holder takes from the signalfd for its own ends: bwrap stopped or ended
+/// (SIGCHLD), the holder continued after it stopped with bwrap (SIGCONT), and the terminal's
+/// complaint when a process of a background group sets its foreground group (SIGTTOU).
+const OWN: [libc::c_int; 3] = [libc::SIGCHLD, libc::SIGCONT, libc::SIGTTOU];
 
 /// Forks: the child returns the write end of the pipe (close-on-exec, for bwrap's
 /// `--sync-fd`) and goes on to exec bwrap; this process becomes the holder of `locks`, waits
@@ -75,9 +95,20 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     // Blocked before the fork, so that no signal finds the holder unprepared; the child
     // unblocks them before it execs.
-    let signals = crate::sys::HeldSignals::hold(&PASSED_ON)?;
+    let held: Vec<libc::c_int> = PASSED_ON.iter().chain(&OWN).copied().collect();
+    let signals = crate::sys::HeldSignals::hold(&held)?;
+    // At a terminal, bwrap runs in a process group of its own, the terminal's foreground one
+    // (as a shell runs a job): bwrap has no `--new-session` there (an interactive shell inside
+    // needs the terminal), and a `kill -KILL 0` inside would otherwise end the holder too,
+    // before its work.
+    let terminal = foreground_terminal();
     let child = match crate::sys::fork() {
         Ok(None) => {
+            if terminal {
+                // With SIGTTOU still blocked: this group is not the foreground one yet.
+                rustix::process::setpgid(None, None)?;
+                rustix::termios::tcsetpgrp(std::io::stdin(), rustix::process::getpid())?;
+            }
             signals.release()?;
             drop(read);
             return Ok(write);
@@ -89,11 +120,21 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
         }
     };
     drop(write);
+    if terminal && let Some(pid) = rustix::process::Pid::from_raw(child) {
+        // Also from here, as a shell does, so that neither side waits for the other.
+        rustix::process::setpgid(Some(pid), Some(pid)).ok();
+        rustix::termios::tcsetpgrp(std::io::stdin(), pid).ok();
+    }
     // The holder. Whatever happens, it never returns into the launch.
+    // The terminal, kept past stdin's going to /dev/null, to hand its foreground on.
+    let tty: Option<OwnedFd> = terminal
+        .then(|| rustix::io::fcntl_dupfd_cloexec(std::io::stdin(), 3).ok())
+        .flatten();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut keep: Vec<i32> = locks.iter().map(|lock| lock.as_raw_fd()).collect();
         keep.push(read.as_raw_fd());
         keep.push(signals.fd().as_raw_fd());
+        keep.extend(tty.as_ref().map(|tty| tty.as_raw_fd()));
         keep.extend(
             work.git
                 .iter()
@@ -102,7 +143,7 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
         // The launch's other descriptors (the bind sources held for bwrap, the seccomp
         // filter), which the holder has no business with.
         if crate::sys::close_above_stderr_except(&keep).is_err() {
-            return;
+            return None;
         }
         if let Ok(null) = std::fs::File::options()
             .read(true)
@@ -112,13 +153,33 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
             rustix::stdio::dup2_stdin(&null).ok();
             rustix::stdio::dup2_stdout(&null).ok();
         }
-        wait_for_end_of_file(&read, &signals, child);
+        wait_for_end_of_file(&read, &signals, child, tty.as_ref())
     }));
-    let status = wait_for(child);
+    let status = match outcome {
+        Ok(Some(status)) => status,
+        _ => wait_for(child),
+    };
+    if let Some(tty) = &tty {
+        // The terminal back to the holder's group (the shell's job) before it says anything;
+        // and its output resumed, should the sandbox have suspended it (`tcflow`), which would
+        // leave the holder blocked on its first line.
+        rustix::termios::tcsetpgrp(tty, rustix::process::getpgrp()).ok();
+    }
+    if rustix::termios::isatty(std::io::stderr()) {
+        rustix::termios::tcflow(std::io::stderr(), rustix::termios::Action::OOn).ok();
+    }
     if outcome.is_ok() {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| finish(&work))).ok();
     }
     std::process::exit(status)
+}
+
+/// Whether stdin is a terminal whose foreground process group is this process's (a job a
+/// shell runs in the foreground).
+fn foreground_terminal() -> bool {
+    rustix::termios::isatty(std::io::stdin())
+        && rustix::termios::tcgetpgrp(std::io::stdin())
+            .is_ok_and(|group| group == rustix::process::getpgrp())
 }
 
 /// Moves each venv the sandbox made in the workspace (a directory holding `pyvenv.cfg` where
@@ -247,9 +308,20 @@ fn finish(work: &Work) {
 }
 
 /// Reads the pipe until every copy of its write end is closed (what the sandbox writes into
-/// it is ignored), passing on to bwrap the signals a process sent the holder.
-fn wait_for_end_of_file(pipe: &OwnedFd, signals: &crate::sys::HeldSignals, child: libc::pid_t) {
+/// it is ignored), passing on to bwrap the signals a process sent the holder; bwrap's status,
+/// where it ended meanwhile. At a `terminal`, a bwrap stopped (Ctrl-Z) stops the holder too,
+/// with the terminal given back, so that the shell takes over; continued, the holder gives
+/// bwrap the terminal and continues it.
+fn wait_for_end_of_file(
+    pipe: &OwnedFd,
+    signals: &crate::sys::HeldSignals,
+    child: libc::pid_t,
+    tty: Option<&OwnedFd>,
+) -> Option<i32> {
     use rustix::event::{PollFd, PollFlags};
+    use rustix::process::{Pid, Signal, WaitOptions};
+    let pid = Pid::from_raw(child)?;
+    let mut status = None;
     let mut buffer = [0u8; 64];
     let signal_fd = signals.fd();
     loop {
@@ -263,15 +335,30 @@ fn wait_for_end_of_file(pipe: &OwnedFd, signals: &crate::sys::HeldSignals, child
         }
         let (pipe_ready, signal_ready) =
             (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
-        if signal_ready
-            && let Ok((signal, sent)) = signals.next()
-            && sent
-            && let (Some(pid), Some(signal)) = (
-                rustix::process::Pid::from_raw(child),
-                rustix::process::Signal::from_named_raw(signal),
-            )
-        {
-            rustix::process::kill_process(pid, signal).ok();
+        if signal_ready && let Ok((signal, sent)) = signals.next() {
+            if signal == libc::SIGCHLD {
+                let options = WaitOptions::NOHANG | WaitOptions::UNTRACED;
+                while let Ok(Some((_, wait))) = rustix::process::waitpid(Some(pid), options) {
+                    if let (true, Some(tty)) = (wait.stopped(), tty) {
+                        rustix::termios::tcsetpgrp(tty, rustix::process::getpgrp()).ok();
+                        rustix::process::kill_process(rustix::process::getpid(), Signal::STOP).ok();
+                        // Continued (`fg`): the terminal and the go-ahead back to bwrap.
+                        rustix::termios::tcsetpgrp(tty, pid).ok();
+                        rustix::process::kill_process_group(pid, Signal::CONT).ok();
+                    } else if let Some(code) = wait.exit_status() {
+                        status = Some(code);
+                        break;
+                    } else if let Some(signal) = wait.terminating_signal() {
+                        status = Some(128 + signal);
+                        break;
+                    }
+                }
+            } else if sent
+                && PASSED_ON.contains(&signal)
+                && let Some(signal) = Signal::from_named_raw(signal)
+            {
+                rustix::process::kill_process(pid, signal).ok();
+            }
         }
         if pipe_ready {
             match rustix::io::read(pipe, &mut buffer) {
@@ -281,4 +368,5 @@ fn wait_for_end_of_file(pipe: &OwnedFd, signals: &crate::sys::HeldSignals, child
             }
         }
     }
+    status
 }

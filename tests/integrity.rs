@@ -1391,7 +1391,8 @@ fn a_repository_made_inside_is_named() {
             "--",
             "sh",
             "-c",
-            "mkdir -p vendor/lib && git -C vendor/lib init -q && git init -q --bare docs && echo made",
+            "mkdir -p vendor/lib && git -C vendor/lib init -q && git init -q --bare docs && \
+             mkdir -p notes/objects notes/refs && ln -s refs/heads/main notes/HEAD && echo made",
         ]);
         assert_eq!(ok(&output), "made\n");
         // The holder says it as the sandbox ends, on paude's stderr, which it holds open
@@ -1403,6 +1404,8 @@ fn a_repository_made_inside_is_named() {
         );
         // A bare one too: a `cd` into it, and host git obeys its config.
         assert!(said.contains("/docs in the workspace"), "{who:?}: {said}");
+        // And one whose HEAD is a link, which git takes for a repository all the same.
+        assert!(said.contains("/notes in the workspace"), "{who:?}: {said}");
     }
 }
 
@@ -2433,5 +2436,109 @@ fn links_hidden_behind_an_unsearchable_directory_are_removed() {
                 .is_none(),
             "{who:?}: host git wrote through a link"
         );
+    }
+}
+
+/// At a terminal (where bwrap has no `--new-session`, so that a shell inside has job
+/// control), a `kill -KILL 0` inside reaches only the sandbox's process group, not paude:
+/// without a group of its own, it ends the launcher before it does its work (here: moving
+/// aside a `.git` planted at a submodule's path).
+#[test]
+fn a_kill_of_its_process_group_does_not_reach_paude() {
+    require_bwrap!();
+    let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+    for who in users() {
+        // The mechanism, without paude: at a terminal, `kill -KILL 0` ends its caller's group.
+        let control = command_as(who, "script")
+            .args([
+                "-qec",
+                "sh -c 'sh -c \"kill -KILL 0\"; echo survived'",
+                "/dev/null",
+            ])
+            .output()
+            .expect("script");
+        assert!(
+            !text(&control.stdout).contains("survived"),
+            "{who:?}: the route proves nothing"
+        );
+
+        let (setup, marker) = Setup::trapped(who);
+        let (home, ws) = (setup.home.path(), setup.workspace.path());
+        submodule_not_checked_out(who, home, ws);
+        let store = shared_home(who).join(".paude");
+        let inside = format!("{} && kill -KILL 0", plant("sub", &marker));
+        let line = format!(
+            "cd {} && env -i HOME={} PATH=/usr/bin:/bin PAUDE_HOME={} {} venv -- sh -c {}; echo paude-exit=$?",
+            quote(&ws.display().to_string()),
+            quote(&home.display().to_string()),
+            quote(&store.display().to_string()),
+            env!("CARGO_BIN_EXE_paude"),
+            quote(&inside)
+        );
+        let out = command_as(who, "script")
+            .args(["-qec", &line, "/dev/null"])
+            .output()
+            .expect("script");
+        let said = text(&out.stdout);
+        assert!(said.contains("paude-exit=137"), "{who:?}: {said}");
+        assert!(said.contains("moved "), "{who:?}: {said}");
+        host_git(who, home, ws, &["status"]);
+        assert!(!marker.exists(), "{who:?}");
+    }
+}
+
+/// The index the sandbox removes stays the host's: its submodules are what the next launch
+/// guards, and with none, a repository put at a submodule's path in a later launch would be
+/// obeyed once the user's `git reset` wrote the index again.
+#[test]
+fn an_index_removed_inside_stays_on_the_host() {
+    require_bwrap!();
+    for who in users() {
+        let (setup, _) = Setup::trapped(who);
+        let (home, ws) = (setup.home.path(), setup.workspace.path());
+        submodule_not_checked_out(who, home, ws);
+        let index = std::fs::read(ws.join(".git/index")).expect("index");
+        let inside = setup
+            .paude()
+            .run(["venv", "--", "sh", "-c", "rm .git/index"]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        assert!(
+            text(&inside.stderr).contains("index was not brought back"),
+            "{who:?}"
+        );
+        assert_eq!(
+            std::fs::read(ws.join(".git/index")).expect("index"),
+            index,
+            "{who:?}"
+        );
+    }
+}
+
+/// What comes back of git's reflogs is bounded: sparse files of a gigabyte each, left in the
+/// sandbox's copy, would have the holder (which the user's shell waits for) copy them whole.
+#[test]
+fn huge_reflogs_the_sandbox_left_do_not_come_back() {
+    require_bwrap!();
+    for who in users() {
+        let (setup, _) = Setup::trapped(who);
+        let ws = setup.workspace.path();
+        let began = std::time::Instant::now();
+        let inside = setup.paude().run([
+            "venv",
+            "--",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do truncate -s 1G .git/logs/refs/heads/zz$i; done",
+        ]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(30),
+            "{who:?}"
+        );
+        assert!(text(&inside.stderr).contains("more than 64 MiB"), "{who:?}");
+        for i in 1..=3 {
+            let host = ws.join(format!(".git/logs/refs/heads/zz{i}"));
+            assert!(!host.exists(), "{who:?}: {}", host.display());
+        }
     }
 }

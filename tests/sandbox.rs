@@ -952,3 +952,42 @@ fn a_commit_inside_carries_the_hosts_identity() {
         assert_eq!(out, "0\n", "{who:?}");
     }
 }
+
+/// With no host venv, a venv made inside in one run is used by the next: paude keeps it in
+/// its state (the workspace keeps an empty directory for it), so the host never runs what the
+/// sandbox wrote, and the next run binds it where it was made.
+#[test]
+fn a_venv_made_inside_is_used_by_the_next_run() {
+    require_bwrap!();
+    for who in users() {
+        let workspace = TestDir::new(who);
+        hand_over(who, workspace.path());
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-venv.jsonnet");
+        let manifest = example.display().to_string();
+        let paude = Paude::new(who, shared_home(who), workspace.path());
+        let run = |script: &str| paude.run(["venv", "-e", &manifest, "--", "bash", "-c", script]);
+        let prefix = format!("{}/.venv", workspace.path().display());
+        let check = ".venv/bin/python -c 'import sys; print(sys.prefix)'";
+        let first = run(&format!(
+            "python3 -m venv .venv && {check} && touch .venv/made-inside"
+        ));
+        assert_eq!(ok(&first), format!("{prefix}\n"), "{who:?}");
+        assert!(
+            text(&first.stderr).contains("kept the venv"),
+            "{who:?}: {}",
+            text(&first.stderr)
+        );
+        // On the host: an empty directory, nothing the host could run.
+        let left: Vec<_> = std::fs::read_dir(workspace.path().join(".venv"))
+            .expect("read")
+            .collect();
+        assert!(left.is_empty(), "{who:?}: {left:?}");
+        let second = run(&format!("test -e .venv/made-inside && {check}"));
+        assert_eq!(ok(&second), format!("{prefix}\n"), "{who:?}");
+        assert!(
+            text(&second.stderr).contains("using the venv"),
+            "{who:?}: {}",
+            text(&second.stderr)
+        );
+    }
+}

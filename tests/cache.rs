@@ -304,12 +304,13 @@ fn a_cached_launch_sees_the_workspace_as_it_is_now() {
             line.contains(&format!("--bind {root} {root}")),
             "{who:?}: {line}"
         );
-        // A venv appears at the workspace's top level: shadowed, and said so.
+        // A venv appears at the workspace's top level: shadowed (by the sandbox's own, kept in
+        // paude's state), and said so.
         std::fs::create_dir(workspace.path().join(".venv")).expect("mkdir");
         write(&workspace.path().join(".venv/pyvenv.cfg"), "home = /usr\n");
         let (line, said) = dry();
         assert!(
-            line.contains(&format!("--tmpfs {root}/.venv")),
+            line.contains(&format!("/venvs/.venv {root}/.venv ")),
             "{who:?}: {line}"
         );
         assert!(

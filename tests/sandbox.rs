@@ -961,10 +961,12 @@ fn a_venv_made_inside_is_used_by_the_next_run() {
     require_bwrap!();
     for who in users() {
         let workspace = TestDir::new(who);
+        // A store of its own: the test ends with a cleanup.
+        let home = TestDir::new(who);
         hand_over(who, workspace.path());
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-venv.jsonnet");
         let manifest = example.display().to_string();
-        let paude = Paude::new(who, shared_home(who), workspace.path());
+        let paude = Paude::new(who, home.path(), workspace.path());
         let run = |script: &str| paude.run(["venv", "-e", &manifest, "--", "bash", "-c", script]);
         let prefix = format!("{}/.venv", workspace.path().display());
         let check = ".venv/bin/python -c 'import sys; print(sys.prefix)'";
@@ -989,5 +991,18 @@ fn a_venv_made_inside_is_used_by_the_next_run() {
             "{who:?}: {}",
             text(&second.stderr)
         );
+        // Unused for the max age, cleanup removes it.
+        let state = paude.paude_home().join("state");
+        let cleaned = ok(&paude.run(["cleanup", "--max-age-days", "0"]));
+        assert!(
+            cleaned.contains("the venvs the sandbox made"),
+            "{who:?}: {cleaned}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&state)
+            .expect("state")
+            .flatten()
+            .filter(|entry| entry.path().join("venvs").exists())
+            .collect();
+        assert!(left.is_empty(), "{who:?}");
     }
 }

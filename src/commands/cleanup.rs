@@ -72,8 +72,8 @@ struct Kept {
 #[serde(rename_all = "camelCase")]
 struct LeftoverRemoved {
     path: PathBuf,
-    /// `build`, `removal`, `launch` (copies of a repository's files a launch left) or
-    /// `cache`.
+    /// `build`, `removal`, `launch` (copies of a repository's files a launch left),
+    /// `kept-venvs` (the Python venvs paude kept for a workspace) or `cache`.
     kind: &'static str,
     freed_bytes: u64,
 }
@@ -196,6 +196,7 @@ pub fn run(args: CleanupArgs, host: &HostFacts) -> Result<ExitCode> {
         }
     }
     prune_packages(host, &store, args.dry_run, &mut report);
+    prune_kept_venvs(&store, &keep, args.dry_run, &mut report);
     prune_caches(host, args.dry_run, &mut report);
     prune_launch_dirs(&store, args.dry_run, &mut report);
 
@@ -226,6 +227,56 @@ pub fn run(args: CleanupArgs, host: &HostFacts) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the Python venvs paude keeps for workspaces (`state/<workspace>/venvs`, the
+/// sandbox's own) that no launch used within the max age, by the mark each launch that binds
+/// them touches (`venvs.last-used`, else the directory's own time).
+fn prune_kept_venvs(
+    store: &Store,
+    keep: &dyn Fn(Option<SystemTime>) -> bool,
+    dry_run: bool,
+    report: &mut CleanupDocument,
+) {
+    let Ok(workspaces) = std::fs::read_dir(store.home().join("state")) else {
+        return;
+    };
+    for workspace in workspaces.flatten() {
+        let dir = workspace.path();
+        let venvs = dir.join("venvs");
+        let Ok(meta) = venvs.symlink_metadata() else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let mark = dir.join("venvs.last-used");
+        let used = mark
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .or_else(|_| meta.modified())
+            .ok();
+        if keep(used) {
+            continue;
+        }
+        match remove_or_measure(&venvs, dry_run) {
+            Ok(freed) => {
+                if !dry_run {
+                    std::fs::remove_file(&mark).ok();
+                }
+                report.freed_bytes += freed;
+                report.leftovers.push(LeftoverRemoved {
+                    path: venvs,
+                    kind: "kept-venvs",
+                    freed_bytes: freed,
+                });
+            }
+            Err(error) => report.failed.push(Failed {
+                path: venvs,
+                error: error.to_string(),
+            }),
+        }
+    }
 }
 
 /// Removes the package store's entries that no environment holds (after the environments'
@@ -451,6 +502,7 @@ fn human(report: &CleanupDocument, now: SystemTime) -> String {
     for leftover in &report.leftovers {
         let what = match leftover.kind {
             "launch" => "copies of a repository's files a launch left".to_string(),
+            "kept-venvs" => "the venvs the sandbox made in a workspace, unused".to_string(),
             kind => format!("interrupted {kind}"),
         };
         out.push_str(&format!(

@@ -2542,3 +2542,35 @@ fn huge_reflogs_the_sandbox_left_do_not_come_back() {
         }
     }
 }
+
+/// The venvs the sandbox made move into paude's state only from where they were made: a
+/// listed venv path whose directory the sandbox turned into a link to a host directory
+/// holding a venv does not lead the holder to move that host venv (which the next sandbox
+/// would then get, writable).
+#[test]
+fn a_kept_venv_is_never_taken_through_a_link() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let home = setup.home.path();
+        let elsewhere = home.join("project/.venv");
+        write(&elsewhere.join("pyvenv.cfg"), "home = /usr\n");
+        write(&elsewhere.join("bin/activate"), "# the host's\n");
+        hand_over(who, home);
+        let manifest = "{packages: ['bash', 'coreutils'], venv: ['a/.venv']}";
+        let script = format!("rm -rf a && ln -s '{}' a", home.join("project").display());
+        let inside = setup
+            .paude()
+            .run(["venv", "-e", manifest, "--", "bash", "-c", &script]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        assert!(
+            !text(&inside.stderr).contains("kept the venv"),
+            "{who:?}: {}",
+            text(&inside.stderr)
+        );
+        assert!(
+            elsewhere.join("bin/activate").exists(),
+            "{who:?}: the host's venv was moved"
+        );
+    }
+}

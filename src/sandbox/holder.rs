@@ -193,8 +193,25 @@ fn keep_made_venvs(workspace: &std::path::Path, kept: &KeptVenvs) -> Vec<String>
     };
     let mut lines = Vec::new();
     for dir in candidates {
-        let is_dir = dir.symlink_metadata().is_ok_and(|meta| meta.is_dir());
-        if kept.bound.contains(&dir) || !is_dir || !crate::sandbox::workspace::is_venv(&dir) {
+        if kept.bound.contains(&dir) {
+            continue;
+        }
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            continue;
+        };
+        // Reached without following a link (a listed `a/b/.venv` whose `a` the sandbox made a
+        // link would lead elsewhere on the host), and moved from the directory so reached.
+        let Ok(crate::sandbox::pin::Opened::Found(held, rustix::fs::FileType::Directory)) =
+            crate::sandbox::pin::open(parent)
+        else {
+            continue;
+        };
+        let is_dir = rustix::fs::statat(&held, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|stat| {
+                rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory
+            });
+        let through = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd())).join(name);
+        if !is_dir || !crate::sandbox::workspace::is_venv(&through) {
             continue;
         }
         let Ok(relative) = dir.strip_prefix(workspace) else {
@@ -219,8 +236,14 @@ fn keep_made_venvs(workspace: &std::path::Path, kept: &KeptVenvs) -> Vec<String>
                 std::fs::rename(&target, &old)?;
                 crate::store::tree::remove(&old).ok();
             }
-            std::fs::rename(&dir, &target)?;
-            std::fs::DirBuilder::new().mode(0o755).create(&dir)
+            let (Some(target_parent), Some(target_name)) = (target.parent(), target.file_name())
+            else {
+                return Err(std::io::ErrorKind::InvalidInput.into());
+            };
+            let into = std::fs::File::open(target_parent)?;
+            rustix::fs::renameat(&held, name, &into, target_name)?;
+            rustix::fs::mkdirat(&held, name, rustix::fs::Mode::from_raw_mode(0o755))?;
+            Ok::<(), std::io::Error>(())
         })();
         lines.push(match moved {
             Ok(()) => format!(

@@ -29,6 +29,10 @@ pub enum Command {
     Trust(TrustArgs),
     /// Write the environment a manifest describes as a reproducible, layered OCI image.
     Export(ExportArgs),
+    /// Print a shell completion script (`paude completions bash > /etc/bash_completion.d/paude`).
+    Completions(CompletionsArgs),
+    /// Print the manual page, in roff (`paude man > paude.1; man ./paude.1`), or a command's.
+    Man(ManArgs),
     /// paude's own manifest evaluator, which a launch runs as a child (see
     /// `manifest::isolated`).
     #[command(name = "__evaluate", hide = true)]
@@ -139,6 +143,21 @@ pub struct TrustArgs {
     pub revoke: bool,
     #[command(flatten)]
     pub jsonnet: JsonnetArgs,
+}
+
+/// `paude completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `paude man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (`venv`, `export`, ...); none: paude's own.
+    pub command: Option<String>,
 }
 
 /// `paude export`.

@@ -62,6 +62,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // paude's own helpers need no host facts, and run with an empty environment.
     let host = match cli.command {
         Command::Evaluate => return Ok(paude::manifest::isolated::serve()),
+        Command::Completions(args) => return commands::completions(args.shell),
+        Command::Man(args) => return commands::man(args.command.as_deref()),
         _ => HostFacts::gather()?,
     };
     match cli.command {
@@ -71,6 +73,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => commands::doctor::run(args, &host),
         Command::Trust(args) => commands::trust::run(args, &host),
         Command::Export(args) => commands::export::run(args, &host),
+        Command::Completions(args) => commands::completions(args.shell),
+        Command::Man(args) => commands::man(args.command.as_deref()),
         Command::Evaluate => Ok(paude::manifest::isolated::serve()),
     }
 }

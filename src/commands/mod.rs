@@ -18,6 +18,50 @@ pub struct ExitError {
     pub message: String,
 }
 
+/// `paude completions SHELL`: the completion script, on stdout.
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<std::process::ExitCode> {
+    use clap::CommandFactory;
+    // paude's commands, without the hidden one paude runs itself.
+    let full = crate::cli::Cli::command();
+    let mut command = clap::Command::new("paude")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommands(full.get_subcommands().filter(|sub| !sub.is_hide_set()).cloned());
+    clap_complete::generate(shell, &mut command, "paude", &mut std::io::stdout());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `paude man [COMMAND]`: the manual page of paude, or of one of its commands, in roff, on
+/// stdout.
+pub fn man(of: Option<&str>) -> anyhow::Result<std::process::ExitCode> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let paude = crate::cli::Cli::command();
+    let page = match of {
+        None => clap_mangen::Man::new(paude),
+        Some(name) => {
+            let Some(sub) = paude
+                .get_subcommands()
+                .find(|sub| sub.get_name() == name && !sub.is_hide_set())
+            else {
+                let names: Vec<&str> = paude
+                    .get_subcommands()
+                    .filter(|sub| !sub.is_hide_set())
+                    .map(|sub| sub.get_name())
+                    .collect();
+                anyhow::bail!(
+                    "paude has no command `{name}`; its commands: {}",
+                    names.join(", ")
+                );
+            };
+            clap_mangen::Man::new(sub.clone()).title(format!("paude-{name}"))
+        }
+    };
+    let mut out = Vec::new();
+    page.render(&mut out).context("rendering the manual page")?;
+    std::io::Write::write_all(&mut std::io::stdout(), &out).context("writing to stdout")?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Whether status lines are left out (`--quiet`).
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -57,8 +57,9 @@ local paude = import "paude.libsonnet";  // the embedded helper library (optiona
     // `file`: contents default to "", mode to "0644".
     { type: "file", path: "/etc/motd", contents: "Welcome to a paude sandbox.\n", mode: "0644" },
     // `symlink`: the target may be absolute or relative to the link's directory. Here
-    // `#!/bin/sh` scripts get bash, since dash (sh on Debian) is not among the packages.
-    { type: "symlink", path: "/usr/bin/sh", target: "bash" },
+    // `#!/bin/sh` scripts get bash instead of dash (sh on Debian, an Essential package):
+    // replacing a file of the closure takes `override: true` (else it is an error).
+    { type: "symlink", path: "/usr/bin/sh", target: "bash", override: true },
   ],
 
   // Default "auto": every top-level directory of the workspace holding pyvenv.cfg is shadowed

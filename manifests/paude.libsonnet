@@ -37,19 +37,26 @@
   // fsEntries: created in the cached rootfs, and part of its cache key. Modes are octal
   // strings ("0644"): Jsonnet has no octal numbers.
 
-  // A regular file with the given contents.
-  file(path, contents="", mode="0644"):: {
+  // A regular file with the given contents. `override=true` lets it replace a file of the
+  // closure (else that is an error).
+  file(path, contents="", mode="0644", override=false):: {
     type: "file",
     path: path,
     contents: contents,
     mode: mode,
+    override: override,
   },
 
   // A directory (its parents are created as needed).
   dir(path, mode="0755"):: { type: "dir", path: path, mode: mode },
 
   // A symbolic link at `path` pointing to `target` (which may be relative).
-  symlink(path, target):: { type: "symlink", path: path, target: target },
+  symlink(path, target, override=false):: {
+    type: "symlink",
+    path: path,
+    target: target,
+    override: override,
+  },
 
   // ---------------------------------------------------------------------------------------
   // Package sets (Debian/Ubuntu package names). Combine them with `+`.

@@ -538,6 +538,15 @@ fn bad_inputs_exit_125_and_leave_the_cache_empty() {
             r#"{ packages: ["bash"], mounts: [{ type: "ro-bind", source: "/proc/self/fd/999/dangling", target: "/x" }] }"#,
             "mounts[0].source",
         ),
+        // A file of the closure is replaced only where the entry says so.
+        (
+            r#"{ packages: ["bash"], fsEntries: [{ type: "file", path: "/usr/bin/bash", contents: "x" }] }"#,
+            "add `override: true`",
+        ),
+        (
+            r#"{ packages: ["bash"], fsEntries: [{ type: "dir", path: "/opt/x", override: true }] }"#,
+            "fsEntries[0].override",
+        ),
         // A file's name that is not there is said to be missing, not evaluated as code.
         ("nothere.jsonnet", "-e nothere.jsonnet: no such file"),
         (r#"{ packages: ["bash"], essential: "no" }"#, "essential"),

@@ -25,7 +25,11 @@ pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<std::process::
     let full = crate::cli::Cli::command();
     let mut command = clap::Command::new("paude")
         .version(env!("CARGO_PKG_VERSION"))
-        .subcommands(full.get_subcommands().filter(|sub| !sub.is_hide_set()).cloned());
+        .subcommands(
+            full.get_subcommands()
+                .filter(|sub| !sub.is_hide_set())
+                .cloned(),
+        );
     clap_complete::generate(shell, &mut command, "paude", &mut std::io::stdout());
     Ok(std::process::ExitCode::SUCCESS)
 }

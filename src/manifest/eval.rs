@@ -1387,16 +1387,19 @@ mod tests {
                 FsEntry::File {
                     path: "/etc/empty".into(),
                     mode: 0o644,
-                    contents: String::new()
+                    contents: String::new(),
+                    overrides: false,
                 },
                 FsEntry::File {
                     path: "/etc/motd".into(),
                     mode: 0o600,
-                    contents: "hi\n".into()
+                    contents: "hi\n".into(),
+                    overrides: false,
                 },
                 FsEntry::Symlink {
                     path: "/usr/bin/python".into(),
-                    target: "python3".into()
+                    target: "python3".into(),
+                    overrides: false,
                 },
             ]
         );

@@ -100,11 +100,27 @@ pub enum FsEntry {
         path: PathBuf,
         mode: u32,
         contents: String,
+        /// Whether it may replace a file of the closure (`override: true`); else that is an
+        /// error, never a silent replacement of, say, `/usr/bin/bash`.
+        #[serde(default)]
+        overrides: bool,
     },
     Symlink {
         path: PathBuf,
         target: PathBuf,
+        #[serde(default)]
+        overrides: bool,
     },
+}
+
+impl FsEntry {
+    /// Whether the entry may replace a file of the closure.
+    pub fn overrides(&self) -> bool {
+        match self {
+            FsEntry::Dir { .. } => false,
+            FsEntry::File { overrides, .. } | FsEntry::Symlink { overrides, .. } => *overrides,
+        }
+    }
 }
 
 impl FsEntry {

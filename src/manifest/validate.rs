@@ -51,7 +51,7 @@ const MANIFEST_FIELDS: &[&str] = &[
 /// The fields of a mount object.
 const MOUNT_FIELDS: &[&str] = &["type", "source", "target", "optional"];
 /// The fields of an fsEntry object (which of them apply depends on `type`).
-const FS_ENTRY_FIELDS: &[&str] = &["type", "path", "mode", "contents", "target"];
+const FS_ENTRY_FIELDS: &[&str] = &["type", "path", "mode", "contents", "target", "override"];
 /// Mount types, spelled as bwrap spells the options.
 const MOUNT_TYPES: &[&str] = &["bind", "ro-bind", "dev-bind", "tmpfs", "proc"];
 /// fsEntry types.
@@ -492,10 +492,18 @@ fn fs_entry(value: &Value, field: &str) -> Result<FsEntry> {
             None => Ok(default),
         }
     };
+    let overrides = match object.get("override") {
+        Some(value) => expect_bool(value, &join_field(field, "override"))?,
+        None => false,
+    };
     match kind {
         "dir" => {
             misplaced("contents", "`file` entries")?;
             misplaced("target", "`symlink` entries")?;
+            misplaced(
+                "override",
+                "`file` and `symlink` entries (a dir entry never replaces a file)",
+            )?;
             Ok(FsEntry::Dir {
                 path,
                 mode: mode(DEFAULT_DIR_MODE)?,
@@ -511,6 +519,7 @@ fn fs_entry(value: &Value, field: &str) -> Result<FsEntry> {
                 path,
                 mode: mode(DEFAULT_FILE_MODE)?,
                 contents,
+                overrides,
             })
         }
         _ => {
@@ -546,6 +555,7 @@ fn fs_entry(value: &Value, field: &str) -> Result<FsEntry> {
             Ok(FsEntry::Symlink {
                 path,
                 target: PathBuf::from(target),
+                overrides,
             })
         }
     }
@@ -1378,20 +1388,24 @@ mod tests {
                 FsEntry::File {
                     path: "/etc/motd".into(),
                     mode: 0o644,
-                    contents: String::new()
+                    contents: String::new(),
+                    overrides: false,
                 },
                 FsEntry::File {
                     path: "/etc/x.conf".into(),
                     mode: 0o600,
-                    contents: "a=1\n".into()
+                    contents: "a=1\n".into(),
+                    overrides: false,
                 },
                 FsEntry::Symlink {
                     path: "/usr/bin/py".into(),
-                    target: "python3".into()
+                    target: "python3".into(),
+                    overrides: false,
                 },
                 FsEntry::Symlink {
                     path: "/lib/x".into(),
-                    target: "../usr/lib/x".into()
+                    target: "../usr/lib/x".into(),
+                    overrides: false,
                 },
             ]
         );

@@ -148,6 +148,8 @@ struct Exporter<'a> {
     placed: HashSet<PathBuf>,
     /// Bytes copied so far, shared with whoever shows progress.
     copied: Option<&'a AtomicU64>,
+    /// Where fsEntries were made: a later entry there replaces the manifest's own.
+    made_by_entries: HashSet<PathBuf>,
 }
 
 impl<'a> Exporter<'a> {
@@ -158,6 +160,7 @@ impl<'a> Exporter<'a> {
             stats: ExportStats::default(),
             placed: HashSet::new(),
             copied: None,
+            made_by_entries: HashSet::new(),
         }
     }
 
@@ -490,6 +493,24 @@ impl<'a> Exporter<'a> {
             .map_err(fail("resolving the fsEntry parent of", path))?;
         self.ensure_dir(&parent.path)?;
         let target = rootpath::under(self.dest, &parent.path.join(name));
+        // A file or link of the closure (or a mount point) at the entry's place is replaced only
+        // where the manifest says so; an earlier entry's is the manifest's own.
+        if !matches!(entry, FsEntry::Dir { .. })
+            && !entry.overrides()
+            && !self.made_by_entries.contains(&target)
+            && let Ok(meta) = fs::symlink_metadata(&target)
+            && !meta.is_dir()
+        {
+            return Err(ExportError::Io {
+                action: "creating",
+                path: target,
+                source: io::Error::other(
+                    "a file of the closure is there; add `override: true` to the entry to \
+                     replace it, or choose another path",
+                ),
+            });
+        }
+        self.made_by_entries.insert(target.clone());
         match entry {
             FsEntry::Dir { mode, .. } => {
                 // A package's file is never silently replaced by a directory.
@@ -875,6 +896,39 @@ mod tests {
     }
 
     #[test]
+    fn an_fs_entry_replaces_a_closure_file_only_when_it_says_so() {
+        let source = source();
+        for overrides in [false, true] {
+            let dest = tempfile::tempdir().unwrap();
+            let entries = vec![FsEntry::File {
+                path: "/usr/bin/tool".into(),
+                mode: 0o755,
+                contents: "mine".into(),
+                overrides,
+            }];
+            let built = export(
+                &plan(&["/usr/bin/tool"]),
+                source.path(),
+                &entries,
+                dest.path(),
+            );
+            match built {
+                Ok(_) => {
+                    assert!(overrides);
+                    let tool = dest.path().join("usr/bin/tool");
+                    assert_eq!(std::fs::read_to_string(tool).unwrap(), "mine");
+                }
+                Err(error) => {
+                    assert!(!overrides);
+                    let text = format!("{:#}", anyhow::Error::new(error));
+                    assert!(text.contains("fsEntries[0] (/usr/bin/tool)"), "{text}");
+                    assert!(text.contains("override: true"), "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn fs_entries_are_applied_last_and_cannot_escape() {
         let source = source();
         let dest = tempfile::tempdir().unwrap();
@@ -885,16 +939,19 @@ mod tests {
             FsEntry::Symlink {
                 path: "/opt/escape".into(),
                 target: outside.path().to_path_buf(),
+                overrides: false,
             },
             FsEntry::File {
                 path: "/opt/escape/planted".into(),
                 mode: 0o600,
                 contents: "x".into(),
+                overrides: false,
             },
             FsEntry::File {
                 path: "/usr/bin/tool".into(),
                 mode: 0o700,
                 contents: "replaced".into(),
+                overrides: true,
             },
             FsEntry::Dir {
                 path: "/srv/data".into(),
@@ -947,14 +1004,17 @@ mod tests {
             FsEntry::Symlink {
                 path: "/etc/ld.so.conf.d/a.conf".into(),
                 target: host.path().join("evil.conf"),
+                overrides: false,
             },
             FsEntry::Symlink {
                 path: "/etc/ld.so.conf.d/b.conf".into(),
                 target: fifo.clone(),
+                overrides: false,
             },
             FsEntry::Symlink {
                 path: "/etc/ld.so.conf.d/c.conf".into(),
                 target: "/dev/zero".into(),
+                overrides: false,
             },
         ];
         // Would hang on the fifo, or read the host's file, if links were followed out.

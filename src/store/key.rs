@@ -100,18 +100,25 @@ pub(crate) fn encode_fs_entries<Out: Output>(encoder: &mut Encoder<Out>, fs_entr
                 encoder.bytes(rootpath::bytes(path));
                 encoder.u32(*mode);
             }
+            // An overriding entry is a kind of its own (4, 5): the others keep the encoding,
+            // and so the keys, they had before entries could override.
             FsEntry::File {
                 path,
                 mode,
                 contents,
+                overrides,
             } => {
-                encoder.u8(2);
+                encoder.u8(if *overrides { 4 } else { 2 });
                 encoder.bytes(rootpath::bytes(path));
                 encoder.u32(*mode);
                 encoder.bytes(contents.as_bytes());
             }
-            FsEntry::Symlink { path, target } => {
-                encoder.u8(3);
+            FsEntry::Symlink {
+                path,
+                target,
+                overrides,
+            } => {
+                encoder.u8(if *overrides { 5 } else { 3 });
                 encoder.bytes(rootpath::bytes(path));
                 encoder.bytes(rootpath::bytes(target));
             }
@@ -233,6 +240,7 @@ mod tests {
             path: PathBuf::from("/etc/motd"),
             mode: 0o644,
             contents: "hi\n".into(),
+            overrides: false,
         }];
         assert_eq!(key_at_root(&base, &entries).as_str(), PINNED_WITH_FILE);
     }

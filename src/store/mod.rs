@@ -820,10 +820,10 @@ fn fs_entries_json(entries: &[FsEntry]) -> serde_json::Value {
         .iter()
         .map(|entry| match entry {
             FsEntry::Dir { path, mode } => json!({"type": "dir", "path": path, "mode": format!("{mode:04o}")}),
-            FsEntry::File { path, mode, contents } => {
-                json!({"type": "file", "path": path, "mode": format!("{mode:04o}"), "contents": contents})
+            FsEntry::File { path, mode, contents, overrides } => {
+                json!({"type": "file", "path": path, "mode": format!("{mode:04o}"), "contents": contents, "override": overrides})
             }
-            FsEntry::Symlink { path, target } => json!({"type": "symlink", "path": path, "target": target}),
+            FsEntry::Symlink { path, target, overrides } => json!({"type": "symlink", "path": path, "target": target, "override": overrides}),
         })
         .collect()
 }

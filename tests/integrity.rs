@@ -2442,7 +2442,7 @@ fn links_hidden_behind_an_unsearchable_directory_are_removed() {
 /// At a terminal (where bwrap has no `--new-session`, so that a shell inside has job
 /// control), a `kill -KILL 0` inside reaches only the sandbox's process group, not paude:
 /// without a group of its own, it ends the launcher before it does its work (here: moving
-/// aside a `.git` planted at a submodule's path).
+/// aside a `.git` planted at a submodule's path); and a `kill -STOP 0` does not stop paude.
 #[test]
 fn a_kill_of_its_process_group_does_not_reach_paude() {
     require_bwrap!();
@@ -2462,28 +2462,38 @@ fn a_kill_of_its_process_group_does_not_reach_paude() {
             "{who:?}: the route proves nothing"
         );
 
-        let (setup, marker) = Setup::trapped(who);
-        let (home, ws) = (setup.home.path(), setup.workspace.path());
-        submodule_not_checked_out(who, home, ws);
-        let store = shared_home(who).join(".paude");
-        let inside = format!("{} && kill -KILL 0", plant("sub", &marker));
-        let line = format!(
-            "cd {} && env -i HOME={} PATH=/usr/bin:/bin PAUDE_HOME={} {} venv -- sh -c {}; echo paude-exit=$?",
-            quote(&ws.display().to_string()),
-            quote(&home.display().to_string()),
-            quote(&store.display().to_string()),
-            env!("CARGO_BIN_EXE_paude"),
-            quote(&inside)
-        );
-        let out = command_as(who, "script")
-            .args(["-qec", &line, "/dev/null"])
-            .output()
-            .expect("script");
-        let said = text(&out.stdout);
-        assert!(said.contains("paude-exit=137"), "{who:?}: {said}");
-        assert!(said.contains("moved "), "{who:?}: {said}");
-        host_git(who, home, ws, &["status"]);
-        assert!(!marker.exists(), "{who:?}");
+        for (ending, exit) in [
+            ("kill -KILL 0", "137"),
+            ("kill -STOP 0; echo continued", "0"),
+        ] {
+            let (setup, marker) = Setup::trapped(who);
+            let (home, ws) = (setup.home.path(), setup.workspace.path());
+            submodule_not_checked_out(who, home, ws);
+            let store = shared_home(who).join(".paude");
+            let inside = format!("{} && {ending}", plant("sub", &marker));
+            let line = format!(
+                "cd {} && env -i HOME={} PATH=/usr/bin:/bin PAUDE_HOME={} {} venv -- sh -c {}; echo paude-exit=$?",
+                quote(&ws.display().to_string()),
+                quote(&home.display().to_string()),
+                quote(&store.display().to_string()),
+                env!("CARGO_BIN_EXE_paude"),
+                quote(&inside)
+            );
+            let out = command_as(who, "script")
+                .args(["-qec", &line, "/dev/null"])
+                .output()
+                .expect("script");
+            let said = text(&out.stdout);
+            // A sandbox that stops itself is continued, not taken for a Ctrl-Z that gives the
+            // shell back with paude's work undone.
+            assert!(
+                said.contains(&format!("paude-exit={exit}")),
+                "{who:?}: {said}"
+            );
+            assert!(said.contains("moved "), "{who:?}: {said}");
+            host_git(who, home, ws, &["status"]);
+            assert!(!marker.exists(), "{who:?}");
+        }
     }
 }
 
@@ -2571,6 +2581,36 @@ fn a_kept_venv_is_never_taken_through_a_link() {
         assert!(
             elsewhere.join("bin/activate").exists(),
             "{who:?}: the host's venv was moved"
+        );
+    }
+}
+
+/// A directory that was there at launch, with the user's files in it, never moves into
+/// paude's state as a venv the sandbox made, whatever `pyvenv.cfg` the sandbox writes into it
+/// (here one holding a protected file, which would leave the workspace with it).
+#[test]
+fn a_directory_of_the_users_is_never_kept_as_the_sandboxs_venv() {
+    require_bwrap!();
+    for who in users() {
+        let setup = Setup::new(who);
+        let ws = setup.workspace.path();
+        write(&ws.join("conf/policy.sh"), "the user's\n");
+        hand_over(who, ws);
+        let manifest = "{packages: ['bash', 'coreutils'], protect: ['conf/policy.sh']}";
+        let inside = setup.paude().run([
+            "venv",
+            "-e",
+            manifest,
+            "--",
+            "bash",
+            "-c",
+            "echo 'home = /usr' > conf/pyvenv.cfg",
+        ]);
+        assert!(inside.status.success(), "{who:?}: {}", text(&inside.stderr));
+        assert!(!text(&inside.stderr).contains("kept the venv"), "{who:?}");
+        assert_eq!(
+            std::fs::read_to_string(ws.join("conf/policy.sh")).expect("read"),
+            "the user's\n"
         );
     }
 }

@@ -547,6 +547,10 @@ fn bad_inputs_exit_125_and_leave_the_cache_empty() {
             r#"{ packages: ["bash"], fsEntries: [{ type: "dir", path: "/opt/x", override: true }] }"#,
             "fsEntries[0].override",
         ),
+        (
+            r#"{ packages: ["bash"], venv: ["a", "a/b"] }"#,
+            "`a/b` lies inside `a`",
+        ),
         // A file's name that is not there is said to be missing, not evaluated as code.
         ("nothere.jsonnet", "-e nothere.jsonnet: no such file"),
         (r#"{ packages: ["bash"], essential: "no" }"#, "essential"),

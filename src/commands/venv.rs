@@ -81,8 +81,17 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     // A venv the sandbox made in an earlier run is kept in paude's state (see `holder`), and
     // bound where it was made.
     let kept_venvs = store.state_of(&workspace, "venvs");
-    let kept =
-        |relative: &Path| manifest.venv_persist && workspace::is_venv(&kept_venvs.join(relative));
+    // A directory of the store reached through no link (one in the state would lead the bind
+    // anywhere), holding `pyvenv.cfg`.
+    let kept = |relative: &Path| {
+        let path = kept_venvs.join(relative);
+        manifest.venv_persist
+            && matches!(
+                crate::sandbox::pin::open(&path),
+                Ok(Opened::Found(_, rustix::fs::FileType::Directory))
+            )
+            && workspace::is_venv(&path)
+    };
     let venvs = workspace::venvs_to_shadow(&workspace, &manifest.venv, &kept, &mut |w| warn(&w));
     let git_identity = if manifest.git_identity {
         let git_dir = match &repository {
@@ -154,6 +163,21 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
                 _ => None,
             },
             bound: venvs.clone(),
+            existing: holder::KeptVenvs::candidates(
+                &workspace,
+                match &manifest.venv {
+                    VenvMode::List(dirs) => Some(dirs.as_slice()),
+                    _ => None,
+                },
+            )
+            .into_iter()
+            // An empty directory holds nothing of the user's (the one a kept venv leaves, an
+            // uninitialized submodule's): a venv made in it is the sandbox's as much.
+            .filter(|dir| {
+                dir.symlink_metadata().is_ok()
+                    && std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_some())
+            })
+            .collect(),
         });
     let mut handover = Handover {
         privates: composition.privates,

@@ -733,6 +733,23 @@ pub fn open_layout(dir: &Path) -> Result<(), String> {
 /// Whether `dir` is an image layout paude can add to (true), or can become one (false: it is
 /// missing or an empty directory); else an error that says why not. Writes nothing.
 pub fn check_layout(dir: &Path) -> Result<bool, String> {
+    // Written through no link: a layout in a workspace could have one planted in it.
+    for part in [
+        dir.to_path_buf(),
+        dir.join("blobs"),
+        dir.join("blobs/sha256"),
+    ] {
+        if part
+            .symlink_metadata()
+            .is_ok_and(|meta| meta.file_type().is_symlink())
+        {
+            return Err(format!(
+                "{} is a symbolic link; paude writes an image layout through none (name the \
+                 directory it leads to, or another)",
+                part.display()
+            ));
+        }
+    }
     let layout = dir.join("oci-layout");
     match fs::read(&layout) {
         Ok(bytes) => {

@@ -178,23 +178,18 @@ fn configured(
     let Some(mut stamps) = stamp_all(&places) else {
         return GitIdentity::default();
     };
-    let output = std::process::Command::new(git)
-        .arg("-C")
-        .arg(workspace)
-        .args(["config", "--list", "--show-origin", "-z"])
-        .current_dir("/")
-        .env_clear()
-        .envs(host.env.iter().map(|(name, value)| (name, value)))
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output();
-    let Ok(output) = output else {
+    let Some(stdout) = run_bounded(
+        std::process::Command::new(git)
+            .arg("-C")
+            .arg(workspace)
+            .args(["config", "--list", "--show-origin", "-z"])
+            .current_dir("/")
+            .env_clear()
+            .envs(host.env.iter().map(|(name, value)| (name, value))),
+    ) else {
         return GitIdentity::default();
     };
-    if !output.status.success() {
-        return GitIdentity::default();
-    }
-    let (identity, files) = GitIdentity::from_config(&output.stdout, workspace);
+    let (identity, files) = GitIdentity::from_config(&stdout, workspace);
     let read: Vec<PathBuf> = files
         .into_iter()
         .filter(|file| !places.contains(file))
@@ -207,6 +202,45 @@ fn configured(
         .0
         .extend(cache.prepare(key(), stamps, began, &identity));
     identity
+}
+
+/// How long git may take to list its configuration: a file it includes could be a FIFO
+/// nobody writes (one the sandbox made, should the user's config include a workspace file).
+const GIT_TIME: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The stdout of `command` if it succeeds within [`GIT_TIME`] (it is killed after that).
+fn run_bounded(command: &mut std::process::Command) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdout = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).map(|_| out)
+    });
+    let began = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if began.elapsed() < GIT_TIME => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            _ => {
+                child.kill().ok();
+                child.wait().ok();
+                // The pipe closed with git: the reader ends, and the launch is down to its one
+                // thread again (the holder's fork needs that).
+                reader.join().ok();
+                return None;
+            }
+        }
+    };
+    let out = reader.join().ok()?.ok()?;
+    status.success().then_some(out)
 }
 
 #[cfg(test)]

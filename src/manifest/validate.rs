@@ -578,6 +578,23 @@ fn venv(value: &Value) -> Result<VenvMode> {
                     dirs.push(dir);
                 }
             }
+            // One inside another would have the sandbox's own venv (bound writable) hold the
+            // place of the other's in paude's state.
+            for (index, dir) in dirs.iter().enumerate() {
+                if let Some(outer) = dirs
+                    .iter()
+                    .find(|other| *other != dir && dir.starts_with(other))
+                {
+                    return Err(field_error(
+                        &format!("venv[{index}]"),
+                        format!(
+                            "`{}` lies inside `{}`, another venv; list venvs side by side",
+                            dir.display(),
+                            outer.display()
+                        ),
+                    ));
+                }
+            }
             Ok(VenvMode::List(dirs))
         }
         other => Err(field_error(

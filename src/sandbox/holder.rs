@@ -60,6 +60,21 @@ pub struct KeptVenvs {
     pub listed: Option<Vec<PathBuf>>,
     /// The venv directories bound at launch: the host's, and those kept before.
     pub bound: Vec<PathBuf>,
+    /// The candidates that were there at launch and not empty, which are the user's and never
+    /// move (a `pyvenv.cfg` the sandbox writes into `conf/` does not make `conf/`, which holds
+    /// a protected file, the sandbox's venv).
+    pub existing: Vec<PathBuf>,
+}
+
+impl KeptVenvs {
+    /// The directories that may come to hold a venv the sandbox makes: each top-level one
+    /// (`listed` none), or the listed ones.
+    pub fn candidates(workspace: &std::path::Path, listed: Option<&[PathBuf]>) -> Vec<PathBuf> {
+        match listed {
+            None => crate::sandbox::workspace::subdirectories(workspace),
+            Some(dirs) => dirs.iter().map(|dir| workspace.join(dir)).collect(),
+        }
+    }
 }
 
 /// Signals that would end the holder before its work is done: blocked while it waits, and
@@ -83,9 +98,9 @@ const PASSED_ON: [libc::c_int; 14] = [
 ];
 
 /// Signals the holder takes from the signalfd for its own ends: bwrap stopped or ended
-/// (SIGCHLD), the holder continued after it stopped with bwrap (SIGCONT), and the terminal's
-/// complaint when a process of a background group sets its foreground group (SIGTTOU).
-const OWN: [libc::c_int; 3] = [libc::SIGCHLD, libc::SIGCONT, libc::SIGTTOU];
+/// (SIGCHLD), and the terminal's complaint when a process of a background group sets its
+/// foreground group (SIGTTOU).
+const OWN: [libc::c_int; 2] = [libc::SIGCHLD, libc::SIGTTOU];
 
 /// Forks: the child returns the write end of the pipe (close-on-exec, for bwrap's
 /// `--sync-fd`) and goes on to exec bwrap; this process becomes the holder of `locks`, waits
@@ -153,7 +168,7 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
             rustix::stdio::dup2_stdin(&null).ok();
             rustix::stdio::dup2_stdout(&null).ok();
         }
-        wait_for_end_of_file(&read, &signals, child, tty.as_ref())
+        wait_for_end_of_file(&read, &signals, child)
     }));
     let status = match outcome {
         Ok(Some(status)) => status,
@@ -187,13 +202,10 @@ fn foreground_terminal() -> bool {
 /// to bind it on; a line for each.
 fn keep_made_venvs(workspace: &std::path::Path, kept: &KeptVenvs) -> Vec<String> {
     use std::os::unix::fs::DirBuilderExt;
-    let candidates = match &kept.listed {
-        None => crate::sandbox::workspace::subdirectories(workspace),
-        Some(dirs) => dirs.iter().map(|dir| workspace.join(dir)).collect(),
-    };
+    let candidates = KeptVenvs::candidates(workspace, kept.listed.as_deref());
     let mut lines = Vec::new();
     for dir in candidates {
-        if kept.bound.contains(&dir) {
+        if kept.bound.contains(&dir) || kept.existing.contains(&dir) {
             continue;
         }
         let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
@@ -242,6 +254,18 @@ fn keep_made_venvs(workspace: &std::path::Path, kept: &KeptVenvs) -> Vec<String>
             };
             let into = std::fs::File::open(target_parent)?;
             rustix::fs::renameat(&held, name, &into, target_name)?;
+            // What was moved must be the directory looked at: a sandbox still running in the
+            // workspace could have swapped a link in meanwhile, which must not be kept (the
+            // next run would bind where it leads).
+            let moved =
+                rustix::fs::statat(&into, target_name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+            if rustix::fs::FileType::from_raw_mode(moved.st_mode) != rustix::fs::FileType::Directory
+            {
+                rustix::fs::unlinkat(&into, target_name, rustix::fs::AtFlags::empty())?;
+                return Err(std::io::Error::other(
+                    "it was swapped for something else than a directory",
+                ));
+            }
             rustix::fs::mkdirat(&held, name, rustix::fs::Mode::from_raw_mode(0o755))?;
             Ok::<(), std::io::Error>(())
         })();
@@ -332,14 +356,12 @@ fn finish(work: &Work) {
 
 /// Reads the pipe until every copy of its write end is closed (what the sandbox writes into
 /// it is ignored), passing on to bwrap the signals a process sent the holder; bwrap's status,
-/// where it ended meanwhile. At a `terminal`, a bwrap stopped (Ctrl-Z) stops the holder too,
-/// with the terminal given back, so that the shell takes over; continued, the holder gives
-/// bwrap the terminal and continues it.
+/// where it ended meanwhile. A bwrap stopped (Ctrl-Z, or the sandbox's own `kill -STOP 0`) is
+/// continued: paude does not suspend with its work undone.
 fn wait_for_end_of_file(
     pipe: &OwnedFd,
     signals: &crate::sys::HeldSignals,
     child: libc::pid_t,
-    tty: Option<&OwnedFd>,
 ) -> Option<i32> {
     use rustix::event::{PollFd, PollFlags};
     use rustix::process::{Pid, Signal, WaitOptions};
@@ -362,11 +384,10 @@ fn wait_for_end_of_file(
             if signal == libc::SIGCHLD {
                 let options = WaitOptions::NOHANG | WaitOptions::UNTRACED;
                 while let Ok(Some((_, wait))) = rustix::process::waitpid(Some(pid), options) {
-                    if let (true, Some(tty)) = (wait.stopped(), tty) {
-                        rustix::termios::tcsetpgrp(tty, rustix::process::getpgrp()).ok();
-                        rustix::process::kill_process(rustix::process::getpid(), Signal::STOP).ok();
-                        // Continued (`fg`): the terminal and the go-ahead back to bwrap.
-                        rustix::termios::tcsetpgrp(tty, pid).ok();
+                    if wait.stopped() {
+                        // Continued at once: a sandbox that stops itself (`kill -STOP 0`) would
+                        // otherwise look like a Ctrl-Z and give the shell back with its work
+                        // not done. A shell inside has job control of its own.
                         rustix::process::kill_process_group(pid, Signal::CONT).ok();
                     } else if let Some(code) = wait.exit_status() {
                         status = Some(code);

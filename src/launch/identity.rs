@@ -208,39 +208,48 @@ fn configured(
 /// nobody writes (one the sandbox made, should the user's config include a workspace file).
 const GIT_TIME: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The stdout of `command` if it succeeds within [`GIT_TIME`] (it is killed after that).
+/// The stdout of `command` if it succeeds within [`GIT_TIME`] (it is killed after that);
+/// read here, without a thread (the holder's fork needs the launch to run only one).
 fn run_bounded(command: &mut std::process::Command) -> Option<Vec<u8>> {
-    use std::io::Read;
+    use rustix::event::{PollFd, PollFlags, Timespec};
     let mut child = command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
-    let mut stdout = child.stdout.take()?;
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        stdout.read_to_end(&mut out).map(|_| out)
-    });
-    let began = std::time::Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if began.elapsed() < GIT_TIME => {
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            _ => {
-                child.kill().ok();
-                child.wait().ok();
-                // The pipe closed with git: the reader ends, and the launch is down to its one
-                // thread again (the holder's fork needs that).
-                reader.join().ok();
-                return None;
-            }
+    let stdout = child.stdout.take()?;
+    let deadline = std::time::Instant::now() + GIT_TIME;
+    let mut out = Vec::new();
+    let mut buffer = [0u8; 8192];
+    let finished = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        let mut fds = [PollFd::new(&stdout, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) => break false,
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break false,
+        }
+        match rustix::io::read(&stdout, &mut buffer) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buffer[..n]),
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+            Err(_) => break false,
         }
     };
-    let out = reader.join().ok()?.ok()?;
-    status.success().then_some(out)
+    if !finished {
+        child.kill().ok();
+        child.wait().ok();
+        return None;
+    }
+    child.wait().ok()?.success().then_some(out)
 }
 
 #[cfg(test)]

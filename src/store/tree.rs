@@ -197,9 +197,18 @@ impl Walk {
         let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ACCESS) if self.remove => {
-                // Not even readable by its owner. `statat` just saw a directory, not a link,
-                // and only this user can write the store, so the chmod reaches that directory.
-                rustix::fs::chmodat(dir, name, Mode::from_raw_mode(0o700), AtFlags::empty())?;
+                // Not even readable by its owner. The chmod goes through a descriptor of what
+                // is there now, opened without following a link, and only if it is a
+                // directory: a sandbox can write in the store's kept venvs, and could have
+                // swapped a link to a host file in since `statat` looked.
+                let path_flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let held = rustix::fs::openat(dir, name, path_flags, Mode::empty())?;
+                let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&held)?.st_mode);
+                if kind != rustix::fs::FileType::Directory {
+                    return Err(Errno::NOTDIR.into());
+                }
+                let through = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
+                rustix::fs::chmod(through.as_str(), Mode::from_raw_mode(0o700))?;
                 rustix::fs::openat(dir, name, flags, Mode::empty())?
             }
             Err(Errno::ACCESS) => return Ok(None),

@@ -1406,6 +1406,22 @@ fn a_repository_made_inside_is_named() {
         assert!(said.contains("/docs in the workspace"), "{who:?}: {said}");
         // And one whose HEAD is a link, which git takes for a repository all the same.
         assert!(said.contains("/notes in the workspace"), "{who:?}: {said}");
+        // In a workspace too big to walk before the shell comes back, the walk goes on after
+        // paude has exited, and still says it.
+        let output = setup.paude().run([
+            "venv",
+            "--",
+            "sh",
+            "-c",
+            "mkdir many && cd many && seq 25000 | xargs touch && cd .. && \
+             mkdir -p more/lib && git -C more/lib init -q",
+        ]);
+        assert!(output.status.success(), "{who:?}: {}", text(&output.stderr));
+        let said = text(&output.stderr);
+        assert!(
+            said.contains("/more/lib in the workspace"),
+            "{who:?}: {said}"
+        );
     }
 }
 

@@ -1326,6 +1326,16 @@ const WALK_LIMIT: usize = 200_000;
 /// each part of the workspace that was not looked at (a directory it could not read, the
 /// entries past [`WALK_LIMIT`]), so that a sandbox cannot hide one from this list unsaid.
 pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> (Vec<PathBuf>, Vec<String>) {
+    made_since_within(workspace, began, usize::MAX).unwrap_or_default()
+}
+
+/// [`made_since`], or `None` where the workspace has more than `quick` entries (then the
+/// caller does the whole walk where it holds up no one).
+pub fn made_since_within(
+    workspace: &Path,
+    began: std::time::SystemTime,
+    quick: usize,
+) -> Option<(Vec<PathBuf>, Vec<String>)> {
     let mut found = Vec::new();
     let mut unseen = Vec::new();
     let mut pending = vec![workspace.to_path_buf()];
@@ -1344,6 +1354,9 @@ pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> (Vec<PathBu
         };
         for entry in entries.flatten() {
             seen += 1;
+            if seen > quick {
+                return None;
+            }
             if seen > WALK_LIMIT {
                 unseen.push(format!(
                     "stopped looking for git repositories the sandbox made after {WALK_LIMIT} \
@@ -1393,7 +1406,7 @@ pub fn made_since(workspace: &Path, began: std::time::SystemTime) -> (Vec<PathBu
     }
     found.sort();
     found.dedup();
-    (found, unseen)
+    Some((found, unseen))
 }
 
 #[cfg(test)]

@@ -339,7 +339,31 @@ fn finish(work: &Work) {
     if let Some(dir) = &work.launch_dir {
         std::fs::remove_dir(dir).ok();
     }
-    let (made, unseen) = git::made_since(&work.workspace, work.began);
+    // The walk of the whole workspace: here while it is short, else in a process of its own
+    // once paude has exited (the shell would otherwise wait a walk of 100,000 files first;
+    // what host git obeys without a `cd` was moved aside above).
+    let (made, unseen) = match git::made_since_within(&work.workspace, work.began, QUICK_WALK) {
+        Some(found) => found,
+        None => match crate::sys::fork() {
+            Ok(None) => {
+                // The locks are not this walk's to keep.
+                crate::sys::close_above_stderr_except(&[]).ok();
+                let (made, unseen) = git::made_since(&work.workspace, work.began);
+                name_made(made, unseen);
+                std::process::exit(0);
+            }
+            Ok(Some(_)) => return,
+            Err(_) => git::made_since(&work.workspace, work.began),
+        },
+    };
+    name_made(made, unseen);
+}
+
+/// The most entries of the workspace the holder walks before the user gets the shell back.
+const QUICK_WALK: usize = 20_000;
+
+/// The lines for the repositories the sandbox made, and for what was not looked into.
+fn name_made(made: Vec<PathBuf>, unseen: Vec<String>) {
     for line in unseen {
         say(&line);
     }

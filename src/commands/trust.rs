@@ -5,19 +5,13 @@ use super::status;
 use crate::cli::TrustArgs;
 use crate::host::HostFacts;
 use crate::manifest::{self, ManifestSource, trust};
-use crate::sandbox::workspace;
 use crate::store::Store;
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(args: TrustArgs, host: &HostFacts) -> Result<ExitCode> {
-    let workspace = match &args.workspace {
-        Some(dir) => {
-            std::fs::canonicalize(dir).with_context(|| format!("--workspace {}", dir.display()))?
-        }
-        None => workspace::find_root(&host.cwd),
-    };
+    let workspace = super::venv::named_workspace(args.workspace.as_deref(), host)?;
     let store = Store::new(host.paude_home.clone());
     if args.revoke {
         store.set_trust(&workspace, None)?;

@@ -73,19 +73,29 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     if asked && let Some(reason) = host.userns_refusal() {
         bail!("{reason}");
     }
-    let database = PackageDatabase::new(
-        host.var("DPKG_ROOT").map(|v| v.as_os_str()),
-        host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()),
-    );
+    let database = package_database(host);
     let (environment, closure) = resolve(&database, &manifest, &cache, began, &mut learned)?;
     // A venv the sandbox made in an earlier run is kept in paude's state (see `holder`), and
     // bound where it was made.
     let kept_venvs = store.state_of(&workspace, "venvs");
-    // A directory of the store reached through no link (one in the state would lead the bind
-    // anywhere), holding `pyvenv.cfg`.
+    // The names kept, listed once (most workspaces have none, and then nothing more is
+    // looked at); each one a directory of the store reached through no link (one in the
+    // state would lead the bind anywhere), holding `pyvenv.cfg`.
+    let kept_names: std::collections::HashSet<std::ffi::OsString> = match manifest.venv_persist {
+        true => std::fs::read_dir(&kept_venvs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect(),
+        false => Default::default(),
+    };
     let kept = |relative: &Path| {
         let path = kept_venvs.join(relative);
-        manifest.venv_persist
+        relative
+            .components()
+            .next()
+            .is_some_and(|first| kept_names.contains(first.as_os_str()))
             && matches!(
                 crate::sandbox::pin::open(&path),
                 Ok(Opened::Found(_, rustix::fs::FileType::Directory))
@@ -234,17 +244,9 @@ pub(super) fn environment_of(
     let cache = Cache::new(&host.paude_home);
     let store = Store::new(host.paude_home.clone());
     let mut learned = Learned::default();
-    let workspace = match &args.workspace {
-        Some(dir) => {
-            std::fs::canonicalize(dir).with_context(|| format!("--workspace {}", dir.display()))?
-        }
-        None => workspace::find_root(&host.cwd),
-    };
+    let workspace = named_workspace(args.workspace.as_deref(), host)?;
     let (manifest, _) = load_manifest(args, host, &workspace, &store, &cache, began, &mut learned)?;
-    let database = PackageDatabase::new(
-        host.var("DPKG_ROOT").map(|v| v.as_os_str()),
-        host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()),
-    );
+    let database = package_database(host);
     let (environment, closure) = resolve(&database, &manifest, &cache, began, &mut learned)?;
     learned.write(&cache);
     let lease = ensure(
@@ -257,6 +259,26 @@ pub(super) fn environment_of(
         host,
     )?;
     Ok((manifest, store, lease))
+}
+
+/// The workspace a command that launches nothing works in (`trust`, `export`): the one
+/// `--workspace` names, else the git root above the current directory, else the current
+/// directory.
+pub(super) fn named_workspace(named: Option<&Path>, host: &HostFacts) -> Result<PathBuf> {
+    match named {
+        Some(dir) => {
+            std::fs::canonicalize(dir).with_context(|| format!("--workspace {}", dir.display()))
+        }
+        None => Ok(workspace::find_root(&host.cwd)),
+    }
+}
+
+/// The host's package database, where `DPKG_ROOT` and `DPKG_ADMINDIR` say it is.
+fn package_database(host: &HostFacts) -> PackageDatabase {
+    PackageDatabase::new(
+        host.var("DPKG_ROOT").map(|v| v.as_os_str()),
+        host.var("DPKG_ADMINDIR").map(|v| v.as_os_str()),
+    )
 }
 
 /// The shell a launch without a command starts, and the tree's users' shell: bash where the

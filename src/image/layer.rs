@@ -51,6 +51,19 @@ impl<W> Hashing<W> {
     }
 }
 
+/// A tar header as every entry paude writes has it: GNU format, owners 0:0 with no names,
+/// the permission bits of `mode`, and the time `mtime`.
+pub fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode & 0o7777);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime);
+    header.set_size(size);
+    header
+}
+
 /// A finished layer blob: where it is, and what the image's documents say of it.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -109,14 +122,7 @@ impl Layer {
     }
 
     fn header(&self, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(kind);
-        header.set_mode(mode & 0o7777);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(self.mtime);
-        header.set_size(size);
-        header
+        header(kind, mode, size, self.mtime)
     }
 
     /// Adds `path` (relative to the image's root, no leading `/`).

@@ -829,16 +829,7 @@ pub fn write_archive(file: &Path, image: &Image, mtime: u64) -> Result<(), Image
     let result = (|| -> io::Result<()> {
         let out = fs::File::create_new(&temporary)?;
         let mut tar = tar::Builder::new(io::BufWriter::new(out));
-        let header = |kind: tar::EntryType, mode: u32, size: u64| {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(kind);
-            header.set_mode(mode);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mtime(mtime);
-            header.set_size(size);
-            header
-        };
+        let header = |kind, mode, size| layer::header(kind, mode, size, mtime);
         let index = serde_json::to_vec(&Index {
             schema_version: 2,
             media_type: MEDIA_INDEX.into(),

@@ -29,7 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -609,10 +609,8 @@ fn open_directory(path: &Path) -> io::Result<OwnedFd> {
     }
 }
 
-/// `/proc/self/fd/N`: a path through which the directory held by `fd` is reached by the
-/// kernel's own link to it, not by its name.
 fn through(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    super::pin::through(fd.as_fd())
 }
 
 /// Makes `copy` a private tree of the host's directory `host`: its directories made anew, its

@@ -222,7 +222,7 @@ fn keep_made_venvs(workspace: &std::path::Path, kept: &KeptVenvs) -> Vec<String>
             .is_ok_and(|stat| {
                 rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory
             });
-        let through = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd())).join(name);
+        let through = crate::sandbox::pin::through(std::os::fd::AsFd::as_fd(&held)).join(name);
         if !is_dir || !crate::sandbox::workspace::is_venv(&through) {
             continue;
         }

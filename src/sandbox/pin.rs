@@ -229,6 +229,15 @@ pub fn read_in(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<std::fs::
     Ok(file.metadata()?.is_file().then_some(file))
 }
 
+/// `/proc/self/fd/N`: a path through which the directory held by `fd` is reached by the
+/// kernel's own link to it, not by its name.
+pub fn through(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+}
+
 /// [`read_in`] for a path: the file at `path`, opened to read without following a link at its
 /// last name and without waiting on a FIFO; `None` when it is not a regular file.
 pub fn read_regular(path: &Path) -> io::Result<Option<std::fs::File>> {

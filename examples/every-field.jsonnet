@@ -72,7 +72,10 @@ local paude = import "paude.libsonnet";  // the embedded helper library (optiona
   // `python3 -m venv .venv && .venv/bin/pip install ...` is done once.
   venvPersist: false,
 
-  // Default true: share the host network. false gives a private network with only loopback.
+  // Default true: a network of the sandbox's own that reaches the internet (slirp4netns),
+  // with none of the host's loopback services. false: loopback only. "host": the host's
+  // network namespace. {allow: ["pypi.org", "*.github.com:443"]}: only those, through
+  // paude's proxy.
   network: true,
 
   // Default [".git/hooks", ".git/config"]: paths of the workspace kept read-only inside, so

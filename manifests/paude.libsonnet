@@ -79,4 +79,28 @@
       $.optional($.roBind("/etc/ca-certificates")),
     ],
   },
+
+  // ---------------------------------------------------------------------------------------
+  // Network allow-lists: `network: {allow: paude.allow.pypi + paude.allow.github}`. Entries
+  // are "host[:port]": no port means 80 and 443, and "*.x" means every name below x (not x
+  // itself). Only what is listed goes through paude's proxy; nothing else has a route.
+  allow:: {
+    // The Python package index: pip, uv, poetry.
+    pypi:: ["pypi.org", "files.pythonhosted.org"],
+    // The npm registry.
+    npm:: ["registry.npmjs.org"],
+    // crates.io, as cargo fetches from it (the index, and the crates' downloads).
+    crates:: ["crates.io", "index.crates.io", "static.crates.io"],
+    // GitHub over HTTPS: clones, the API, release downloads and raw files.
+    github:: [
+      "github.com",
+      "api.github.com",
+      "codeload.github.com",
+      "objects.githubusercontent.com",
+      "raw.githubusercontent.com",
+      "release-assets.githubusercontent.com",
+    ],
+    // Debian's and Ubuntu's package mirrors, for apt inside an image built from one.
+    debian:: ["deb.debian.org", "security.debian.org"],
+  },
 }

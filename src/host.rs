@@ -68,10 +68,6 @@ impl HostFacts {
     /// The bwrap to run: `$PAUDE_BWRAP` if set, else `bwrap` found through `PATH`: the first
     /// file this user may execute.
     pub fn bwrap(&self) -> Result<PathBuf> {
-        let is_executable = |path: &Path| {
-            std::fs::metadata(path).is_ok_and(|meta| meta.is_file())
-                && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
-        };
         if let Some(path) = self.var("PAUDE_BWRAP").filter(|v| !v.is_empty()) {
             // A bare name is a file in the current directory, as checked here; `./` keeps the
             // exec from searching PATH for it instead.
@@ -87,6 +83,14 @@ impl HostFacts {
                 path.display()
             );
         }
+        match self.program("bwrap") {
+            Some(path) => Ok(path),
+            None => bail!("{BWRAP_MISSING}; {BWRAP_INSTALL}"),
+        }
+    }
+
+    /// The first file named `name` in a directory of `PATH` that this user may execute.
+    pub fn program(&self, name: &str) -> Option<PathBuf> {
         let search = self
             .var("PATH")
             .cloned()
@@ -102,12 +106,12 @@ impl HostFacts {
                 continue;
             }
             tried.push(dir);
-            let candidate = Path::new(OsStr::from_bytes(dir)).join("bwrap");
+            let candidate = Path::new(OsStr::from_bytes(dir)).join(name);
             if is_executable(&candidate) {
-                return Ok(candidate);
+                return Some(candidate);
             }
         }
-        bail!("{BWRAP_MISSING}; {BWRAP_INSTALL}")
+        None
     }
 
     /// A reason the kernel will refuse an unprivileged user namespace, if one is visible
@@ -115,6 +119,12 @@ impl HostFacts {
     pub fn userns_refusal(&self) -> Option<UsernsRefusal> {
         refusal_from_sysctls(self.uid, &read_sysctl)
     }
+}
+
+/// Whether `path` is a file this user may execute.
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| meta.is_file())
+        && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
 }
 
 /// The store's directory under `$HOME` when `PAUDE_HOME` is not set.

@@ -6,7 +6,9 @@
 //!   left open reaches the sandbox;
 //! - [`fork`] and [`close_above_stderr_except`]: the holder's start (see `sandbox::holder`);
 //! - [`HeldSignals`]: the holder waits for the sandbox with the signals that would end it
-//!   blocked and read from a signalfd, to pass them on to bwrap.
+//!   blocked and read from a signalfd, to pass them on to bwrap;
+//! - [`namespace_owner`]: the user namespace a network helper must join to reach the
+//!   sandbox's network namespace (see `sandbox::network`).
 
 #![allow(unsafe_code)]
 
@@ -181,5 +183,24 @@ impl HeldSignals {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// The user namespace that owns the namespace `namespace` (a `/proc/PID/ns/*` file), opened
+/// close-on-exec: the `NS_GET_USERNS` ioctl. bwrap's sandbox runs in a user namespace nested
+/// in the one that owns its network namespace (it maps root first, to mount `/dev/pts`), and
+/// only the owner grants what joining the network namespace needs.
+pub fn namespace_owner(namespace: std::os::fd::BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // _IO(0xb7, 0x1), from linux/nsfs.h.
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: NS_GET_USERNS takes no argument and touches no memory of ours; on success it
+    // returns a new descriptor (close-on-exec), which is then owned here alone.
+    unsafe {
+        let fd = libc::ioctl(namespace.as_raw_fd(), NS_GET_USERNS as _);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(std::os::fd::OwnedFd::from_raw_fd(fd))
     }
 }

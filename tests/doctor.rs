@@ -70,6 +70,7 @@ fn healthy_machine_is_all_ok_and_shows_bwraps_version() {
             "packages",
             "paude-home",
             "cache",
+            "network",
         ] {
             let (status, _) = line(&report, name).unwrap_or_else(|| panic!("{name}:\n{report}"));
             assert_ne!(status, "problem", "{who:?}: {name}\n{report}");

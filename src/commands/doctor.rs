@@ -52,8 +52,10 @@ const EARLY: Version = (0, 2, 0);
 /// 2016), `--sync-fd` and `--seccomp` are in the usage text #92 changed (August 2016),
 /// `--ro-bind-data` is #98 (September 2016), `--new-session` and `--die-with-parent` are in
 /// the usage text #196 changed (June 2017), `--cap-drop` is #101 (June 2017; issue #249 uses
-/// `--cap-add` with 0.2.0); the other namespace and mount options, `--setenv` and `--chdir`
-/// date from bubblewrap's first releases (2016).
+/// `--cap-add` with 0.2.0); `--info-fd` and `--block-fd` (the network helpers' start) are
+/// older than `--userns-block-fd`, which 0.2.0's release notes (#232) list as new; the other
+/// namespace and mount options, `--setenv` and `--chdir` date from bubblewrap's first
+/// releases (2016).
 const OPTIONS: &[(&str, Version)] = &[
     ("--clearenv", (0, 5, 0)),
     ("--unshare-user", EARLY),
@@ -64,6 +66,8 @@ const OPTIONS: &[(&str, Version)] = &[
     ("--unshare-net", EARLY),
     ("--die-with-parent", EARLY),
     ("--sync-fd", EARLY),
+    ("--info-fd", EARLY),
+    ("--block-fd", EARLY),
     ("--new-session", EARLY),
     ("--bind", EARLY),
     ("--ro-bind", EARLY),
@@ -191,6 +195,16 @@ pub struct Facts {
     pub home: HomeFacts,
     /// `None` when there is no store to look at (`PAUDE_HOME` is missing or unusable).
     pub cache: Option<Result<CacheFacts, String>>,
+    pub network: NetworkFacts,
+}
+
+/// What `network: true` needs (see `sandbox::network`): slirp4netns, and a `/dev/net/tun`
+/// this user may open, in which slirp4netns makes the sandbox's interface.
+#[derive(Debug, Clone)]
+pub struct NetworkFacts {
+    /// Its path and the first line of its `--version`.
+    pub slirp4netns: Option<(PathBuf, String)>,
+    pub tun: Result<(), String>,
 }
 
 /// Whether a bwrap was found, and what it did when tried.
@@ -305,7 +319,34 @@ pub fn gather(host: &HostFacts) -> Facts {
         packages: gather_packages(host),
         home,
         cache,
+        network: gather_network(host),
     }
+}
+
+fn gather_network(host: &HostFacts) -> NetworkFacts {
+    let slirp4netns = host.program("slirp4netns").map(|path| {
+        let version = Command::new(&path)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .and_then(|output| {
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .next()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "(no version)".into());
+        (path, version)
+    });
+    let tun = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map(drop)
+        .map_err(|error| error.to_string());
+    NetworkFacts { slirp4netns, tun }
 }
 
 fn gather_bwrap(host: &HostFacts) -> BwrapFound {
@@ -630,7 +671,46 @@ pub fn checks(facts: &Facts) -> Vec<Check> {
     if let Some(cache) = &facts.cache {
         checks.push(check_cache(cache));
     }
+    checks.push(check_network(&facts.network));
     checks
+}
+
+/// `network: true`'s helper, and the device it needs. The other forms need neither: `false`
+/// and `"host"` have no helper, and the allow-list proxy is paude's own.
+pub fn check_network(network: &NetworkFacts) -> Check {
+    const NAME: &str = "network";
+    let others = "or give the manifest `network: false` (loopback only), `network: {allow: \
+                  [...]}` (paude's own proxy) or `network: \"host\"`";
+    match (&network.slirp4netns, &network.tun) {
+        (None, _) => Check::with(
+            NAME,
+            Status::Problem,
+            "slirp4netns is not installed: `network: true`, the default, needs it for the \
+             sandbox's own network"
+                .into(),
+            format!("Install it (apt install slirp4netns), {others}"),
+        ),
+        (Some((path, version)), Err(error)) => Check::with(
+            NAME,
+            Status::Problem,
+            format!(
+                "{version} ({}), but /dev/net/tun cannot be opened: {error}",
+                path.display()
+            ),
+            format!(
+                "Give /dev/net/tun mode 0666, as udev does by default (as root: chmod 0666 \
+                 /dev/net/tun), {others}"
+            ),
+        ),
+        (Some((path, version)), Ok(())) => Check::ok(
+            NAME,
+            format!(
+                "{version} ({}) and /dev/net/tun: `network: true` gives each sandbox a \
+                 network of its own",
+                path.display()
+            ),
+        ),
+    }
 }
 
 fn version_text((major, minor, patch): Version) -> String {
@@ -1127,6 +1207,37 @@ fn capitalized(text: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_network_check_names_what_is_missing() {
+        let slirp = Some((
+            "/usr/bin/slirp4netns".into(),
+            "slirp4netns version 1.2.0".into(),
+        ));
+        let ok = check_network(&NetworkFacts {
+            slirp4netns: slirp.clone(),
+            tun: Ok(()),
+        });
+        assert_eq!(ok.status, Status::Ok);
+        assert!(ok.detail.contains("1.2.0"), "{}", ok.detail);
+        let missing = check_network(&NetworkFacts {
+            slirp4netns: None,
+            tun: Ok(()),
+        });
+        assert_eq!(missing.status, Status::Problem);
+        assert!(missing.fix.unwrap().contains("apt install slirp4netns"));
+        let no_tun = check_network(&NetworkFacts {
+            slirp4netns: slirp,
+            tun: Err("Permission denied (os error 13)".into()),
+        });
+        assert_eq!(no_tun.status, Status::Problem);
+        assert!(
+            no_tun.detail.contains("Permission denied"),
+            "{}",
+            no_tun.detail
+        );
+        assert!(no_tun.fix.unwrap().contains("chmod 0666 /dev/net/tun"));
+    }
+
     fn sysctls(pairs: &[(&'static str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<&'static str, String> =
             pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
@@ -1546,6 +1657,10 @@ mod tests {
                 free: Some(Ok(5 << 30)),
             },
             cache: None,
+            network: NetworkFacts {
+                slirp4netns: None,
+                tun: Ok(()),
+            },
         };
         let names: Vec<&str> = checks(&facts).iter().map(|c| c.name).collect();
         assert_eq!(
@@ -1555,12 +1670,14 @@ mod tests {
                 "user-namespaces",
                 "capabilities",
                 "packages",
-                "paude-home"
+                "paude-home",
+                "network"
             ]
         );
         let mut facts = facts;
         facts.bwrap = found("bubblewrap 0.8.0", 0o100755, 0);
         facts.cache = Some(Ok(CacheFacts::default()));
+        facts.network.slirp4netns = Some(("/usr/bin/slirp4netns".into(), "1.2.0".into()));
         let all = checks(&facts);
         let names: Vec<&str> = all.iter().map(|c| c.name).collect();
         assert_eq!(
@@ -1572,7 +1689,8 @@ mod tests {
                 "capabilities",
                 "packages",
                 "paude-home",
-                "cache"
+                "cache",
+                "network"
             ]
         );
         assert!(all.iter().all(|c| c.status == Status::Ok), "{all:?}");

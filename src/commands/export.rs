@@ -249,7 +249,7 @@ pub fn left_out(manifest: &Manifest) -> Vec<String> {
     }
     lines.push(format!(
         "not in the image: the network setting (network: {}); the runtime decides",
-        manifest.network
+        manifest.network.describe()
     ));
     lines
 }

@@ -12,14 +12,15 @@ use crate::launch::cache::Cache;
 use crate::launch::identity::{self, GitIdentity};
 use crate::launch::{self, Environment, Learned, PackageDatabase};
 use crate::manifest::{
-    self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount, MountKind, VenvMode, trust,
+    self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount, MountKind, Network, VenvMode,
+    trust,
 };
 use crate::packages::{Closure, Provider, dpkg};
 use crate::rootpath;
 use crate::sandbox::identity::User;
 use crate::sandbox::pin::{Opened, Pins};
 use crate::sandbox::plan::{self, CommandLookup, Plan, PlanInput, Protected};
-use crate::sandbox::{bwrap, exec, git, holder, seccomp, workspace};
+use crate::sandbox::{bwrap, exec, git, holder, network, seccomp, workspace};
 use crate::store::{BuildInput, BuildSpec, LaunchDir, Lease, Store};
 use anyhow::{Context, Result, bail};
 use std::convert::Infallible;
@@ -51,6 +52,17 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let (manifest, manifest_files) =
         load_manifest(&args, host, &workspace, &store, &cache, began, &mut learned)?;
     let mounts = checked_mounts(&manifest, host, &workspace, &mut pins)?;
+    let slirp4netns = match manifest.network {
+        Network::Private => Some(host.program("slirp4netns").ok_or_else(|| {
+            anyhow::anyhow!(
+                "network: true gives the sandbox a network of its own through slirp4netns, \
+                 which is not installed; install it (apt install slirp4netns), or set network \
+                 to false (loopback only), {{allow: [...]}} (paude's proxy) or \"host\" (the \
+                 host's network, with its loopback services)"
+            )
+        })?),
+        _ => None,
+    };
     let nested = git::nested_gitfiles(&repository, &workspace);
     let submodules: Vec<PathBuf> = nested
         .iter()
@@ -198,6 +210,7 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         pins,
     };
     let sandbox = Sandbox {
+        slirp4netns,
         git: composition.binds,
         git_identity,
         protected,
@@ -216,6 +229,16 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
             dir.keep();
         }
         plan.seccomp_fd = filter.as_ref().map(|_| 3);
+        if let Some(helper) = &plan.helper {
+            warn(&format!(
+                "{} is started by paude at launch, and is not in this line: run as it is, the \
+                 sandbox has loopback only",
+                match helper {
+                    network::Helper::Slirp(_) => "slirp4netns (network: true)",
+                    network::Helper::Proxy(_) => "the allow-list proxy (network.allow)",
+                }
+            ));
+        }
         return print_dry_run(&bwrap, &bwrap::render(&plan), filter.as_deref());
     }
     // Without `--bind-fd` the sources are bound by name (doctor says what that leaves open).
@@ -476,6 +499,7 @@ struct Handover {
 
 /// What the plan is made of besides the host facts and the environment's tree.
 struct Sandbox {
+    slirp4netns: Option<PathBuf>,
     git: Vec<git::Bind>,
     git_identity: GitIdentity,
     protected: Vec<Protected>,
@@ -498,6 +522,7 @@ fn plan_sandbox(
     sandbox: Sandbox,
 ) -> Result<(Plan, Option<PathBuf>)> {
     let Sandbox {
+        slirp4netns,
         git,
         git_identity,
         protected,
@@ -522,6 +547,15 @@ fn plan_sandbox(
     let shell = default_shell(&rootfs.path);
     let passwd = store.small_file("passwd", user.passwd(shell).as_bytes())?;
     let group = store.small_file("group", user.group().as_bytes())?;
+    // `network: true`: slirp4netns and its resolver (see `network`).
+    let resolv_conf = match manifest.network {
+        Network::Private => {
+            let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let text = network::slirp_resolv_conf(&host_resolv);
+            Some(store.small_file("resolv.conf", text.as_bytes())?)
+        }
+        _ => None,
+    };
     let venv_state = if manifest.venv_persist && !venvs.is_empty() {
         let relative: Vec<&Path> = venvs
             .iter()
@@ -604,6 +638,8 @@ fn plan_sandbox(
         user: Some(&user.name),
         git_identity: &git_identity.variables(),
         identity: Some((&passwd, &group)),
+        resolv_conf: resolv_conf.as_deref(),
+        slirp4netns: slirp4netns.as_deref(),
         command: &args.command,
     };
     let plan = plan::plan(&input)?;
@@ -669,7 +705,7 @@ fn exec_bwrap(
     locks.extend(launch_dir.as_ref().map(|dir| dir.lock.as_fd()));
     // From here the locks are kept by the holder until the sandbox ends; it brings back
     // what git changed, and removes the launch directory.
-    let keep_open = holder::start(
+    let for_bwrap = holder::start(
         &locks,
         holder::Work {
             git: handover.privates,
@@ -679,17 +715,29 @@ fn exec_bwrap(
             workspace: handover.workspace,
             began: handover.began,
         },
+        plan.helper.as_ref(),
     )
     .context("starting the process that keeps the environment's lock")?;
+    let keep_open = for_bwrap.keep_open;
     if let Some(dir) = &mut launch_dir {
         dir.keep();
     }
     plan.keep_open = Some(keep_open.as_raw_fd());
     plan.seccomp_fd = filter.as_ref().map(|file| file.as_raw_fd());
+    if let Some(ends) = &for_bwrap.network {
+        plan.info_fd = Some(ends.info.as_raw_fd());
+        plan.block_fd = Some(ends.block.as_raw_fd());
+    }
     let pins = handover.pins;
     plan.pinned = pins.numbers();
     let mut inherit = vec![keep_open.as_fd()];
     inherit.extend(filter.as_ref().map(|file| file.as_fd()));
+    inherit.extend(
+        for_bwrap
+            .network
+            .iter()
+            .flat_map(|ends| [ends.info.as_fd(), ends.block.as_fd()]),
+    );
     inherit.extend(pins.descriptors());
     Err(exec::exec(bwrap, &bwrap::render(&plan), &inherit))
 }

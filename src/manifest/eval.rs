@@ -1046,7 +1046,7 @@ mod tests {
         );
         let loaded = load_ok(&source, &options);
         assert_eq!(loaded.manifest.packages, ["bash", "git"]);
-        assert!(loaded.manifest.network);
+        assert_eq!(loaded.manifest.network, crate::manifest::Network::Private);
 
         // TLAs are ignored when the manifest is not a function, as in jsonnet.
         let loaded = load_ok(&code(r#"{ packages: ["bash"] }"#), &options);

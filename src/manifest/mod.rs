@@ -38,8 +38,8 @@ pub struct Manifest {
     pub venv: VenvMode,
     /// Keep the sandbox's own venvs across runs instead of starting each run empty.
     pub venv_persist: bool,
-    /// Share the host network (true) or get a private one with only loopback (false).
-    pub network: bool,
+    /// What network the sandbox gets.
+    pub network: Network,
     /// Paths of the workspace kept read-only inside, relative to it.
     pub protect: Vec<PathBuf>,
     /// What `HOME` is inside.
@@ -47,6 +47,97 @@ pub struct Manifest {
     /// Whether the host's git identity for the workspace passes in (`GIT_AUTHOR_*`,
     /// `GIT_COMMITTER_*`), so that a commit made inside carries it.
     pub git_identity: bool,
+}
+
+/// What network the sandbox gets (`network`). Every form but [`Network::Host`] gives the
+/// sandbox a network namespace of its own, so the host's loopback services and abstract Unix
+/// sockets (which belong to the network namespace, not to the file system) are out of reach.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Network {
+    /// `true`: the internet through user-mode networking (slirp4netns), and nothing of the
+    /// host's own.
+    Private,
+    /// `false`: loopback only.
+    Loopback,
+    /// `"host"`: the host's network namespace, with all it holds.
+    Host,
+    /// `{allow: [...]}`: no route out; a proxy outside the sandbox lets through exactly these
+    /// destinations, and resolves their names itself.
+    Allow(Vec<Destination>),
+}
+
+impl Network {
+    /// The manifest's words for it, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Network::Private => "true".into(),
+            Network::Loopback => "false".into(),
+            Network::Host => "\"host\"".into(),
+            Network::Allow(list) => format!(
+                "{{allow: [{}]}}",
+                list.iter()
+                    .map(|destination| format!("\"{destination}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// One entry of `network.allow`: `pypi.org`, `files.pythonhosted.org:443`, `*.github.com`,
+/// `127.0.0.1:8080`, `[::1]:8080`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Destination {
+    /// A lower-case name without a final dot, or an IP address as Rust writes it; for
+    /// `*.github.com`, `github.com`.
+    pub host: String,
+    /// `*.`: any name below `host`, and not `host` itself.
+    pub subdomains: bool,
+    /// `None`: 80 and 443.
+    pub port: Option<u16>,
+}
+
+impl Destination {
+    /// The ports an entry without one allows.
+    pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
+
+    /// Whether a connection to `host` (as the client named it, lower-cased, without a final
+    /// dot) and `port` is let through.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let port_ok = match self.port {
+            Some(listed) => listed == port,
+            None => Self::DEFAULT_PORTS.contains(&port),
+        };
+        let host_ok = if self.subdomains {
+            host.len() > self.host.len() + 1
+                && host.ends_with(self.host.as_str())
+                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
+        } else {
+            host == self.host
+        };
+        port_ok && host_ok
+    }
+
+    /// Whether the entry names an address rather than a name (a name that resolves to the
+    /// host's loopback is refused; an address the manifest lists is not).
+    pub fn is_address(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let wildcard = if self.subdomains { "*." } else { "" };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.port {
+            Some(port) => write!(f, "{wildcard}{host}:{port}"),
+            None => write!(f, "{wildcard}{host}"),
+        }
+    }
 }
 
 /// The paths `protect` lists by default: none. The workspace's repository is protected on its

@@ -27,7 +27,8 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::{
-    DEFAULT_PROTECT, FsEntry, HomeMode, Manifest, ManifestError, Mount, MountKind, VenvMode,
+    DEFAULT_PROTECT, Destination, FsEntry, HomeMode, Manifest, ManifestError, Mount, MountKind,
+    Network, VenvMode,
 };
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -115,8 +116,8 @@ pub fn validate(value: &Value) -> Result<Manifest> {
         None => true,
     };
     let network = match root.get("network") {
-        Some(value) => expect_bool(value, "network")?,
-        None => true,
+        Some(value) => network(value)?,
+        None => Network::Private,
     };
     let protect = match root.get("protect") {
         Some(value) => protect(value)?,
@@ -631,6 +632,149 @@ fn protect(value: &Value) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+fn network(value: &Value) -> Result<Network> {
+    const EXPECTED: &str = "true (a private network that reaches the internet), false (loopback \
+                            only), \"host\" (the host's network) or {allow: [\"host[:port]\", ...]}";
+    match value {
+        Value::Bool(true) => Ok(Network::Private),
+        Value::Bool(false) => Ok(Network::Loopback),
+        Value::String(word) if word == "host" => Ok(Network::Host),
+        Value::String(word) => {
+            let hint = match word.as_str() {
+                "none" | "off" | "loopback" => " (false is loopback only)",
+                "private" | "on" | "slirp4netns" => " (true is a private network)",
+                _ if suggest(word, &["host"]).is_some() => " (did you mean \"host\"?)",
+                _ => "",
+            };
+            Err(field_error(
+                "network",
+                format!("unknown value `{word}`{hint}; expected {EXPECTED}"),
+            ))
+        }
+        Value::Object(object) => {
+            check_known_fields(object, "network", &["allow"])?;
+            let Some(list) = object.get("allow") else {
+                return Err(field_error(
+                    "network.allow",
+                    "missing; list the destinations to let through, as \"host[:port]\"",
+                ));
+            };
+            let list = expect_array(list, "network.allow")?;
+            let mut destinations: Vec<Destination> = Vec::new();
+            for (index, entry) in list.iter().enumerate() {
+                let field = format!("network.allow[{index}]");
+                let destination = destination(expect_str(entry, &field)?, &field)?;
+                if !destinations.contains(&destination) {
+                    destinations.push(destination);
+                }
+            }
+            Ok(Network::Allow(destinations))
+        }
+        other => Err(field_error(
+            "network",
+            format!("expected {EXPECTED}, got {}", json_type(other)),
+        )),
+    }
+}
+
+/// One `network.allow` entry: `host`, `host:port`, `*.domain[:port]`, an IPv4 address, or an
+/// IPv6 address in brackets.
+fn destination(text: &str, field: &str) -> Result<Destination> {
+    let fail = |message: String| Err(field_error(field, message));
+    if let Some((scheme, rest)) = text.split_once("://") {
+        let host = rest.split('/').next().unwrap_or(rest);
+        return fail(format!(
+            "`{text}` is a URL; write only the host and, if it is not 80 or 443, the port: \
+             \"{host}\" (a `{scheme}` proxy sees no more than that)"
+        ));
+    }
+    if text.contains('/') {
+        return fail(format!(
+            "`{text}` has a path; the proxy lets through hosts, not paths: write \"{}\"",
+            text.split('/').next().unwrap_or(text)
+        ));
+    }
+    if text == "*" || text.starts_with("*:") {
+        return fail(
+            "`*` would let everything through; that is `network: true`, which needs no proxy"
+                .to_owned(),
+        );
+    }
+    let (wildcard, rest) = match text.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    // `[v6]`, `[v6]:port`, `host`, `host:port`.
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let Some((address, after)) = inner.split_once(']') else {
+            return fail(format!("`{text}` opens a `[` it does not close"));
+        };
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return fail(format!("`{text}`: only `:port` may follow `]`")),
+            },
+        };
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return fail(format!("`{address}` in `{text}` is not an IPv6 address"));
+        }
+        (address.to_owned(), port)
+    } else if rest.matches(':').count() > 1 {
+        return fail(format!(
+            "`{text}`: write an IPv6 address in brackets, as `[{rest}]` or `[{rest}]:443`"
+        ));
+    } else {
+        match rest.split_once(':') {
+            Some((host, port)) => (host.to_owned(), Some(port)),
+            None => (rest.to_owned(), None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(digits) => match digits.parse::<u16>() {
+            Ok(port) if port > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Some(port),
+            _ => {
+                return fail(format!("`{digits}` in `{text}` is not a port (1 to 65535)"));
+            }
+        },
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = match host.parse::<std::net::IpAddr>() {
+        Ok(address) if wildcard => {
+            return fail(format!(
+                "`*.` goes before a domain name, not before the address {address}"
+            ));
+        }
+        Ok(address) => address.to_string(),
+        Err(_) => {
+            let label_ok = |label: &str| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            };
+            if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+                let hint = if host.contains('*') {
+                    "; `*.` may only begin the entry, as in \"*.github.com\""
+                } else {
+                    ""
+                };
+                return fail(format!(
+                    "`{text}` is not a host name, an IP address or `*.` and a domain{hint}"
+                ));
+            }
+            host
+        }
+    };
+    Ok(Destination {
+        host,
+        subdomains: wildcard,
+        port,
+    })
+}
+
 fn home(value: &Value) -> Result<HomeMode> {
     match value {
         Value::String(word) if word == "tmpfs" => Ok(HomeMode::Tmpfs),
@@ -992,7 +1136,7 @@ mod tests {
                 fs_entries: vec![],
                 venv: VenvMode::Auto,
                 venv_persist: true,
-                network: true,
+                network: Network::Private,
                 protect: vec![],
                 home: HomeMode::Tmpfs,
             }
@@ -1195,17 +1339,104 @@ mod tests {
     }
 
     #[test]
+    fn the_four_network_forms() {
+        assert_eq!(ok(with(json!({}))).network, Network::Private);
+        assert_eq!(
+            ok(with(json!({ "network": true }))).network,
+            Network::Private
+        );
+        assert_eq!(
+            ok(with(json!({ "network": "host" }))).network,
+            Network::Host
+        );
+        let allow = ok(with(json!({ "network": { "allow": [
+            "PyPI.org.", "files.pythonhosted.org:443", "*.github.com", "127.0.0.1:8080",
+            "[::1]:8080", "pypi.org"
+        ] } })))
+        .network;
+        let Network::Allow(list) = allow else {
+            panic!("{allow:?}")
+        };
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "pypi.org",
+                "files.pythonhosted.org:443",
+                "*.github.com",
+                "127.0.0.1:8080",
+                "[::1]:8080"
+            ]
+        );
+        assert!(list[0].allows("pypi.org", 443) && list[0].allows("pypi.org", 80));
+        assert!(!list[0].allows("pypi.org", 8080) && !list[0].allows("xpypi.org", 443));
+        assert!(list[1].allows("files.pythonhosted.org", 443));
+        assert!(!list[1].allows("files.pythonhosted.org", 80));
+        assert!(list[2].allows("api.github.com", 443) && list[2].allows("a.b.github.com", 80));
+        assert!(!list[2].allows("github.com", 443) && !list[2].allows("evilgithub.com", 443));
+        assert!(list[3].allows("127.0.0.1", 8080) && list[3].is_address());
+        assert!(list[4].allows("::1", 8080) && !list[0].is_address());
+    }
+
+    #[test]
+    fn bad_network_values_name_the_entry_and_the_fix() {
+        let cases: [(Value, &str, &str); 12] = [
+            (json!("no"), "network", "unknown value `no`"),
+            (json!("none"), "network", "false is loopback only"),
+            (json!("hots"), "network", "did you mean \"host\""),
+            (json!(1), "network", "got number"),
+            (
+                json!({ "alow": [] }),
+                "network.alow",
+                "did you mean `allow`",
+            ),
+            (json!({}), "network.allow", "missing"),
+            (
+                json!({ "allow": ["https://pypi.org/simple"] }),
+                "network.allow[0]",
+                "\"pypi.org\"",
+            ),
+            (
+                json!({ "allow": ["a.org", "pypi.org/simple"] }),
+                "network.allow[1]",
+                "has a path",
+            ),
+            (
+                json!({ "allow": ["*"] }),
+                "network.allow[0]",
+                "network: true",
+            ),
+            (
+                json!({ "allow": ["pypi.org:0"] }),
+                "network.allow[0]",
+                "not a port",
+            ),
+            (
+                json!({ "allow": ["a.*.org"] }),
+                "network.allow[0]",
+                "may only begin",
+            ),
+            (json!({ "allow": ["::1"] }), "network.allow[0]", "[::1]"),
+        ];
+        for (value, field, words) in cases {
+            let (got_field, message) = field_err(with(json!({ "network": value })));
+            assert_eq!(got_field, field, "{message}");
+            assert!(message.contains(words), "{field}: {message}");
+        }
+        assert_eq!(
+            field_err(with(json!({ "network": { "allow": [3] } }))),
+            (
+                "network.allow[0]".into(),
+                "expected a string, got number".into()
+            )
+        );
+    }
+
+    #[test]
     fn booleans_and_their_defaults() {
         let manifest = ok(with(json!({ "mountDefaults": false, "network": false })));
         assert!(!manifest.mount_defaults);
-        assert!(!manifest.network);
-        assert_eq!(
-            field_err(with(json!({ "network": "no" }))),
-            (
-                "network".into(),
-                "expected a boolean (true or false), got string".into()
-            )
-        );
+        assert_eq!(manifest.network, Network::Loopback);
         assert_eq!(
             field_err(with(json!({ "mountDefaults": 0 }))).0,
             "mountDefaults"

@@ -3,13 +3,15 @@
 //! Order is semantics in bwrap, so [`render`] emits, in this order:
 //!
 //! 1. namespaces: `--unshare-user --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup`,
-//!    `--unshare-net` when the manifest turns the network off, and `--disable-userns` (no
+//!    `--unshare-net` unless the manifest asks for the host's network, and `--disable-userns` (no
 //!    nested user namespace) where bwrap has it;
 //! 2. process options: `--die-with-parent` (the sandbox ends with its launcher's parent
 //!    process tree); `--cap-drop ALL` (no capabilities, also when paude runs as root, where
 //!    bwrap would otherwise keep them all inside the user namespace); `--sync-fd FD`, the pipe
 //!    that keeps the venv's lock held (bwrap's pid 1 keeps it open for the sandbox's lifetime
-//!    and closes it in the command before exec); `--seccomp FD`, the terminal-injection
+//!    and closes it in the command before exec); `--info-fd FD` and `--block-fd FD`, where a
+//!    network helper must join the sandbox's namespace before the command runs (see
+//!    `network`); `--seccomp FD`, the terminal-injection
 //!    filter, when the terminal is kept; `--new-session` when stdin is not a terminal;
 //! 3. the mount operations exactly in plan order (top-level rootfs entries, splits, logical
 //!    mounts, then the read-only remounts); a bind whose source the launch holds by
@@ -48,6 +50,8 @@ pub fn render(plan: &Plan) -> Vec<OsString> {
     push(&["--cap-drop".as_ref(), "ALL".as_ref()]);
     for (option, fd) in [
         ("--sync-fd", plan.keep_open),
+        ("--info-fd", plan.info_fd),
+        ("--block-fd", plan.block_fd),
         ("--seccomp", plan.seccomp_fd),
     ] {
         if let Some(fd) = fd {
@@ -177,6 +181,9 @@ mod tests {
         let plan = Plan {
             rootfs: PathBuf::from("/store/rootfs"),
             unshare_net: true,
+            helper: None,
+            info_fd: Some(6),
+            block_fd: Some(7),
             disable_userns: true,
             new_session: true,
             keep_open: Some(3),
@@ -215,7 +222,8 @@ mod tests {
             "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
             "--unshare-net", "--disable-userns",
             // 2. process
-            "--die-with-parent", "--cap-drop", "ALL", "--sync-fd", "3", "--seccomp", "4", "--new-session",
+            "--die-with-parent", "--cap-drop", "ALL", "--sync-fd", "3", "--info-fd", "6", "--block-fd", "7",
+            "--seccomp", "4", "--new-session",
             // 3. mounts, in plan order
             "--ro-bind", "/store/rootfs/usr", "/usr",
             "--symlink", "usr/bin", "/bin",

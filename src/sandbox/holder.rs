@@ -27,7 +27,7 @@
 //! The holder never returns into the launch's code: it exits once its work is done, also when
 //! that work panics.
 
-use super::git;
+use super::{git, network};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -102,12 +102,31 @@ const PASSED_ON: [libc::c_int; 14] = [
 /// foreground group (SIGTTOU).
 const OWN: [libc::c_int; 2] = [libc::SIGCHLD, libc::SIGTTOU];
 
-/// Forks: the child returns the write end of the pipe (close-on-exec, for bwrap's
-/// `--sync-fd`) and goes on to exec bwrap; this process becomes the holder of `locks`, waits
-/// for the sandbox to end, does `work`, and exits with bwrap's status. Call it with one
-/// thread running.
-pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
+/// What the child that goes on to exec bwrap gets: the write end of the pipe for bwrap's
+/// `--sync-fd`, and where the sandbox has a network helper, bwrap's ends of `--info-fd` and
+/// `--block-fd`; all close-on-exec.
+pub struct ForBwrap {
+    pub keep_open: OwnedFd,
+    pub network: Option<network::BwrapEnds>,
+}
+
+/// Forks: the child returns [`ForBwrap`] and goes on to exec bwrap; this process becomes the
+/// holder of `locks`, starts `helper` for the sandbox's network (see `network`), waits for
+/// the sandbox to end, does `work`, and exits with bwrap's status. Call it with one thread
+/// running.
+pub fn start(
+    locks: &[BorrowedFd<'_>],
+    work: Work,
+    helper: Option<&network::Helper>,
+) -> std::io::Result<ForBwrap> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (holder_ends, bwrap_ends) = match helper {
+        Some(_) => {
+            let (holder, bwrap) = network::pipes()?;
+            (Some(holder), Some(bwrap))
+        }
+        None => (None, None),
+    };
     // Blocked before the fork, so that no signal finds the holder unprepared; the child
     // unblocks them before it execs.
     let held: Vec<libc::c_int> = PASSED_ON.iter().chain(&OWN).copied().collect();
@@ -126,7 +145,11 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
             }
             signals.release()?;
             drop(read);
-            return Ok(write);
+            drop(holder_ends);
+            return Ok(ForBwrap {
+                keep_open: write,
+                network: bwrap_ends,
+            });
         }
         Ok(Some(child)) => child,
         Err(error) => {
@@ -135,6 +158,7 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
         }
     };
     drop(write);
+    drop(bwrap_ends);
     if terminal && let Some(pid) = rustix::process::Pid::from_raw(child) {
         // Also from here, as a shell does, so that neither side waits for the other.
         rustix::process::setpgid(Some(pid), Some(pid)).ok();
@@ -150,6 +174,7 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
         keep.push(read.as_raw_fd());
         keep.push(signals.fd().as_raw_fd());
         keep.extend(tty.as_ref().map(|tty| tty.as_raw_fd()));
+        keep.extend(holder_ends.iter().flat_map(network::HolderEnds::raw));
         keep.extend(
             work.git
                 .iter()
@@ -168,7 +193,24 @@ pub fn start(locks: &[BorrowedFd<'_>], work: Work) -> std::io::Result<OwnedFd> {
             rustix::stdio::dup2_stdin(&null).ok();
             rustix::stdio::dup2_stdout(&null).ok();
         }
-        wait_for_end_of_file(&read, &signals, child)
+        let running = match (holder_ends, helper, rustix::process::Pid::from_raw(child)) {
+            (Some(ends), Some(helper), Some(pid)) => match network::bring_up(ends, helper, pid) {
+                Ok(network::Started::Up(running)) => Some(running),
+                Ok(network::Started::BwrapGone) => None,
+                Err(message) => {
+                    // bwrap was killed while it waited at `--block-fd`: the command never ran.
+                    say(&format!("network: {message}"));
+                    wait_for(child);
+                    return Some(125);
+                }
+            },
+            _ => None,
+        };
+        let status = wait_for_end_of_file(&read, &signals, child);
+        if let Some(running) = running {
+            running.end();
+        }
+        status
     }));
     let status = match outcome {
         Ok(Some(status)) => status,

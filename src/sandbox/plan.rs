@@ -25,7 +25,8 @@
 //! bound into it, `D` remounted read-only after the mounts. Targets are resolved inside the
 //! rootfs first, so a target through a link (`/bin/x`) lands where the link leads.
 
-use crate::manifest::{HomeMode, Manifest, Mount, MountKind};
+use super::network::Helper;
+use crate::manifest::{HomeMode, Manifest, Mount, MountKind, Network};
 use crate::rootpath;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,8 +66,16 @@ pub enum View {
 pub struct Plan {
     /// The rootfs the top-level entries come from.
     pub rootfs: PathBuf,
-    /// `--unshare-net`: a private network namespace with only loopback.
+    /// `--unshare-net`: a network namespace of the sandbox's own (every `network` but
+    /// `"host"`).
     pub unshare_net: bool,
+    /// The helper that gives that namespace its way out (see `network`), started by the
+    /// holder between bwrap's `--info-fd` and `--block-fd`.
+    pub helper: Option<super::network::Helper>,
+    /// `--info-fd` and `--block-fd`, where there is a helper. Set, like `keep_open`, by the
+    /// launch right before exec.
+    pub info_fd: Option<i32>,
+    pub block_fd: Option<i32>,
     /// `--disable-userns`: no new user namespace inside (bwrap 0.8 and later; the seccomp
     /// filter refuses them too).
     pub disable_userns: bool,
@@ -139,6 +148,11 @@ pub struct PlanInput<'a> {
     pub git_identity: &'a [(&'static str, &'a str)],
     /// Files for `/etc/passwd` and `/etc/group` naming the user (see `identity`).
     pub identity: Option<(&'a Path, &'a Path)>,
+    /// The sandbox's `/etc/resolv.conf` where it is not the host's (slirp4netns's resolver).
+    pub resolv_conf: Option<&'a Path>,
+    /// slirp4netns, for `network: true` (none: such a plan is an error that says to install
+    /// it).
+    pub slirp4netns: Option<&'a Path>,
     /// Empty: an interactive shell.
     pub command: &'a [OsString],
 }
@@ -180,6 +194,27 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         input.command.to_vec()
     };
     let mut warnings = Vec::new();
+    let helper = match &input.manifest.network {
+        Network::Private => Some(Helper::Slirp(
+            input
+                .slirp4netns
+                .ok_or_else(|| {
+                    PlanError("network: true needs slirp4netns (apt install slirp4netns)".into())
+                })?
+                .to_path_buf(),
+        )),
+        Network::Allow(list) => Some(Helper::Proxy(list.clone())),
+        Network::Loopback => None,
+        Network::Host => {
+            warnings.push(
+                "network: \"host\" shares the host's network namespace: the sandbox reaches \
+                 every service on the host's loopback and the host's abstract sockets (X11, \
+                 D-Bus); network: true reaches the internet without them"
+                    .into(),
+            );
+            None
+        }
+    };
     // Started inside a shadowed venv: that directory is an empty tmpfs inside, so the
     // nearest directory that exists there is the venv itself.
     let mut chdir = input.cwd.to_path_buf();
@@ -200,7 +235,10 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     }
     Ok(Plan {
         rootfs: input.rootfs.to_path_buf(),
-        unshare_net: !input.manifest.network,
+        unshare_net: input.manifest.network != Network::Host,
+        helper,
+        info_fd: None,
+        block_fd: None,
         disable_userns: input.disable_userns,
         new_session: !input.stdin_is_terminal,
         keep_open: None,
@@ -333,15 +371,22 @@ fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Result<Vec<Log
             if user_targets.contains(Path::new(target)) {
                 continue;
             }
+            // slirp4netns's resolver rather than the host's, which may be on the host's
+            // loopback (127.0.0.53) and is not the sandbox's to reach.
+            let source = match (target, input.resolv_conf) {
+                ("/etc/resolv.conf", Some(written)) => Some(written),
+                _ => source.map(Path::new),
+            };
             if let Some(source) = source
-                && !host.has(Path::new(source))
+                && input.resolv_conf != Some(source)
+                && !host.has(source)
             {
                 continue;
             }
             // The default /dev is bwrap's minimal devtmpfs (`--dev`), marked by no source.
             out.push(Logical {
                 kind,
-                source: source.map(PathBuf::from),
+                source: source.map(Path::to_path_buf),
                 target: PathBuf::from(target),
                 label: format!("the default mount {target}"),
             });
@@ -721,6 +766,13 @@ fn environment(input: &PlanInput<'_>) -> Result<Vec<(OsString, OsString)>, PlanE
             env.set(*name, *value);
         }
     }
+    if let Network::Allow(allow) = &input.manifest.network {
+        for (name, value) in super::network::proxy_variables(allow) {
+            if env.get(&name).is_none() {
+                env.set(name, value);
+            }
+        }
+    }
     tree_defaults(&mut env, input.library_dirs);
     // Seed 003: git refuses a repository whose owner differs from the user ("dubious
     // ownership"). Trust exactly the workspace, through git's environment config, appended
@@ -949,6 +1001,7 @@ fn shell(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Destination;
     use crate::manifest::VenvMode;
     use std::collections::BTreeMap;
     use std::os::unix::fs::{PermissionsExt, symlink};
@@ -958,6 +1011,9 @@ mod tests {
         let r = dir.path();
         std::fs::create_dir_all(r.join("usr/bin")).unwrap();
         std::fs::create_dir_all(r.join("etc")).unwrap();
+        // The mount points the store makes for the default mounts.
+        std::fs::write(r.join("etc/resolv.conf"), "").unwrap();
+        std::fs::write(r.join("etc/hosts"), "").unwrap();
         std::fs::write(r.join("usr/bin/bash"), "").unwrap();
         std::fs::set_permissions(
             r.join("usr/bin/bash"),
@@ -982,7 +1038,7 @@ mod tests {
             fs_entries: Vec::new(),
             venv: VenvMode::Auto,
             venv_persist: false,
-            network: true,
+            network: Network::Private,
             protect: Vec::new(),
             home: HomeMode::Tmpfs,
         }
@@ -1044,6 +1100,9 @@ mod tests {
             user: None,
             git_identity: &[],
             identity: None,
+            resolv_conf: (manifest.network == Network::Private)
+                .then_some(Path::new("/p/files/resolv.conf")),
+            slirp4netns: Some(Path::new("/usr/bin/slirp4netns")),
             command: &command,
         };
         plan(&input)
@@ -1065,7 +1124,7 @@ mod tests {
         #[rustfmt::skip]
         let expected: Vec<&str> = vec![
             "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
-            "--disable-userns",
+            "--unshare-net", "--disable-userns",
             "--die-with-parent", "--cap-drop", "ALL", "--new-session",
             // The top level of the rootfs, entry by entry, into bwrap's tmpfs root.
             "--symlink", "usr/bin", "/bin",
@@ -1075,6 +1134,8 @@ mod tests {
             "--dev", "/dev",
             "--proc", "/proc",
             "--ro-bind", "/sys", "/sys",
+            // slirp4netns's resolver (network: true), not the host's.
+            "--ro-bind", "/p/files/resolv.conf", "/etc/resolv.conf",
             "--ro-bind", "/etc/hosts", "/etc/hosts",
             "--tmpfs", "/tmp",
             // The workspace, then its venv shadow.
@@ -1093,6 +1154,61 @@ mod tests {
             "--", "bash", "-c", "x",
         ];
         assert_eq!(ops(&plan), expected);
+        assert_eq!(
+            plan.helper,
+            Some(Helper::Slirp("/usr/bin/slirp4netns".into()))
+        );
+    }
+
+    #[test]
+    fn each_network_form_in_the_plan() {
+        let rootfs = rootfs();
+        let mut manifest = manifest();
+        let has = |plan: &Plan, name: &str| plan.env.iter().any(|(key, _)| key == name);
+        manifest.network = Network::Host;
+        let plan = make(&manifest, &[], rootfs.path(), &["true"]);
+        assert!(!plan.unshare_net && plan.helper.is_none());
+        assert!(
+            plan.warnings[0].contains("host's loopback"),
+            "{:?}",
+            plan.warnings
+        );
+        assert!(!ops(&plan).contains(&"/p/files/resolv.conf".to_string()));
+        manifest.network = Network::Loopback;
+        let plan = make(&manifest, &[], rootfs.path(), &["true"]);
+        assert!(plan.unshare_net && plan.helper.is_none() && !has(&plan, "HTTPS_PROXY"));
+        let allow = vec![Destination {
+            host: "pypi.org".into(),
+            subdomains: false,
+            port: None,
+        }];
+        manifest.network = Network::Allow(allow.clone());
+        manifest
+            .env_set
+            .insert("no_proxy".into(), "mine.internal".into());
+        let plan = make(&manifest, &[], rootfs.path(), &["true"]);
+        assert!(plan.unshare_net);
+        assert_eq!(plan.helper, Some(Helper::Proxy(allow)));
+        let value = |name: &str| {
+            plan.env
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            value("HTTPS_PROXY").as_deref(),
+            Some("http://127.0.0.1:3128")
+        );
+        assert_eq!(
+            value("all_proxy").as_deref(),
+            Some("socks5h://127.0.0.1:3128")
+        );
+        // The manifest's own value wins.
+        assert_eq!(value("no_proxy").as_deref(), Some("mine.internal"));
+        assert_eq!(
+            value("NO_PROXY").as_deref(),
+            Some("localhost,127.0.0.1,::1")
+        );
     }
 
     #[test]
@@ -1135,7 +1251,7 @@ mod tests {
         };
         let mounts = vec![bind("/w-secrets", "/w/secrets"), bind("/tmp", "/tmp")];
         let mut manifest = manifest();
-        manifest.network = false;
+        manifest.network = Network::Loopback;
         let plan = make(&manifest, &mounts, rootfs.path(), &["true"]);
         let args = ops(&plan).join(" ");
         assert!(!args.contains("--tmpfs /tmp"), "{args}");
@@ -1408,6 +1524,8 @@ mod tests {
             user: None,
             git_identity: &[],
             identity: None,
+            resolv_conf: None,
+            slirp4netns: Some(Path::new("/usr/bin/slirp4netns")),
             command: &[],
         };
         let error = plan(&input).unwrap_err().to_string();

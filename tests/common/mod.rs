@@ -210,7 +210,8 @@ pub fn command_as(who: As, program: impl AsRef<OsStr>) -> Command {
     match who {
         As::Me => Command::new(program),
         As::Nobody => {
-            let mut command = Command::new("setpriv");
+            // By path: a test may give the child a PATH without it.
+            let mut command = Command::new("/usr/bin/setpriv");
             command
                 .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
                 .arg(program);

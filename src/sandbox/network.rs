@@ -1,0 +1,500 @@
+//! The network helpers: what gives a sandbox in a network namespace of its own a way out.
+//!
+//! Every `network` form but `"host"` runs bwrap with `--unshare-net`, so the host's loopback
+//! services and abstract Unix sockets (X11, D-Bus, agents: they belong to the network
+//! namespace, not to the file system) are out of reach. Two forms then need a helper outside
+//! the sandbox, started by the holder (see `holder`) and ended with the sandbox; neither is a
+//! daemon:
+//!
+//! - `true`: slirp4netns, the user-mode network rootless podman uses, joined to the sandbox's
+//!   namespace. It gives the sandbox a `tap0` with 10.0.2.100, a route out through 10.0.2.2
+//!   and a DNS forwarder at 10.0.2.3 (the sandbox's `/etc/resolv.conf`), with
+//!   `--disable-host-loopback`, so that 10.0.2.2 does not lead to the host's 127.0.0.1.
+//! - `{allow: [...]}`: no route out at all, and the allow-list proxy (see `proxy`) listening
+//!   on 127.0.0.1:[`PROXY_PORT`] *inside* the sandbox's namespace while it connects from the
+//!   host's. Its listening socket is made by a short-lived child that joins the namespace
+//!   and hands the socket back over a Unix socket pair; the proxy runs in a process of its own.
+//!
+//! The order, which keeps the command from starting before its network is up: bwrap writes
+//! its sandbox's pid to `--info-fd` once the namespaces exist, and waits at `--block-fd`
+//! before it runs the command; the holder reads the pid, starts the helper, waits for its
+//! ready signal (slirp4netns's `--ready-fd`, the proxy's socket in hand), and only then
+//! writes the byte bwrap waits for. A helper that fails ends bwrap before the command ran.
+
+use crate::manifest::Destination;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the allow-list proxy listens inside the sandbox: 127.0.0.1 and squid's port, the
+/// one proxy users know. Nothing inside can take it first: it is bound before the command
+/// starts.
+pub const PROXY_PORT: u16 = 3128;
+
+/// The sandbox's DNS server with slirp4netns: its forwarder to the host's resolver.
+pub const SLIRP_DNS: &str = "10.0.2.3";
+
+/// How long the holder waits for bwrap to make the namespaces, and for a helper to be up.
+const START_LIMIT: Duration = Duration::from_secs(10);
+
+/// The helper a launch needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Helper {
+    /// slirp4netns, at this path.
+    Slirp(PathBuf),
+    /// The allow-list proxy.
+    Proxy(Vec<Destination>),
+}
+
+/// The holder's ends of bwrap's `--info-fd` and `--block-fd` pipes.
+pub struct HolderEnds {
+    info: OwnedFd,
+    block: OwnedFd,
+}
+
+impl HolderEnds {
+    /// The descriptors, for the holder to keep when it closes the rest.
+    pub fn raw(&self) -> [std::os::fd::RawFd; 2] {
+        [self.info.as_raw_fd(), self.block.as_raw_fd()]
+    }
+}
+
+/// bwrap's ends, which it inherits.
+pub struct BwrapEnds {
+    pub info: OwnedFd,
+    pub block: OwnedFd,
+}
+
+/// The two pipes, close-on-exec (the exec site clears the flag on bwrap's ends).
+pub fn pipes() -> std::io::Result<(HolderEnds, BwrapEnds)> {
+    use rustix::pipe::{PipeFlags, pipe_with};
+    let (info_read, info_write) = pipe_with(PipeFlags::CLOEXEC)?;
+    let (block_read, block_write) = pipe_with(PipeFlags::CLOEXEC)?;
+    Ok((
+        HolderEnds {
+            info: info_read,
+            block: block_write,
+        },
+        BwrapEnds {
+            info: info_write,
+            block: block_read,
+        },
+    ))
+}
+
+/// A helper running for the sandbox; [`Running::end`] ends it.
+pub struct Running {
+    pid: rustix::process::Pid,
+    /// Closed to tell the helper the sandbox is over (slirp4netns's `--exit-fd`, the proxy's
+    /// lifetime pipe); it also closes when the holder dies, however it dies.
+    _lifetime: OwnedFd,
+}
+
+impl Running {
+    /// Ends the helper and waits for it.
+    pub fn end(self) {
+        let Running { pid, _lifetime } = self;
+        drop(_lifetime);
+        // The proxy's open connections end with it; slirp4netns has nothing left to carry.
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).ok();
+        while let Err(rustix::io::Errno::INTR) =
+            rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+        {}
+    }
+}
+
+/// How the start went.
+pub enum Started {
+    /// The helper is up and bwrap was let go on.
+    Up(Running),
+    /// bwrap ended (or closed its info pipe) before it made the sandbox: its own error says why.
+    BwrapGone,
+}
+
+/// In the holder: waits for bwrap's namespaces, starts `helper` for them, and lets bwrap go
+/// on; the error (said by the caller) when the helper could not start, in which case the
+/// sandbox has been killed while it still waited, so that the command never runs without its
+/// network (the block pipe's end of file would let bwrap go on too).
+pub fn bring_up(
+    ends: HolderEnds,
+    helper: &Helper,
+    bwrap: rustix::process::Pid,
+) -> Result<Started, String> {
+    use rustix::process::{Pid, Signal, kill_process};
+    let HolderEnds { info, block } = ends;
+    let sandbox = match sandbox_pid(&info) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => return Ok(Started::BwrapGone),
+        Err(message) => {
+            kill_process(bwrap, Signal::KILL).ok();
+            return Err(message);
+        }
+    };
+    drop(info);
+    let running = match start_helper(sandbox, helper) {
+        Ok(running) => running,
+        Err(message) => {
+            // The sandbox's first process, killed before the block pipe closes: with SIGKILL
+            // pending it runs no more of its own code, so it never reads that end of file.
+            if let Some(pid) = Pid::from_raw(sandbox) {
+                kill_process(pid, Signal::KILL).ok();
+            }
+            kill_process(bwrap, Signal::KILL).ok();
+            return Err(message);
+        }
+    };
+    let mut block = std::fs::File::from(block);
+    if block.write_all(b"1").is_err() {
+        running.end();
+        return Ok(Started::BwrapGone);
+    }
+    Ok(Started::Up(running))
+}
+
+/// The helper, started for the network namespace of the sandbox's first process `pid`.
+fn start_helper(pid: i32, helper: &Helper) -> Result<Running, String> {
+    let namespace = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|error| format!("opening the sandbox's network namespace: {error}"))?;
+    let owner = crate::sys::namespace_owner(namespace.as_fd()).map_err(|error| {
+        format!("finding the owner of the sandbox's network namespace: {error}")
+    })?;
+    match helper {
+        Helper::Slirp(program) => start_slirp(program, pid, &owner),
+        Helper::Proxy(allow) => start_proxy(&namespace, &owner, allow),
+    }
+}
+
+/// The sandbox's pid, from bwrap's info JSON (`{"child-pid": N, ...}`, written once the
+/// namespaces exist); none when bwrap closed the pipe without one.
+fn sandbox_pid(info: &OwnedFd) -> Result<Option<i32>, String> {
+    let mut text = Vec::new();
+    let mut buffer = [0u8; 512];
+    loop {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&text) {
+            return match value.get("child-pid").and_then(serde_json::Value::as_i64) {
+                Some(pid) if pid > 0 && pid <= i64::from(i32::MAX) => Ok(Some(pid as i32)),
+                _ => Err(format!(
+                    "bwrap's --info-fd gave no child-pid: {}",
+                    String::from_utf8_lossy(&text)
+                )),
+            };
+        }
+        if !readable_within(info, START_LIMIT) {
+            return Err(format!(
+                "bwrap made no namespaces within {} s",
+                START_LIMIT.as_secs()
+            ));
+        }
+        match rustix::io::read(info, &mut buffer) {
+            Ok(0) => return Ok(None),
+            Ok(read) if text.len() < 64 * 1024 => text.extend_from_slice(&buffer[..read]),
+            Ok(_) => return Err("bwrap's --info-fd wrote more than its JSON".into()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => return Err(format!("reading bwrap's --info-fd: {error}")),
+        }
+    }
+}
+
+/// Whether `fd` has something to read (or its end of file) within `limit`.
+fn readable_within(fd: &OwnedFd, limit: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Marks `fd` to survive the next exec (the holder runs one thread: nothing else can exec
+/// meanwhile).
+fn inheritable(fd: &OwnedFd) -> Result<(), String> {
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
+        .map_err(|error| format!("passing a descriptor to a network helper: {error}"))
+}
+
+/// slirp4netns for the namespace of `pid`, joined through its owner `owner`: up once it
+/// wrote its ready byte.
+fn start_slirp(program: &std::path::Path, pid: i32, owner: &OwnedFd) -> Result<Running, String> {
+    use rustix::pipe::{PipeFlags, pipe_with};
+    let pipe = || pipe_with(PipeFlags::CLOEXEC).map_err(|error| format!("a pipe: {error}"));
+    let (ready_read, ready_write) = pipe()?;
+    let (exit_read, exit_write) = pipe()?;
+    let (errors_read, errors_write) = pipe()?;
+    // What slirp4netns says goes to a pipe read only if it fails; once it runs, a full pipe
+    // loses its lines rather than stalling it.
+    rustix::fs::fcntl_setfl(&errors_write, rustix::fs::OFlags::NONBLOCK)
+        .map_err(|error| format!("a pipe: {error}"))?;
+    for fd in [owner, &ready_write, &exit_read] {
+        inheritable(fd)?;
+    }
+    let child = std::process::Command::new(program)
+        .env_clear()
+        .args([
+            "--configure".to_owned(),
+            "--mtu=65520".to_owned(),
+            // 10.0.2.2 would otherwise be the host's 127.0.0.1.
+            "--disable-host-loopback".to_owned(),
+            "--enable-seccomp".to_owned(),
+            format!("--ready-fd={}", ready_write.as_raw_fd()),
+            format!("--exit-fd={}", exit_read.as_raw_fd()),
+            format!("--userns-path=/proc/self/fd/{}", owner.as_raw_fd()),
+            pid.to_string(),
+            "tap0".to_owned(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(errors_write))
+        .spawn()
+        .map_err(|error| format!("starting {}: {error}", program.display()))?;
+    drop((ready_write, exit_read));
+    let running = Running {
+        pid: rustix::process::Pid::from_child(&child),
+        _lifetime: exit_write,
+    };
+    let mut byte = [0u8; 1];
+    let ready = readable_within(&ready_read, START_LIMIT)
+        && matches!(rustix::io::read(&ready_read, &mut byte), Ok(1));
+    if ready {
+        return Ok(running);
+    }
+    running.end();
+    let mut said = String::new();
+    std::fs::File::from(errors_read)
+        .take(16 * 1024)
+        .read_to_string(&mut said)
+        .ok();
+    let last: Vec<&str> = said
+        .lines()
+        .filter(|line| !line.contains("seccomp is experimental"))
+        .collect();
+    let tun_hint = if said.contains("/dev/net/tun") {
+        "; /dev/net/tun must be readable and writable by every user (mode 0666, as udev \
+         makes it), or use `network: false` or `network: \"host\"`"
+    } else {
+        ""
+    };
+    Err(format!(
+        "slirp4netns did not come up within {} s: {}{tun_hint}",
+        START_LIMIT.as_secs(),
+        match last.last() {
+            Some(line) => line.trim().to_owned(),
+            None => "it said nothing".to_owned(),
+        }
+    ))
+}
+
+/// The allow-list proxy: its socket made inside the sandbox's namespace, then the process
+/// that serves it.
+fn start_proxy(
+    namespace: &std::fs::File,
+    owner: &OwnedFd,
+    allow: &[Destination],
+) -> Result<Running, String> {
+    let listener = listen_inside(namespace, owner)?;
+    let (lifetime_read, lifetime_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|error| format!("a pipe: {error}"))?;
+    match crate::sys::fork() {
+        Ok(None) => {
+            // The proxy: nothing of the holder's but its socket and its lifetime.
+            drop(lifetime_write);
+            let keep = [listener.as_raw_fd(), lifetime_read.as_raw_fd()];
+            if crate::sys::close_above_stderr_except(&keep).is_ok() {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))
+                .ok();
+                super::proxy::serve(listener, lifetime_read, allow.to_vec());
+            }
+            std::process::exit(0)
+        }
+        Ok(Some(child)) => {
+            drop(listener);
+            let pid = rustix::process::Pid::from_raw(child)
+                .ok_or_else(|| "the proxy has no pid".to_owned())?;
+            Ok(Running {
+                pid,
+                _lifetime: lifetime_write,
+            })
+        }
+        Err(error) => Err(format!("starting the proxy: {error}")),
+    }
+}
+
+/// A socket listening on 127.0.0.1:[`PROXY_PORT`] in the sandbox's network namespace: a
+/// child joins the namespace (through its owning user namespace: a process outside has the
+/// capabilities joining needs only there), binds, and sends the socket back with SCM_RIGHTS.
+/// A socket stays in the namespace it was made in wherever its descriptor goes.
+fn listen_inside(namespace: &std::fs::File, owner: &OwnedFd) -> Result<OwnedFd, String> {
+    use rustix::net::{
+        AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+        SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+    };
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|error| format!("a socket pair: {error}"))?;
+    match crate::sys::fork() {
+        Ok(None) => {
+            drop(ours);
+            let made = (|| -> std::io::Result<std::net::TcpListener> {
+                use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+                move_into_link_name_space(owner.as_fd(), Some(LinkNameSpaceType::User))?;
+                move_into_link_name_space(namespace.as_fd(), Some(LinkNameSpaceType::Network))?;
+                std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, PROXY_PORT))
+            })();
+            let code = match made {
+                Ok(listener) => {
+                    let fds = [listener.as_fd()];
+                    let mut space =
+                        [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                    let mut control = SendAncillaryBuffer::new(&mut space);
+                    control.push(SendAncillaryMessage::ScmRights(&fds));
+                    let sent = rustix::net::sendmsg(
+                        &theirs,
+                        &[std::io::IoSlice::new(b"1")],
+                        &mut control,
+                        SendFlags::empty(),
+                    );
+                    i32::from(sent.is_err())
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    rustix::net::send(&theirs, message.as_bytes(), SendFlags::empty()).ok();
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+        Ok(Some(child)) => {
+            drop(theirs);
+            let mut message = [0u8; 512];
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let received = if readable_within(&ours, START_LIMIT) {
+                rustix::net::recvmsg(
+                    &ours,
+                    &mut [std::io::IoSliceMut::new(&mut message)],
+                    &mut control,
+                    RecvFlags::CMSG_CLOEXEC,
+                )
+                .ok()
+            } else {
+                None
+            };
+            if let Some(pid) = rustix::process::Pid::from_raw(child) {
+                rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()).ok();
+            }
+            let mut listener = None;
+            for item in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = item {
+                    listener = listener.or(fds.into_iter().next());
+                }
+            }
+            match (listener, received) {
+                (Some(listener), _) => Ok(listener),
+                (None, Some(received)) => Err(format!(
+                    "making the proxy's socket in the sandbox's network namespace: {}",
+                    String::from_utf8_lossy(&message[..received.bytes.min(message.len())])
+                )),
+                (None, None) => Err(
+                    "making the proxy's socket in the sandbox's network namespace: no answer"
+                        .into(),
+                ),
+            }
+        }
+        Err(error) => Err(format!("starting the proxy: {error}")),
+    }
+}
+
+/// The sandbox's `/etc/resolv.conf` with slirp4netns: its DNS forwarder, and the host's
+/// `search`, `domain` and `options` lines.
+pub fn slirp_resolv_conf(host: &str) -> String {
+    let mut text = format!(
+        "# written by paude: slirp4netns forwards to the host's resolver\nnameserver {SLIRP_DNS}\n"
+    );
+    for line in host.lines() {
+        let word = line.split_whitespace().next().unwrap_or("");
+        if matches!(word, "search" | "domain" | "options") {
+            text.push_str(line.trim());
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// The variables that point clients at the allow-list proxy, in both cases, as curl, git,
+/// pip, npm and cargo read them. `NO_PROXY` keeps the sandbox's own loopback direct (a test
+/// suite's own server), but for the loopback names `allow` lists: those mean the host's, which
+/// only the proxy reaches.
+pub fn proxy_variables(allow: &[Destination]) -> Vec<(String, String)> {
+    let http = format!("http://127.0.0.1:{PROXY_PORT}");
+    // socks5h: the proxy resolves the names, as it must (the sandbox has no DNS).
+    let socks = format!("socks5h://127.0.0.1:{PROXY_PORT}");
+    let local = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .filter(|name| !allow.iter().any(|entry| entry.host == *name))
+        .collect::<Vec<_>>()
+        .join(",");
+    [
+        ("HTTP_PROXY", &http),
+        ("HTTPS_PROXY", &http),
+        ("ALL_PROXY", &socks),
+        ("NO_PROXY", &local),
+    ]
+    .into_iter()
+    .flat_map(|(name, value)| {
+        [
+            (name.to_owned(), value.clone()),
+            (name.to_ascii_lowercase(), value.clone()),
+        ]
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resolver_is_slirps_with_the_hosts_search_lines() {
+        let host =
+            "# generated\nnameserver 127.0.0.53\nsearch corp.example\noptions edns0 trust-ad\n";
+        assert_eq!(
+            slirp_resolv_conf(host),
+            "# written by paude: slirp4netns forwards to the host's resolver\nnameserver \
+             10.0.2.3\nsearch corp.example\noptions edns0 trust-ad\n"
+        );
+    }
+
+    #[test]
+    fn proxy_variables_come_in_both_cases() {
+        let variables = proxy_variables(&[]);
+        assert_eq!(variables.len(), 8);
+        assert!(variables.contains(&("no_proxy".into(), "localhost,127.0.0.1,::1".into())));
+        let host_loopback = Destination {
+            host: "127.0.0.1".into(),
+            subdomains: false,
+            port: Some(8080),
+        };
+        assert!(
+            proxy_variables(&[host_loopback])
+                .contains(&("NO_PROXY".into(), "localhost,::1".into()))
+        );
+        assert!(variables.contains(&("https_proxy".into(), "http://127.0.0.1:3128".into())));
+        assert!(variables.contains(&("ALL_PROXY".into(), "socks5h://127.0.0.1:3128".into())));
+    }
+}

@@ -313,11 +313,19 @@ fn a_running_sandbox_keeps_its_venv_while_paude_waits() {
         // signalfd it reads the signals it passes on from; its stdin and stdout lead nowhere
         // and its stderr is paude's (for what it says when the sandbox ends), and nothing
         // else of paude's stays open in it: not the caller's descriptor 7, not the pipe's
-        // write end (or it would never see the sandbox end).
+        // write end (or it would never see the sandbox end). With `network: true` it also
+        // keeps the pipe whose closing ends slirp4netns (its `--exit-fd`).
         assert_eq!(holders.len(), 1, "{holders:?}");
         assert_eq!(holders[0], sandbox.id(), "the holder is paude itself");
         let open = descriptors(holders[0]);
-        assert_eq!(open.len(), 6, "{open:?}");
+        assert_eq!(open.len(), 7, "{open:?}");
+        assert_eq!(
+            open.iter()
+                .filter(|target| target.starts_with("pipe:"))
+                .count(),
+            3,
+            "stderr, the sandbox's pipe and slirp4netns's: {open:?}"
+        );
         assert!(
             open.iter().any(|target| target.contains("signalfd")),
             "{open:?}"

@@ -52,17 +52,6 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let (manifest, manifest_files) =
         load_manifest(&args, host, &workspace, &store, &cache, began, &mut learned)?;
     let mounts = checked_mounts(&manifest, host, &workspace, &mut pins)?;
-    let slirp4netns = match manifest.network {
-        Network::Private => Some(host.program("slirp4netns").ok_or_else(|| {
-            anyhow::anyhow!(
-                "network: true gives the sandbox a network of its own through slirp4netns, \
-                 which is not installed; install it (apt install slirp4netns), or set network \
-                 to false (loopback only), {{allow: [...]}} (paude's proxy) or \"host\" (the \
-                 host's network, with its loopback services)"
-            )
-        })?),
-        _ => None,
-    };
     let nested = git::nested_gitfiles(&repository, &workspace);
     let submodules: Vec<PathBuf> = nested
         .iter()
@@ -77,6 +66,17 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
         &mut pins,
     )?;
     let bwrap = host.bwrap()?;
+    let slirp4netns = match manifest.network {
+        Network::Private => Some(host.program("slirp4netns").ok_or_else(|| {
+            anyhow::anyhow!(
+                "network: true gives the sandbox a network of its own through slirp4netns, \
+                 which is not installed; install it (apt install slirp4netns), or set network \
+                 to false (loopback only), {{allow: [...]}} (paude's proxy) or \"host\" (the \
+                 host's network, with its loopback services)"
+            )
+        })?),
+        _ => None,
+    };
     let (options, asked) = launch::bwrap_options(&cache, &bwrap, began, &mut learned);
     let disable_userns = options.disable_userns;
     // The kernel's settings are read (from /proc/sys, slow to look up) where bwrap was just

@@ -17,7 +17,8 @@
 //!
 //! The order, which keeps the command from starting before its network is up: bwrap writes
 //! its sandbox's pid to `--info-fd` once the namespaces exist, and waits at `--block-fd`
-//! before it runs the command; the holder reads the pid, starts the helper, waits for its
+//! before it runs the command; the holder reads the pid, waits for bwrap to have set up the
+//! namespace's loopback where the helper touches it too (slirp4netns), starts the helper, waits for its
 //! ready signal (slirp4netns's `--ready-fd`, the proxy's socket in hand), and only then
 //! writes the byte bwrap waits for. A helper that fails ends bwrap before the command ran.
 
@@ -132,8 +133,18 @@ pub fn bring_up(
         }
     };
     drop(info);
-    let running = match start_helper(sandbox, helper) {
-        Ok(running) => running,
+    // slirp4netns sets the loopback up: not before bwrap has (see `loopback_configured`).
+    let alive = match helper {
+        Helper::Slirp(_) => loopback_configured(sandbox),
+        Helper::Proxy(_) => Ok(true),
+    };
+    let started = alive.and_then(|alive| match alive {
+        true => start_helper(sandbox, helper).map(Some),
+        false => Ok(None),
+    });
+    let running = match started {
+        Ok(Some(running)) => running,
+        Ok(None) => return Ok(Started::BwrapGone),
         Err(message) => {
             // The sandbox's first process, killed before the block pipe closes: with SIGKILL
             // pending it runs no more of its own code, so it never reads that end of file.
@@ -193,6 +204,34 @@ fn sandbox_pid(info: &OwnedFd) -> Result<Option<i32>, String> {
             Err(rustix::io::Errno::INTR) => {}
             Err(error) => return Err(format!("reading bwrap's --info-fd: {error}")),
         }
+    }
+}
+
+/// Waits until bwrap has configured the namespace's loopback (its address added, then the
+/// interface up), which it does right after the namespaces are made, before it waits at
+/// `--block-fd`. slirp4netns sets `lo` up too, and one that does it first makes the kernel
+/// add 127.0.0.1 itself, so that bwrap's own request then fails and the launch with it. Seen
+/// from outside in the namespace's routes: the local table gets the loopback's broadcast
+/// route once `lo` is up with its address. False: the sandbox ended first.
+fn loopback_configured(pid: i32) -> Result<bool, String> {
+    let routes = format!("/proc/{pid}/net/fib_trie");
+    let deadline = std::time::Instant::now() + START_LIMIT;
+    loop {
+        match std::fs::read_to_string(&routes) {
+            Ok(text) if text.contains("127.255.255.255") => return Ok(true),
+            Ok(_) => {}
+            // The sandbox is gone (or going: its network is, first): bwrap's own error says
+            // why.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(format!("reading {routes}: {error}")),
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "bwrap did not set up the sandbox's loopback within {} s",
+                START_LIMIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 

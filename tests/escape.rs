@@ -329,6 +329,51 @@ fn git_works_in_a_workspace_owned_by_another_user() {
     );
     let inside = root.run(["venv", "--", "git", "status", "--short", "--branch"]);
     assert!(ok(&inside).starts_with("## "), "{}", text(&inside.stdout));
+    // A submodule, which git checks on its own when it works in it or recurses into it.
+    let source = TestDir::new(As::Me);
+    let git = |dir: &Path, args: &[&str]| {
+        let output = Command::new("git")
+            .args(["-c", "safe.directory=*", "-c", "protocol.file.allow=always"])
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", setup.home.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            text(&output.stderr)
+        );
+    };
+    git(source.path(), &["init", "-q"]);
+    git(source.path(), &["commit", "-q", "--allow-empty", "-m", "m"]);
+    let url = source.path().display().to_string();
+    git(
+        setup.workspace.path(),
+        &["submodule", "add", "-q", &url, "sub"],
+    );
+    git(setup.workspace.path(), &["commit", "-q", "-m", "sub"]);
+    hand_over(As::Nobody, setup.workspace.path());
+    let outside = Command::new("git")
+        .args([
+            "-c",
+            &format!("safe.directory={}", setup.workspace.path().display()),
+        ])
+        .args(["-C", "sub", "status", "--short"])
+        .current_dir(setup.workspace.path())
+        .env("HOME", setup.home.path())
+        .output()
+        .unwrap();
+    assert!(
+        text(&outside.stderr).contains("dubious ownership"),
+        "the host's git should refuse the submodule: {}",
+        text(&outside.stderr)
+    );
+    let inside = root.run([
+        "venv", "--", "git", "-C", "sub", "status", "--short", "--branch",
+    ]);
+    assert!(ok(&inside).starts_with("## "), "{}", text(&inside.stderr));
     // The user's own GIT_CONFIG_* entries are kept, and paude's comes after them.
     let inside = root
         .env("GIT_CONFIG_COUNT", "1")

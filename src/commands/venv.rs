@@ -211,6 +211,10 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     };
     let sandbox = Sandbox {
         slirp4netns,
+        nested_repositories: submodules
+            .iter()
+            .filter_map(|gitfile| Some(workspace.join(gitfile.parent()?)))
+            .collect(),
         git: composition.binds,
         git_identity,
         protected,
@@ -500,6 +504,7 @@ struct Handover {
 /// What the plan is made of besides the host facts and the environment's tree.
 struct Sandbox {
     slirp4netns: Option<PathBuf>,
+    nested_repositories: Vec<PathBuf>,
     git: Vec<git::Bind>,
     git_identity: GitIdentity,
     protected: Vec<Protected>,
@@ -523,6 +528,7 @@ fn plan_sandbox(
 ) -> Result<(Plan, Option<PathBuf>)> {
     let Sandbox {
         slirp4netns,
+        nested_repositories,
         git,
         git_identity,
         protected,
@@ -628,6 +634,7 @@ fn plan_sandbox(
         venvs: &venvs,
         venv_state: venv_state.as_deref(),
         git: &git,
+        nested_repositories: &nested_repositories,
         protected: &protected,
         host_env: &kept_env,
         host_has: &|path: &Path| path.exists(),

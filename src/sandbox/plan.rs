@@ -127,6 +127,9 @@ pub struct PlanInput<'a> {
     pub venv_state: Option<&'a Path>,
     /// The workspace's repository as the sandbox sees it (see `git`), bound after it.
     pub git: &'a [super::git::Bind],
+    /// The repositories nested in the workspace at launch (its submodules' worktrees), which
+    /// git inside trusts as it trusts the workspace.
+    pub nested_repositories: &'a [PathBuf],
     /// The workspace's protected paths (see [`Protected`]), checked on the host.
     pub protected: &'a [Protected],
     pub host_env: &'a [(OsString, OsString)],
@@ -792,12 +795,17 @@ fn environment(input: &PlanInput<'_>) -> Result<Vec<(OsString, OsString)>, PlanE
                 ))
             })?,
     };
-    env.set(format!("GIT_CONFIG_KEY_{count}"), "safe.directory");
-    env.set(
-        format!("GIT_CONFIG_VALUE_{count}"),
-        input.workspace.as_os_str(),
-    );
-    env.set("GIT_CONFIG_COUNT", (count + 1).to_string());
+    // And the workspace's nested repositories (its submodules), which git checks on their
+    // own when it recurses into them.
+    let trusted = std::iter::once(input.workspace)
+        .chain(input.nested_repositories.iter().map(PathBuf::as_path));
+    let mut next = count;
+    for directory in trusted {
+        env.set(format!("GIT_CONFIG_KEY_{next}"), "safe.directory");
+        env.set(format!("GIT_CONFIG_VALUE_{next}"), directory.as_os_str());
+        next += 1;
+    }
+    env.set("GIT_CONFIG_COUNT", next.to_string());
     Ok(env.vars)
 }
 
@@ -1084,6 +1092,7 @@ mod tests {
             venvs: &venvs,
             venv_state: None,
             git: &[],
+            nested_repositories: &[PathBuf::from("/w/sub")],
             protected: &[],
             host_env: &host_env,
             host_has: &|path: &Path| {
@@ -1149,7 +1158,9 @@ mod tests {
             "--setenv", "LD_LIBRARY_PATH", "/usr/lib/x86_64-linux-gnu",
             "--setenv", "GIT_CONFIG_KEY_0", "safe.directory",
             "--setenv", "GIT_CONFIG_VALUE_0", "/w",
-            "--setenv", "GIT_CONFIG_COUNT", "1",
+            "--setenv", "GIT_CONFIG_KEY_1", "safe.directory",
+            "--setenv", "GIT_CONFIG_VALUE_1", "/w/sub",
+            "--setenv", "GIT_CONFIG_COUNT", "2",
             "--chdir", "/w/src",
             "--", "bash", "-c", "x",
         ];
@@ -1296,7 +1307,8 @@ mod tests {
                 .map(|(_, v)| v.clone())
         };
         assert_eq!(get("GIT_CONFIG_KEY_2"), Some("safe.directory".into()));
-        assert_eq!(get("GIT_CONFIG_COUNT"), Some("3".into()));
+        assert_eq!(get("GIT_CONFIG_VALUE_3"), Some("/w/sub".into()));
+        assert_eq!(get("GIT_CONFIG_COUNT"), Some("4".into()));
         assert_eq!(get("SECRET"), None);
         assert_eq!(get("ABSENT"), None);
     }
@@ -1514,6 +1526,7 @@ mod tests {
             venvs: &venvs,
             venv_state: None,
             git: &[],
+            nested_repositories: &[PathBuf::from("/w/sub")],
             protected: &[],
             host_env: &[],
             host_has: &|_: &Path| true,

@@ -183,3 +183,42 @@ fn read_only_home_is_a_problem() {
 fn display(path: &Path) -> String {
     path.display().to_string()
 }
+
+#[test]
+fn doctor_and_list_give_one_size_for_the_store() {
+    require_bwrap!();
+    let home = TestDir::new(As::Me);
+    let workspace = TestDir::new(As::Me);
+    let paude = Paude::new(As::Me, home.path(), workspace.path());
+    // Two environments whose files are mostly the same packages', linked from the package
+    // store: counted once, not once per environment.
+    for manifest in [
+        r#"{packages: ["bash"], network: false}"#,
+        r#"{packages: ["bash", "python3-minimal"], network: false}"#,
+    ] {
+        ok(&paude.run(["venv", "-e", manifest, "--", "true"]));
+    }
+    let list = paude.run(["list"]);
+    ok(&list);
+    let summary = text(&list.stderr);
+    let figure = summary
+        .split(", ")
+        .last()
+        .and_then(|tail| tail.split(" in ").next())
+        .unwrap_or_else(|| panic!("{summary}"))
+        .to_owned();
+    let report = paude.run(["doctor", "--json"]);
+    let document: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let cache = document["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["name"] == "cache")
+        .unwrap_or_else(|| panic!("{document:#}"));
+    let detail = cache["detail"].as_str().unwrap();
+    assert_eq!(
+        detail,
+        format!("2 environments, {figure}"),
+        "list said: {summary}"
+    );
+}

@@ -376,11 +376,15 @@ fn a_dry_run_changes_nothing_and_json_is_one_document() {
         report.starts_with(&format!("would remove {key}  ")),
         "{report}"
     );
-    // The environment's packages go with it: no other environment holds them.
+    // The environment's packages go with it: no other environment holds them. The summary
+    // is on stderr, as list's is.
+    let summary = text(&output.stderr);
     assert!(
-        report.contains("would remove 1 environment, ") && report.contains(" packages, freeing "),
-        "{report}"
+        summary.contains("paude: would remove 1 environment, ")
+            && summary.contains(" packages, freeing "),
+        "{summary}"
     );
+    assert!(!report.contains("freeing"), "{report}");
     let document = json(&paude.run(["cleanup", "--max-age-days", "0", "--dry-run", "--json"]));
     assert_eq!(document["dryRun"], true);
     assert_eq!(document["version"], 1);
@@ -555,8 +559,8 @@ fn one_venv_that_cannot_be_removed_does_not_stop_the_others() {
     assert_eq!(output.status.code(), Some(125), "{}", text(&output.stderr));
     let report = text(&output.stdout);
     assert!(report.contains(&format!("removed {free}")), "{report}");
-    assert!(report.contains("1 failed"), "{report}");
     let stderr = text(&output.stderr);
+    assert!(stderr.contains("1 failed"), "the summary, on stderr: {stderr}");
     assert!(
         stderr.contains("could not remove")
             && stderr.contains("rootfs/etc/")

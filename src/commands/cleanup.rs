@@ -6,7 +6,8 @@
 //! removed. A venv that cannot be removed is reported and the others still go; the exit status
 //! is then 125, and 0 when everything asked was done (keeping a venv in use is not a failure).
 //!
-//! The report (or the JSON document) goes to stdout: it is this command's output.
+//! The report's lines (or the JSON document) go to stdout: they are this command's output;
+//! the summary line goes to stderr, as `list`'s does.
 
 use super::{ago, rfc3339, status};
 use crate::cli::CleanupArgs;
@@ -201,15 +202,23 @@ pub fn run(args: CleanupArgs, host: &HostFacts) -> Result<ExitCode> {
     prune_launch_dirs(&store, args.dry_run, &mut report);
 
     let mut stdout = std::io::stdout().lock();
-    let text = if args.json {
-        serde_json::to_string_pretty(&report).context("encoding JSON")? + "\n"
+    let (text, summary) = if args.json {
+        (
+            serde_json::to_string_pretty(&report).context("encoding JSON")? + "\n",
+            None,
+        )
     } else {
-        human(&report, now)
+        let (lines, summary) = human(&report, now);
+        (lines, Some(summary))
     };
     stdout
         .write_all(text.as_bytes())
         .context("writing to stdout")?;
     stdout.flush().context("writing to stdout")?;
+    // The summary is a note about the lines above, on stderr as `list`'s is.
+    if let Some(summary) = summary {
+        eprintln!("paude: {summary}");
+    }
     if !report.failed.is_empty() {
         if !args.json {
             for failed in &report.failed {
@@ -466,7 +475,8 @@ fn prune_launch_dirs(store: &Store, dry_run: bool, report: &mut CleanupDocument)
 }
 
 /// The human report: one line per venv or leftover, then a summary.
-fn human(report: &CleanupDocument, now: SystemTime) -> String {
+/// The report's lines (stdout), and the summary line (stderr).
+fn human(report: &CleanupDocument, now: SystemTime) -> (String, String) {
     let removed = if report.dry_run {
         "would remove"
     } else {
@@ -576,9 +586,7 @@ fn human(report: &CleanupDocument, now: SystemTime) -> String {
             }
         ));
     }
-    out.push_str(&summary);
-    out.push('\n');
-    out
+    (out, summary)
 }
 
 /// Reads back what [`rfc3339`] wrote.
@@ -641,16 +649,19 @@ mod tests {
             freed_bytes: 2 << 20,
             ..CleanupDocument::default()
         };
-        let text = human(&report, now);
+        let (lines, summary) = human(&report, now);
         assert_eq!(
-            text,
+            lines,
             format!(
                 "would remove {}  2.0 MiB  last used 9 days ago\n\
-                 kept {}  in use by a running sandbox\n\
-                 would remove 1 environment, freeing 2.0 MiB; kept 1 in use and 0 used within 7 days\n",
+                 kept {}  in use by a running sandbox\n",
                 "a".repeat(32),
                 "b".repeat(32)
             )
+        );
+        assert_eq!(
+            summary,
+            "would remove 1 environment, freeing 2.0 MiB; kept 1 in use and 0 used within 7 days"
         );
     }
 }

@@ -281,7 +281,8 @@ pub enum HomeState {
 #[derive(Debug, Clone, Default)]
 pub struct CacheFacts {
     pub venvs: usize,
-    /// Bytes on disk of the venvs and leftovers that could be measured.
+    /// Bytes on disk of the environments, the leftovers and the package store, each file
+    /// once (see `prune::store_bytes`).
     pub bytes: u64,
     /// Leftovers of builds and removals that were killed (`paude cleanup` removes them).
     pub dead_leftovers: usize,
@@ -629,11 +630,10 @@ fn gather_cache(home: &Path) -> Result<CacheFacts, String> {
         venvs: scan.venvs.len(),
         ..CacheFacts::default()
     };
-    for venv in &scan.venvs {
-        facts.bytes += tree::size(&venv.dir).map_or(0, |size| size.total);
-    }
+    let venvs: Vec<prune::VenvInfo> = scan.venvs.iter().map(|v| prune::info(&store, v)).collect();
+    let mut leftovers = Vec::new();
     for leftover in &scan.leftovers {
-        facts.bytes += tree::size(&leftover.path).map_or(0, |size| size.total);
+        leftovers.extend(tree::size(&leftover.path).ok().map(|size| size.total));
         // A build or removal that is still running is work in progress, not a leftover.
         if prune::leftover_running(&store, leftover) {
             facts.running += 1;
@@ -641,6 +641,10 @@ fn gather_cache(home: &Path) -> Result<CacheFacts, String> {
             facts.dead_leftovers += 1;
         }
     }
+    let packages = crate::store::packages::PackageStore::new(home);
+    let package_bytes = tree::size(packages.root()).ok().map(|size| size.total);
+    // The figure `paude list` gives.
+    facts.bytes = prune::store_bytes(&venvs, leftovers, package_bytes);
     Ok(facts)
 }
 

@@ -141,13 +141,11 @@ pub fn run(args: ListArgs, host: &HostFacts) -> Result<ExitCode> {
         version: JSON_VERSION,
         store: store.venv_root(),
         venvs: venvs.iter().map(venv_json).collect(),
-        // An environment's files are the package store's: counted there, once.
-        total_bytes: venvs
-            .iter()
-            .filter_map(|v| v.size.as_ref().ok().map(|s| s.exclusive))
-            .chain(leftovers.iter().filter_map(|l| l.size_bytes))
-            .chain(packages.size_bytes)
-            .sum(),
+        total_bytes: prune::store_bytes(
+            &venvs,
+            leftovers.iter().filter_map(|l| l.size_bytes),
+            packages.size_bytes,
+        ),
         leftovers,
         packages,
     };

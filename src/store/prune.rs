@@ -188,6 +188,23 @@ pub fn info(store: &Store, venv: &VenvEntry) -> VenvInfo {
     }
 }
 
+/// The one figure of the store's size that `list` and `doctor` both give: each environment's
+/// own files (those whose every link is in it; the rest are the package store's), the
+/// leftovers of builds and removals, and the package store, so that a file linked into many
+/// environments counts once. Sizes that could not be measured count nothing.
+pub fn store_bytes(
+    venvs: &[VenvInfo],
+    leftovers: impl IntoIterator<Item = u64>,
+    package_store: Option<u64>,
+) -> u64 {
+    venvs
+        .iter()
+        .filter_map(|venv| venv.size.as_ref().ok().map(|size| size.exclusive))
+        .chain(leftovers)
+        .chain(package_store)
+        .sum()
+}
+
 /// Whether a sandbox (or a build or removal) holds the key's lock now.
 pub fn in_use(store: &Store, key: &VenvKey) -> io::Result<bool> {
     held(&store.lock_path(key))

@@ -560,7 +560,10 @@ fn one_venv_that_cannot_be_removed_does_not_stop_the_others() {
     let report = text(&output.stdout);
     assert!(report.contains(&format!("removed {free}")), "{report}");
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("1 failed"), "the summary, on stderr: {stderr}");
+    assert!(
+        stderr.contains("1 failed"),
+        "the summary, on stderr: {stderr}"
+    );
     assert!(
         stderr.contains("could not remove")
             && stderr.contains("rootfs/etc/")

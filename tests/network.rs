@@ -137,7 +137,8 @@ fn manifest(network: &str) -> String {
     format!(
         r#"local paude = import "paude.libsonnet";
         {{
-          packages: ["bash", "coreutils", "curl", "python3-minimal"] + paude.certs.packages,
+          packages: ["bash", "coreutils", "curl", "iproute2", "python3-minimal"]
+            + paude.certs.packages,
           mounts: paude.certs.mounts,
           network: {network},
         }}"#

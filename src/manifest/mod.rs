@@ -109,7 +109,9 @@ impl Destination {
             None => Self::DEFAULT_PORTS.contains(&port),
         };
         let host_ok = if self.subdomains {
-            host.len() > self.host.len() + 1
+            // Names below a domain, never an address that ends like one (`*.1`).
+            host.parse::<std::net::IpAddr>().is_err()
+                && host.len() > self.host.len() + 1
                 && host.ends_with(self.host.as_str())
                 && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
         } else {

@@ -755,6 +755,15 @@ fn destination(text: &str, field: &str) -> Result<Destination> {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             };
+            let numeric_end = host.rsplit('.').next().is_some_and(|label| {
+                !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit())
+            });
+            if wildcard && numeric_end {
+                return fail(format!(
+                    "`*.` goes before a domain name, and `{host}` ends in a number, as an \
+                     address does; list addresses one by one"
+                ));
+            }
             if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
                 let hint = if host.contains('*') {
                     "; `*.` may only begin the entry, as in \"*.github.com\""
@@ -1374,13 +1383,19 @@ mod tests {
         assert!(!list[1].allows("files.pythonhosted.org", 80));
         assert!(list[2].allows("api.github.com", 443) && list[2].allows("a.b.github.com", 80));
         assert!(!list[2].allows("github.com", 443) && !list[2].allows("evilgithub.com", 443));
+        let numeric = Destination {
+            host: "1".into(),
+            subdomains: true,
+            port: None,
+        };
+        assert!(!numeric.allows("10.0.0.1", 443));
         assert!(list[3].allows("127.0.0.1", 8080) && list[3].is_address());
         assert!(list[4].allows("::1", 8080) && !list[0].is_address());
     }
 
     #[test]
     fn bad_network_values_name_the_entry_and_the_fix() {
-        let cases: [(Value, &str, &str); 12] = [
+        let cases: [(Value, &str, &str); 13] = [
             (json!("no"), "network", "unknown value `no`"),
             (json!("none"), "network", "false is loopback only"),
             (json!("hots"), "network", "did you mean \"host\""),
@@ -1417,6 +1432,11 @@ mod tests {
                 "may only begin",
             ),
             (json!({ "allow": ["::1"] }), "network.allow[0]", "[::1]"),
+            (
+                json!({ "allow": ["*.100.7:80"] }),
+                "network.allow[0]",
+                "ends in a number",
+            ),
         ];
         for (value, field, words) in cases {
             let (got_field, message) = field_err(with(json!({ "network": value })));

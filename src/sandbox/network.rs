@@ -171,7 +171,22 @@ fn start_helper(pid: i32, helper: &Helper) -> Result<Running, String> {
         format!("finding the owner of the sandbox's network namespace: {error}")
     })?;
     match helper {
-        Helper::Slirp(program) => start_slirp(program, pid, &owner),
+        Helper::Slirp(program) => {
+            let running = start_slirp(program, pid, &owner)?;
+            let host_routes = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
+            let routes = unreachable_routes(&host_routes);
+            match inside(&namespace, &owner, || {
+                add_unreachable_routes(&routes).map(|()| None)
+            }) {
+                Ok(_) => Ok(running),
+                Err(error) => {
+                    running.end();
+                    Err(format!(
+                        "closing the host's own and link-local addresses to the sandbox: {error}"
+                    ))
+                }
+            }
+        }
         Helper::Proxy(allow) => start_proxy(&namespace, &owner, allow),
     }
 }
@@ -370,11 +385,31 @@ fn start_proxy(
     }
 }
 
-/// A socket listening on 127.0.0.1:[`PROXY_PORT`] in the sandbox's network namespace: a
-/// child joins the namespace (through its owning user namespace: a process outside has the
-/// capabilities joining needs only there), binds, and sends the socket back with SCM_RIGHTS.
-/// A socket stays in the namespace it was made in wherever its descriptor goes.
+/// A socket listening on 127.0.0.1:[`PROXY_PORT`] in the sandbox's network namespace. A
+/// socket stays in the namespace it was made in wherever its descriptor goes.
 fn listen_inside(namespace: &std::fs::File, owner: &OwnedFd) -> Result<OwnedFd, String> {
+    let made = inside(namespace, owner, || {
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, PROXY_PORT))
+            .map(|listener| Some(OwnedFd::from(listener)))
+    });
+    match made {
+        Ok(Some(listener)) => Ok(listener),
+        Ok(None) => Err("no socket came back".into()),
+        Err(error) => Err(format!(
+            "making the proxy's socket in the sandbox's network namespace: {error}"
+        )),
+    }
+}
+
+/// Runs `work` in a child that joins the sandbox's network namespace `namespace` (through
+/// its owning user namespace `owner`: a process outside has the capabilities joining needs
+/// only there), and returns what it made: the descriptor it sends back with SCM_RIGHTS, or
+/// its error. The holder itself never joins: it must stay in the host's namespaces.
+fn inside(
+    namespace: &std::fs::File,
+    owner: &OwnedFd,
+    work: impl FnOnce() -> std::io::Result<Option<OwnedFd>>,
+) -> Result<Option<OwnedFd>, String> {
     use rustix::net::{
         AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
         SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
@@ -389,34 +424,33 @@ fn listen_inside(namespace: &std::fs::File, owner: &OwnedFd) -> Result<OwnedFd, 
     match crate::sys::fork() {
         Ok(None) => {
             drop(ours);
-            let made = (|| -> std::io::Result<std::net::TcpListener> {
+            let made = (|| {
                 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
                 move_into_link_name_space(owner.as_fd(), Some(LinkNameSpaceType::User))?;
                 move_into_link_name_space(namespace.as_fd(), Some(LinkNameSpaceType::Network))?;
-                std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, PROXY_PORT))
+                work()
             })();
-            let code = match made {
-                Ok(listener) => {
-                    let fds = [listener.as_fd()];
+            let sent = match &made {
+                Ok(made) => {
+                    let fds: Vec<_> = made.iter().map(AsFd::as_fd).collect();
                     let mut space =
                         [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
                     let mut control = SendAncillaryBuffer::new(&mut space);
-                    control.push(SendAncillaryMessage::ScmRights(&fds));
-                    let sent = rustix::net::sendmsg(
+                    if !fds.is_empty() {
+                        control.push(SendAncillaryMessage::ScmRights(&fds));
+                    }
+                    rustix::net::sendmsg(
                         &theirs,
-                        &[std::io::IoSlice::new(b"1")],
+                        &[std::io::IoSlice::new(b"")],
                         &mut control,
                         SendFlags::empty(),
-                    );
-                    i32::from(sent.is_err())
+                    )
                 }
                 Err(error) => {
-                    let message = error.to_string();
-                    rustix::net::send(&theirs, message.as_bytes(), SendFlags::empty()).ok();
-                    1
+                    rustix::net::send(&theirs, error.to_string().as_bytes(), SendFlags::empty())
                 }
             };
-            std::process::exit(code)
+            std::process::exit(i32::from(made.is_err() || sent.is_err()))
         }
         Ok(Some(child)) => {
             drop(theirs);
@@ -434,29 +468,99 @@ fn listen_inside(namespace: &std::fs::File, owner: &OwnedFd) -> Result<OwnedFd, 
             } else {
                 None
             };
-            if let Some(pid) = rustix::process::Pid::from_raw(child) {
-                rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()).ok();
-            }
-            let mut listener = None;
+            let status = rustix::process::Pid::from_raw(child).and_then(|pid| {
+                rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+                    .ok()
+                    .flatten()
+            });
+            let mut made = None;
             for item in control.drain() {
                 if let RecvAncillaryMessage::ScmRights(fds) = item {
-                    listener = listener.or(fds.into_iter().next());
+                    made = made.or(fds.into_iter().next());
                 }
             }
-            match (listener, received) {
-                (Some(listener), _) => Ok(listener),
-                (None, Some(received)) => Err(format!(
-                    "making the proxy's socket in the sandbox's network namespace: {}",
-                    String::from_utf8_lossy(&message[..received.bytes.min(message.len())])
-                )),
-                (None, None) => Err(
-                    "making the proxy's socket in the sandbox's network namespace: no answer"
-                        .into(),
-                ),
+            let succeeded = status.is_some_and(|(_, status)| status.exit_status() == Some(0));
+            match received {
+                Some(_) if succeeded => Ok(made),
+                Some(received) => Err(String::from_utf8_lossy(
+                    &message[..received.bytes.min(message.len())],
+                )
+                .into_owned()),
+                None => Err("the child in the namespace gave no answer".into()),
             }
         }
-        Err(error) => Err(format!("starting the proxy: {error}")),
+        Err(error) => Err(format!("a child for the sandbox's namespace: {error}")),
     }
+}
+
+/// The destinations the sandbox of `network: true` cannot reach, though slirp4netns would
+/// carry them: the link-local block (a cloud's metadata service, which hands out credentials
+/// at 169.254.169.254) and each address of the host's own (its LAN address, a bridge's),
+/// where the host's services listening on every address answer. An unreachable route for
+/// each in the sandbox's namespace (which nothing inside can change: it has no capabilities
+/// there) makes a connection fail at once.
+fn unreachable_routes(host_routes: &str) -> Vec<(std::net::Ipv4Addr, u8)> {
+    let mut routes = vec![(std::net::Ipv4Addr::new(169, 254, 0, 0), 16)];
+    // `/proc/net/fib_trie`: the host's own addresses are the entries marked `/32 host LOCAL`.
+    let mut lines = host_routes.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(address) = line.trim().strip_prefix("|-- ") else {
+            continue;
+        };
+        let local = lines
+            .peek()
+            .is_some_and(|next| next.trim() == "/32 host LOCAL");
+        if let (true, Ok(address)) = (local, address.parse::<std::net::Ipv4Addr>())
+            && !address.is_loopback()
+            && !routes.contains(&(address, 32))
+        {
+            routes.push((address, 32));
+        }
+    }
+    routes
+}
+
+/// Adds an unreachable route for each of `routes` in the namespace the calling process is
+/// in, through rtnetlink: RTM_NEWROUTE of type RTN_UNREACHABLE in the main table.
+fn add_unreachable_routes(routes: &[(std::net::Ipv4Addr, u8)]) -> std::io::Result<()> {
+    use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
+    // Protocol 0 is NETLINK_ROUTE.
+    let socket = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    for (sequence, (address, prefix)) in routes.iter().enumerate() {
+        let mut message = Vec::with_capacity(36);
+        // nlmsghdr: length, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL |
+        // NLM_F_CREATE, sequence, port 0 (the kernel).
+        message.extend_from_slice(&36u32.to_ne_bytes());
+        message.extend_from_slice(&24u16.to_ne_bytes());
+        message.extend_from_slice(&(0x1u16 | 0x4 | 0x200 | 0x400).to_ne_bytes());
+        message.extend_from_slice(&(sequence as u32 + 1).to_ne_bytes());
+        message.extend_from_slice(&0u32.to_ne_bytes());
+        // rtmsg: AF_INET, the prefix, no source, no TOS, RT_TABLE_MAIN, RTPROT_STATIC,
+        // RT_SCOPE_UNIVERSE, RTN_UNREACHABLE, no flags.
+        message.extend_from_slice(&[2, *prefix, 0, 0, 254, 4, 0, 7]);
+        message.extend_from_slice(&0u32.to_ne_bytes());
+        // rtattr RTA_DST: length 8, type 1, the address.
+        message.extend_from_slice(&8u16.to_ne_bytes());
+        message.extend_from_slice(&1u16.to_ne_bytes());
+        message.extend_from_slice(&address.octets());
+        rustix::net::send(&socket, &message, SendFlags::empty())?;
+        let mut answer = [0u8; 256];
+        let read = rustix::net::recv(&socket, &mut answer, rustix::net::RecvFlags::empty())?.0;
+        // NLMSG_ERROR (2), whose error field (after the 16-byte header) is 0 or -errno.
+        if read < 20 || u16::from_ne_bytes([answer[4], answer[5]]) != 2 {
+            return Err(std::io::Error::other("an unexpected rtnetlink answer"));
+        }
+        let error = i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]);
+        if error != 0 {
+            return Err(std::io::Error::from_raw_os_error(-error));
+        }
+    }
+    Ok(())
 }
 
 /// The sandbox's `/etc/resolv.conf` with slirp4netns: its DNS forwarder, and the host's
@@ -516,6 +620,22 @@ mod tests {
             slirp_resolv_conf(host),
             "# written by paude: slirp4netns forwards to the host's resolver\nnameserver \
              10.0.2.3\nsearch corp.example\noptions edns0 trust-ad\n"
+        );
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_and_link_local_are_unreachable() {
+        let host = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 192.0.2.0\n        /24 link UNICAST\n\
+                    Local:\n  +-- 127.0.0.0/8 2 0 2\n        |-- 127.0.0.1\n           /32 host LOCAL\n\
+                    |-- 192.0.2.2\n           /32 host LOCAL\n     |-- 192.0.2.255\n\
+                    /32 link BROADCAST\n  |-- 172.17.0.1\n     /32 host LOCAL\n";
+        assert_eq!(
+            unreachable_routes(host),
+            [
+                ("169.254.0.0".parse().unwrap(), 16),
+                ("192.0.2.2".parse().unwrap(), 32),
+                ("172.17.0.1".parse().unwrap(), 32)
+            ]
         );
     }
 

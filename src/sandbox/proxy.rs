@@ -32,11 +32,18 @@ const REQUEST_LIMIT: Duration = Duration::from_secs(30);
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 /// The longest request head read.
 const HEAD_MAX: usize = 64 * 1024;
+/// The most connections served at once: each takes a thread or two, which count against the
+/// user's process limit on the host; past this a connection is closed at once.
+const CONNECTIONS_MAX: usize = 256;
+/// The most refusal lines said on stderr; the rest are counted in one last line.
+const LINES_MAX: usize = 100;
 
 /// What the proxy lets through, and what it has said.
 struct Policy {
     allow: Vec<Destination>,
     said: Mutex<HashSet<String>>,
+    /// Connections being served now.
+    serving: std::sync::atomic::AtomicUsize,
 }
 
 /// Serves `listener` until `lifetime` reads end of file (the holder closed it: the sandbox is
@@ -47,6 +54,7 @@ pub fn serve(listener: OwnedFd, lifetime: OwnedFd, allow: Vec<Destination>) {
     let policy = Arc::new(Policy {
         allow,
         said: Mutex::new(HashSet::new()),
+        serving: std::sync::atomic::AtomicUsize::new(0),
     });
     loop {
         let mut fds = [
@@ -64,8 +72,21 @@ pub fn serve(listener: OwnedFd, lifetime: OwnedFd, allow: Vec<Destination>) {
             continue;
         }
         if let Ok((client, _)) = listener.accept() {
-            let policy = Arc::clone(&policy);
-            std::thread::spawn(move || handle(client, &policy));
+            use std::sync::atomic::Ordering;
+            if policy.serving.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS_MAX {
+                policy.serving.fetch_sub(1, Ordering::SeqCst);
+                drop(client);
+                continue;
+            }
+            let served = Arc::clone(&policy);
+            let spawned = std::thread::Builder::new().spawn(move || {
+                handle(client, &served);
+                served.serving.fetch_sub(1, Ordering::SeqCst);
+            });
+            if spawned.is_err() {
+                // No thread to serve it: the connection closed with the closure dropped.
+                policy.serving.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     }
 }
@@ -170,16 +191,28 @@ impl Policy {
                 (format!("could not reach {target}: {error}"), String::new())
             }
         };
-        let first = self
+        let say = self
             .said
             .lock()
-            .map(|mut said| said.insert(line.clone()))
-            .unwrap_or(false);
-        if first {
+            .map(|mut said| {
+                if said.len() > LINES_MAX || said.contains(&line) {
+                    return None;
+                }
+                said.insert(line.clone());
+                Some(match said.len() > LINES_MAX {
+                    true => {
+                        format!("refused or failed {LINES_MAX} destinations; more are not said")
+                    }
+                    false => line.clone(),
+                })
+            })
+            .ok()
+            .flatten();
+        if let Some(say) = say {
             writeln!(
                 std::io::stderr(),
                 "paude: network: {}",
-                crate::text::printable(&line)
+                crate::text::printable(&say)
             )
             .ok();
         }
@@ -196,14 +229,25 @@ fn bare(host: &str) -> String {
     }
 }
 
-/// Whether connecting to `address` from the host reaches the host itself or its link.
+/// Whether connecting to `address` from the host reaches the host itself (loopback, the
+/// unspecified address, any address of its own interfaces: its LAN address, a bridge's) or a
+/// link-local neighbour (a cloud's metadata service).
 fn of_the_host(address: IpAddr) -> bool {
-    match address.to_canonical() {
+    let address = address.to_canonical();
+    let special = match address {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
         IpAddr::V6(v6) => {
             v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
-    }
+    };
+    special || is_local(address)
+}
+
+/// Whether `address` is one of this host's own: the kernel lets a socket bind only to those
+/// (with `ip_nonlocal_bind` set it lets any, and then every address counts as the host's,
+/// which refuses too much rather than too little).
+fn is_local(address: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(address, 0)).is_ok()
 }
 
 /// One client connection.
@@ -234,7 +278,10 @@ fn authority(text: &str, default: u16) -> Option<Target> {
         }
     };
     let port = match port {
-        Some(digits) => digits.parse::<u16>().ok().filter(|port| *port > 0)?,
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            digits.parse::<u16>().ok().filter(|port| *port > 0)?
+        }
+        Some(_) => return None,
         None => default,
     };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -527,6 +574,7 @@ mod tests {
         assert_eq!(authority("[::1]:8080", 80), t("::1", 8080));
         assert_eq!(authority("[::1]", 443), t("::1", 443));
         assert_eq!(authority("127.0.0.1:0", 80), None);
+        assert_eq!(authority("pypi.org:+443", 80), None);
         assert_eq!(authority("::1:80", 80), None);
         assert_eq!(authority("a b:80", 80), None);
         assert_eq!(authority("", 80), None);
@@ -545,8 +593,25 @@ mod tests {
         ] {
             assert!(of_the_host(address.parse().unwrap()), "{address}");
         }
-        for address in ["10.0.0.1", "151.101.0.223", "2a04:4e42::223"] {
+        for address in ["192.0.2.1", "151.101.0.223", "2a04:4e42::223"] {
             assert!(!of_the_host(address.parse().unwrap()), "{address}");
+        }
+        // Each address of the host's own interfaces, as the kernel lists them.
+        let routes = std::fs::read_to_string("/proc/net/fib_trie").unwrap();
+        let mut lines = routes.lines().peekable();
+        let mut own = Vec::new();
+        while let Some(line) = lines.next() {
+            if let Some(address) = line.trim().strip_prefix("|-- ")
+                && lines
+                    .peek()
+                    .is_some_and(|next| next.contains("/32 host LOCAL"))
+            {
+                own.push(address.to_owned());
+            }
+        }
+        assert!(!own.is_empty(), "{routes}");
+        for address in own {
+            assert!(of_the_host(address.parse().unwrap()), "{address}");
         }
     }
 }

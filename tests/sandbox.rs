@@ -10,6 +10,7 @@ use common::{
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// A small closure (bash and coreutils and their dependencies) for most tests: fast to build.
 const SMALL: &str = r#"{
@@ -1017,5 +1018,85 @@ fn a_venv_made_inside_is_used_by_the_next_run() {
             .filter(|entry| entry.path().join("venvs").exists())
             .collect();
         assert!(left.is_empty(), "{who:?}");
+    }
+}
+
+/// The README's examples, as written: every Jsonnet block it shows is a manifest that runs,
+/// and every `paude` line of the block under the examples table runs in a workspace holding
+/// the examples (a repository with a commit, for its `git log`).
+#[test]
+fn the_readme_examples_run_as_written() {
+    require_bwrap!();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if let Some(kind) = line.strip_prefix("```") {
+            let body: Vec<&str> = lines.by_ref().take_while(|line| *line != "```").collect();
+            blocks.push((kind.to_owned(), body.join("\n")));
+        }
+    }
+    let manifests: Vec<&String> = blocks
+        .iter()
+        .filter(|(kind, _)| kind == "jsonnet")
+        .map(|(_, body)| body)
+        .collect();
+    assert!(!manifests.is_empty());
+    let workspace = TestDir::new(As::Me);
+    let paude = Paude::new(As::Me, shared_home(As::Me), workspace.path());
+    for manifest in manifests {
+        let out = paude.run(["venv", "-e", manifest, "--", "bash", "-c", "echo ok"]);
+        assert_eq!(ok(&out), "ok\n", "{manifest}");
+    }
+    // The example lines: copies of the examples in a repository of their own.
+    let examples = blocks
+        .iter()
+        .map(|(_, body)| body)
+        .find(|body| body.contains("paude venv -e examples/"))
+        .expect("the examples block");
+    std::fs::create_dir_all(workspace.path().join("examples")).unwrap();
+    for entry in std::fs::read_dir(root.join("examples")).unwrap().flatten() {
+        std::fs::copy(
+            entry.path(),
+            workspace.path().join("examples").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(workspace.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "examples"]);
+    git(&["commit", "-q", "-m", "the examples"]);
+    let binary = env!("CARGO_BIN_EXE_paude");
+    for line in examples.lines().filter(|line| line.starts_with("paude ")) {
+        let line = line.replacen("paude", binary, 1);
+        let out = Command::new("bash")
+            .args(["-c", &line])
+            .current_dir(workspace.path())
+            .env("PAUDE_HOME", shared_home(As::Me).join(".paude"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{line}\n{stderr}");
+        // What each line is there to show.
+        let shown = if line.contains("git log") {
+            stdout.contains("the examples")
+        } else if line.ends_with("-- env") {
+            stdout.lines().any(|variable| variable == "A=1")
+        } else if line.contains("-m venv") {
+            stderr.contains("kept the venv")
+        } else {
+            panic!("a README example line this test does not know: {line}")
+        };
+        assert!(shown, "{line}\nstdout: {stdout}\nstderr: {stderr}");
     }
 }

@@ -133,11 +133,10 @@ pub fn bring_up(
         }
     };
     drop(info);
-    // slirp4netns sets the loopback up: not before bwrap has (see `loopback_configured`).
-    let alive = match helper {
-        Helper::Slirp(_) => loopback_configured(sandbox),
-        Helper::Proxy(_) => Ok(true),
-    };
+    // Both helpers need the namespace's loopback as bwrap sets it up: slirp4netns sets it up
+    // too, and must not first; the proxy binds 127.0.0.1, which is not there before (see
+    // `loopback_configured`).
+    let alive = loopback_configured(sandbox);
     let started = alive.and_then(|alive| match alive {
         true => start_helper(sandbox, helper).map(Some),
         false => Ok(None),
@@ -225,7 +224,8 @@ fn sandbox_pid(info: &OwnedFd) -> Result<Option<i32>, String> {
 /// Waits until bwrap has configured the namespace's loopback (its address added, then the
 /// interface up), which it does right after the namespaces are made, before it waits at
 /// `--block-fd`. slirp4netns sets `lo` up too, and one that does it first makes the kernel
-/// add 127.0.0.1 itself, so that bwrap's own request then fails and the launch with it. Seen
+/// add 127.0.0.1 itself, so that bwrap's own request then fails and the launch with it; the
+/// proxy's socket cannot bind 127.0.0.1 before it is there (1 launch in 200 failed so). Seen
 /// from outside in the namespace's routes: the local table gets the loopback's broadcast
 /// route once `lo` is up with its address. False: the sandbox ended first.
 fn loopback_configured(pid: i32) -> Result<bool, String> {

@@ -93,15 +93,14 @@ pub struct Running {
 }
 
 impl Running {
-    /// Ends the helper and waits for it.
+    /// Ends the helper. Not waited for: slirp4netns takes about 10 ms to die (the kernel
+    /// unregisters its tap device as it goes), which the user's shell need not wait; the
+    /// holder exits soon after, and its orphaned child is reaped by init.
     pub fn end(self) {
         let Running { pid, _lifetime } = self;
         drop(_lifetime);
         // The proxy's open connections end with it; slirp4netns has nothing left to carry.
         rustix::process::kill_process(pid, rustix::process::Signal::KILL).ok();
-        while let Err(rustix::io::Errno::INTR) =
-            rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
-        {}
     }
 }
 

@@ -442,3 +442,49 @@ fn the_network_forms_are_checked() {
         assert!(venv_entries(setup.home.path()).is_empty());
     }
 }
+
+/// A real project's test suite, as a user runs one: six's source from the package index,
+/// pytest installed into a venv made inside, through the allow-list proxy (pip reads the
+/// proxy variables), and the suite run; then the next run uses that venv.
+#[test]
+fn a_real_projects_test_suite_runs_with_only_the_package_index_allowed() {
+    require_bwrap!();
+    let who = *users().last().unwrap();
+    let setup = Setup::new(who);
+    let manifest = r#"local paude = import "paude.libsonnet";
+        {
+          packages: paude.core + paude.python + paude.certs.packages,
+          mounts: paude.certs.mounts,
+          network: { allow: paude.allow.pypi },
+        }"#;
+    let first = setup.inside(
+        manifest,
+        "set -e; python3 -m pip download -q --no-deps --no-binary :all: six==1.16.0 -d dl; \
+         tar --no-same-owner -xzf dl/six-1.16.0.tar.gz; python3 -m venv .venv; \
+         .venv/bin/pip install -q pytest; cd six-1.16.0; ../.venv/bin/python -m pytest -q",
+    );
+    let said = stdout(&first);
+    assert!(
+        said.contains(" passed") && !said.contains(" failed"),
+        "{said}\n{}",
+        text(&first.stderr)
+    );
+    let passed: u32 = said
+        .split_whitespace()
+        .zip(said.split_whitespace().skip(1))
+        .find(|(_, word)| word.starts_with("passed"))
+        .and_then(|(count, _)| count.parse().ok())
+        .unwrap_or(0);
+    assert!(passed > 100, "{said}");
+    eprintln!(
+        "six's suite inside paude: {}",
+        said.lines().last().unwrap_or("")
+    );
+    // The venv the sandbox made is kept, and the next run uses it.
+    let next = setup.inside(manifest, ".venv/bin/python -m pytest --version");
+    assert!(
+        text(&next.stdout).contains("pytest") || text(&next.stderr).contains("pytest "),
+        "{}",
+        text(&next.stderr)
+    );
+}

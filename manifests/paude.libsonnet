@@ -80,6 +80,18 @@
     ],
   },
 
+  // The host's own installs outside any package, read-only where the host has them:
+  // /usr/local (programs and libraries built or installed by hand: a newer git, an npm
+  // upgraded in place) and /usr/etc (where some distributions keep configuration, a CA
+  // bundle among it). Their files are the host's, not the packages': the environment's
+  // cache key does not cover them. `mounts: paude.hostLocal.mounts`.
+  hostLocal:: {
+    mounts: [
+      $.optional($.roBind("/usr/local")),
+      $.optional($.roBind("/usr/etc")),
+    ],
+  },
+
   // ---------------------------------------------------------------------------------------
   // Network allow-lists: `network: {allow: paude.allow.pypi + paude.allow.github}`. Entries
   // are "host[:port]": no port means 80 and 443, and "*.x" means every name below x (not x

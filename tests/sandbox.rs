@@ -1100,3 +1100,53 @@ fn the_readme_examples_run_as_written() {
         assert!(shown, "{line}\nstdout: {stdout}\nstderr: {stderr}");
     }
 }
+
+/// A program the host runs from outside the packages (a tool in `~/.cargo/bin`, a newer git
+/// in /usr/local) is not in the environment: paude says where the host has it and how to
+/// bind it, when the command is missing inside and when the environment has another.
+#[test]
+fn a_host_program_outside_the_packages_is_named() {
+    require_bwrap!();
+    let (workspace, paude) = small_workspace(As::Me);
+    let tools = TestDir::new(As::Me);
+    for name in ["mytool", "bash"] {
+        write(&tools.path().join(name), "#!/bin/sh\necho host\n");
+        std::fs::set_permissions(
+            tools.path().join(name),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", tools.path().display());
+    let paude = paude.env("PATH", &path);
+    let out = paude.run(["venv", "--", "mytool"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "on the host it is {}/mytool",
+            tools.path().display()
+        )) && stderr.contains("paude.hostLocal.mounts"),
+        "{stderr}"
+    );
+    let out = paude.run(["venv", "--", "bash", "-c", "echo inside"]);
+    assert_eq!(ok(&out), "inside\n");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "`bash` is {}/bash on the host, and /usr/bin/bash inside",
+            tools.path().display()
+        )),
+        "{stderr}"
+    );
+    // Where the two are the same file (merged /usr), nothing is said.
+    let out = Paude::new(As::Me, shared_home(As::Me), workspace.path())
+        .env("PATH", "/bin:/usr/bin")
+        .run(["venv", "--", "bash", "-c", "true"]);
+    ok(&out);
+    assert!(
+        !text(&out.stderr).contains("on the host"),
+        "{}",
+        text(&out.stderr)
+    );
+}

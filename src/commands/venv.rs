@@ -653,7 +653,31 @@ fn plan_sandbox(
     for warning in &plan.warnings {
         warn(warning);
     }
-    if let Some(refusal) = command_refusal(plan::lookup_command(&plan), &plan.command[0]) {
+    // What the host would run for a bare command name, to say where the two differ: a host
+    // program outside the packages (`/usr/local/bin/git`, a tool in `~/.cargo/bin`) is not
+    // in the environment, which has the packages' own or none.
+    let on_host = Path::new(&plan.command[0])
+        .to_str()
+        .filter(|name| !name.contains('/'))
+        .and_then(|name| host.program(name));
+    let lookup = plan::lookup_command(&plan);
+    // Compared as the host resolves both (`/bin/git` is `/usr/bin/git` on a merged-/usr
+    // host, and so inside).
+    let same_file = |inside: &Path, host_path: &Path| {
+        std::fs::canonicalize(inside).ok() == std::fs::canonicalize(host_path).ok()
+    };
+    if let (CommandLookup::Found(Some(inside)), Some(host_path)) = (&lookup, &on_host)
+        && !same_file(inside, host_path)
+    {
+        status(&format!(
+            "`{}` is {} on the host, and {} inside: the environment has its packages' own; to \
+             run the host's, bind it (`paude.hostLocal.mounts` for /usr/local)",
+            plan.command[0].to_string_lossy(),
+            host_path.display(),
+            inside.display()
+        ));
+    }
+    if let Some(refusal) = command_refusal(lookup, &plan.command[0], on_host.as_deref()) {
         return Err(refusal.into());
     }
     // Every run gets the seccomp filter (see `seccomp`).
@@ -831,15 +855,31 @@ fn checked_protect(
 }
 
 /// Why the command cannot run, with the exit status `env` and `podman run` give for it.
-fn command_refusal(lookup: CommandLookup, command: &std::ffi::OsStr) -> Option<ExitError> {
+fn command_refusal(
+    lookup: CommandLookup,
+    command: &std::ffi::OsStr,
+    on_host: Option<&Path>,
+) -> Option<ExitError> {
     let (code, message) = match lookup {
-        CommandLookup::Found => return None,
+        CommandLookup::Found(_) => return None,
         CommandLookup::NotFound => (
             127,
-            format!(
-                "command not found in the environment: {} (add the package that provides it to `packages`)",
-                Path::new(command).display()
-            ),
+            match on_host {
+                Some(host) => format!(
+                    "command not found in the environment: {}; on the host it is {}: add the \
+                     package that provides it to `packages`, or, if it is no package's (under \
+                     /usr/local, say), bind it: `mounts: paude.hostLocal.mounts`, or \
+                     `paude.roBind(\"{}\")`",
+                    Path::new(command).display(),
+                    host.display(),
+                    host.display()
+                ),
+                None => format!(
+                    "command not found in the environment: {} (add the package that provides \
+                     it to `packages`)",
+                    Path::new(command).display()
+                ),
+            },
         ),
         CommandLookup::NotExecutable(path) => (
             126,

@@ -864,8 +864,9 @@ fn locate(rootfs: &mut RootfsReader<'_>, views: &[(PathBuf, View)], path: &Path)
 /// How a command name is found inside, for a clear 126/127 before bwrap runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandLookup {
-    /// Found and executable (or in a place paude does not look into).
-    Found,
+    /// Found and executable, at this path inside (none: in a place paude does not look
+    /// into).
+    Found(Option<PathBuf>),
     NotFound,
     /// Found, but this user may not execute it.
     NotExecutable(PathBuf),
@@ -924,7 +925,7 @@ fn lookup(
                     .iter()
                     .any(|(t, v)| *v == View::Opaque && rootpath::is_within(&candidate, t))
                 {
-                    return CommandLookup::Found;
+                    return CommandLookup::Found(None);
                 }
                 continue;
             }
@@ -953,7 +954,7 @@ fn lookup(
                     interpreter,
                 };
             }
-            return CommandLookup::Found;
+            return CommandLookup::Found(Some(candidate));
         }
     }
     refused.unwrap_or(CommandLookup::NotFound)
@@ -994,8 +995,10 @@ fn shell(
     env: &[(OsString, OsString)],
 ) -> Result<OsString, PlanError> {
     for candidate in ["bash", "/bin/sh"] {
-        if lookup(rootfs, views, env, Path::new("/"), OsStr::new(candidate)) == CommandLookup::Found
-        {
+        if matches!(
+            lookup(rootfs, views, env, Path::new("/"), OsStr::new(candidate)),
+            CommandLookup::Found(_)
+        ) {
             return Ok(candidate.into());
         }
     }
@@ -1318,15 +1321,21 @@ mod tests {
         let rootfs = rootfs();
         let m = manifest();
         let lookup = |command: &[&str]| lookup_command(&make(&m, &[], rootfs.path(), command));
-        assert_eq!(lookup(&["bash"]), CommandLookup::Found);
-        assert_eq!(lookup(&["/bin/bash"]), CommandLookup::Found);
+        assert_eq!(
+            lookup(&["bash"]),
+            CommandLookup::Found(Some("/usr/bin/bash".into()))
+        );
+        assert_eq!(
+            lookup(&["/bin/bash"]),
+            CommandLookup::Found(Some("/bin/bash".into()))
+        );
         assert_eq!(lookup(&["git"]), CommandLookup::NotFound);
         assert_eq!(
             lookup(&["data"]),
             CommandLookup::NotExecutable("/usr/local/bin/data".into()).or_path("/usr/bin/data")
         );
         // /proc is not looked into: bwrap will tell.
-        assert_eq!(lookup(&["/proc/self/exe"]), CommandLookup::Found);
+        assert_eq!(lookup(&["/proc/self/exe"]), CommandLookup::Found(None));
         // No command: bash, because the rootfs has it.
         assert_eq!(
             make(&m, &[], rootfs.path(), &[]).command,

@@ -109,8 +109,14 @@ impl Destination {
             None => Self::DEFAULT_PORTS.contains(&port),
         };
         let host_ok = if self.subdomains {
-            // Names below a domain, never an address that ends like one (`*.1`).
+            // Names below a domain, never an address that ends like one (`*.1`), also as the
+            // resolver reads numbers (`10.0.0.0x2`): a top-level domain begins with a letter.
             host.parse::<std::net::IpAddr>().is_err()
+                && host
+                    .rsplit('.')
+                    .next()
+                    .and_then(|label| label.bytes().next())
+                    .is_some_and(|b| b.is_ascii_alphabetic())
                 && host.len() > self.host.len() + 1
                 && host.ends_with(self.host.as_str())
                 && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'

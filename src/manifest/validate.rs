@@ -755,9 +755,13 @@ fn destination(text: &str, field: &str) -> Result<Destination> {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             };
-            let numeric_end = host.rsplit('.').next().is_some_and(|label| {
-                !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit())
-            });
+            // No top-level domain begins with a digit; an address does (also written `0x2`,
+            // which the resolver reads as a number).
+            let numeric_end = host
+                .rsplit('.')
+                .next()
+                .and_then(|label| label.bytes().next())
+                .is_some_and(|b| b.is_ascii_digit());
             if wildcard && numeric_end {
                 return fail(format!(
                     "`*.` goes before a domain name, and `{host}` ends in a number, as an \
@@ -1395,7 +1399,7 @@ mod tests {
 
     #[test]
     fn bad_network_values_name_the_entry_and_the_fix() {
-        let cases: [(Value, &str, &str); 13] = [
+        let cases: [(Value, &str, &str); 14] = [
             (json!("no"), "network", "unknown value `no`"),
             (json!("none"), "network", "false is loopback only"),
             (json!("hots"), "network", "did you mean \"host\""),
@@ -1434,6 +1438,11 @@ mod tests {
             (json!({ "allow": ["::1"] }), "network.allow[0]", "[::1]"),
             (
                 json!({ "allow": ["*.100.7:80"] }),
+                "network.allow[0]",
+                "ends in a number",
+            ),
+            (
+                json!({ "allow": ["*.0x2:5432"] }),
                 "network.allow[0]",
                 "ends in a number",
             ),

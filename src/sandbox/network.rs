@@ -171,7 +171,16 @@ fn start_helper(pid: i32, helper: &Helper) -> Result<Running, String> {
     match helper {
         Helper::Slirp(program) => {
             let running = start_slirp(program, pid, &owner)?;
-            let host_routes = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
+            let host_routes = match std::fs::read_to_string("/proc/net/fib_trie") {
+                Ok(text) => text,
+                Err(error) => {
+                    running.end();
+                    return Err(format!(
+                        "reading the host's addresses (/proc/net/fib_trie), to keep them out of \
+                         the sandbox's reach: {error}"
+                    ));
+                }
+            };
             let routes = unreachable_routes(&host_routes);
             match inside(&namespace, &owner, || {
                 add_unreachable_routes(&routes).map(|()| None)
@@ -316,9 +325,8 @@ fn start_slirp(program: &std::path::Path, pid: i32, owner: &OwnedFd) -> Result<R
         _lifetime: exit_write,
     };
     let mut byte = [0u8; 1];
-    let ready = readable_within(&ready_read, START_LIMIT)
-        && matches!(rustix::io::read(&ready_read, &mut byte), Ok(1));
-    if ready {
+    let answered = readable_within(&ready_read, START_LIMIT);
+    if answered && matches!(rustix::io::read(&ready_read, &mut byte), Ok(1)) {
         return Ok(running);
     }
     running.end();
@@ -338,8 +346,11 @@ fn start_slirp(program: &std::path::Path, pid: i32, owner: &OwnedFd) -> Result<R
         ""
     };
     Err(format!(
-        "slirp4netns did not come up within {} s: {}{tun_hint}",
-        START_LIMIT.as_secs(),
+        "slirp4netns {}: {}{tun_hint}",
+        match answered {
+            true => "failed".to_owned(),
+            false => format!("did not come up within {} s", START_LIMIT.as_secs()),
+        },
         match last.last() {
             Some(line) => line.trim().to_owned(),
             None => "it said nothing".to_owned(),
@@ -499,21 +510,37 @@ fn inside(
 /// each in the sandbox's namespace (which nothing inside can change: it has no capabilities
 /// there) makes a connection fail at once.
 fn unreachable_routes(host_routes: &str) -> Vec<(std::net::Ipv4Addr, u8)> {
-    let mut routes = vec![(std::net::Ipv4Addr::new(169, 254, 0, 0), 16)];
-    // `/proc/net/fib_trie`: the host's own addresses are the entries marked `/32 host LOCAL`.
+    let mut routes = vec![
+        (std::net::Ipv4Addr::new(169, 254, 0, 0), 16),
+        // The metadata service of clouds that do not use the link-local block.
+        (std::net::Ipv4Addr::new(100, 100, 100, 200), 32),
+    ];
+    // `/proc/net/fib_trie`: the host's own addresses are the entries marked `host LOCAL`,
+    // each an address (`/32`) or a block the host answers on whole (`ip route add local
+    // 203.0.113.0/24 dev lo`).
     let mut lines = host_routes.lines().peekable();
     while let Some(line) = lines.next() {
         let Some(address) = line.trim().strip_prefix("|-- ") else {
             continue;
         };
-        let local = lines
-            .peek()
-            .is_some_and(|next| next.trim() == "/32 host LOCAL");
-        if let (true, Ok(address)) = (local, address.parse::<std::net::Ipv4Addr>())
-            && !address.is_loopback()
-            && !routes.contains(&(address, 32))
+        let Ok(address) = address.parse::<std::net::Ipv4Addr>() else {
+            continue;
+        };
+        while let Some(next) = lines.peek().map(|next| next.trim())
+            && next.starts_with('/')
         {
-            routes.push((address, 32));
+            let mut words = next.split_whitespace();
+            let prefix = words.next().and_then(|p| p[1..].parse::<u8>().ok());
+            if let Some(prefix) = prefix
+                && prefix <= 32
+                && words.next() == Some("host")
+                && words.next() == Some("LOCAL")
+                && !address.is_loopback()
+                && !routes.contains(&(address, prefix))
+            {
+                routes.push((address, prefix));
+            }
+            lines.next();
         }
     }
     routes
@@ -632,10 +659,15 @@ mod tests {
             unreachable_routes(host),
             [
                 ("169.254.0.0".parse().unwrap(), 16),
+                ("100.100.100.200".parse().unwrap(), 32),
                 ("192.0.2.2".parse().unwrap(), 32),
                 ("172.17.0.1".parse().unwrap(), 32)
             ]
         );
+        // A block the host answers on whole, beside a route of another kind.
+        let block = "Local:\n  +-- 203.0.113.0/24 2 0 2\n     |-- 203.0.113.0\n        /24 host LOCAL\n\
+                     /32 link BROADCAST\n";
+        assert!(unreachable_routes(block).contains(&("203.0.113.0".parse().unwrap(), 24)));
     }
 
     #[test]

@@ -78,16 +78,24 @@ pub fn serve(listener: OwnedFd, lifetime: OwnedFd, allow: Vec<Destination>) {
                 drop(client);
                 continue;
             }
-            let served = Arc::clone(&policy);
-            let spawned = std::thread::Builder::new().spawn(move || {
-                handle(client, &served);
-                served.serving.fetch_sub(1, Ordering::SeqCst);
-            });
-            if spawned.is_err() {
-                // No thread to serve it: the connection closed with the closure dropped.
-                policy.serving.fetch_sub(1, Ordering::SeqCst);
-            }
+            // The count goes down when the connection's work is dropped, however it ends
+            // (served, refused, a panic, or no thread to run it).
+            let slot = Slot(Arc::clone(&policy));
+            std::thread::Builder::new()
+                .spawn(move || handle(client, &slot.0))
+                .ok();
         }
+    }
+}
+
+/// One connection's place among [`CONNECTIONS_MAX`]: given back when dropped.
+struct Slot(Arc<Policy>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .serving
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -547,10 +555,14 @@ fn relay(client: TcpStream, server: TcpStream) {
     let (Ok(mut client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
-    let upstream = std::thread::spawn(move || {
+    // Without a second thread (the user's process limit, which the sandbox's processes
+    // share, reached) the connection just closes: no panic, which would skip the count.
+    let Ok(upstream) = std::thread::Builder::new().spawn(move || {
         std::io::copy(&mut client_in, &mut server_out).ok();
         server_out.shutdown(Shutdown::Write).ok();
-    });
+    }) else {
+        return;
+    };
     let (mut server_in, mut client_out) = (server, client);
     std::io::copy(&mut server_in, &mut client_out).ok();
     client_out.shutdown(Shutdown::Write).ok();

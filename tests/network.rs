@@ -397,7 +397,7 @@ fn a_network_helper_that_fails_stops_the_launch_before_the_command() {
     assert_eq!(output.status.code(), Some(125), "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("paude: network: slirp4netns did not come up"),
+        stderr.contains("paude: network: slirp4netns failed"),
         "{stderr}"
     );
     assert!(

@@ -67,14 +67,10 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     )?;
     let bwrap = host.bwrap()?;
     let slirp4netns = match manifest.network {
-        Network::Private => Some(host.program("slirp4netns").ok_or_else(|| {
-            anyhow::anyhow!(
-                "network: true gives the sandbox a network of its own through slirp4netns, \
-                 which is not installed; install it (apt install slirp4netns), or set network \
-                 to false (loopback only), {{allow: [...]}} (paude's proxy) or \"host\" (the \
-                 host's network, with its loopback services)"
-            )
-        })?),
+        Network::Private => Some(
+            host.program("slirp4netns")
+                .ok_or_else(|| anyhow::anyhow!(network::SLIRP_MISSING))?,
+        ),
         _ => None,
     };
     let (options, asked) = launch::bwrap_options(&cache, &bwrap, began, &mut learned);
@@ -662,11 +658,12 @@ fn plan_sandbox(
         .and_then(|name| host.program(name));
     let lookup = plan::lookup_command(&plan);
     // Compared as the host resolves both (`/bin/git` is `/usr/bin/git` on a merged-/usr
-    // host, and so inside).
+    // host, and so inside), where the paths differ (the usual case needs no lookup).
     let same_file = |inside: &Path, host_path: &Path| {
         std::fs::canonicalize(inside).ok() == std::fs::canonicalize(host_path).ok()
     };
     if let (CommandLookup::Found(Some(inside)), Some(host_path)) = (&lookup, &on_host)
+        && inside != host_path
         && !same_file(inside, host_path)
     {
         status(&format!(

@@ -18,8 +18,8 @@
 //! The order, which keeps the command from starting before its network is up: bwrap writes
 //! its sandbox's pid to `--info-fd` once the namespaces exist, and waits at `--block-fd`
 //! before it runs the command; the holder reads the pid, waits for bwrap to have set up the
-//! namespace's loopback where the helper touches it too (slirp4netns), starts the helper, waits for its
-//! ready signal (slirp4netns's `--ready-fd`, the proxy's socket in hand), and only then
+//! namespace's loopback (which slirp4netns touches too, and where the proxy binds), starts
+//! the helper, waits for its ready signal (slirp4netns's `--ready-fd`, the proxy's socket in hand), and only then
 //! writes the byte bwrap waits for. A helper that fails ends bwrap before the command ran.
 
 use crate::manifest::Destination;
@@ -35,6 +35,12 @@ pub const PROXY_PORT: u16 = 3128;
 
 /// The sandbox's DNS server with slirp4netns: its forwarder to the host's resolver.
 pub const SLIRP_DNS: &str = "10.0.2.3";
+
+/// What a launch with `network: true` says where slirp4netns is not installed.
+pub const SLIRP_MISSING: &str = "network: true gives the sandbox a network of its own through \
+    slirp4netns, which is not installed; install it (apt install slirp4netns), or set network \
+    to false (loopback only), {allow: [...]} (paude's proxy) or \"host\" (the host's network, \
+    with its loopback services)";
 
 /// How long the holder waits for bwrap to make the namespaces, and for a helper to be up.
 const START_LIMIT: Duration = Duration::from_secs(10);
@@ -515,10 +521,20 @@ fn unreachable_routes(host_routes: &str) -> Vec<(std::net::Ipv4Addr, u8)> {
         // The metadata service of clouds that do not use the link-local block.
         (std::net::Ipv4Addr::new(100, 100, 100, 200), 32),
     ];
-    // `/proc/net/fib_trie`: the host's own addresses are the entries marked `host LOCAL`,
-    // each an address (`/32`) or a block the host answers on whole (`ip route add local
-    // 203.0.113.0/24 dev lo`).
-    let mut lines = host_routes.lines().peekable();
+    for block in host_local_blocks(host_routes) {
+        if !routes.contains(&block) {
+            routes.push(block);
+        }
+    }
+    routes
+}
+
+/// The host's own addresses but its loopback, from `/proc/net/fib_trie`: the entries marked
+/// `host LOCAL`, each an address (`/32`) or a block the host answers on whole (`ip route add
+/// local 203.0.113.0/24 dev lo`).
+pub(super) fn host_local_blocks(fib_trie: &str) -> Vec<(std::net::Ipv4Addr, u8)> {
+    let mut blocks = Vec::new();
+    let mut lines = fib_trie.lines().peekable();
     while let Some(line) = lines.next() {
         let Some(address) = line.trim().strip_prefix("|-- ") else {
             continue;
@@ -536,14 +552,14 @@ fn unreachable_routes(host_routes: &str) -> Vec<(std::net::Ipv4Addr, u8)> {
                 && words.next() == Some("host")
                 && words.next() == Some("LOCAL")
                 && !address.is_loopback()
-                && !routes.contains(&(address, prefix))
+                && !blocks.contains(&(address, prefix))
             {
-                routes.push((address, prefix));
+                blocks.push((address, prefix));
             }
             lines.next();
         }
     }
-    routes
+    blocks
 }
 
 /// Adds an unreachable route for each of `routes` in the namespace the calling process is

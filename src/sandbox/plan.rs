@@ -201,9 +201,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         Network::Private => Some(Helper::Slirp(
             input
                 .slirp4netns
-                .ok_or_else(|| {
-                    PlanError("network: true needs slirp4netns (apt install slirp4netns)".into())
-                })?
+                .ok_or_else(|| PlanError(super::network::SLIRP_MISSING.into()))?
                 .to_path_buf(),
         )),
         Network::Allow(list) => Some(Helper::Proxy(list.clone())),
@@ -376,16 +374,12 @@ fn logical_mounts(input: &PlanInput<'_>, host: &HostPaths<'_>) -> Result<Vec<Log
             }
             // slirp4netns's resolver rather than the host's, which may be on the host's
             // loopback (127.0.0.53) and is not the sandbox's to reach.
-            let source = match (target, input.resolv_conf) {
-                ("/etc/resolv.conf", Some(written)) => Some(written),
-                _ => source.map(Path::new),
+            // That file paude wrote; a host source the host may lack.
+            let source = match (target, input.resolv_conf, source.map(Path::new)) {
+                ("/etc/resolv.conf", Some(written), _) => Some(written),
+                (_, _, Some(source)) if !host.has(source) => continue,
+                (_, _, source) => source,
             };
-            if let Some(source) = source
-                && input.resolv_conf != Some(source)
-                && !host.has(source)
-            {
-                continue;
-            }
             // The default /dev is bwrap's minimal devtmpfs (`--dev`), marked by no source.
             out.push(Logical {
                 kind,

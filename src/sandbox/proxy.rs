@@ -370,18 +370,8 @@ fn http(mut client: TcpStream, policy: &Policy) {
             );
             return;
         };
-        match policy.connect(&target) {
-            Ok(mut server) => {
-                if client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .is_ok()
-                    && server.write_all(&rest).is_ok()
-                {
-                    relay(client, server);
-                }
-            }
-            Err(refusal) => refuse_http(&mut client, policy, &target, &refusal),
-        }
+        let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
+        forward_http(client, policy, &target, established, &rest);
         return;
     }
     let Some(after) = uri
@@ -412,37 +402,52 @@ fn http(mut client: TcpStream, policy: &Policy) {
         );
         return;
     };
-    match policy.connect(&target) {
+    let mut sent = format!("{method} {path} {version}\r\n");
+    let mut has_host = false;
+    for line in lines.filter(|line| !line.is_empty()) {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("host") {
+            has_host = true;
+        }
+        let hop = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authorization",
+        ]
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop));
+        if !hop {
+            sent.push_str(line);
+            sent.push_str("\r\n");
+        }
+    }
+    if !has_host {
+        sent.push_str(&format!("Host: {host_port}\r\n"));
+    }
+    sent.push_str("Connection: close\r\n\r\n");
+    // What the client sent past the head (a body's start) goes on as it came, bytes.
+    let mut sent = sent.into_bytes();
+    sent.extend_from_slice(&rest);
+    forward_http(client, policy, &target, b"", &sent);
+}
+
+/// Connects to `target` for an HTTP client and, once `to_client` and `to_server` are
+/// written to each side, relays between them; a refusal is an HTTP answer.
+fn forward_http(
+    mut client: TcpStream,
+    policy: &Policy,
+    target: &Target,
+    to_client: &[u8],
+    to_server: &[u8],
+) {
+    match policy.connect(target) {
         Ok(mut server) => {
-            let mut sent = format!("{method} {path} {version}\r\n");
-            let mut has_host = false;
-            for line in lines.filter(|line| !line.is_empty()) {
-                let name = line.split(':').next().unwrap_or("").trim();
-                if name.eq_ignore_ascii_case("host") {
-                    has_host = true;
-                }
-                let hop = [
-                    "connection",
-                    "keep-alive",
-                    "proxy-connection",
-                    "proxy-authorization",
-                ]
-                .iter()
-                .any(|hop| name.eq_ignore_ascii_case(hop));
-                if !hop {
-                    sent.push_str(line);
-                    sent.push_str("\r\n");
-                }
-            }
-            if !has_host {
-                sent.push_str(&format!("Host: {host_port}\r\n"));
-            }
-            sent.push_str("Connection: close\r\n\r\n");
-            if server.write_all(sent.as_bytes()).is_ok() && server.write_all(&rest).is_ok() {
+            if client.write_all(to_client).is_ok() && server.write_all(to_server).is_ok() {
                 relay(client, server);
             }
         }
-        Err(refusal) => refuse_http(&mut client, policy, &target, &refusal),
+        Err(refusal) => refuse_http(&mut client, policy, target, &refusal),
     }
 }
 
@@ -610,17 +615,11 @@ mod tests {
         }
         // Each address of the host's own interfaces, as the kernel lists them.
         let routes = std::fs::read_to_string("/proc/net/fib_trie").unwrap();
-        let mut lines = routes.lines().peekable();
-        let mut own = Vec::new();
-        while let Some(line) = lines.next() {
-            if let Some(address) = line.trim().strip_prefix("|-- ")
-                && lines
-                    .peek()
-                    .is_some_and(|next| next.contains("/32 host LOCAL"))
-            {
-                own.push(address.to_owned());
-            }
-        }
+        let own: Vec<String> = super::super::network::host_local_blocks(&routes)
+            .into_iter()
+            .filter(|(_, prefix)| *prefix == 32)
+            .map(|(address, _)| address.to_string())
+            .collect();
         assert!(!own.is_empty(), "{routes}");
         for address in own {
             assert!(of_the_host(address.parse().unwrap()), "{address}");

@@ -42,20 +42,12 @@ impl Setup {
     /// paude with this HOME, and a store shared by the tests of this user (the store is not
     /// what these tests are about, and one build per user is enough).
     fn paude(&self) -> Paude {
-        let store = shared_home(self.who).join(".paude");
-        Paude::new(self.who, self.home.path(), self.workspace.path())
-            .env("PAUDE_HOME", store.to_str().expect("UTF-8 path"))
+        Paude::new(self.who, self.home.path(), self.workspace.path()).shared_store()
     }
 
     /// `bash -c SCRIPT` on the host, as the same user, in the workspace, with the same HOME.
     fn host(&self, script: &str) -> Command {
-        let mut command = command_as(self.who, "bash");
-        command
-            .args(["-c", script])
-            .current_dir(self.workspace.path())
-            .env("HOME", self.home.path())
-            .stdin(Stdio::null());
-        command
+        bash_as(self.who, self.home.path(), self.workspace.path(), script)
     }
 
     /// `bash -c SCRIPT` inside `paude venv` with `manifest` (the default when `None`).
@@ -311,10 +303,7 @@ fn git_works_in_a_workspace_owned_by_another_user() {
     }
     // The workspace belongs to nobody; root runs paude in it.
     let setup = Setup::new(As::Nobody);
-    let root = Paude::new(As::Me, setup.home.path(), setup.workspace.path()).env(
-        "PAUDE_HOME",
-        shared_home(As::Me).join(".paude").to_str().unwrap(),
-    );
+    let root = Paude::new(As::Me, setup.home.path(), setup.workspace.path()).shared_store();
     let outside = Command::new("git")
         .args(["status", "--short"])
         .current_dir(setup.workspace.path())

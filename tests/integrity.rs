@@ -51,8 +51,7 @@ impl Setup {
 
 /// paude as `who` with `home`, in `workspace`, with the store shared by this user's tests.
 fn paude_in(who: As, home: &Path, workspace: &Path) -> Paude {
-    let store = shared_home(who).join(".paude");
-    Paude::new(who, home, workspace).env("PAUDE_HOME", store.to_str().expect("UTF-8 path"))
+    Paude::new(who, home, workspace).shared_store()
 }
 
 fn says(output: &Output, needle: &str) -> bool {

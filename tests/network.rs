@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -109,18 +109,12 @@ impl Setup {
     }
 
     fn paude(&self) -> Paude {
-        let store = shared_home(self.who).join(".paude");
-        Paude::new(self.who, self.home.path(), self.workspace.path())
-            .env("PAUDE_HOME", store.to_str().expect("UTF-8 path"))
+        Paude::new(self.who, self.home.path(), self.workspace.path()).shared_store()
     }
 
     /// `bash -c SCRIPT` on the host, as the same user.
     fn host(&self, script: &str) -> Output {
-        command_as(self.who, "bash")
-            .args(["-c", script])
-            .current_dir(self.workspace.path())
-            .env("HOME", self.home.path())
-            .stdin(Stdio::null())
+        bash_as(self.who, self.home.path(), self.workspace.path(), script)
             .output()
             .expect("bash")
     }
@@ -148,8 +142,13 @@ fn manifest(network: &str) -> String {
 /// Reads the answer of the host's 127.0.0.1:`port` with bash's /dev/tcp, printing
 /// `tcp:<answer>`.
 fn tcp_probe(port: u16) -> String {
+    tcp_probe_at("127.0.0.1", port)
+}
+
+/// [`tcp_probe`] at another address.
+fn tcp_probe_at(address: &str, port: u16) -> String {
     format!(
-        "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && \
+        "exec 3<>/dev/tcp/{address}/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && \
          echo tcp:$(tail -n1 <&3)"
     )
 }
@@ -198,11 +197,7 @@ fn the_default_network_reaches_the_internet_and_nothing_of_the_host() {
         // The host's loopback, directly and through slirp4netns's gateway, and its abstract
         // socket.
         reaches_only_outside(&setup, &default, &tcp_probe(port), "tcp:hello-host");
-        let gateway = format!(
-            "exec 3<>/dev/tcp/10.0.2.2/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && \
-             echo tcp:$(tail -n1 <&3)"
-        );
-        let inside = setup.inside(&default, &gateway);
+        let inside = setup.inside(&default, &tcp_probe_at("10.0.2.2", port));
         assert!(
             !stdout(&inside).contains("tcp:hello-host"),
             "{}",

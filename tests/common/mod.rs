@@ -150,6 +150,13 @@ impl Paude {
         self
     }
 
+    /// With the store the tests of this user share (see [`shared_home`]): the store is not
+    /// what such a test is about, and one build per user is enough.
+    pub fn shared_store(self) -> Paude {
+        let store = shared_home(self.who).join(".paude");
+        self.env("PAUDE_HOME", store.to_str().expect("UTF-8 path"))
+    }
+
     pub fn cwd(mut self, cwd: &Path) -> Paude {
         self.cwd = cwd.to_path_buf();
         self
@@ -218,6 +225,18 @@ pub fn command_as(who: As, program: impl AsRef<OsStr>) -> Command {
             command
         }
     }
+}
+
+/// `bash -c SCRIPT` on the host as `who`, in `dir`, with `home` as HOME and stdin /dev/null:
+/// a probe's run outside the sandbox.
+pub fn bash_as(who: As, home: &Path, dir: &Path, script: &str) -> Command {
+    let mut command = command_as(who, "bash");
+    command
+        .args(["-c", script])
+        .current_dir(dir)
+        .env("HOME", home)
+        .stdin(Stdio::null());
+    command
 }
 
 /// Output as text, for assertions and failure messages.

@@ -48,14 +48,22 @@ set up as paude sets one up, the dpkg database, PAUDE_HOME (writable by this use
 space) and the cached environments in it. The exit status is 0 when nothing is a problem \
 (warnings allowed), 125 when something is.
 
+With a manifest (-e, -f, or a --workspace with a paude.jsonnet), one more check: every host \
+file of the environment's packages, read and compared with the MD5 sum dpkg recorded when it \
+installed it (as `dpkg --verify` does). paude builds environments from the host's files as \
+they are, so a file changed or removed since goes into the environment changed, or not at all.
+
 Examples:
   paude doctor                           the report
   paude doctor --json                    one JSON document for scripts
+  paude doctor -e examples/core-venv.jsonnet   also check the packages' files
   PAUDE_HOME=/srv/paude paude doctor     check another cache location")]
 pub struct DoctorArgs {
     /// Print one JSON document instead of the report.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
 }
 
 /// `paude list`.
@@ -122,6 +130,29 @@ pub struct JsonnetArgs {
     pub tla_code: Vec<String>,
 }
 
+/// Which manifest, and how it is evaluated: what `venv`, `export` and `doctor` take.
+#[derive(Debug, Default, PartialEq, Eq, Args)]
+pub struct ManifestArgs {
+    /// Jsonnet code, or the path of an existing manifest file.
+    #[arg(
+        short = 'e',
+        long = "exec",
+        value_name = "CODE|FILE",
+        conflicts_with = "file"
+    )]
+    pub exec: Option<String>,
+    /// A manifest file.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The project directory: the one the sandbox may write to, whose paude.jsonnet is the
+    /// manifest when neither -e nor -f is given (default: the git root above the current
+    /// directory, else the current directory).
+    #[arg(long = "workspace", value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    #[command(flatten)]
+    pub jsonnet: JsonnetArgs,
+}
+
 /// `paude trust`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -178,22 +209,8 @@ Examples:
   skopeo inspect oci:./image:core
   paude export --oci-archive core.tar --tag localhost/core:1 && podman load -i core.tar")]
 pub struct ExportArgs {
-    /// Jsonnet code, or the path of an existing manifest file.
-    #[arg(
-        short = 'e',
-        long = "exec",
-        value_name = "CODE|FILE",
-        conflicts_with = "file"
-    )]
-    pub exec: Option<String>,
-    /// A manifest file.
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// The workspace whose paude.jsonnet is the manifest when neither -e nor -f is given.
-    #[arg(long = "workspace", value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
     #[command(flatten)]
-    pub jsonnet: JsonnetArgs,
+    pub manifest: ManifestArgs,
     /// Write an OCI image layout in DIR (new, empty, or a layout to add the image to).
     #[arg(long = "oci", value_name = "DIR")]
     pub oci: Option<PathBuf>,
@@ -217,23 +234,8 @@ Examples:
   paude venv -e '(import \"m.jsonnet\") + {envSet+: {A: \"1\"}}' -- env
   paude venv --dry-run -- git status                   print the bwrap command line")]
 pub struct VenvArgs {
-    /// Jsonnet code, or the path of an existing manifest file.
-    #[arg(
-        short = 'e',
-        long = "exec",
-        value_name = "CODE|FILE",
-        conflicts_with = "file"
-    )]
-    pub exec: Option<String>,
-    /// A manifest file.
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// The project directory the sandbox may write to (default: the git root above the
-    /// current directory, else the current directory).
-    #[arg(long = "workspace", value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
     #[command(flatten)]
-    pub jsonnet: JsonnetArgs,
+    pub manifest: ManifestArgs,
     /// Print the bwrap command line that would run, and run nothing (the environment is
     /// still built if it is not cached). The line leaves out `--sync-fd`, which passes the
     /// venv's lock only paude holds.
@@ -372,18 +374,20 @@ pub fn quick_venv_args(args: &[OsString]) -> Option<VenvArgs> {
         let text = || std::str::from_utf8(value).ok().map(str::to_owned);
         match option {
             // One manifest: `-e` or `-f`, once.
-            VenvOption::Exec | VenvOption::File if venv.exec.is_some() || venv.file.is_some() => {
+            VenvOption::Exec | VenvOption::File
+                if venv.manifest.exec.is_some() || venv.manifest.file.is_some() =>
+            {
                 return None;
             }
-            VenvOption::Exec => venv.exec = Some(text()?),
-            VenvOption::File => venv.file = Some(path()),
-            VenvOption::Workspace if venv.workspace.is_some() => return None,
-            VenvOption::Workspace => venv.workspace = Some(path()),
-            VenvOption::Jpath => venv.jsonnet.jpath.push(path()),
-            VenvOption::ExtStr => venv.jsonnet.ext_str.push(text()?),
-            VenvOption::ExtCode => venv.jsonnet.ext_code.push(text()?),
-            VenvOption::TlaStr => venv.jsonnet.tla_str.push(text()?),
-            VenvOption::TlaCode => venv.jsonnet.tla_code.push(text()?),
+            VenvOption::Exec => venv.manifest.exec = Some(text()?),
+            VenvOption::File => venv.manifest.file = Some(path()),
+            VenvOption::Workspace if venv.manifest.workspace.is_some() => return None,
+            VenvOption::Workspace => venv.manifest.workspace = Some(path()),
+            VenvOption::Jpath => venv.manifest.jsonnet.jpath.push(path()),
+            VenvOption::ExtStr => venv.manifest.jsonnet.ext_str.push(text()?),
+            VenvOption::ExtCode => venv.manifest.jsonnet.ext_code.push(text()?),
+            VenvOption::TlaStr => venv.manifest.jsonnet.tla_str.push(text()?),
+            VenvOption::TlaCode => venv.manifest.jsonnet.tla_code.push(text()?),
             // Taken above: they have no value.
             VenvOption::DryRun | VenvOption::Quiet => {}
         }
@@ -421,8 +425,8 @@ mod tests {
         let Command::Venv(args) = cli.command else {
             panic!("venv")
         };
-        assert_eq!(args.exec.as_deref(), Some("m.jsonnet"));
-        assert_eq!(args.jsonnet.ext_str, vec!["a=b".to_string()]);
+        assert_eq!(args.manifest.exec.as_deref(), Some("m.jsonnet"));
+        assert_eq!(args.manifest.jsonnet.ext_str, vec!["a=b".to_string()]);
         assert_eq!(
             args.command,
             vec![OsString::from("git"), "-C".into(), "x".into()]

@@ -2,8 +2,19 @@
 //! evaluation error, names of files a sandbox made. A sandbox can put escape sequences in
 //! any of them, which a terminal would obey (set the title, write the clipboard, erase the
 //! lines above and print something reassuring instead); [`printable`] shows them instead.
+//! And [`counted`], the one way paude's own lines count things.
 
 use std::borrow::Cow;
+
+/// `1 file`, `2 files`: a count and its word, which takes an `s` unless the count is one.
+pub fn counted(count: impl Into<u64>, word: &str) -> String {
+    let count = count.into();
+    if count == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{count} {word}s")
+    }
+}
 
 /// `text` with every control character but newline and tab written as `\u{…}`, and so shown
 /// rather than obeyed.

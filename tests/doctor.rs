@@ -222,3 +222,204 @@ fn doctor_and_list_give_one_size_for_the_store() {
         "list said: {summary}"
     );
 }
+
+/// A dpkg root of one real package of this host (`sed`): its status stanza without its
+/// dependencies, its `.list` and `.md5sums`, and a copy of each file its sums name, installed
+/// an hour ago. Then, as a host whose files drifted: one file edited, one removed, one
+/// replaced by a link.
+fn drifted_root(who: As) -> (TestDir, [String; 3]) {
+    let root = TestDir::new(who);
+    let status = Command::new("dpkg-query")
+        .args(["-s", "sed"])
+        .output()
+        .expect("dpkg-query");
+    let stanza: String = text(&status.stdout)
+        .lines()
+        .filter(|line| !line.starts_with("Depends:") && !line.starts_with("Pre-Depends:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let admindir = root.path().join("var/lib/dpkg");
+    common::write(&admindir.join("status"), &stanza);
+    let info = Path::new("/var/lib/dpkg/info");
+    let sums = std::fs::read_to_string(info.join("sed.md5sums")).expect("sed.md5sums");
+    for name in ["sed.list", "sed.md5sums"] {
+        std::fs::copy(info.join(name), admindir.join("info").join(name))
+            .map(|_| ())
+            .or_else(|_| {
+                std::fs::create_dir_all(admindir.join("info"))?;
+                std::fs::copy(info.join(name), admindir.join("info").join(name)).map(|_| ())
+            })
+            .expect("copying the database");
+    }
+    let paths: Vec<String> = sums
+        .lines()
+        .map(|line| format!("/{}", &line[34..]))
+        .collect();
+    for path in &paths {
+        let copy = root.path().join(&path[1..]);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(path, &copy).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(admindir.join("info/sed.list"))
+        .and_then(|list| list.set_modified(hour_ago))
+        .expect("dating the list");
+    let sed = paths
+        .iter()
+        .find(|p| p.ends_with("/sed"))
+        .expect("sed's binary")
+        .clone();
+    let (gone, linked) = (
+        paths[paths.len() - 1].clone(),
+        paths[paths.len() - 2].clone(),
+    );
+    let at = |path: &str| root.path().join(&path[1..]);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(at(&sed))
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"planted"))
+        .unwrap();
+    std::fs::remove_file(at(&gone)).unwrap();
+    std::fs::remove_file(at(&linked)).unwrap();
+    std::os::unix::fs::symlink(at(&sed), at(&linked)).unwrap();
+    hand_over(who, root.path());
+    (root, [sed, gone, linked])
+}
+
+#[test]
+fn the_packages_files_are_checked_against_dpkgs_sums() {
+    require_bwrap!();
+    let manifest = r#"{packages: ["sed"], essential: false, network: false}"#;
+    for who in users() {
+        let (root, [edited, gone, linked]) = drifted_root(who);
+        let (home, workspace) = (TestDir::new(who), TestDir::new(who));
+        let paude = Paude::new(who, home.path(), workspace.path())
+            .env("DPKG_ROOT", root.path().to_str().expect("utf-8"));
+        // What `md5sum -c` says of the root is what paude must say: three files, each for
+        // its own reason.
+        let control = Command::new("md5sum")
+            .args(["-c", "--quiet", "var/lib/dpkg/info/sed.md5sums"])
+            .current_dir(root.path())
+            .output()
+            .expect("md5sum");
+        let failed = text(&control.stdout);
+        assert_eq!(
+            failed.lines().count(),
+            3,
+            "{failed}{}",
+            text(&control.stderr)
+        );
+        for path in [&edited, &gone, &linked] {
+            assert!(failed.contains(&path[1..]), "{path}: {failed}");
+        }
+
+        let report = paude.run(["doctor", "-e", manifest]);
+        let stdout = text(&report.stdout);
+        assert_eq!(report.status.code(), Some(0), "{}", text(&report.stderr));
+        let (status, fix) = line(&stdout, "package-files").unwrap_or_else(|| panic!("{stdout}"));
+        assert_eq!(status, "warning", "{stdout}");
+        assert!(
+            fix.is_some_and(|fix| fix.contains("apt-get install --reinstall sed")),
+            "{stdout}"
+        );
+        for (path, finding) in [
+            (&edited, "changed"),
+            (&gone, "missing"),
+            (&linked, "not a file"),
+        ] {
+            assert!(
+                stdout.contains(&format!("{path} (sed, {finding})")),
+                "{stdout}"
+            );
+        }
+        assert!(stdout.contains("3 files not as installed"), "{stdout}");
+        let json = paude.run(["doctor", "--json", "-e", manifest]);
+        let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let listed: Vec<(String, String)> = document["package_files"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{document:#}"))
+            .iter()
+            .map(|file| {
+                (
+                    file["path"].as_str().unwrap().into(),
+                    file["finding"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let mut expected = vec![
+            (edited.clone(), "changed".to_string()),
+            (linked.clone(), "not-a-file".into()),
+            (gone.clone(), "missing".into()),
+        ];
+        let mut listed_sorted = listed.clone();
+        listed_sorted.sort();
+        expected.sort();
+        assert_eq!(listed_sorted, expected);
+        // Without a manifest, no such check.
+        let plain = text(&paude.run(["doctor"]).stdout);
+        assert!(line(&plain, "package-files").is_none(), "{plain}");
+
+        // A build says so once, on stderr, and names the fix; a launch from the cache does not
+        // read the files again.
+        let build = paude.run(["venv", "--dry-run", "-e", manifest, "--", "/bin/sed"]);
+        let stderr = text(&build.stderr);
+        assert!(build.status.success(), "{stderr}");
+        assert_eq!(
+            stderr.matches("not what dpkg installed").count(),
+            1,
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "3 files of sed are not what dpkg installed: {edited} (changed)"
+            )),
+            "{stderr}"
+        );
+        let again = text(
+            &paude
+                .run(["venv", "--dry-run", "-e", manifest, "--", "/bin/sed"])
+                .stderr,
+        );
+        assert!(!again.contains("not what dpkg installed"), "{again}");
+    }
+}
+
+#[test]
+fn the_hosts_own_packages_are_checked_in_full() {
+    require_bwrap!();
+    for who in users() {
+        let (_home, paude) = doctor(who);
+        let json = paude.run(["doctor", "--json", "-e", r#"{packages: ["bash"]}"#]);
+        let document: serde_json::Value = serde_json::from_slice(&json.stdout)
+            .unwrap_or_else(|_| panic!("{}", text(&json.stderr)));
+        let check = document["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|check| check["name"] == "package-files")
+            .unwrap_or_else(|| panic!("{document:#}"))
+            .clone();
+        // Every file bash's closure records: at least bash's own sums, read in full.
+        let bash_sums = std::fs::read_to_string("/var/lib/dpkg/info/bash.md5sums").unwrap();
+        let detail = check["detail"].as_str().unwrap();
+        let files: usize = detail
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{detail}"));
+        assert!(files > bash_sums.lines().count(), "{detail}");
+        assert!(
+            detail.contains("read and compared with dpkg's MD5 sums"),
+            "{detail}"
+        );
+        // Whatever this host's state, the document lists what the check counts.
+        let listed = document["package_files"].as_array().unwrap().len();
+        assert_eq!(
+            check["status"] == "ok",
+            listed == 0 || detail.contains("all as installed"),
+            "{detail}"
+        );
+    }
+}

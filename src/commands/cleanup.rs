@@ -549,7 +549,7 @@ fn human(report: &CleanupDocument, now: SystemTime) -> (String, String) {
         .iter()
         .filter(|k| k.reason == "recently-used")
         .count();
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let plural = |n: usize, word: &str| crate::text::counted(n as u64, word);
     let mut summary = format!("{removed} {}", plural(report.removed.len(), "environment"));
     if !report.packages.removed.is_empty() {
         summary.push_str(&format!(

@@ -21,6 +21,7 @@
 use crate::cli::DoctorArgs;
 use crate::host::{self, HostFacts};
 use crate::packages::dpkg::{self, Dpkg};
+use crate::packages::verify;
 use crate::store::prune;
 use crate::store::{Store, human_bytes, tree};
 use anyhow::{Context, Result, bail};
@@ -146,15 +147,50 @@ impl Check {
 struct DoctorDocument<'a> {
     version: u32,
     checks: &'a [Check],
+    /// With a manifest: every recorded file of its packages that is not as dpkg installed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package_files: Option<Vec<FileDocument>>,
+}
+
+#[derive(serde::Serialize)]
+struct FileDocument {
+    package: String,
+    path: String,
+    finding: verify::Finding,
 }
 
 /// Runs `paude doctor`.
 pub fn run(args: DoctorArgs, host: &HostFacts) -> Result<ExitCode> {
-    let checks = checks(&gather(host));
+    let manifest = &args.manifest;
+    // A manifest's mistakes end the run before the report, as they would a launch.
+    let verified =
+        if manifest.exec.is_some() || manifest.file.is_some() || manifest.workspace.is_some() {
+            let (database, closure) = super::venv::closure_of(manifest, host)?;
+            let provider = database.provider()?;
+            let verified = verify::verify(provider, &closure, verify::Depth::Every)?;
+            Some((closure.packages.len(), verified))
+        } else {
+            None
+        };
+    let mut checks = checks(&gather(host));
+    if let Some((packages, verified)) = &verified {
+        checks.push(check_package_files(*packages, verified));
+    }
     let text = if args.json {
         let document = DoctorDocument {
             version: JSON_VERSION,
             checks: &checks,
+            package_files: verified.as_ref().map(|(_, verified)| {
+                verified
+                    .differences
+                    .iter()
+                    .map(|d| FileDocument {
+                        package: d.package.clone(),
+                        path: d.path.to_string_lossy().into_owned(),
+                        finding: d.finding,
+                    })
+                    .collect()
+            }),
         };
         serde_json::to_string_pretty(&document).context("encoding JSON")? + "\n"
     } else {
@@ -717,6 +753,69 @@ pub fn check_network(network: &NetworkFacts) -> Check {
     }
 }
 
+/// The host's files of a manifest's packages against dpkg's sums: ok when every one is as
+/// installed (an unreadable one is left out of environments, and said, but is no fault of
+/// the host's), else a warning naming the first few.
+pub fn check_package_files(packages: usize, verified: &verify::Verified) -> Check {
+    use verify::Finding;
+    let checked = format!(
+        "{} of {} read and compared with dpkg's MD5 sums",
+        crate::text::counted(verified.files, "file"),
+        plural(packages, "package"),
+    );
+    let unreadable = verified
+        .differences
+        .iter()
+        .filter(|d| d.finding == Finding::Unreadable)
+        .count();
+    let unreadable_note = if unreadable == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {} this user cannot read, which environments leave out",
+            plural(unreadable, "file")
+        )
+    };
+    let differing: Vec<&verify::Difference> = verified
+        .differences
+        .iter()
+        .filter(|d| d.finding != Finding::Unreadable)
+        .collect();
+    if differing.is_empty() {
+        return Check::ok(
+            "package-files",
+            format!("{checked}: all as installed{unreadable_note}"),
+        );
+    }
+    const SHOWN: usize = 10;
+    let mut listed: Vec<String> = differing
+        .iter()
+        .take(SHOWN)
+        .map(|d| format!("{} ({}, {})", d.path.display(), d.package, d.finding.word()))
+        .collect();
+    if differing.len() > SHOWN {
+        listed.push(format!(
+            "and {} more (--json lists all)",
+            differing.len() - SHOWN
+        ));
+    }
+    Check::with(
+        "package-files",
+        Status::Warning,
+        format!(
+            "{checked}: {} not as installed: {}{unreadable_note}",
+            plural(differing.len(), "file"),
+            listed.join(", ")
+        ),
+        format!(
+            "environments get these files as the host has them now; reinstall the packages \
+             (`apt-get install --reinstall {}`), or bind the host's own copies with a mount \
+             (`paude.hostLocal.mounts` binds /usr/local and /usr/etc)",
+            verified.packages().join(" ")
+        ),
+    )
+}
+
 fn version_text((major, minor, patch): Version) -> String {
     format!("{major}.{minor}.{patch}")
 }
@@ -1190,12 +1289,9 @@ pub fn human(checks: &[Check]) -> String {
 }
 
 fn plural(count: usize, word: &str) -> String {
-    if count == 1 {
-        format!("1 {word}")
-    } else if let Some(stem) = word.strip_suffix("build or removal") {
-        format!("{count} {stem}builds or removals")
-    } else {
-        format!("{count} {word}s")
+    match word.strip_suffix("build or removal") {
+        Some(stem) if count != 1 => format!("{count} {stem}builds or removals"),
+        _ => crate::text::counted(count as u64, word),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `paude export`: the environment a manifest describes, as an OCI image (see `image`).
 
 use super::{BuildReport, status, venv};
-use crate::cli::{ExportArgs, VenvArgs};
+use crate::cli::ExportArgs;
 use crate::host::HostFacts;
 use crate::image::{self, Package, Request};
 use crate::manifest::{HomeMode, Manifest};
@@ -33,16 +33,7 @@ pub fn run(args: ExportArgs, host: &HostFacts) -> Result<ExitCode> {
     if let Some(file) = &args.oci_archive {
         check_archive_path(file)?;
     }
-    let venv_args = VenvArgs {
-        exec: args.exec.clone(),
-        file: args.file.clone(),
-        workspace: args.workspace.clone(),
-        jsonnet: args.jsonnet,
-        dry_run: false,
-        quiet: false,
-        command: Vec::new(),
-    };
-    let (manifest, store, lease) = venv::environment_of(&venv_args, host)?;
+    let (manifest, store, lease) = venv::environment_of(&args.manifest, host)?;
     let rootfs = &lease.rootfs;
     let packages: Vec<Package> = store
         .packages_of(rootfs)?

@@ -6,7 +6,7 @@
 //! workspace) runs before the store is touched, so a bad input leaves nothing in the cache.
 
 use super::{BuildReport, ExitError, status, warn};
-use crate::cli::{JsonnetArgs, VenvArgs};
+use crate::cli::{JsonnetArgs, ManifestArgs, VenvArgs};
 use crate::host::HostFacts;
 use crate::launch::cache::Cache;
 use crate::launch::identity::{self, GitIdentity};
@@ -15,7 +15,7 @@ use crate::manifest::{
     self, HomeMode, LoadOptions, Manifest, ManifestSource, Mount, MountKind, Network, VenvMode,
     trust,
 };
-use crate::packages::{Closure, Provider, dpkg};
+use crate::packages::{Closure, Provider, dpkg, verify};
 use crate::rootpath;
 use crate::sandbox::identity::User;
 use crate::sandbox::pin::{Opened, Pins};
@@ -43,14 +43,21 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
     let mut learned = Learned::default();
 
     let user = identity(host);
-    let workspace = find_workspace(&args, host, &user)?;
+    let workspace = find_workspace(&args.manifest, host, &user)?;
     // What a sandbox can write is bound from descriptors held from here (see `pin`).
     let mut pins = Pins::default();
     pins.hold(&workspace, "the workspace")
         .map_err(anyhow::Error::msg)?;
     let repository = git::layout(&workspace).map_err(anyhow::Error::msg)?;
-    let (manifest, manifest_files) =
-        load_manifest(&args, host, &workspace, &store, &cache, began, &mut learned)?;
+    let (manifest, manifest_files) = load_manifest(
+        &args.manifest,
+        host,
+        &workspace,
+        &store,
+        &cache,
+        began,
+        &mut learned,
+    )?;
     let mounts = checked_mounts(&manifest, host, &workspace, &mut pins)?;
     let nested = git::nested_gitfiles(&repository, &workspace);
     let submodules: Vec<PathBuf> = nested
@@ -260,9 +267,52 @@ pub fn run(args: VenvArgs, host: &HostFacts) -> Result<ExitCode> {
 /// command that reads the tree rather than launching it (`paude export`): the same stages as
 /// a launch up to the lease, with the workspace only a place to find the manifest in.
 pub(super) fn environment_of(
-    args: &VenvArgs,
+    args: &ManifestArgs,
     host: &HostFacts,
 ) -> Result<(Manifest, Store, Lease)> {
+    let resolved = resolved(args, host)?;
+    let lease = ensure(
+        &resolved.store,
+        &resolved.cache,
+        &resolved.environment,
+        resolved.closure,
+        &resolved.manifest,
+        &resolved.database,
+        host,
+    )?;
+    Ok((resolved.manifest, resolved.store, lease))
+}
+
+/// The closure of a manifest's packages, for a command that looks at the host's packages
+/// rather than a tree (`paude doctor`): the stages of [`environment_of`] before the build.
+pub(super) fn closure_of(
+    args: &ManifestArgs,
+    host: &HostFacts,
+) -> Result<(PackageDatabase, Closure)> {
+    let resolved = resolved(args, host)?;
+    let manifest = &resolved.manifest;
+    let closure = resolved.database.closure_for(
+        &resolved.cache,
+        &resolved.environment,
+        resolved.closure,
+        &manifest.packages,
+        manifest.essential,
+        &manifest.fs_entries,
+    )?;
+    Ok((resolved.database, closure))
+}
+
+/// A manifest found, loaded and resolved, for a command that launches nothing.
+struct Resolved {
+    manifest: Manifest,
+    store: Store,
+    cache: Cache,
+    database: PackageDatabase,
+    environment: Environment,
+    closure: Option<Closure>,
+}
+
+fn resolved(args: &ManifestArgs, host: &HostFacts) -> Result<Resolved> {
     let began = SystemTime::now();
     let cache = Cache::new(&host.paude_home);
     let store = Store::new(host.paude_home.clone());
@@ -272,16 +322,14 @@ pub(super) fn environment_of(
     let database = package_database(host);
     let (environment, closure) = resolve(&database, &manifest, &cache, began, &mut learned)?;
     learned.write(&cache);
-    let lease = ensure(
-        &store,
-        &cache,
-        &environment,
+    Ok(Resolved {
+        manifest,
+        store,
+        cache,
+        database,
+        environment,
         closure,
-        &manifest,
-        &database,
-        host,
-    )?;
-    Ok((manifest, store, lease))
+    })
 }
 
 /// The workspace a command that launches nothing works in (`trust`, `export`): the one
@@ -329,7 +377,7 @@ fn identity(host: &HostFacts) -> User {
 /// The workspace: `--workspace`, else the git root above the current directory, else the
 /// current directory; refused when it is too much to hand a sandbox (see
 /// `workspace::refusal`).
-fn find_workspace(args: &VenvArgs, host: &HostFacts, user: &User) -> Result<PathBuf> {
+fn find_workspace(args: &ManifestArgs, host: &HostFacts, user: &User) -> Result<PathBuf> {
     let workspace = match &args.workspace {
         Some(dir) => match std::fs::canonicalize(dir) {
             Ok(real) if real.is_dir() => real,
@@ -358,7 +406,7 @@ fn find_workspace(args: &VenvArgs, host: &HostFacts, user: &User) -> Result<Path
 /// workspace's own manifest is used only as the user trusted it, with every file its
 /// evaluation read (see `manifest::trust`).
 fn load_manifest(
-    args: &VenvArgs,
+    args: &ManifestArgs,
     host: &HostFacts,
     workspace: &Path,
     store: &Store,
@@ -474,9 +522,16 @@ fn ensure(
                 manifest.essential,
                 &manifest.fs_entries,
             )?;
-            let plan = database.provider()?.export_plan(&closure)?;
+            let provider = database.provider()?;
+            let plan = provider.export_plan(&closure)?;
             for warning in &plan.warnings {
                 warn(warning);
+            }
+            // Once per build: a stat per file, and a read of those written since their
+            // package was installed.
+            let verified = verify::verify(provider, &closure, verify::Depth::Touched)?;
+            if let Some(line) = verified.summary() {
+                warn(&line);
             }
             Ok(BuildInput { closure, plan })
         },
@@ -906,7 +961,7 @@ fn command_refusal(
 }
 
 /// Which manifest to evaluate: `-e`, `-f`, the workspace's `paude.jsonnet`, or the default.
-fn manifest_source(args: &VenvArgs, workspace: &Path) -> Result<ManifestSource> {
+fn manifest_source(args: &ManifestArgs, workspace: &Path) -> Result<ManifestSource> {
     if let Some(file) = &args.file {
         return match std::fs::metadata(file) {
             Ok(meta) if meta.is_file() => Ok(ManifestSource::File(file.clone())),

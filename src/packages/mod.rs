@@ -10,6 +10,7 @@
 //! store turns a plan into a tree.
 
 pub mod dpkg;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -94,6 +95,25 @@ pub struct AlternativeChoice {
     pub slaves: Vec<Option<PathBuf>>,
 }
 
+/// What the database recorded of a package's files when it installed them: what the host's
+/// files are checked against ([`verify`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recorded {
+    /// When the package's files were last installed (dpkg: the time of its `.list` file,
+    /// which dpkg writes once it has unpacked them); `None` where the database does not say.
+    pub installed: Option<std::time::SystemTime>,
+    /// Each regular file the package shipped, at its on-disk (diverted) path.
+    pub files: Vec<RecordedFile>,
+}
+
+/// One regular file as its package shipped it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedFile {
+    /// Absolute path, as on the source root.
+    pub path: PathBuf,
+    pub md5: [u8; 16],
+}
+
 /// A source of installed packages.
 pub trait Provider {
     /// A short name for messages ("dpkg").
@@ -106,6 +126,8 @@ pub trait Provider {
     fn source_root(&self) -> &std::path::Path;
     /// Files whose change may change what `resolve` answers (for cache validation).
     fn database_files(&self) -> Vec<PathBuf>;
+    /// What the database recorded of the package's files (no sums, where it keeps none).
+    fn recorded(&self, package: &PackageId) -> Result<Recorded, PackageError>;
 }
 
 /// Errors of the package layer. Each names the package or file it is about.

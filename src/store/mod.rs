@@ -404,7 +404,8 @@ impl Store {
         }
         let count = input.closure.packages.len();
         report.line(&format!(
-            "built environment {key}: {count} packages ({}), {} files, {} in {:.1}s",
+            "built environment {key}: {} ({}), {} files, {} in {:.1}s",
+            crate::text::counted(count as u64, "package"),
             match unpacked {
                 0 => "all from the package store".to_string(),
                 n if n == count => "all unpacked now".to_string(),

@@ -1,5 +1,5 @@
-//! The byte-oriented files of the dpkg database: `info/*.list`, `diversions`, and
-//! `alternatives/*`, plus the merged-/usr path normalization used to match alternatives.
+//! The byte-oriented files of the dpkg database: `info/*.list`, `info/*.md5sums`,
+//! `diversions`, and `alternatives/*`, plus the merged-/usr path normalization used to match alternatives.
 //!
 //! These parsers take `&[u8]`, not `&str`: they carry file system paths, and dpkg stores paths
 //! as raw bytes, which need not be UTF-8. Paths are built with `OsStr::from_bytes` and never go
@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::control::ParseError;
-use crate::packages::{Alternative, AlternativeChoice};
+use crate::packages::{Alternative, AlternativeChoice, RecordedFile};
 
 /// The lines of `bytes`, without the empty piece after a final newline.
 fn lines(bytes: &[u8]) -> Vec<&[u8]> {
@@ -46,6 +46,46 @@ pub fn parse_list(bytes: &[u8]) -> Result<Vec<PathBuf>, ParseError> {
         paths.push(path_from(line));
     }
     Ok(paths)
+}
+
+/// Parses an `info/<package>.md5sums` file: per line, 32 hexadecimal digits, two spaces (or
+/// a space and `*`, as md5sum writes for binary mode), and the path without its leading `/`.
+/// Conffiles are not in it (dpkg keeps their sums in `status`).
+pub fn parse_md5sums(bytes: &[u8]) -> Result<Vec<RecordedFile>, ParseError> {
+    let mut digests = Vec::new();
+    for (index, line) in lines(bytes).into_iter().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let error = |message: &str| ParseError {
+            line: index + 1,
+            message: format!("{message}, found `{}`", String::from_utf8_lossy(line)),
+        };
+        let (hex, rest) = line
+            .split_at_checked(32)
+            .ok_or_else(|| error("expected an MD5 sum and a path"))?;
+        let mut md5 = [0u8; 16];
+        for (byte, pair) in md5.iter_mut().zip(hex.chunks(2)) {
+            let digit = |b: u8| (b as char).to_digit(16);
+            let (Some(high), Some(low)) = (digit(pair[0]), digit(pair[1])) else {
+                return Err(error("expected 32 hexadecimal digits"));
+            };
+            *byte = (high * 16 + low) as u8;
+        }
+        let path = rest
+            .strip_prefix(b"  ")
+            .or_else(|| rest.strip_prefix(b" *"))
+            .filter(|path| !path.is_empty())
+            .ok_or_else(|| error("expected two spaces and a path after the sum"))?;
+        let path = path.strip_prefix(b"/").unwrap_or(path);
+        let mut absolute = b"/".to_vec();
+        absolute.extend_from_slice(path);
+        digests.push(RecordedFile {
+            path: path_from(&absolute),
+            md5,
+        });
+    }
+    Ok(digests)
 }
 
 /// One `dpkg-divert` record: files packaged as `from` are kept at `to`, except the holder's own.
@@ -310,6 +350,42 @@ mod tests {
         assert!(parse_list(b"").unwrap().is_empty());
         let error = parse_list(b"/.\n/usr\nrelative\n").unwrap_err();
         assert_eq!(error.line, 3);
+    }
+
+    #[test]
+    fn md5sums_give_absolute_paths_and_sums() {
+        let bytes = b"7210080490f9fd139c1b44fa0f730988  bin/bash\n\
+                      12C7981C8FED81743552E47DD4B1483E *usr/bin/a b\xff\n";
+        let digests = parse_md5sums(bytes).unwrap();
+        assert_eq!(digests.len(), 2);
+        assert_eq!(digests[0].path, p("/bin/bash"));
+        assert_eq!(digests[0].md5[0], 0x72);
+        assert_eq!(digests[0].md5[15], 0x88);
+        assert_eq!(digests[1].path, path_from(b"/usr/bin/a b\xff"));
+        assert_eq!(digests[1].md5[0], 0x12);
+        assert!(parse_md5sums(b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_md5sums_name_the_line() {
+        for (bytes, message) in [
+            (&b"abc  bin/x"[..], "expected an MD5 sum and a path"),
+            (
+                b"7210080490f9fd139c1b44fa0f73098g  bin/x",
+                "expected 32 hexadecimal",
+            ),
+            (
+                b"7210080490f9fd139c1b44fa0f730988 bin/x",
+                "expected two spaces",
+            ),
+            (b"7210080490f9fd139c1b44fa0f730988  ", "expected two spaces"),
+        ] {
+            let error =
+                parse_md5sums(&[b"7210080490f9fd139c1b44fa0f730988  bin/ok\n", bytes].concat())
+                    .unwrap_err();
+            assert_eq!(error.line, 2, "{}", error.message);
+            assert!(error.message.contains(message), "{}", error.message);
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use self::control::ParseError;
 use self::files::{Diversions, TopLevelLinks};
 use self::resolve::Database;
-use super::{Closure, ExportEntry, ExportPlan, PackageError, PackageId, Provider};
+use super::{Closure, ExportEntry, ExportPlan, PackageError, PackageId, Provider, Recorded};
 
 /// The provider's name, in `meta.json` and messages.
 pub const NAME: &str = "dpkg";
@@ -113,15 +113,15 @@ impl Dpkg {
         self.database.essential()
     }
 
-    /// The `.list` file of a package: `name:arch.list` for packages installed under their
-    /// qualified name (Multi-Arch: same), else `name.list`.
-    fn list_path(&self, package: &PackageId) -> PathBuf {
+    /// A package's file in `info/` (`list`, `md5sums`): `name:arch.EXT` for packages
+    /// installed under their qualified name (Multi-Arch: same), else `name.EXT`.
+    fn info_path(&self, package: &PackageId, extension: &str) -> PathBuf {
         let info = self.admindir.join("info");
-        let qualified = info.join(format!("{}:{}.list", package.name, package.arch));
+        let qualified = info.join(format!("{}:{}.{extension}", package.name, package.arch));
         if qualified.exists() {
             qualified
         } else {
-            info.join(format!("{}.list", package.name))
+            info.join(format!("{}.{extension}", package.name))
         }
     }
 
@@ -213,7 +213,7 @@ impl Provider for Dpkg {
     fn export_plan(&self, closure: &Closure) -> Result<ExportPlan, PackageError> {
         let mut entries = Vec::new();
         for (index, package) in closure.packages.iter().enumerate() {
-            let list_path = self.list_path(package);
+            let list_path = self.info_path(package, "list");
             let bytes = std::fs::read(&list_path).map_err(|source| PackageError::Io {
                 path: list_path.clone(),
                 source,
@@ -253,6 +253,30 @@ impl Provider for Dpkg {
 
     fn source_root(&self) -> &Path {
         &self.root
+    }
+
+    /// `info/<package>.md5sums` at the diverted paths, and the `.list` file's time.
+    fn recorded(&self, package: &PackageId) -> Result<Recorded, PackageError> {
+        let list_path = self.info_path(package, "list");
+        let installed = std::fs::metadata(&list_path)
+            .and_then(|meta| meta.modified())
+            .ok();
+        let sums_path = self.info_path(package, "md5sums");
+        let Some(bytes) = read_optional(&sums_path)? else {
+            return Ok(Recorded {
+                installed,
+                files: Vec::new(),
+            });
+        };
+        let mut files =
+            files::parse_md5sums(&bytes).map_err(|error| parse_error(&sums_path, error))?;
+        for file in &mut files {
+            file.path = self
+                .diversions
+                .locate(&file.path, &package.name)
+                .to_path_buf();
+        }
+        Ok(Recorded { installed, files })
     }
 
     /// `status`, `updates/`, `diversions` and `alternatives/`: what `resolve` and the

@@ -677,6 +677,65 @@ fn network(value: &Value) -> Result<Network> {
     }
 }
 
+/// The host of an authority: an address, or a name (lower-cased, without a final dot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Address(std::net::IpAddr),
+    Name(String),
+}
+
+/// Why an authority does not parse, for the caller to word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authority {
+    /// `[` without `]`.
+    Unclosed,
+    /// Something other than `:port` after `]`.
+    AfterBracket,
+    /// Brackets around what is not an IPv6 address (it).
+    NotV6(String),
+    /// More than one `:` outside brackets.
+    Unbracketed,
+    /// Not a port from 1 to 65535 (what was written).
+    Port(String),
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`, as a `network.allow` entry and a proxy
+/// request's target both write it: one reading for the entries and what is checked against
+/// them.
+pub fn authority(text: &str) -> std::result::Result<(Host, Option<u16>), Authority> {
+    let (host, port) = if let Some(inner) = text.strip_prefix('[') {
+        let (address, after) = inner.split_once(']').ok_or(Authority::Unclosed)?;
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or(Authority::AfterBracket)?),
+        };
+        let address = address
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| Authority::NotV6(address.to_owned()))?;
+        (Host::Address(address.into()), port)
+    } else if text.matches(':').count() > 1 {
+        return Err(Authority::Unbracketed);
+    } else {
+        let (host, port) = match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match host.parse::<std::net::IpAddr>() {
+            Ok(address) => (Host::Address(address), port),
+            Err(_) => (Host::Name(host), port),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(digits) => match digits.parse::<u16>() {
+            Ok(port) if port > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Some(port),
+            _ => return Err(Authority::Port(digits.to_owned())),
+        },
+    };
+    Ok((host, port))
+}
+
 /// One `network.allow` entry: `host`, `host:port`, `*.domain[:port]`, an IPv4 address, or an
 /// IPv6 address in brackets.
 fn destination(text: &str, field: &str) -> Result<Destination> {
@@ -704,50 +763,32 @@ fn destination(text: &str, field: &str) -> Result<Destination> {
         Some(rest) => (true, rest),
         None => (false, text),
     };
-    // `[v6]`, `[v6]:port`, `host`, `host:port`.
-    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-        let Some((address, after)) = inner.split_once(']') else {
-            return fail(format!("`{text}` opens a `[` it does not close"));
-        };
-        let port = match after {
-            "" => None,
-            _ => match after.strip_prefix(':') {
-                Some(port) => Some(port),
-                None => return fail(format!("`{text}`: only `:port` may follow `]`")),
-            },
-        };
-        if address.parse::<std::net::Ipv6Addr>().is_err() {
+    let (host, port) = match authority(rest) {
+        Ok(parsed) => parsed,
+        Err(Authority::Unclosed) => return fail(format!("`{text}` opens a `[` it does not close")),
+        Err(Authority::AfterBracket) => {
+            return fail(format!("`{text}`: only `:port` may follow `]`"));
+        }
+        Err(Authority::NotV6(address)) => {
             return fail(format!("`{address}` in `{text}` is not an IPv6 address"));
         }
-        (address.to_owned(), port)
-    } else if rest.matches(':').count() > 1 {
-        return fail(format!(
-            "`{text}`: write an IPv6 address in brackets, as `[{rest}]` or `[{rest}]:443`"
-        ));
-    } else {
-        match rest.split_once(':') {
-            Some((host, port)) => (host.to_owned(), Some(port)),
-            None => (rest.to_owned(), None),
+        Err(Authority::Unbracketed) => {
+            return fail(format!(
+                "`{text}`: write an IPv6 address in brackets, as `[{rest}]` or `[{rest}]:443`"
+            ));
+        }
+        Err(Authority::Port(digits)) => {
+            return fail(format!("`{digits}` in `{text}` is not a port (1 to 65535)"));
         }
     };
-    let port = match port {
-        None => None,
-        Some(digits) => match digits.parse::<u16>() {
-            Ok(port) if port > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Some(port),
-            _ => {
-                return fail(format!("`{digits}` in `{text}` is not a port (1 to 65535)"));
-            }
-        },
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let host = match host.parse::<std::net::IpAddr>() {
-        Ok(address) if wildcard => {
+    let host = match host {
+        Host::Address(address) if wildcard => {
             return fail(format!(
                 "`*.` goes before a domain name, not before the address {address}"
             ));
         }
-        Ok(address) => address.to_string(),
-        Err(_) => {
+        Host::Address(address) => address.to_string(),
+        Host::Name(host) => {
             let label_ok = |label: &str| {
                 !label.is_empty()
                     && label.len() <= 63

@@ -20,6 +20,7 @@
 //! connections, not thousands, and blocking code is the simplest to check.
 
 use crate::manifest::Destination;
+use crate::manifest::validate::{self, Host};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
@@ -269,42 +270,26 @@ fn handle(client: TcpStream, policy: &Policy) {
     }
 }
 
-/// The host and port of `authority` (`host:port`, `[v6]:port`, `host`), lower-cased;
-/// `default` where it has no port.
+/// The host and port of `text` (`host:port`, `[v6]:port`, `host`), read as the manifest's
+/// entries are; `default` where it has no port.
 fn authority(text: &str, default: u16) -> Option<Target> {
-    let (host, port) = if let Some(inner) = text.strip_prefix('[') {
-        let (host, after) = inner.split_once(']')?;
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':')?)),
+    let (host, port) = validate::authority(text).ok()?;
+    let host = match host {
+        Host::Address(address) => address.to_string(),
+        Host::Name(name)
+            if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            name
         }
-    } else {
-        match text.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') => (host, Some(port)),
-            Some(_) => return None,
-            None => (text, None),
-        }
+        Host::Name(_) => return None,
     };
-    let port = match port {
-        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
-            digits.parse::<u16>().ok().filter(|port| *port > 0)?
-        }
-        Some(_) => return None,
-        None => default,
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    {
-        return None;
-    }
-    let host = match host.parse::<IpAddr>() {
-        Ok(address) => address.to_string(),
-        Err(_) => host,
-    };
-    Some(Target { host, port })
+    Some(Target {
+        host,
+        port: port.unwrap_or(default),
+    })
 }
 
 /// An HTTP answer that ends the connection.

@@ -776,11 +776,7 @@ pub fn check_package_files(packages: usize, verified: &verify::Verified) -> Chec
             plural(unreadable, "file")
         )
     };
-    let differing: Vec<&verify::Difference> = verified
-        .differences
-        .iter()
-        .filter(|d| d.finding != Finding::Unreadable)
-        .collect();
+    let differing = verified.differing();
     if differing.is_empty() {
         return Check::ok(
             "package-files",

@@ -73,10 +73,19 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// The packages with a difference, each once, in closure order.
+    /// The differences a reinstall mends: all but the unreadable files, which are no fault
+    /// of the host's (environments leave them out, and say so).
+    pub fn differing(&self) -> Vec<&Difference> {
+        self.differences
+            .iter()
+            .filter(|d| d.finding != Finding::Unreadable)
+            .collect()
+    }
+
+    /// The packages of [`Verified::differing`], each once, in closure order.
     pub fn packages(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
-        for difference in &self.differences {
+        for difference in self.differing() {
             if names.last() != Some(&difference.package.as_str()) {
                 names.push(&difference.package);
             }
@@ -88,16 +97,11 @@ impl Verified {
     /// and the fix; `None` when nothing differs. Unreadable files are left out: the build's
     /// summary counts them already.
     pub fn summary(&self) -> Option<String> {
-        let differing: Vec<&Difference> = self
-            .differences
-            .iter()
-            .filter(|d| d.finding != Finding::Unreadable)
-            .collect();
+        let differing = self.differing();
         if differing.is_empty() {
             return None;
         }
-        let mut packages: Vec<&str> = differing.iter().map(|d| d.package.as_str()).collect();
-        packages.dedup();
+        let packages = self.packages();
         let shown: Vec<String> = differing
             .iter()
             .take(3)
@@ -182,9 +186,10 @@ fn check_package(
     let recorded = provider.recorded(package)?;
     let root = provider.source_root();
     // Touched: a status change within the second dpkg wrote the list is its own unpacking.
+    // Without an install time, every file is read.
     let since = match depth {
         Depth::Every => None,
-        Depth::Touched => Some(recorded.installed.map(|t| t + Duration::from_secs(1))),
+        Depth::Touched => recorded.installed.map(|t| t + Duration::from_secs(1)),
     };
     let mut checked = Checked {
         files: 0,
@@ -206,13 +211,12 @@ fn check_package(
     Ok(checked)
 }
 
-/// One file: what is wrong with it, and whether it was read. `since` is `Some` for
-/// [`Depth::Touched`]: the install time (`None` inside where the database gave none, and then
-/// every file is read).
+/// One file: what is wrong with it, and whether it was read. With `since` (the install time,
+/// for [`Depth::Touched`]), a file whose inode has not changed after it is not read.
 fn check_file(
     root: &Path,
     file: &RecordedFile,
-    since: Option<Option<SystemTime>>,
+    since: Option<SystemTime>,
 ) -> (Option<Finding>, bool) {
     let Some(path) = host_path(root, &file.path) else {
         return (Some(Finding::Missing), false);
@@ -224,7 +228,7 @@ fn check_file(
     if !meta.file_type().is_file() {
         return (Some(Finding::NotAFile), false);
     }
-    if let Some(Some(installed)) = since {
+    if let Some(installed) = since {
         let changed = SystemTime::UNIX_EPOCH
             + Duration::new(
                 u64::try_from(meta.ctime()).unwrap_or(0),
@@ -324,18 +328,15 @@ mod tests {
         let now = SystemTime::now();
         // Installed after the file's last change: not read, so not found.
         let later = now + Duration::from_secs(60);
-        assert_eq!(
-            check_file(root.path(), &file, Some(Some(later))),
-            (None, false)
-        );
+        assert_eq!(check_file(root.path(), &file, Some(later)), (None, false));
         let earlier = now - Duration::from_secs(60);
         assert_eq!(
-            check_file(root.path(), &file, Some(Some(earlier))),
+            check_file(root.path(), &file, Some(earlier)),
             (Some(Finding::Changed), true)
         );
         // No install time: every file is read.
         assert_eq!(
-            check_file(root.path(), &file, Some(None)),
+            check_file(root.path(), &file, None),
             (Some(Finding::Changed), true)
         );
     }
